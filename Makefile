@@ -1,0 +1,43 @@
+# canhazgpu: see README.md. Every target works on a fresh Debian 12 with Go.
+GO      ?= go
+BIN     := bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS := -X canhazgpu/internal/version.Version=$(VERSION) \
+           -X canhazgpu/internal/version.Commit=$(COMMIT) \
+           -X canhazgpu/internal/version.Date=$(DATE)
+# go-nvml's cgo preamble warns about functions NVIDIA marked deprecated.
+export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
+
+PROGRAMS := canhazgpu:./cmd/canhazgpu
+
+.PHONY: build test demo bench lint clean deps
+
+build:
+	@mkdir -p $(BIN)
+	@for p in $(PROGRAMS); do \
+		name=$${p%%:*}; pkg=$${p#*:}; \
+		$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/$$name $$pkg || exit 1; \
+	done
+
+# deps installs what the tests and the demo run against (root only).
+deps:
+	@scripts/install-deps.sh
+
+test: deps lint
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+demo: deps build
+	@scripts/demo.sh
+
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./allocator/store/
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN) dist

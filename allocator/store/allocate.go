@@ -1,0 +1,92 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"canhazgpu/allocator"
+)
+
+type allocateReply struct {
+	OK         int    `json:"ok"`
+	Err        string `json:"err"`
+	GPUs       string `json:"gpus"`
+	Token      int64  `json:"token"`
+	Taken      string `json:"taken"`
+	Requested  int    `json:"requested"`
+	Available  int    `json:"available"`
+	Unreserved int    `json:"unreserved"`
+	Waiting    int    `json:"waiting"`
+	Conflicts  string `json:"conflicts"`
+	Allocated  string `json:"allocated"`
+	Position   int    `json:"position"`
+	Value      string `json:"value"`
+}
+
+type wireConflict struct {
+	GPU        string           `json:"gpu"`
+	Holder     *wireReservation `json:"holder"`
+	Unreserved bool             `json:"unreserved"`
+}
+
+// Allocate grants GPUs, all or nothing, in one atomic step: expired and
+// stale reservations are reclaimed, GPUs in unreserved use are skipped, and
+// the chosen GPUs are reserved together. It returns a *allocator.ShortageError
+// when the request cannot be met now, a *allocator.PendingError when the
+// caller heads the queue and holds part of its request, and
+// allocator.ErrNotRegistered when the node has no GPUs in the store.
+func (s *Store) Allocate(ctx context.Context, r allocator.Request) (allocator.Grant, error) {
+	if err := r.Validate(); err != nil {
+		return allocator.Grant{}, err
+	}
+	maxAge, maxN := s.histArgs()
+	k := s.keys
+	keys := []string{k.gpus, k.res, k.mru, k.hist, k.meta, k.q, k.qe, k.req(r.RequestID)}
+	args := []any{string(r.Kind), r.User, r.UID, r.JobID, r.Count, joinList(r.GPUs), joinList(r.Prefer),
+		joinList(r.Exclude), r.Lease.Milliseconds(), r.Note, r.Restart, r.BootID, r.QueueEntry,
+		maxAge, maxN, replyTTL.Milliseconds()}
+	raw, err := allocateScript.Run(ctx, s.rdb, keys, args...).Text()
+	if err != nil {
+		return allocator.Grant{}, s.wrap("allocate", err)
+	}
+	var rep allocateReply
+	if err := json.Unmarshal([]byte(raw), &rep); err != nil {
+		return allocator.Grant{}, fmt.Errorf("allocate: bad reply %q: %w", raw, err)
+	}
+	switch rep.Err {
+	case "":
+		taken, err := decodeReservations(rep.Taken)
+		if err != nil {
+			return allocator.Grant{}, err
+		}
+		return allocator.Grant{GPUs: splitList(rep.GPUs), Token: rep.Token, TakenOver: taken}, nil
+	case "shortage":
+		e := &allocator.ShortageError{Requested: rep.Requested, Available: rep.Available,
+			Unreserved: rep.Unreserved, Waiting: rep.Waiting}
+		if rep.Conflicts != "" {
+			var wc []wireConflict
+			if err := json.Unmarshal([]byte(rep.Conflicts), &wc); err != nil {
+				return allocator.Grant{}, fmt.Errorf("allocate: bad conflicts %q: %w", rep.Conflicts, err)
+			}
+			for _, c := range wc {
+				ac := allocator.Conflict{GPU: c.GPU, Unreserved: c.Unreserved}
+				if c.Holder != nil {
+					h := c.Holder.reservation(c.GPU)
+					ac.Holder = &h
+				}
+				e.Conflicts = append(e.Conflicts, ac)
+			}
+		}
+		return allocator.Grant{}, e
+	case "pending":
+		return allocator.Grant{}, &allocator.PendingError{Allocated: splitList(rep.Allocated), Position: rep.Position}
+	case "not_registered":
+		return allocator.Grant{}, fmt.Errorf("node %s: %w", s.node, allocator.ErrNotRegistered)
+	case "unknown_gpu":
+		return allocator.Grant{}, &allocator.InputError{Field: "gpu id", Value: rep.Value, Accepted: "a GPU registered for node " + s.node}
+	case "not_queued":
+		return allocator.Grant{}, allocator.ErrNotQueued
+	}
+	return allocator.Grant{}, fmt.Errorf("allocate: unexpected reply %q", raw)
+}

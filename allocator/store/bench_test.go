@@ -1,0 +1,102 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"canhazgpu/allocator"
+)
+
+var benchClients = []int{1, 8, 64}
+
+// runClients spreads b.N operations over n goroutines and reports ops/s.
+func runClients(b *testing.B, n int, op func(ctx context.Context, client int) error) {
+	ctx := context.Background()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	b.ResetTimer()
+	start := time.Now()
+	for c := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				if err := op(ctx, c); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if err, ok := failed.Load().(error); ok {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
+}
+
+// BenchmarkTrivialEvalSha is the yardstick: the cheapest script call the
+// same server can serve.
+func BenchmarkTrivialEvalSha(b *testing.B) {
+	trivial := redis.NewScript("return 1")
+	s := newNode(b, 0)
+	for _, n := range benchClients {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			runClients(b, n, func(ctx context.Context, _ int) error {
+				return trivial.Run(ctx, s.rdb, []string{s.keys.meta}).Err()
+			})
+		})
+	}
+}
+
+// BenchmarkAllocateRelease: one op is a grant of one GPU out of 8 and its
+// release (two scripts). Refusals (all 8 busy) are retried and not counted.
+func BenchmarkAllocateRelease(b *testing.B) {
+	for _, n := range benchClients {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			s := newNode(b, 8)
+			var refusals atomic.Int64
+			runClients(b, n, func(ctx context.Context, c int) error {
+				user := fmt.Sprintf("u%d", c)
+				for {
+					g, err := s.Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(),
+						Kind: allocator.KindRun, User: user, Count: 1, Lease: time.Minute})
+					if _, short := err.(*allocator.ShortageError); short {
+						refusals.Add(1)
+						continue
+					}
+					if err != nil {
+						return err
+					}
+					_, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: user, Token: g.Token})
+					return err
+				}
+			})
+			b.ReportMetric(float64(refusals.Load())/float64(b.N), "refusals/op")
+		})
+	}
+}
+
+// BenchmarkSnapshot: one status read of an 8-GPU node with reservations.
+func BenchmarkSnapshot(b *testing.B) {
+	s := newNode(b, 8)
+	ctx := context.Background()
+	for range 4 {
+		if _, err := s.Allocate(ctx, manual("alice", 1)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	runClients(b, 1, func(ctx context.Context, _ int) error {
+		_, err := s.Snapshot(ctx)
+		return err
+	})
+}

@@ -1,0 +1,133 @@
+package store
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Conn says how to reach Redis; it mirrors the [redis] settings.
+type Conn struct {
+	URL            string // redis://, rediss:// or unix:///path.sock
+	SentinelMaster string
+	SentinelAddrs  []string
+	ClusterAddrs   []string
+	PasswordFile   string // read here, so the password is never in argv or env
+	TLSCAFile      string
+	DialTimeout    time.Duration
+	OpTimeout      time.Duration
+}
+
+// Addr describes the target for messages.
+func (c Conn) Addr() string {
+	switch {
+	case len(c.ClusterAddrs) > 0:
+		return "cluster " + strings.Join(c.ClusterAddrs, ",")
+	case c.SentinelMaster != "":
+		return "sentinel master " + c.SentinelMaster + " via " + strings.Join(c.SentinelAddrs, ",")
+	default:
+		return redactURL(c.URL)
+	}
+}
+
+// redactURL hides a password written into the URL.
+func redactURL(u string) string {
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		return u
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return u
+	}
+	cred := rest[:at]
+	if user, _, hasPw := strings.Cut(cred, ":"); hasPw {
+		return scheme + "://" + user + ":***@" + rest[at+1:]
+	}
+	return u
+}
+
+// Dial builds the client the settings describe: one server, Sentinel or
+// Cluster. It does not contact the server.
+func Dial(c Conn) (redis.UniversalClient, error) {
+	password := ""
+	if c.PasswordFile != "" {
+		b, err := os.ReadFile(c.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("redis password file: %w", err)
+		}
+		password = strings.TrimRight(string(b), "\r\n")
+	}
+	var tlsConf *tls.Config
+	if c.TLSCAFile != "" || strings.HasPrefix(c.URL, "rediss://") {
+		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.TLSCAFile != "" {
+			pem, err := os.ReadFile(c.TLSCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("redis tls ca file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("redis tls ca file %s: no PEM certificate found", c.TLSCAFile)
+			}
+			tlsConf.RootCAs = pool
+		}
+	}
+	switch {
+	case len(c.ClusterAddrs) > 0:
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: c.ClusterAddrs, Password: password, TLSConfig: tlsConf,
+			DialTimeout: c.DialTimeout, ReadTimeout: c.OpTimeout, WriteTimeout: c.OpTimeout,
+		}), nil
+	case c.SentinelMaster != "":
+		if len(c.SentinelAddrs) == 0 {
+			return nil, fmt.Errorf("redis sentinel master %q: no sentinel_addrs given", c.SentinelMaster)
+		}
+		return redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName: c.SentinelMaster, SentinelAddrs: c.SentinelAddrs, Password: password,
+			TLSConfig: tlsConf, DialTimeout: c.DialTimeout, ReadTimeout: c.OpTimeout, WriteTimeout: c.OpTimeout,
+		}), nil
+	}
+	opt, err := redis.ParseURL(c.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis url %q: %w (want redis://host:port/db, rediss://… or unix:///path.sock)", redactURL(c.URL), err)
+	}
+	if password != "" {
+		opt.Password = password
+	}
+	if tlsConf != nil && opt.Network != "unix" {
+		if opt.TLSConfig != nil {
+			tlsConf.ServerName = opt.TLSConfig.ServerName
+		}
+		opt.TLSConfig = tlsConf
+	}
+	if c.DialTimeout > 0 {
+		opt.DialTimeout = c.DialTimeout
+	}
+	if c.OpTimeout > 0 {
+		opt.ReadTimeout, opt.WriteTimeout = c.OpTimeout, c.OpTimeout
+	}
+	return redis.NewClient(opt), nil
+}
+
+// Open dials Redis and returns the store of one node. The connection is
+// made lazily; the first operation reports an unreachable server.
+func Open(_ context.Context, c Conn, node string, opts Options) (*Store, error) {
+	rdb, err := Dial(c)
+	if err != nil {
+		return nil, err
+	}
+	s, err := New(rdb, c.Addr(), node, opts)
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	s.owned = true
+	return s, nil
+}

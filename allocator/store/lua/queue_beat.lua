@@ -1,0 +1,28 @@
+-- queue_beat.lua: keep a queue entry (and the GPUs it holds so far) alive.
+--
+-- KEYS[1] q  KEYS[2] qe  KEYS[3] res
+-- --
+-- ARGV[1] entry id
+--
+-- Returns the 1-based position among live entries, 0 when the entry is gone.
+local q, qe, res = KEYS[1], KEYS[2], KEYS[3]
+local id = ARGV[1]
+local now = now_ms()
+local live = purge_queue(q, qe, now)
+local pos = 0
+for i, e in ipairs(live) do if e == id then pos = i end end
+if pos == 0 then return 0 end
+local e = cjson.decode(redis.call('HGET', qe, id))
+e.h = now
+redis.call('HSET', qe, id, cjson.encode(e))
+for _, uuid in ipairs(split(e.a)) do
+  local raw = redis.call('HGET', res, uuid)
+  if raw then
+    local r = cjson.decode(raw)
+    if r.q == id then
+      r.e = now + e.to
+      redis.call('HSET', res, uuid, cjson.encode(r))
+    end
+  end
+end
+return pos

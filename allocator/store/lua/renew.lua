@@ -1,0 +1,32 @@
+-- renew.lua: extend a run lease held with a fencing token.
+--
+-- KEYS[1] res   reservations (hash uuid -> reservation)
+-- --
+-- ARGV[1] user  ARGV[2] token  ARGV[3] lease ms  ARGV[4] ids (comma-joined)
+--
+-- Renewing twice has the effect of renewing once, so no request id is
+-- needed. All or nothing: if any GPU is no longer this lease's, none is
+-- renewed and the caller must stop using them.
+-- Returns JSON: {ok=1, expires=ms} | {ok=0, err="lost", gpu=uuid, holder=<reservation or absent>}
+local res = KEYS[1]
+local user, token, lease, ids = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), split(ARGV[4])
+
+local now = now_ms()
+local held = {}
+for i, uuid in ipairs(ids) do
+  local raw = redis.call('HGET', res, uuid)
+  if not raw then return cjson.encode({ok = 0, err = 'lost', gpu = uuid}) end
+  local r = cjson.decode(raw)
+  -- An expired lease nobody reclaimed yet is still ours: the reclaim and
+  -- any new grant happen atomically in allocate.lua, never behind our back.
+  if r.u ~= user or r.t ~= token or r.q ~= '' then
+    return cjson.encode({ok = 0, err = 'lost', gpu = uuid, holder = r})
+  end
+  held[i] = r
+end
+for i, uuid in ipairs(ids) do
+  local r = held[i]
+  r.h, r.e = now, now + lease
+  redis.call('HSET', res, uuid, cjson.encode(r))
+end
+return cjson.encode({ok = 1, expires = now + lease})

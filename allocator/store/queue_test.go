@@ -1,0 +1,105 @@
+package store
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"canhazgpu/allocator"
+)
+
+func TestQueueHeadOnlyWithPartialHolds(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 3)
+	first, err := s.Allocate(ctx, manual("alice", 2))
+	require.NoError(t, err)
+
+	pos, err := s.Enqueue(ctx, allocator.QueueEntry{ID: "bob-1", Kind: allocator.KindManual, User: "bob", Count: 3}, time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, 1, pos)
+	pos, err = s.Enqueue(ctx, allocator.QueueEntry{ID: "carol-1", Kind: allocator.KindManual, User: "carol", Count: 1}, time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, 2, pos)
+
+	carol := manual("carol", 1)
+	carol.QueueEntry = "carol-1"
+	_, err = s.Allocate(ctx, carol)
+	var short *allocator.ShortageError
+	require.ErrorAs(t, err, &short, "carol is not the head, although a GPU is free")
+	require.Equal(t, 1, short.Waiting)
+
+	bob := manual("bob", 3)
+	bob.QueueEntry = "bob-1"
+	_, err = s.Allocate(ctx, bob)
+	var pending *allocator.PendingError
+	require.ErrorAs(t, err, &pending, "the head holds what is free so far")
+	require.Len(t, pending.Allocated, 1)
+
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Len(t, snap.Queue, 2)
+	require.Equal(t, "bob", snap.Queue[0].User)
+	require.Equal(t, pending.Allocated, snap.Queue[0].Allocated)
+	require.True(t, snap.Reservations[pending.Allocated[0]].Queued)
+
+	_, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: "alice", Token: first.Token})
+	require.NoError(t, err)
+	bob.RequestID = allocator.NewRequestID()
+	g, err := s.Allocate(ctx, bob)
+	require.NoError(t, err)
+	require.Len(t, g.GPUs, 3)
+	require.Contains(t, g.GPUs, pending.Allocated[0])
+
+	pos, err = s.QueueHeartbeat(ctx, "carol-1")
+	require.NoError(t, err)
+	require.Equal(t, 1, pos, "carol moved up")
+	_, err = s.QueueHeartbeat(ctx, "bob-1")
+	require.ErrorIs(t, err, allocator.ErrNotQueued, "a granted entry leaves the queue")
+}
+
+func TestQueueLeaveFreesPartialHolds(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 2)
+	_, err := s.Allocate(ctx, manual("alice", 1))
+	require.NoError(t, err)
+	_, err = s.Enqueue(ctx, allocator.QueueEntry{ID: "b", Kind: allocator.KindRun, User: "bob", Count: 2}, time.Minute)
+	require.NoError(t, err)
+	req := allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindRun, User: "bob", Count: 2, Lease: time.Minute, QueueEntry: "b"}
+	_, err = s.Allocate(ctx, req)
+	var pending *allocator.PendingError
+	require.ErrorAs(t, err, &pending)
+
+	require.NoError(t, s.LeaveQueue(ctx, "b"))
+	require.NoError(t, s.LeaveQueue(ctx, "b"), "leaving twice is fine")
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Len(t, snap.Reservations, 1)
+	require.Empty(t, snap.Queue)
+	hist, err := s.History(ctx, time.Time{})
+	require.NoError(t, err)
+	require.Empty(t, hist, "a hold never handed out is not usage")
+
+	req.RequestID = allocator.NewRequestID()
+	_, err = s.Allocate(ctx, req)
+	require.ErrorIs(t, err, allocator.ErrNotQueued)
+}
+
+func TestQueueEntryWithoutHeartbeatIsDropped(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 2)
+	_, err := s.Allocate(ctx, manual("alice", 1))
+	require.NoError(t, err)
+	_, err = s.Enqueue(ctx, allocator.QueueEntry{ID: "gone", Kind: allocator.KindManual, User: "bob", Count: 2}, 40*time.Millisecond)
+	require.NoError(t, err)
+	_, err = s.Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindManual,
+		User: "bob", Count: 2, Lease: time.Minute, QueueEntry: "gone"})
+	var pending *allocator.PendingError
+	require.ErrorAs(t, err, &pending)
+
+	time.Sleep(80 * time.Millisecond)
+	g, err := s.Allocate(ctx, manual("carol", 1))
+	require.NoError(t, err, "the crashed waiter's entry and hold are gone")
+	require.Equal(t, pending.Allocated, g.GPUs)
+}

@@ -1,0 +1,61 @@
+package store
+
+import (
+	"context"
+	"strconv"
+
+	"canhazgpu/allocator"
+)
+
+// Register records the node's GPUs. Without force it adds new and changed
+// GPUs and drops a registered GPU only when another now has its index;
+// with force the list replaces what was registered. Reservations of dropped
+// GPUs end in the history. It also lists the node in the registry. It
+// returns how many GPUs changed.
+func (s *Store) Register(ctx context.Context, gpus []allocator.GPU, force bool) (int, error) {
+	if len(gpus) == 0 {
+		return 0, &allocator.InputError{Field: "gpu list", Value: "", Accepted: "at least one GPU"}
+	}
+	seenUUID, seenIndex := map[string]bool{}, map[int]bool{}
+	for _, g := range gpus {
+		if err := checkList([]string{g.UUID}); err != nil {
+			return 0, err
+		}
+		if seenUUID[g.UUID] {
+			return 0, &allocator.InputError{Field: "gpu uuid", Value: g.UUID, Accepted: "each GPU once"}
+		}
+		if g.Index < 0 || seenIndex[g.Index] {
+			return 0, &allocator.InputError{Field: "gpu index", Value: strconv.Itoa(g.Index), Accepted: "distinct indexes from 0"}
+		}
+		if g.Minor < 0 {
+			return 0, &allocator.InputError{Field: "gpu minor", Value: strconv.Itoa(g.Minor), Accepted: "zero or more"}
+		}
+		seenUUID[g.UUID], seenIndex[g.Index] = true, true
+	}
+	force01 := "0"
+	if force {
+		force01 = "1"
+	}
+	maxAge, maxN := s.histArgs()
+	args := []any{force01, maxAge, maxN}
+	for _, g := range gpus {
+		args = append(args, g.UUID, g.Index, g.Minor, g.Name)
+	}
+	k := s.keys
+	n, err := registerScript.Run(ctx, s.rdb, []string{k.gpus, k.res, k.mru, k.hist}, args...).Int()
+	if err != nil {
+		return 0, s.wrap("register", err)
+	}
+	// The registry is outside the node's slot; adding is idempotent, so a
+	// separate call keeps the script cluster-safe.
+	if err := s.rdb.SAdd(ctx, registryKey, s.node).Err(); err != nil {
+		return n, s.wrap("register node", err)
+	}
+	return n, nil
+}
+
+// Nodes lists every registered node.
+func (s *Store) Nodes(ctx context.Context) ([]string, error) {
+	nodes, err := s.rdb.SMembers(ctx, registryKey).Result()
+	return nodes, s.wrap("list nodes", err)
+}

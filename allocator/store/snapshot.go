@@ -1,0 +1,212 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"canhazgpu/allocator"
+)
+
+func (k nodeKeys) snapshotKeys() []string {
+	return []string{k.gpus, k.res, k.mru, k.q, k.qe, k.flags}
+}
+
+// Snapshot reads the node's state in one round trip.
+func (s *Store) Snapshot(ctx context.Context) (*allocator.Snapshot, error) {
+	v, err := snapshotScript.Run(ctx, s.rdb, s.keys.snapshotKeys()).Slice()
+	if err != nil {
+		return nil, s.wrap("snapshot", err)
+	}
+	return decodeSnapshot(s.node, v)
+}
+
+// Snapshots reads every registered node: one round trip for the registry
+// and one pipelined round trip for all nodes, however many there are.
+func (s *Store) Snapshots(ctx context.Context) ([]*allocator.Snapshot, error) {
+	nodes, err := s.Nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(nodes)
+	run := func() ([]redis.Cmder, error) {
+		return s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, n := range nodes {
+				snapshotScript.EvalSha(ctx, p, keysFor(n).snapshotKeys())
+			}
+			return nil
+		})
+	}
+	cmds, err := run()
+	if err != nil && isNoScript(err) {
+		// EVALSHA in a pipeline has no EVAL fallback: load and try again.
+		if err := snapshotScript.Load(ctx, s.rdb).Err(); err != nil {
+			return nil, s.wrap("load snapshot script", err)
+		}
+		if cc, ok := s.rdb.(*redis.ClusterClient); ok {
+			err = cc.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error {
+				return snapshotScript.Load(ctx, c).Err()
+			})
+			if err != nil {
+				return nil, s.wrap("load snapshot script", err)
+			}
+		}
+		cmds, err = run()
+	}
+	if err != nil {
+		return nil, s.wrap("snapshot all nodes", err)
+	}
+	out := make([]*allocator.Snapshot, 0, len(nodes))
+	for i, c := range cmds {
+		v, err := c.(*redis.Cmd).Slice()
+		if err != nil {
+			return nil, s.wrap("snapshot "+nodes[i], err)
+		}
+		snap, err := decodeSnapshot(nodes[i], v)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, snap)
+	}
+	return out, nil
+}
+
+func isNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+}
+
+// flatHash turns an HGETALL reply inside a script reply into a map.
+func flatHash(v any) (map[string]string, error) {
+	list, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("snapshot: want a list, got %T", v)
+	}
+	m := make(map[string]string, len(list)/2)
+	for i := 0; i+1 < len(list); i += 2 {
+		f, ok1 := list[i].(string)
+		val, ok2 := list[i+1].(string)
+		if !ok1 || !ok2 {
+			return nil, errors.New("snapshot: hash entries must be strings")
+		}
+		m[f] = val
+	}
+	return m, nil
+}
+
+type wireQueueEntry struct {
+	K  string `json:"k"`
+	U  string `json:"u"`
+	C  int    `json:"c"`
+	G  string `json:"g"`
+	A  string `json:"a"`
+	T  int64  `json:"t"`
+	H  int64  `json:"h"`
+	To int64  `json:"to"`
+}
+
+type wireFlag struct {
+	M string `json:"m"`
+	T int64  `json:"t"`
+}
+
+func decodeSnapshot(node string, v []any) (*allocator.Snapshot, error) {
+	if len(v) != 7 {
+		return nil, fmt.Errorf("snapshot of %s: want 7 parts, got %d", node, len(v))
+	}
+	nowMS, ok := v[0].(int64)
+	if !ok {
+		return nil, fmt.Errorf("snapshot of %s: bad time %v", node, v[0])
+	}
+	var hashes [6]map[string]string
+	for i, part := range []int{1, 2, 3, 5, 6} {
+		h, err := flatHash(v[part])
+		if err != nil {
+			return nil, fmt.Errorf("snapshot of %s: %w", node, err)
+		}
+		hashes[i] = h
+	}
+	gpus, res, rel, qe, flags := hashes[0], hashes[1], hashes[2], hashes[3], hashes[4]
+	snap := &allocator.Snapshot{Node: node, Now: msTime(nowMS),
+		Reservations: map[string]allocator.Reservation{}, LastReleased: map[string]time.Time{}}
+	for uuid, raw := range gpus {
+		g := allocator.GPU{UUID: uuid}
+		// "index minor name", as register.lua writes it.
+		if n, err := fmt.Sscan(raw, &g.Index, &g.Minor); n != 2 {
+			return nil, fmt.Errorf("snapshot of %s: gpu %s %q: %w", node, uuid, raw, err)
+		}
+		if _, _, rest, ok := cut2(raw); ok {
+			g.Name = rest
+		}
+		snap.GPUs = append(snap.GPUs, g)
+	}
+	slices.SortFunc(snap.GPUs, func(a, b allocator.GPU) int { return a.Index - b.Index })
+	for uuid, raw := range rel {
+		var ms int64
+		if _, err := fmt.Sscan(raw, &ms); err != nil {
+			return nil, fmt.Errorf("snapshot of %s: release time of %s: %w", node, uuid, err)
+		}
+		snap.LastReleased[uuid] = msTime(ms)
+	}
+	for uuid, raw := range res {
+		r, err := decodeReservation(uuid, raw)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot of %s: %w", node, err)
+		}
+		// Expired but not yet reclaimed: free since its expiry, exactly as
+		// the next allocation will see it.
+		if !r.Active(snap.Now) {
+			if r.ExpiresAt.After(snap.LastReleased[uuid]) && !r.Queued {
+				snap.LastReleased[uuid] = r.ExpiresAt
+			}
+			continue
+		}
+		snap.Reservations[uuid] = r
+	}
+	order, ok := v[4].([]any)
+	if !ok {
+		return nil, fmt.Errorf("snapshot of %s: bad queue", node)
+	}
+	for _, o := range order {
+		id, _ := o.(string)
+		raw, ok := qe[id]
+		if !ok {
+			continue
+		}
+		var w wireQueueEntry
+		if err := json.Unmarshal([]byte(raw), &w); err != nil {
+			return nil, fmt.Errorf("snapshot of %s: queue entry %s: %w", node, id, err)
+		}
+		if w.H+w.To <= nowMS {
+			continue // the waiter is gone; the next writer drops it
+		}
+		snap.Queue = append(snap.Queue, allocator.QueueEntry{ID: id, Kind: allocator.Kind(w.K), User: w.U,
+			Count: w.C, GPUs: splitList(w.G), Allocated: splitList(w.A), EnqueuedAt: msTime(w.T), HeartbeatAt: msTime(w.H)})
+	}
+	for field, raw := range flags {
+		var w wireFlag
+		if err := json.Unmarshal([]byte(raw), &w); err != nil {
+			return nil, fmt.Errorf("snapshot of %s: flag %s: %w", node, field, err)
+		}
+		gpu := field
+		if field == "node" {
+			gpu = ""
+		}
+		snap.Flags = append(snap.Flags, allocator.Flag{GPU: gpu, Message: w.M, At: msTime(w.T)})
+	}
+	slices.SortFunc(snap.Flags, func(a, b allocator.Flag) int { return strings.Compare(a.GPU, b.GPU) })
+	return snap, nil
+}
+
+// cut2 splits "a b rest" at its first two spaces.
+func cut2(s string) (string, string, string, bool) {
+	a, r, ok1 := strings.Cut(s, " ")
+	b, rest, ok2 := strings.Cut(r, " ")
+	return a, b, rest, ok1 && ok2
+}

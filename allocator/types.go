@@ -1,0 +1,145 @@
+// Package allocator is the reservation core of canhazgpu: the domain types
+// shared by every program, the validation of requests, and the
+// classification of GPUs from reservations and real usage.
+//
+// The Redis store lives in allocator/store and the GPU providers (NVML and
+// the fake file) in allocator/gpu; this package imports neither, so the CLI
+// formatting and the scheduler hooks can use its types without pulling in a
+// driver or a client.
+package allocator
+
+import (
+	"time"
+)
+
+// Kind says who owns a reservation and how it ends.
+type Kind string
+
+// The owner kinds. Run leases end by missed heartbeats, manual ones by
+// expiry, batch ones (slurm, pbs) only when the scheduler's epilog releases
+// them or the health check settles a job that is gone.
+const (
+	KindRun    Kind = "run"
+	KindManual Kind = "manual"
+	KindSlurm  Kind = "slurm"
+	KindPBS    Kind = "pbs"
+)
+
+// Kinds lists every kind, in display order.
+var Kinds = []Kind{KindRun, KindManual, KindSlurm, KindPBS}
+
+// ParseKind checks a kind name.
+func ParseKind(s string) (Kind, error) {
+	for _, k := range Kinds {
+		if string(k) == s {
+			return k, nil
+		}
+	}
+	return "", &InputError{Field: "kind", Value: s, Accepted: "run, manual, slurm or pbs"}
+}
+
+// Batch reports whether reservations of this kind belong to scheduler jobs.
+func (k Kind) Batch() bool { return k == KindSlurm || k == KindPBS }
+
+// GPU is a device as registered for a node in the store.
+type GPU struct {
+	UUID  string `json:"uuid"`
+	Index int    `json:"index"`
+	Minor int    `json:"minor"`
+	Name  string `json:"name"`
+}
+
+// Reservation is one GPU held by an owner.
+type Reservation struct {
+	GPU         string    `json:"gpu"` // UUID
+	Kind        Kind      `json:"kind"`
+	User        string    `json:"user"`
+	UID         int       `json:"uid"`
+	JobID       string    `json:"job_id"`
+	Note        string    `json:"note"`
+	Token       int64     `json:"token"` // fencing token of the grant
+	StartedAt   time.Time `json:"started_at"`
+	ExpiresAt   time.Time `json:"expires_at"`   // zero: no expiry (batch jobs)
+	HeartbeatAt time.Time `json:"heartbeat_at"` // run leases: last renewal
+	Restart     int       `json:"restart"`      // scheduler restart count of the job
+	BootID      string    `json:"boot_id"`      // node boot the batch job was granted in
+	Queued      bool      `json:"queued"`       // held for a waiting queue entry, not yet handed out
+}
+
+// Active reports whether the reservation still holds its GPU at now.
+func (r Reservation) Active(now time.Time) bool {
+	return r.ExpiresAt.IsZero() || now.Before(r.ExpiresAt)
+}
+
+// Record is a finished reservation, kept in the bounded usage history.
+type Record struct {
+	GPU       string    `json:"gpu"`
+	Kind      Kind      `json:"kind"`
+	User      string    `json:"user"`
+	JobID     string    `json:"job_id"`
+	StartedAt time.Time `json:"started_at"`
+	EndedAt   time.Time `json:"ended_at"`
+	// How it ended: "released", "expired" (reclaimed after expiry or a
+	// stale heartbeat) or "taken_over" (a batch job's stale reservation).
+	End string `json:"end"`
+}
+
+// QueueEntry is one request waiting in a node's FCFS queue.
+type QueueEntry struct {
+	ID          string    `json:"id"`
+	Kind        Kind      `json:"kind"`
+	User        string    `json:"user"`
+	Count       int       `json:"count"`
+	GPUs        []string  `json:"gpus"`      // requested UUIDs, when by id
+	Allocated   []string  `json:"allocated"` // UUIDs held so far
+	EnqueuedAt  time.Time `json:"enqueued_at"`
+	HeartbeatAt time.Time `json:"heartbeat_at"`
+}
+
+// Wanted is the number of GPUs the entry asks for.
+func (e QueueEntry) Wanted() int {
+	if len(e.GPUs) > 0 {
+		return len(e.GPUs)
+	}
+	return e.Count
+}
+
+// Flag is a health-check finding recorded for a node.
+type Flag struct {
+	GPU     string    `json:"gpu"` // UUID, "" for the node
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
+// Snapshot is the store state of one node, read in one round trip.
+type Snapshot struct {
+	Node         string
+	Now          time.Time // the store's clock
+	GPUs         []GPU     // by index
+	Reservations map[string]Reservation
+	// LastReleased is when each GPU was last freed; an expired but not yet
+	// reclaimed reservation counts as freed at its expiry.
+	LastReleased map[string]time.Time
+	Queue        []QueueEntry // FCFS order, live entries only
+	Flags        []Flag
+}
+
+// GPUByIndex finds a registered GPU by index.
+func (s *Snapshot) GPUByIndex(i int) (GPU, bool) {
+	for _, g := range s.GPUs {
+		if g.Index == i {
+			return g, true
+		}
+	}
+	return GPU{}, false
+}
+
+// GPUByUUID finds a registered GPU by UUID.
+func (s *Snapshot) GPUByUUID(uuid string) (GPU, bool) {
+	for _, g := range s.GPUs {
+		if g.UUID == uuid {
+			return g, true
+		}
+	}
+	return GPU{}, false
+}

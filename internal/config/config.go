@@ -1,0 +1,396 @@
+// Package config loads canhazgpu's settings. Highest first: command-line
+// flags, CANHAZGPU_<SECTION>_<KEY> environment variables, the config file
+// ($CANHAZGPU_CONFIG or /etc/canhazgpu/config.toml, plus the user-facing
+// sections of ~/.config/canhazgpu/config.toml), built-in defaults.
+//
+// Every key, its default and its meaning are in example.toml, which is
+// installed as /etc/canhazgpu/config.toml and tested to load as the defaults.
+package config
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// ExampleTOML is the fully commented config file with every key at its
+// default. Packaging installs it as /etc/canhazgpu/config.toml.
+//
+//go:embed example.toml
+var ExampleTOML string
+
+// DefaultFile is the system config file read when neither --config nor
+// CANHAZGPU_CONFIG names one. Unlike a named file, it may be missing.
+const DefaultFile = "/etc/canhazgpu/config.toml"
+
+// Config holds every setting. Durations are positive unless said otherwise.
+type Config struct {
+	Node    string // this node's name in the store; default: short hostname
+	Redis   RedisConfig
+	GPU     GPUConfig
+	Reserve ReserveConfig
+	Run     RunConfig
+	Queue   QueueConfig
+	Admin   AdminConfig
+	History HistoryConfig
+	Slurm   SlurmConfig
+	PBS     PBSConfig
+	Health  HealthConfig
+	File    string // the system file that was read ("" if none)
+}
+
+// RedisConfig is how to reach the store. SentinelMaster with SentinelAddrs
+// selects Redis Sentinel, ClusterAddrs Redis Cluster, otherwise URL is used.
+type RedisConfig struct {
+	URL            string // redis://, rediss:// or unix:///path.sock
+	SentinelMaster string
+	SentinelAddrs  []string // host:port
+	ClusterAddrs   []string // host:port
+	PasswordFile   string   // read at start, so the password is never in argv or env
+	TLSCAFile      string
+	DialTimeout    time.Duration
+	OpTimeout      time.Duration
+}
+
+// GPUConfig chooses where GPU and process information comes from.
+type GPUConfig struct {
+	Provider          string // auto, nvml or fake
+	FakeFile          string // the fake provider's JSON file
+	MemoryThresholdMB int64  // a GPU with at least this much memory used is in use
+}
+
+// ReserveConfig holds defaults of `canhazgpu reserve`.
+type ReserveConfig struct {
+	Duration time.Duration
+}
+
+// RunConfig holds defaults of `canhazgpu run`.
+type RunConfig struct {
+	Timeout           time.Duration // 0: none
+	HeartbeatInterval time.Duration
+	HeartbeatTimeout  time.Duration // an older heartbeat frees the reservation
+	KillGrace         time.Duration // between TERM and KILL
+}
+
+// QueueConfig holds the --wait queue's timings.
+type QueueConfig struct {
+	PollInterval     time.Duration
+	HeartbeatTimeout time.Duration // an older queue entry is dropped
+}
+
+// AdminConfig says who may act for other users besides root.
+type AdminConfig struct {
+	Group string // unix group; "" for root only
+}
+
+// HistoryConfig bounds the usage history.
+type HistoryConfig struct {
+	MaxAge     time.Duration
+	MaxRecords int
+}
+
+// SlurmConfig drives the Slurm Prolog, TaskProlog and Epilog (scheduler.md).
+type SlurmConfig struct {
+	GresDevices  []string // gres.conf's device files in order; nil: /dev/nvidia0.. one per GPU
+	Placement    string   // slurm or canhazgpu
+	OnConflict   string   // fail or warn
+	OnStoreError string   // allow or fail
+	Export       string   // auto, uuid, index or none
+	StateDir     string
+	Deadline     time.Duration
+}
+
+// PBSConfig drives the PBS and Torque hooks.
+type PBSConfig struct {
+	OnConflict   string // fail or warn
+	OnStoreError string // allow or fail
+	StateDir     string
+}
+
+// HealthConfig drives canhazgpu-healthcheck.
+type HealthConfig struct {
+	Action          string   // none, flag or drain
+	ExemptUsers     []string // users whose GPU use is never a violation
+	Scontrol        string
+	ScontrolTimeout time.Duration
+	SlurmdSpoolDir  string
+	PrometheusFile  string // "" for no textfile output
+	Timeout         time.Duration
+}
+
+// defaults returns the built-in settings; Node is filled from the hostname
+// after all sources are applied.
+func defaults() Config {
+	return Config{
+		Redis: RedisConfig{
+			URL:         "redis://127.0.0.1:6379/0",
+			DialTimeout: time.Second,
+			OpTimeout:   2 * time.Second,
+		},
+		GPU:     GPUConfig{Provider: "auto", MemoryThresholdMB: 1024},
+		Reserve: ReserveConfig{Duration: 30 * time.Minute},
+		Run: RunConfig{
+			HeartbeatInterval: 10 * time.Second,
+			HeartbeatTimeout:  60 * time.Second,
+			KillGrace:         10 * time.Second,
+		},
+		Queue:   QueueConfig{PollInterval: time.Second, HeartbeatTimeout: 30 * time.Second},
+		History: HistoryConfig{MaxAge: 90 * 24 * time.Hour, MaxRecords: 100000},
+		Slurm: SlurmConfig{
+			Placement:    "slurm",
+			OnConflict:   "fail",
+			OnStoreError: "allow",
+			Export:       "auto",
+			StateDir:     "/run/canhazgpu",
+			Deadline:     5 * time.Second,
+		},
+		PBS: PBSConfig{OnConflict: "fail", OnStoreError: "allow", StateDir: "/run/canhazgpu"},
+		Health: HealthConfig{
+			Action:          "none",
+			ExemptUsers:     []string{"root", "nvidia-mps"},
+			Scontrol:        "/usr/bin/scontrol",
+			ScontrolTimeout: 5 * time.Second,
+			SlurmdSpoolDir:  "/var/spool/slurmd",
+			Timeout:         30 * time.Second,
+		},
+	}
+}
+
+// Options says where Load looks. The zero value reads only DefaultFile and
+// the hostname: no environment, no user file, no flags.
+type Options struct {
+	Env         []string               // os.Environ() form; nil: no environment
+	Home        string                 // for the user file; "" = no user file
+	System      bool                   // scheduler programs: no user file
+	Overrides   map[string]string      // from flags: key ("redis.url") -> value text; see Flags
+	ConfigFile  string                 // from --config; wins over CANHAZGPU_CONFIG
+	DefaultFile string                 // "": DefaultFile
+	Hostname    func() (string, error) // nil: os.Hostname
+}
+
+// Load reads the settings from all sources. The first bad value stops it with
+// an error naming where it was written: file and line, variable or flag.
+func Load(opts Options) (*Config, error) {
+	l := loader{cfg: defaults(), origin: map[string]string{}}
+	env := envMap(opts.Env)
+
+	path, named := systemFile(opts, env)
+	if err := l.applyFile(path, named, ""); err != nil {
+		return nil, err
+	}
+	if opts.Home != "" && !opts.System {
+		user := filepath.Join(opts.Home, ".config", "canhazgpu", "config.toml")
+		if err := l.applyFile(user, "", path); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range settings {
+		if v, ok := env[s.envVar()]; ok {
+			if err := l.record(s.name, s.envVar(), s.fromText(&l.cfg, v)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := l.applyOverrides(opts.Overrides); err != nil {
+		return nil, err
+	}
+	if err := l.checkCombinations(); err != nil {
+		return nil, err
+	}
+	if l.cfg.Node == "" {
+		node, err := shortHostname(opts.Hostname)
+		if err != nil {
+			return nil, err
+		}
+		l.cfg.Node = node
+	}
+	return &l.cfg, nil
+}
+
+// systemFile picks the system config file: --config, then CANHAZGPU_CONFIG,
+// then the default. named says which of the first two chose it ("" for the
+// default), because only a file someone named must exist.
+func systemFile(opts Options, env map[string]string) (path, named string) {
+	switch {
+	case opts.ConfigFile != "":
+		return opts.ConfigFile, "--config"
+	case env["CANHAZGPU_CONFIG"] != "":
+		return env["CANHAZGPU_CONFIG"], "CANHAZGPU_CONFIG"
+	case opts.DefaultFile != "":
+		return opts.DefaultFile, ""
+	default:
+		return DefaultFile, ""
+	}
+}
+
+// loader applies the sources in turn and remembers where each key was last
+// set, so that a check across keys can still point at the culprit.
+type loader struct {
+	cfg    Config
+	origin map[string]string // key -> "file:line", variable or flag
+}
+
+// record notes where key was set, or, when setting it failed, returns the
+// error naming that place.
+func (l *loader) record(key, where string, err error) error {
+	if err != nil {
+		return fmt.Errorf("config: %s: %s: %w", where, key, err)
+	}
+	l.origin[key] = where
+	return nil
+}
+
+// applyFile reads one config file. named is what named it ("--config",
+// "CANHAZGPU_CONFIG"; "" when it may be missing). systemPath is set for the
+// user file: it is the file that store and scheduler keys belong in.
+func (l *loader) applyFile(path, named, systemPath string) error {
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && named == "":
+		return nil
+	case err != nil && named != "":
+		return fmt.Errorf("config: file named by %s: %w", named, err)
+	case err != nil:
+		return fmt.Errorf("config: %w", err)
+	}
+	if systemPath == "" {
+		l.cfg.File = path
+	}
+	entries, err := readEntries(path, string(data))
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		where := path
+		if e.line > 0 {
+			where = fmt.Sprintf("%s:%d", path, e.line)
+		}
+		s, known := lookupSetting(e.key)
+		switch {
+		case !known && slices.Contains(sections, e.key):
+			// A section header with nothing in it sets nothing.
+			if _, table := e.value.(map[string]any); !table {
+				return fmt.Errorf("config: %s: %s: must be a table ([%s]), got %s", where, e.key, e.key, describe(e.value))
+			}
+		case !known:
+			return fmt.Errorf("config: %s: %s: unknown key%s", where, e.key, knownKeysHint(e.key))
+		case systemPath != "" && !slices.Contains(userSections, s.section()):
+			return fmt.Errorf("config: %s: %s: only allowed in the system file %s; the user file may set only [%s]",
+				where, e.key, systemPath, strings.Join(userSections, "], ["))
+		default:
+			if err := l.record(s.name, where, s.fromTOML(&l.cfg, e.value)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// knownKeysHint lists the keys of the section an unknown key is in, to turn
+// a typo into a quick fix.
+func knownKeysHint(key string) string {
+	section, _, _ := strings.Cut(key, ".")
+	var names []string
+	for _, s := range settings {
+		if s.section() == section {
+			names = append(names, s.name)
+		}
+	}
+	switch {
+	case len(names) > 0:
+		return fmt.Sprintf(" (known in [%s]: %s)", section, strings.Join(names, ", "))
+	case slices.Contains(sections, section):
+		return fmt.Sprintf(" ([%s] has no keys yet)", section)
+	default:
+		return fmt.Sprintf(" (top-level keys: node; sections: %s)", strings.Join(sections, ", "))
+	}
+}
+
+func (l *loader) applyOverrides(overrides map[string]string) error {
+	for _, key := range slices.Sorted(maps.Keys(overrides)) {
+		if _, known := lookupSetting(key); !known {
+			return fmt.Errorf("config: override of unknown key %q", key)
+		}
+	}
+	for _, s := range settings {
+		v, ok := overrides[s.name]
+		if !ok {
+			continue
+		}
+		where := "override " + s.name
+		if flag := flagFor(s.name); flag != "" {
+			where = "--" + flag
+		}
+		if err := l.record(s.name, where, s.fromText(&l.cfg, v)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkCombinations rejects settings that are each valid but impossible
+// together. The error points at where the offending key was set.
+func (l *loader) checkCombinations() error {
+	c := &l.cfg
+	switch {
+	case c.GPU.Provider == "fake" && c.GPU.FakeFile == "":
+		return l.errorAt("gpu.provider", `"fake" needs gpu.fake_file, the JSON file describing the fake GPUs`)
+	case c.Redis.SentinelMaster != "" && len(c.Redis.SentinelAddrs) == 0:
+		return l.errorAt("redis.sentinel_master", "needs redis.sentinel_addrs")
+	case c.Redis.SentinelMaster == "" && len(c.Redis.SentinelAddrs) > 0:
+		return l.errorAt("redis.sentinel_addrs", "needs redis.sentinel_master")
+	case c.Redis.SentinelMaster != "" && len(c.Redis.ClusterAddrs) > 0:
+		return l.errorAt("redis.cluster_addrs", "cannot be used together with redis.sentinel_master")
+	case c.Run.HeartbeatInterval >= c.Run.HeartbeatTimeout:
+		// Every run reservation would look stale between two heartbeats.
+		// Blame the one of the pair that was set; the defaults fit.
+		key := "run.heartbeat_interval"
+		if _, set := l.origin[key]; !set {
+			key = "run.heartbeat_timeout"
+		}
+		return l.errorAt(key, fmt.Sprintf("run.heartbeat_interval (%s) must be shorter than run.heartbeat_timeout (%s)",
+			Duration(c.Run.HeartbeatInterval), Duration(c.Run.HeartbeatTimeout)))
+	}
+	return nil
+}
+
+// errorAt reports a bad combination at the place key was set; every caller
+// blames a key that differs from its default, so that place is known.
+func (l *loader) errorAt(key, msg string) error {
+	return fmt.Errorf("config: %s: %s: %s", l.origin[key], key, msg)
+}
+
+// envMap indexes an os.Environ-style list; a later entry wins, as in exec.
+func envMap(env []string) map[string]string {
+	m := make(map[string]string, len(env))
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// shortHostname is the default node name: the hostname up to the first dot,
+// which is how Slurm names nodes too.
+func shortHostname(hostname func() (string, error)) (string, error) {
+	if hostname == nil {
+		hostname = os.Hostname
+	}
+	h, err := hostname()
+	if err != nil {
+		return "", fmt.Errorf("config: node is not set and the hostname is unknown: %w", err)
+	}
+	short, _, _ := strings.Cut(h, ".")
+	if short == "" {
+		return "", fmt.Errorf("config: node is not set and the hostname %q has no name part; set node", h)
+	}
+	return short, nil
+}

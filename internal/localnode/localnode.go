@@ -1,0 +1,136 @@
+// Package localnode wires what every program of this node needs: the
+// settings, the reservation store and the GPU provider, with the steps
+// they always take together (register the node's GPUs when the store lacks
+// them; exclude GPUs in unreserved use from every grant).
+package localnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"canhazgpu/allocator"
+	"canhazgpu/allocator/gpu"
+	"canhazgpu/allocator/store"
+	"canhazgpu/allocator/usage"
+	"canhazgpu/internal/config"
+)
+
+// Node is this machine as the programs see it.
+type Node struct {
+	Config *config.Config
+	Store  *store.Store
+	GPUs   gpu.Provider
+}
+
+// Conn turns the [redis] settings into the store's connection settings.
+func Conn(c config.RedisConfig) store.Conn {
+	return store.Conn{URL: c.URL, SentinelMaster: c.SentinelMaster, SentinelAddrs: c.SentinelAddrs,
+		ClusterAddrs: c.ClusterAddrs, PasswordFile: c.PasswordFile, TLSCAFile: c.TLSCAFile,
+		DialTimeout: c.DialTimeout, OpTimeout: c.OpTimeout}
+}
+
+// Open opens the provider and the store. Nothing is sent to Redis yet.
+func Open(ctx context.Context, cfg *config.Config) (*Node, error) {
+	st, err := store.Open(ctx, Conn(cfg.Redis), cfg.Node, store.Options{
+		HistoryMaxAge: cfg.History.MaxAge, HistoryMaxRecords: cfg.History.MaxRecords})
+	if err != nil {
+		return nil, err
+	}
+	prov, err := gpu.Open(gpu.Options{Provider: cfg.GPU.Provider, FakeFile: cfg.GPU.FakeFile})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &Node{Config: cfg, Store: st, GPUs: prov}, nil
+}
+
+// Close releases the provider and the connection.
+func (n *Node) Close() error {
+	return errors.Join(n.GPUs.Close(), n.Store.Close())
+}
+
+// Devices scans the GPUs now.
+func (n *Node) Devices(ctx context.Context) ([]gpu.Device, error) {
+	devs, err := n.GPUs.Devices(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("scan GPUs: %w", err)
+	}
+	return devs, nil
+}
+
+// Look scans the GPUs and reads the node's store state, registering the
+// GPUs first when the store does not know them as they are. One store
+// round trip when nothing changed.
+func (n *Node) Look(ctx context.Context) (*allocator.Snapshot, []gpu.Device, error) {
+	devs, err := n.Devices(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	snap, err := n.Store.Snapshot(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if usage.NeedsRegistration(snap, devs) {
+		if _, err := n.Store.Register(ctx, usage.Registration(devs), false); err != nil {
+			return nil, nil, err
+		}
+		if snap, err = n.Store.Snapshot(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
+	return snap, devs, nil
+}
+
+// Classify is Look followed by usage.Classify with the configured
+// threshold.
+func (n *Node) Classify(ctx context.Context) (*allocator.Snapshot, []usage.GPU, error) {
+	snap, devs, err := n.Look(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return snap, usage.Classify(snap, devs, n.Config.GPU.MemoryThresholdMB), nil
+}
+
+// Allocate grants req with the GPUs in unreserved use excluded, from the
+// given scan (nil: scan now). A node the store does not know yet is
+// registered and the request tried again, with the same request id, so the
+// usual grant costs one round trip.
+func (n *Node) Allocate(ctx context.Context, req allocator.Request, devs []gpu.Device) (allocator.Grant, error) {
+	if devs == nil {
+		var err error
+		if devs, err = n.Devices(ctx); err != nil {
+			return allocator.Grant{}, err
+		}
+	}
+	req.Exclude = usage.Busy(devs, n.Config.GPU.MemoryThresholdMB)
+	g, err := n.Store.Allocate(ctx, req)
+	if errors.Is(err, allocator.ErrNotRegistered) && len(devs) > 0 {
+		if _, err := n.Store.Register(ctx, usage.Registration(devs), false); err != nil {
+			return allocator.Grant{}, err
+		}
+		g, err = n.Store.Allocate(ctx, req)
+	}
+	return g, err
+}
+
+// UUIDsOf maps NVML indices to UUIDs through a scan; an index the node
+// does not have is an input error naming it.
+func UUIDsOf(devs []gpu.Device, indices []int) ([]string, error) {
+	out := make([]string, 0, len(indices))
+	for _, i := range indices {
+		found := false
+		for _, d := range devs {
+			if d.Index == i {
+				out = append(out, d.UUID)
+				found = true
+				break
+			}
+		}
+		if !found {
+			return nil, &allocator.InputError{Field: "gpu id", Value: fmt.Sprint(i),
+				Accepted: fmt.Sprintf("an index of this node's GPUs (0-%d)", len(devs)-1)}
+		}
+	}
+	return out, nil
+}

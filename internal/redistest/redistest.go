@@ -1,0 +1,309 @@
+// Package redistest starts private redis-server processes for tests.
+//
+// Each server listens on a unix socket and a free loopback port inside its
+// own temporary directory, so test binaries never touch a Redis they did not
+// start, and every server is stopped by its pid.
+package redistest
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Server is one running redis-server owned by the test binary.
+type Server struct {
+	Dir    string // temp dir holding config, data and socket
+	Port   int
+	Socket string
+	cmd    *exec.Cmd
+	args   []string
+}
+
+// Binary is the redis-server executable the harness runs.
+func Binary() (string, error) {
+	p, err := exec.LookPath("redis-server")
+	if err != nil {
+		return "", errors.New("redis-server not found in PATH: install it with 'apt-get install redis-server' (tests start their own private server)")
+	}
+	return p, nil
+}
+
+// Options tune a server.
+type Options struct {
+	// Cluster starts the server with cluster mode enabled.
+	Cluster bool
+	// Port forces a port (0: pick a free one).
+	Port int
+}
+
+// Start launches a redis-server in a new temp dir and waits until it answers.
+func Start(opts Options) (*Server, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "canhazgpu-redis-")
+	if err != nil {
+		return nil, fmt.Errorf("redistest: temp dir: %w", err)
+	}
+	port := opts.Port
+	if port == 0 {
+		if port, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	s := &Server{Dir: dir, Port: port, Socket: filepath.Join(dir, "redis.sock")}
+	s.args = []string{
+		"--port", strconv.Itoa(port),
+		"--bind", "127.0.0.1",
+		"--unixsocket", s.Socket,
+		"--unixsocketperm", "777",
+		"--dir", dir,
+		// AOF keeps data across Restart, as a production server configured
+		// for durability would.
+		"--appendonly", "yes",
+		"--appendfsync", "everysec",
+		"--save", "",
+		"--daemonize", "no",
+		"--logfile", filepath.Join(dir, "redis.log"),
+	}
+	if opts.Cluster {
+		s.args = append(s.args, "--cluster-enabled", "yes",
+			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+			"--cluster-node-timeout", "2000")
+	}
+	if err := s.launch(bin); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) launch(bin string) error {
+	cmd := exec.Command(bin, s.args...)
+	// Own process group: a Ctrl-C on the test run must not kill the server
+	// before the harness stops it and checks state.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("redistest: start redis-server: %w", err)
+	}
+	s.cmd = cmd
+	if err := s.waitReady(10 * time.Second); err != nil {
+		s.kill()
+		return err
+	}
+	return nil
+}
+
+func (s *Server) waitReady(limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		c := redis.NewClient(&redis.Options{Network: "unix", Addr: s.Socket, MaxRetries: -1})
+		err := c.Ping(context.Background()).Err()
+		c.Close()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redistest: redis-server on port %d not ready after %s: %w (log: %s)", s.Port, limit, err, s.logTail())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *Server) logTail() string {
+	f, err := os.Open(filepath.Join(s.Dir, "redis.log"))
+	if err != nil {
+		return "no log"
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > 5 {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, " | ")
+}
+
+// Addr is host:port of the TCP listener.
+func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)) }
+
+// URL is a redis:// URL for the TCP listener.
+func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
+
+// SocketURL is a unix:// URL for the socket listener.
+func (s *Server) SocketURL() string { return "unix://" + s.Socket }
+
+// Pid of the running server, 0 when stopped.
+func (s *Server) Pid() int {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
+// Halt stops the server but keeps its data directory, for restart tests.
+func (s *Server) Halt() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		s.kill()
+	}
+	s.cmd = nil
+}
+
+// Restart halts the server and starts it again on the same port and socket
+// with the same data.
+func (s *Server) Restart() error {
+	s.Halt()
+	bin, err := Binary()
+	if err != nil {
+		return err
+	}
+	return s.launch(bin)
+}
+
+func (s *Server) kill() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Stop ends the server by pid and removes its directory.
+func (s *Server) Stop() {
+	s.Halt()
+	os.RemoveAll(s.Dir)
+}
+
+// Client returns a plain client on the unix socket.
+func (s *Server) Client() *redis.Client {
+	return redis.NewClient(&redis.Options{Network: "unix", Addr: s.Socket})
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("redistest: find free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Cluster is a set of cluster-mode servers joined into one Redis Cluster.
+type Cluster struct {
+	Servers []*Server
+}
+
+// StartCluster starts n masters (no replicas) and joins them with
+// redis-cli --cluster create.
+func StartCluster(n int) (*Cluster, error) {
+	c := &Cluster{}
+	for range n {
+		s, err := startClusterNode()
+		if err != nil {
+			c.Stop()
+			return nil, err
+		}
+		c.Servers = append(c.Servers, s)
+	}
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		c.Stop()
+		return nil, errors.New("redis-cli not found: install redis-tools")
+	}
+	args := []string{"--cluster", "create"}
+	args = append(args, c.Addrs()...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+		c.Stop()
+		return nil, fmt.Errorf("redistest: cluster create: %w: %s", err, out)
+	}
+	if err := c.waitOK(15 * time.Second); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+// startClusterNode picks a port whose cluster bus port (+10000) is free too.
+func startClusterNode() (*Server, error) {
+	for range 20 {
+		p, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		if p+10000 > 65535 {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+10000)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return Start(Options{Cluster: true, Port: p})
+	}
+	return nil, errors.New("redistest: no free port pair for a cluster node")
+}
+
+// Addrs lists host:port of every node.
+func (c *Cluster) Addrs() []string {
+	var out []string
+	for _, s := range c.Servers {
+		out = append(out, s.Addr())
+	}
+	return out
+}
+
+func (c *Cluster) waitOK(limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		ok := true
+		for _, s := range c.Servers {
+			cl := s.Client()
+			info, err := cl.ClusterInfo(context.Background()).Result()
+			cl.Close()
+			if err != nil || !strings.Contains(info, "cluster_state:ok") {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redistest: cluster not ok after %s", limit)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop stops every node.
+func (c *Cluster) Stop() {
+	for _, s := range c.Servers {
+		s.Stop()
+	}
+}
