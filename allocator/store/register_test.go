@@ -1,0 +1,161 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"canhazgpu/allocator"
+)
+
+func TestRegisterKeepsAbsentGPUsUnlessReplacedOrForced(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 3)
+	_, err := s.Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindManual,
+		User: "alice", GPUs: []string{uuid(1)}, Lease: time.Hour})
+	require.NoError(t, err)
+
+	n, err := s.Register(ctx, fakeGPUs(3), false)
+	require.NoError(t, err)
+	require.Zero(t, n, "the same GPUs change nothing")
+
+	// GPU 2 vanished: kept (it may be off the bus for a moment).
+	n, err = s.Register(ctx, fakeGPUs(2), false)
+	require.NoError(t, err)
+	require.Zero(t, n)
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Len(t, snap.GPUs, 3)
+
+	// GPU 1 was replaced by a new board at the same index: its reservation ends.
+	gpus := fakeGPUs(3)
+	gpus[1].UUID = "GPU-replacement"
+	n, err = s.Register(ctx, gpus, false)
+	require.NoError(t, err)
+	require.Equal(t, 2, n, "one dropped, one added")
+	snap, err = s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Empty(t, snap.Reservations)
+	g, ok := snap.GPUByIndex(1)
+	require.True(t, ok)
+	require.Equal(t, "GPU-replacement", g.UUID)
+	hist, err := s.History(ctx, time.Time{})
+	require.NoError(t, err)
+	require.Len(t, hist, 1)
+	require.Equal(t, "alice", hist[0].User)
+
+	// Forced: exactly the list given.
+	n, err = s.Register(ctx, gpus[:1], true)
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	snap, err = s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Len(t, snap.GPUs, 1)
+	require.Equal(t, "Test GPU", snap.GPUs[0].Name, "names with spaces survive the encoding")
+}
+
+func TestSnapshotsRoundTripsDoNotGrowWithNodes(t *testing.T) {
+	ctx := context.Background()
+	first := newNode(t, 2)
+	trips := countRoundTrips(first)
+	measure := func() (int, int64) {
+		trips.Store(0)
+		snaps, err := first.Snapshots(ctx)
+		require.NoError(t, err)
+		return len(snaps), trips.Load()
+	}
+	_, err := first.Snapshots(ctx) // loads the script into the server's cache
+	require.NoError(t, err)
+	nodesBefore, tripsBefore := measure()
+	for i := range 20 {
+		s, err := first.ForNode(fmt.Sprintf("many%d", i))
+		require.NoError(t, err)
+		_, err = s.Register(ctx, fakeGPUs(8), false)
+		require.NoError(t, err)
+	}
+	nodesAfter, tripsAfter := measure()
+	require.Equal(t, nodesBefore+20, nodesAfter)
+	require.Equal(t, int64(2), tripsBefore, "the registry, then one pipeline")
+	require.Equal(t, int64(2), tripsAfter)
+
+	trips.Store(0)
+	_, err = first.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(1), trips.Load(), "one node: one round trip")
+}
+
+// countRoundTrips counts the client's exchanges with the server: a single
+// command or a whole pipeline is one round trip.
+func countRoundTrips(s *Store) *atomic.Int64 {
+	var n atomic.Int64
+	s.rdb.AddHook(tripHook{&n})
+	return &n
+}
+
+type tripHook struct{ n *atomic.Int64 }
+
+func (tripHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h tripHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h tripHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+func TestQueueAndFlagsBadInput(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 1)
+	_, err := s.Enqueue(ctx, allocator.QueueEntry{Kind: allocator.KindManual, User: "a", Count: 1}, time.Minute)
+	require.Error(t, err, "no id")
+	_, err = s.Enqueue(ctx, allocator.QueueEntry{ID: "x", Kind: allocator.KindSlurm, User: "a", Count: 1}, time.Minute)
+	require.Error(t, err, "batch jobs never queue")
+	_, err = s.Enqueue(ctx, allocator.QueueEntry{ID: "x", Kind: allocator.KindManual, User: "a", Count: 1}, 0)
+	require.Error(t, err, "no heartbeat timeout")
+	_, err = s.QueueHeartbeat(ctx, "")
+	require.Error(t, err)
+	require.Error(t, s.LeaveQueue(ctx, ""))
+	require.Error(t, s.SetFlags(ctx, []allocator.Flag{{GPU: "g", Message: ""}}))
+	require.Error(t, s.SetFlags(ctx, []allocator.Flag{{GPU: "g", Message: "a"}, {GPU: "g", Message: "b"}}))
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Empty(t, snap.Queue)
+	require.Empty(t, snap.Flags)
+
+	require.NoError(t, s.SetFlags(ctx, []allocator.Flag{{Message: "node-level"}, {GPU: uuid(0), Message: "gpu-level"}}))
+	snap, err = s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Len(t, snap.Flags, 2)
+	require.Equal(t, "", snap.Flags[0].GPU)
+	require.Equal(t, "node-level", snap.Flags[0].Message)
+	require.NoError(t, s.SetFlags(ctx, nil))
+	snap, err = s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Empty(t, snap.Flags, "an empty list clears")
+}
+
+func TestAllocateAndReleaseAreOneRoundTripEach(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 2)
+	_, err := s.Allocate(ctx, manual("warm", 1)) // script cache
+	require.NoError(t, err)
+	trips := countRoundTrips(s)
+	g, err := s.Allocate(ctx, manual("alice", 1))
+	require.NoError(t, err)
+	require.Equal(t, int64(1), trips.Load())
+	_, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: "alice", Token: g.Token})
+	require.NoError(t, err)
+	require.Equal(t, int64(2), trips.Load())
+}

@@ -1,0 +1,101 @@
+package localnode
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"canhazgpu/allocator"
+	"canhazgpu/internal/config"
+	"canhazgpu/internal/redistest"
+)
+
+var srv *redistest.Server
+
+func TestMain(m *testing.M) {
+	var err error
+	if srv, err = redistest.Start(redistest.Options{}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	srv.Stop()
+	os.Exit(code)
+}
+
+// openNode writes a fake GPU file and opens the node on the test server.
+func openNode(t *testing.T, node, fake string) (*Node, string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "gpus.json")
+	require.NoError(t, os.WriteFile(file, []byte(fake), 0o644))
+	cfg, err := config.Load(config.Options{Env: []string{
+		"CANHAZGPU_NODE=" + node, "CANHAZGPU_REDIS_URL=" + srv.SocketURL(),
+		"CANHAZGPU_GPU_PROVIDER=fake", "CANHAZGPU_GPU_FAKE_FILE=" + file,
+	}, DefaultFile: filepath.Join(t.TempDir(), "none.toml")})
+	require.NoError(t, err)
+	n, err := Open(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { n.Close() })
+	return n, file
+}
+
+const twoGPUs = `{"gpus": [
+  {"index": 0, "uuid": "GPU-a", "memory_used_mb": 45},
+  {"index": 1, "uuid": "GPU-b", "processes": [{"pid": 4242, "name": "python3", "user": "bob", "used_memory_mb": 2048}]}
+]}`
+
+func TestLookRegistersOnFirstUse(t *testing.T) {
+	n, _ := openNode(t, "look1", twoGPUs)
+	snap, devs, err := n.Look(context.Background())
+	require.NoError(t, err)
+	require.Len(t, devs, 2)
+	require.Equal(t, []allocator.GPU{{UUID: "GPU-a", Index: 0, Minor: 0, Name: "Fake GPU"}, {UUID: "GPU-b", Index: 1, Minor: 1, Name: "Fake GPU"}}, snap.GPUs)
+	nodes, err := n.Store.Nodes(context.Background())
+	require.NoError(t, err)
+	require.Contains(t, nodes, "look1")
+}
+
+func TestAllocateExcludesUnreservedUseAndRegisters(t *testing.T) {
+	n, _ := openNode(t, "alloc1", twoGPUs)
+	ctx := context.Background()
+	req := allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindManual, User: "alice", Count: 2, Lease: time.Hour}
+	_, err := n.Allocate(ctx, req, nil)
+	var short *allocator.ShortageError
+	require.ErrorAs(t, err, &short, "the node registered itself, then GPU-b's unreserved use blocked the request")
+	require.Equal(t, 1, short.Available)
+	require.Equal(t, 1, short.Unreserved)
+
+	req.Count, req.RequestID = 1, allocator.NewRequestID()
+	g, err := n.Allocate(ctx, req, nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{"GPU-a"}, g.GPUs)
+
+	_, classes, err := n.Classify(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "in_use", string(classes[0].State))
+	require.Equal(t, "unreserved", string(classes[1].State))
+}
+
+func TestUUIDsOf(t *testing.T) {
+	n, _ := openNode(t, "ids1", twoGPUs)
+	devs, err := n.Devices(context.Background())
+	require.NoError(t, err)
+	ids, err := UUIDsOf(devs, []int{1, 0})
+	require.NoError(t, err)
+	require.Equal(t, []string{"GPU-b", "GPU-a"}, ids)
+	_, err = UUIDsOf(devs, []int{2})
+	require.EqualError(t, err, `invalid gpu id "2": want an index of this node's GPUs (0-1)`)
+}
+
+func TestBrokenFakeFileIsAnError(t *testing.T) {
+	n, file := openNode(t, "broken1", twoGPUs)
+	require.NoError(t, os.WriteFile(file, []byte("{"), 0o644))
+	_, _, err := n.Look(context.Background())
+	require.Error(t, err)
+	require.Contains(t, err.Error(), file)
+}
