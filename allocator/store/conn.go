@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -53,9 +54,18 @@ func redactURL(u string) string {
 	return u
 }
 
+// quiet keeps go-redis from printing its own retry and pool messages on
+// the users' terminals: every failure reaches the caller as an error.
+var quiet sync.Once
+
+type discardLogger struct{}
+
+func (discardLogger) Printf(context.Context, string, ...any) {}
+
 // Dial builds the client the settings describe: one server, Sentinel or
 // Cluster. It does not contact the server.
 func Dial(c Conn) (redis.UniversalClient, error) {
+	quiet.Do(func() { redis.SetLogger(discardLogger{}) })
 	password := ""
 	if c.PasswordFile != "" {
 		b, err := os.ReadFile(c.PasswordFile)

@@ -46,6 +46,8 @@ type Options struct {
 	Cluster bool
 	// Port forces a port (0: pick a free one).
 	Port int
+	// Args are extra redis-server arguments (e.g. --requirepass, TLS).
+	Args []string
 }
 
 // Start launches a redis-server in a new temp dir and waits until it answers.
@@ -79,6 +81,7 @@ func Start(opts Options) (*Server, error) {
 		"--daemonize", "no",
 		"--logfile", filepath.Join(dir, "redis.log"),
 	}
+	s.args = append(s.args, opts.Args...)
 	if opts.Cluster {
 		s.args = append(s.args, "--cluster-enabled", "yes",
 			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
@@ -113,7 +116,8 @@ func (s *Server) waitReady(limit time.Duration) error {
 		c := redis.NewClient(&redis.Options{Network: "unix", Addr: s.Socket, MaxRetries: -1})
 		err := c.Ping(context.Background()).Err()
 		c.Close()
-		if err == nil {
+		// A server with a password answers, which is all "ready" means.
+		if err == nil || strings.HasPrefix(err.Error(), "NOAUTH") {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -305,5 +309,50 @@ func (c *Cluster) waitOK(limit time.Duration) error {
 func (c *Cluster) Stop() {
 	for _, s := range c.Servers {
 		s.Stop()
+	}
+}
+
+// StartSentinel runs a Redis Sentinel on a free port watching the master
+// at masterAddr under the name master, and waits until it knows it.
+func StartSentinel(master, masterAddr string) (*Server, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "canhazgpu-sentinel-")
+	if err != nil {
+		return nil, fmt.Errorf("redistest: temp dir: %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	host, mport, _ := strings.Cut(masterAddr, ":")
+	conf := filepath.Join(dir, "sentinel.conf")
+	body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s %s %s 1\n", port, dir, master, host, mport)
+	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+		return nil, fmt.Errorf("redistest: sentinel config: %w", err)
+	}
+	s := &Server{Dir: dir, Port: port, Socket: ""}
+	cmd := exec.Command(bin, conf, "--sentinel", "--logfile", filepath.Join(dir, "redis.log"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("redistest: start sentinel: %w", err)
+	}
+	s.cmd = cmd
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
+		_, err := c.GetMasterAddrByName(context.Background(), master).Result()
+		c.Close()
+		if err == nil {
+			return s, nil
+		}
+		if time.Now().After(deadline) {
+			s.Stop()
+			return nil, fmt.Errorf("redistest: sentinel not ready: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
