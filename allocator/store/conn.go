@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // Conn says how to reach Redis; it mirrors the [redis] settings.
@@ -89,11 +90,19 @@ func Dial(c Conn) (redis.UniversalClient, error) {
 			tlsConf.RootCAs = pool
 		}
 	}
+	// Every program is a short-lived process with a fresh connection, so
+	// the handshake counts: without these, go-redis follows HELLO with
+	// CLIENT MAINT_NOTIFICATIONS and CLIENT SETINFO, two more round trips.
+	// ContextTimeoutEnabled makes a caller's deadline bound each socket
+	// read and write (the scheduler programs have a hard one); otherwise
+	// go-redis waits out the op timeout whatever the context says.
+	noMaint := &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	switch {
 	case len(c.ClusterAddrs) > 0:
 		return redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs: c.ClusterAddrs, Password: password, TLSConfig: tlsConf,
 			DialTimeout: c.DialTimeout, ReadTimeout: c.OpTimeout, WriteTimeout: c.OpTimeout,
+			DisableIdentity: true, MaintNotificationsConfig: noMaint, ContextTimeoutEnabled: true,
 		}), nil
 	case c.SentinelMaster != "":
 		if len(c.SentinelAddrs) == 0 {
@@ -102,12 +111,14 @@ func Dial(c Conn) (redis.UniversalClient, error) {
 		return redis.NewFailoverClient(&redis.FailoverOptions{
 			MasterName: c.SentinelMaster, SentinelAddrs: c.SentinelAddrs, Password: password,
 			TLSConfig: tlsConf, DialTimeout: c.DialTimeout, ReadTimeout: c.OpTimeout, WriteTimeout: c.OpTimeout,
+			DisableIdentity: true, ContextTimeoutEnabled: true,
 		}), nil
 	}
 	opt, err := redis.ParseURL(c.URL)
 	if err != nil {
 		return nil, fmt.Errorf("redis url %q: %w (want redis://host:port/db, rediss://… or unix:///path.sock)", redactURL(c.URL), err)
 	}
+	opt.DisableIdentity, opt.MaintNotificationsConfig, opt.ContextTimeoutEnabled = true, noMaint, true
 	if password != "" {
 		opt.Password = password
 	}
