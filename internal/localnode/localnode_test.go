@@ -2,7 +2,6 @@ package localnode
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -17,16 +16,7 @@ import (
 
 var srv *redistest.Server
 
-func TestMain(m *testing.M) {
-	var err error
-	if srv, err = redistest.Start(redistest.Options{}); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	srv.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(redistest.Run(m, &srv)) }
 
 // openNode writes a fake GPU file and opens the node on the test server.
 func openNode(t *testing.T, node, fake string) (*Node, string) {

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -355,4 +356,19 @@ func StartSentinel(master, masterAddr string) (*Server, error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Run is the body of a test package's TestMain: it starts a private server
+// into *srv, runs the tests, stops the server and returns the exit code.
+//
+//	func TestMain(m *testing.M) { os.Exit(redistest.Run(m, &srv)) }
+func Run(m *testing.M, srv **Server) int {
+	s, err := Start(Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	*srv = s
+	defer s.Stop()
+	return m.Run()
 }
