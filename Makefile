@@ -10,7 +10,7 @@ LDFLAGS := -X canhazgpu/internal/version.Version=$(VERSION) \
 # go-nvml's cgo preamble warns about functions NVIDIA marked deprecated.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-PROGRAMS := canhazgpu:./cmd/canhazgpu
+PROGRAMS := canhazgpu:./cmd/canhazgpu canhazgpu-prolog:./prolog canhazgpu-epilog:./epilog canhazgpu-healthcheck:./cmd/canhazgpu-healthcheck
 
 .PHONY: build test demo bench lint clean deps
 

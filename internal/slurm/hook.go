@@ -1,0 +1,146 @@
+// Package slurm is what canhazgpu-prolog and canhazgpu-epilog do under
+// Slurm: the Prolog reserves the job's GPUs in the store, the TaskProlog
+// tells each task which GPUs to use, the Epilog releases them
+// (spec: scheduler.md; admin guide: docs/slurm.md).
+//
+// Slurm runs these programs with no arguments and an environment built
+// from scratch, without PATH: everything they need comes from SLURM_*
+// variables and the system config file. They execute nothing, so they can
+// leave no child behind, and each writes at most one line (Prolog, Epilog)
+// or only "export" lines (TaskProlog) on stdout.
+//
+// The logic lives in Hook, whose environment, config, output and store are
+// injected, so tests run it in process against a real Redis; PrologMain and
+// EpilogMain are the thin wrappers the binaries call.
+package slurm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"canhazgpu/allocator"
+	"canhazgpu/allocator/store"
+	"canhazgpu/internal/config"
+	"canhazgpu/internal/localnode"
+)
+
+// Hook runs one Slurm program with everything it touches injected.
+type Hook struct {
+	Config *config.Config
+	Env    Env
+	// OpenNode opens the store and the GPU provider for the Prolog; nil:
+	// localnode.Open.
+	OpenNode func(ctx context.Context, cfg *config.Config) (*localnode.Node, error)
+	// OpenStore opens only the store, for the Epilog (it needs no GPU
+	// scan); nil: the store the [redis] settings name.
+	OpenStore func(ctx context.Context, cfg *config.Config) (*store.Store, error)
+	// BootIDPath is read for the node's boot id; "": the kernel's.
+	BootIDPath string
+	// Now stamps the state files; nil: time.Now.
+	Now func() time.Time
+}
+
+func (h *Hook) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
+}
+
+func (h *Hook) openNode(ctx context.Context) (*localnode.Node, error) {
+	if h.OpenNode != nil {
+		return h.OpenNode(ctx, h.Config)
+	}
+	return localnode.Open(ctx, h.Config)
+}
+
+func (h *Hook) openStore(ctx context.Context) (*store.Store, error) {
+	if h.OpenStore != nil {
+		return h.OpenStore(ctx, h.Config)
+	}
+	return OpenStore(ctx, h.Config)
+}
+
+// OpenStore opens the node's store as configured, without the GPU provider.
+func OpenStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
+	return store.Open(ctx, localnode.Conn(cfg.Redis), cfg.Node, store.Options{
+		HistoryMaxAge: cfg.History.MaxAge, HistoryMaxRecords: cfg.History.MaxRecords})
+}
+
+// unreachable reports whether err means the store did not answer in time,
+// the case on_store_error decides.
+func unreachable(err error) bool {
+	return errors.Is(err, allocator.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, context.Canceled)
+}
+
+// LoadConfig reads the settings as every scheduler program does: the
+// system file (or the one CANHAZGPU_CONFIG names) and CANHAZGPU_*
+// variables; never a user's file.
+func LoadConfig(environ []string) (*config.Config, error) {
+	return config.Load(config.Options{System: true, Env: environ})
+}
+
+// PrologMain is canhazgpu-prolog under Slurm, which runs it as both Prolog
+// and TaskProlog: SLURM_SCRIPT_CONTEXT says which. It returns the exit
+// status.
+func PrologMain(ctx context.Context, environ []string, stdout io.Writer) int {
+	env := ParseEnv(environ)
+	switch c := env["SLURM_SCRIPT_CONTEXT"]; c {
+	case ContextTaskProlog:
+		// A failing TaskProlog kills the task, and slurmd parses whatever
+		// it prints: whatever goes wrong, print nothing and succeed.
+		cfg, err := LoadConfig(environ)
+		if err != nil {
+			return 0
+		}
+		(&Hook{Config: cfg, Env: env}).TaskProlog(stdout)
+		return 0
+	case ContextProlog:
+		return runLogged(stdout, "canhazgpu-prolog", environ, func(h *Hook) (string, error) { return h.Prolog(ctx) })
+	default:
+		printLine(stdout, "canhazgpu-prolog", fmt.Sprintf("SLURM_SCRIPT_CONTEXT=%q: want %s (as Prolog=) or %s (as TaskProlog=); the Epilog is canhazgpu-epilog",
+			c, ContextProlog, ContextTaskProlog))
+		return 1
+	}
+}
+
+// EpilogMain is canhazgpu-epilog under Slurm. It returns the exit status.
+func EpilogMain(ctx context.Context, environ []string, stdout io.Writer) int {
+	env := ParseEnv(environ)
+	if c := env["SLURM_SCRIPT_CONTEXT"]; c != ContextEpilog {
+		printLine(stdout, "canhazgpu-epilog", fmt.Sprintf("SLURM_SCRIPT_CONTEXT=%q: want %s (as Epilog=); the Prolog and TaskProlog are canhazgpu-prolog",
+			c, ContextEpilog))
+		return 1
+	}
+	return runLogged(stdout, "canhazgpu-epilog", environ, func(h *Hook) (string, error) { return h.Epilog(ctx) })
+}
+
+// runLogged loads the settings, runs one program and prints its one line.
+func runLogged(stdout io.Writer, program string, environ []string, run func(*Hook) (string, error)) int {
+	cfg, err := LoadConfig(environ)
+	if err != nil {
+		printLine(stdout, program, err.Error())
+		return 1
+	}
+	line, err := run(&Hook{Config: cfg, Env: ParseEnv(environ)})
+	if err != nil {
+		printLine(stdout, program, err.Error())
+		return 1
+	}
+	if line != "" {
+		printLine(stdout, program, line)
+	}
+	return 0
+}
+
+// printLine writes the program's one line: slurmd logs it, and people grep
+// for it, so it never spans lines.
+func printLine(w io.Writer, program, msg string) {
+	msg = strings.Join(strings.Fields(msg), " ")
+	fmt.Fprintf(w, "%s: %s\n", program, msg)
+}
