@@ -1,0 +1,121 @@
+package health
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"sync/atomic"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"canhazgpu/allocator"
+	"canhazgpu/internal/jobstate"
+)
+
+// roundTrips counts what the client sends: each command, and each
+// pipeline once.
+type roundTrips struct{ n atomic.Int64 }
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// benchNode is a node of 8 GPUs with 8 processes each, every GPU held
+// by a running Slurm job whose processes run inside it; with bad, GPU 7 is
+// in unreserved use by bob instead.
+func benchNode(b *testing.B, action string, bad bool, boot string) *testNode {
+	n := newTestNode(b, map[string]string{"health.action": action})
+	procs := map[int][]fakeProc{}
+	n.gpus(8, nil)
+	for g := range 8 {
+		job := fmt.Sprint(100 + g)
+		if !(bad && g == 7) {
+			n.reserve(allocator.KindSlurm, "alice", 1002, job, boot, g)
+		}
+		l, err := net.Listen("unix", n.spool+"/n1_"+job+".0")
+		require.NoError(b, err)
+		b.Cleanup(func() { l.Close() })
+		for p := range 8 {
+			procs[g] = append(procs[g], fakeProc{PID: 1000 + 8*g + p, User: "alice", UID: 1002, JobID: job, MB: 512})
+		}
+	}
+	if bad {
+		procs[7] = append(procs[7][:7], fakeProc{PID: 4242, User: "bob", UID: 1001, MB: 4096})
+	}
+	n.gpus(8, procs)
+	return n
+}
+
+// BenchmarkRun is one health check of a node with 8 GPUs and 64 processes
+// (8 per GPU), from the fake GPU file and a real Redis:
+//
+//   - clean: every GPU reserved by a Slurm job whose step runs (socket) and
+//     whose processes run inside it; action none.
+//   - violations: one GPU in unreserved use, the rest as above; action
+//     drain, with Slurm (a stand-in scontrol) already showing the drain, so
+//     the steady state of a node that stays unhealthy: one scontrol call.
+//
+// Run: go test -run '^$' -bench BenchmarkRun -benchtime 2s ./internal/health/
+func BenchmarkRun(b *testing.B) {
+	for _, tc := range []struct {
+		name   string
+		action string
+		bad    bool
+	}{{"clean", ActionNone, false}, {"violations", ActionDrain, true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			n := benchNode(b, tc.action, tc.bad, "boot-now")
+			deps := n.deps()
+			if tc.bad {
+				first := Run(context.Background(), deps)
+				require.Equal(b, StatusViolations, first.Status)
+				n.sc.show("MIXED+DRAIN", Reason(first.Violations), "")
+			}
+			hook := &roundTrips{}
+			deps.Store.Client().AddHook(hook)
+			callsBefore := len(n.sc.calls())
+			b.ResetTimer()
+			for b.Loop() {
+				r := Run(context.Background(), deps)
+				if r.Status == StatusError {
+					b.Fatal(r.Error)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(hook.n.Load())/float64(b.N), "roundtrips/op")
+			b.ReportMetric(float64(len(n.sc.calls())-callsBefore)/float64(b.N), "scontrol/op")
+		})
+	}
+}
+
+// BenchmarkProgram is the clean case of BenchmarkRun as Slurm runs it: the
+// canhazgpu-healthcheck process from start to exit, loading its config
+// file and connecting to Redis.
+//
+// Run: go test -run '^$' -bench BenchmarkProgram -benchtime 2s ./internal/health/
+func BenchmarkProgram(b *testing.B) {
+	bin := healthcheckBinary(b)
+	boot, err := jobstate.BootID("")
+	require.NoError(b, err)
+	n := benchNode(b, ActionNone, false, boot)
+	env := append([]string{"CANHAZGPU_CONFIG=" + n.cfgFile, "SLURMD_NODENAME=n1"}, n.sc.env()...)
+	for b.Loop() {
+		cmd := exec.Command(bin)
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%v: %s", err, out)
+		}
+	}
+}

@@ -1,0 +1,160 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"time"
+
+	"canhazgpu/allocator"
+	"canhazgpu/allocator/gpu"
+	"canhazgpu/allocator/store"
+	"canhazgpu/allocator/usage"
+	"canhazgpu/internal/config"
+	"canhazgpu/internal/localnode"
+)
+
+// Deps is everything one run uses. Config, Store and GPUs are required.
+type Deps struct {
+	Config *config.Config
+	Store  *store.Store
+	GPUs   gpu.Provider
+	// SlurmNode is Slurm's name of this node (SLURMD_NODENAME; default
+	// Config.Node): the NodeName of scontrol updates and the prefix of
+	// slurmd's step sockets.
+	SlurmNode string
+	// Env is scontrol's environment; Slurm's SLURM_CONF passes through it.
+	Env []string
+	// BootID is this boot's id; a Slurm grant from another boot is stale.
+	// "": not compared.
+	BootID string
+	// StateDirs hold the pending markers of the scheduler programs
+	// ([slurm] and [pbs] state_dir); each is settled once.
+	StateDirs []string
+	// NHC: NHC does the marking, so no scontrol calls of our own.
+	NHC bool
+	Now func() time.Time // default time.Now
+}
+
+type check struct {
+	deps *Deps
+	cfg  *config.Config
+}
+
+// Run checks the node once within [health] timeout. Problems reaching the
+// GPUs or the store make the report's status "error"; violations make it
+// "violations". Settling and actions happen only when the check itself
+// succeeded, and an action that fails is reported, not fatal.
+func Run(ctx context.Context, deps *Deps) *Report {
+	d := *deps
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.SlurmNode == "" {
+		d.SlurmNode = d.Config.Node
+	}
+	c := &check{deps: &d, cfg: d.Config}
+	rep := &Report{Node: c.cfg.Node, Started: d.Now(), GPUs: []GPUState{}, Violations: []Violation{},
+		Settled: []Settled{}, Actions: []Action{}}
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Health.Timeout)
+	defer cancel()
+	if err := c.run(ctx, rep); err != nil {
+		rep.Status, rep.Error = StatusError, err.Error()
+	}
+	rep.Duration = d.Now().Sub(rep.Started).Seconds()
+	return rep
+}
+
+func (c *check) run(ctx context.Context, rep *Report) error {
+	node := &localnode.Node{Config: c.cfg, Store: c.deps.Store, GPUs: c.deps.GPUs}
+	snap, devs, err := node.Look(ctx)
+	if err != nil {
+		return err
+	}
+	settled, settleErr := c.settle(ctx, snap, devs)
+	rep.Settled = append(rep.Settled, settled...)
+	if settleErr != nil {
+		return settleErr
+	}
+	if changed(settled) {
+		// Settling changed reservations: judge the GPUs by the new state.
+		if snap, err = c.deps.Store.Snapshot(ctx); err != nil {
+			return err
+		}
+	}
+	gpus := usage.Classify(snap, devs, c.cfg.GPU.MemoryThresholdMB)
+	rep.Violations = append(rep.Violations, Find(gpus, c.cfg.Health.ExemptUsers)...)
+	rep.GPUs = gpuStates(gpus, rep.Violations)
+	rep.Status = StatusHealthy
+	if len(rep.Violations) > 0 {
+		rep.Status = StatusViolations
+	}
+	rep.Actions = append(rep.Actions, c.act(ctx, snap.Flags, rep.Violations)...)
+	return nil
+}
+
+// settle applies pending markers first (a Prolog's marker makes its job's
+// GPUs reserved), then releases gone jobs from the state that results.
+func (c *check) settle(ctx context.Context, snap *allocator.Snapshot, devs []gpu.Device) ([]Settled, error) {
+	var out []Settled
+	applied, err := c.applyMarkers(ctx)
+	out = append(out, applied...)
+	if err != nil {
+		return out, fmt.Errorf("settle pending markers: %w", err)
+	}
+	if changed(applied) {
+		if snap, err = c.deps.Store.Snapshot(ctx); err != nil {
+			return out, err
+		}
+	}
+	s, err := c.releaseStale(ctx, snap, devs)
+	out = append(out, s...)
+	if err != nil {
+		return out, fmt.Errorf("settle stale jobs: %w", err)
+	}
+	return out, nil
+}
+
+func (c *check) act(ctx context.Context, flags []allocator.Flag, vs []Violation) []Action {
+	action := c.cfg.Health.Action
+	if action == ActionNone {
+		return nil
+	}
+	out := c.actStore(ctx, flags, vs)
+	if c.deps.NHC || !slurmInstalled(c.cfg.Health.Scontrol) {
+		return out
+	}
+	return append(out, c.actSlurm(ctx, Reason(vs))...)
+}
+
+// slurmInstalled: a node without scontrol has no Slurm to tell, which is
+// no problem worth a line every run (flag then means store flags only).
+func slurmInstalled(scontrol string) bool {
+	_, err := os.Stat(scontrol)
+	return !errors.Is(err, fs.ErrNotExist)
+}
+
+func gpuStates(gpus []usage.GPU, vs []Violation) []GPUState {
+	count := map[string]int{}
+	for _, v := range vs {
+		count[v.UUID]++
+	}
+	out := make([]GPUState, 0, len(gpus))
+	for _, g := range gpus {
+		s := GPUState{Index: g.Index, UUID: g.UUID, State: string(g.State), Reserved: g.Reservation != nil,
+			Busy: g.Busy, MemoryUsedMB: g.MemoryUsedMB, Processes: len(g.Processes), Violations: count[g.UUID]}
+		if r := g.Reservation; r != nil {
+			s.Owner, s.Kind, s.JobID = r.User, string(r.Kind), r.JobID
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// changed: something was written to the store while settling.
+func changed(s []Settled) bool {
+	return slices.ContainsFunc(s, func(x Settled) bool { return x.What != "unsettled" })
+}

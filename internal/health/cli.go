@@ -1,0 +1,125 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"canhazgpu/internal/config"
+	"canhazgpu/internal/jobstate"
+	"canhazgpu/internal/localnode"
+	"canhazgpu/internal/version"
+)
+
+const helpText = `Usage: canhazgpu-healthcheck [flags]
+
+Check this node's GPUs against the reservations: find GPUs used without a
+reservation or by someone other than their owner, settle what the Slurm and
+PBS hooks left pending, and act per [health] action (none, flag, drain).
+Exit status: 0 healthy, 1 violations, 2 the node could not be checked.
+
+Flags:
+`
+
+// Main runs canhazgpu-healthcheck: args are the arguments after the
+// program name, env the process environment (settings, SLURMD_NODENAME,
+// and SLURM_CONF for scontrol). It returns the exit status.
+func Main(ctx context.Context, args, env []string, stdout, stderr io.Writer) int {
+	fs := pflag.NewFlagSet("canhazgpu-healthcheck", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	nhc := fs.Bool("nhc", false, "print only problems, as NHC lines (ERROR:  canhazgpu:  …), and leave marking the node to NHC")
+	asJSON := fs.Bool("json", false, "print the whole report as JSON")
+	prom := fs.String("prometheus", "", "also write a node-exporter textfile to `file` (default [health] prometheus_file)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	cfgFlags := config.AddFlags(fs)
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, pflag.ErrHelp):
+		fmt.Fprint(stdout, helpText+fs.FlagUsages())
+		return 0
+	case err != nil:
+		fmt.Fprintf(stderr, "Error: %v (see canhazgpu-healthcheck --help)\n", err)
+		return 2
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "Error: unexpected argument %q: canhazgpu-healthcheck takes only flags\n", fs.Arg(0))
+		return 2
+	case *nhc && *asJSON:
+		fmt.Fprintln(stderr, "Error: --nhc and --json cannot be used together: choose one output")
+		return 2
+	case *showVersion:
+		fmt.Fprintln(stdout, "canhazgpu-healthcheck "+version.String())
+		return 0
+	}
+
+	rep, textfile := checkNode(ctx, env, *nhc, *prom, cfgFlags)
+	var werr error
+	switch {
+	case *asJSON:
+		werr = WriteJSON(stdout, rep)
+	case *nhc:
+		werr = WriteNHC(stdout, rep)
+	default:
+		werr = WriteHuman(stdout, rep)
+		switch {
+		case rep.Status != StatusError:
+		case rep.Node == "": // the settings did not load
+			fmt.Fprintf(stderr, "Error: %s\n", rep.Error)
+		default:
+			fmt.Fprintf(stderr, "Error: could not check node %s: %s\n", rep.Node, rep.Error)
+		}
+	}
+	code := rep.ExitCode()
+	if werr != nil {
+		fmt.Fprintf(stderr, "Error: write report: %v\n", werr)
+		code = max(code, 2)
+	}
+	if textfile != "" {
+		if err := WriteTextfile(textfile, rep); err != nil {
+			fmt.Fprintf(stderr, "Error: %v\n", err)
+		}
+	}
+	return code
+}
+
+// checkNode loads the settings, opens the node and runs one check. It returns
+// the report and the textfile to write ("" for none).
+func checkNode(ctx context.Context, env []string, nhc bool, prom string, flags *config.Flags) (*Report, string) {
+	fail := func(node string, err error) *Report {
+		return &Report{Node: node, Status: StatusError, Error: err.Error(), GPUs: []GPUState{},
+			Violations: []Violation{}, Settled: []Settled{}, Actions: []Action{}}
+	}
+	cfg, err := config.Load(config.Options{Env: env, System: true, ConfigFile: flags.ConfigFile(), Overrides: flags.Overrides()})
+	if err != nil {
+		return fail("", err), prom
+	}
+	if prom == "" {
+		prom = cfg.Health.PrometheusFile
+	}
+	node, err := localnode.Open(ctx, cfg)
+	if err != nil {
+		return fail(cfg.Node, err), prom
+	}
+	defer node.Close()
+	deps := &Deps{Config: cfg, Store: node.Store, GPUs: node.GPUs, Env: env, NHC: nhc,
+		SlurmNode: lookupEnv(env, "SLURMD_NODENAME"), StateDirs: []string{cfg.Slurm.StateDir, cfg.PBS.StateDir}}
+	if id, err := jobstate.BootID(""); err == nil {
+		deps.BootID = id
+	}
+	return Run(ctx, deps), prom
+}
+
+// lookupEnv finds a variable in an os.Environ-style list; the last wins,
+// as in exec.
+func lookupEnv(env []string, name string) string {
+	v := ""
+	for _, kv := range env {
+		if val, ok := strings.CutPrefix(kv, name+"="); ok {
+			v = val
+		}
+	}
+	return v
+}

@@ -1,0 +1,137 @@
+package health
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"canhazgpu/allocator"
+)
+
+var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+// sampleReport is a run with one violation on GPU 1 and one settled job.
+func sampleReport() *Report {
+	return &Report{
+		Node:   "n1",
+		Status: StatusViolations,
+		GPUs: []GPUState{
+			{Index: 0, UUID: testUUID(0), State: "in_use", Reserved: true, Owner: "alice", Kind: "slurm", JobID: "17",
+				Busy: true, MemoryUsedMB: 4096, Processes: 1},
+			{Index: 1, UUID: testUUID(1), State: "unreserved", Busy: true, MemoryUsedMB: 2048, Processes: 1, Violations: 1},
+			{Index: 2, UUID: testUUID(2), State: "available"},
+		},
+		Violations: []Violation{{Kind: Unreserved, GPU: 1, UUID: testUUID(1), MemoryUsedMB: 2048,
+			Processes: []Process{{PID: 4242, Name: "python3", User: "bob", UID: 1001, UsedMemoryMB: 2048}},
+			Message:   "GPU 1 used by bob (pid 4242) without reservation"}},
+		Settled: []Settled{{What: "stale_job", JobID: "18", GPUs: []string{testUUID(2)},
+			Message: "released GPU 2 of slurm job 18: the job no longer runs on this node"}},
+		Actions:  []Action{{What: "drain", Message: "drained: " + bobReason}},
+		Duration: 0.0125,
+	}
+}
+
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *updateGolden {
+		require.NoError(t, os.WriteFile(path, got, 0o644))
+	}
+	want, err := os.ReadFile(path)
+	require.NoError(t, err, "run go test -update to create it")
+	require.Equal(t, string(want), string(got))
+}
+
+func TestWriteHuman(t *testing.T) {
+	var b bytes.Buffer
+	require.NoError(t, WriteHuman(&b, sampleReport()))
+	require.Equal(t, "problem: GPU 1 used by bob (pid 4242) without reservation\n"+
+		"settled: released GPU 2 of slurm job 18: the job no longer runs on this node\n"+
+		"drain: drained: "+bobReason+"\n"+
+		"unhealthy: 1 problem on n1\n", b.String())
+
+	b.Reset()
+	require.NoError(t, WriteHuman(&b, &Report{Node: "n1", Status: StatusHealthy, GPUs: make([]GPUState, 8)}))
+	require.Equal(t, "healthy: 8 GPUs checked on n1\n", b.String())
+
+	b.Reset()
+	require.NoError(t, WriteHuman(&b, &Report{Node: "n1", Status: StatusError, Error: "boom"}))
+	require.Empty(t, b.String(), "the error goes to stderr, from Main")
+}
+
+func TestWriteNHC(t *testing.T) {
+	tests := []struct {
+		name string
+		r    *Report
+		want string
+	}{
+		{"violations", sampleReport(), "ERROR:  canhazgpu:  GPU 1 used by bob (pid 4242) without reservation\n"},
+		{"healthy", &Report{Status: StatusHealthy}, ""},
+		{"error", &Report{Status: StatusError, Error: "snapshot: reservation store unavailable\nat x"},
+			"ERROR:  canhazgpu:  could not check: snapshot: reservation store unavailable at x\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var b bytes.Buffer
+			require.NoError(t, WriteNHC(&b, tc.r))
+			require.Equal(t, tc.want, b.String())
+		})
+	}
+}
+
+func TestWriteJSON(t *testing.T) {
+	var b bytes.Buffer
+	r := sampleReport()
+	r.Violations[0].Reservation = &allocator.Reservation{Kind: allocator.KindManual, User: "alice"}
+	require.NoError(t, WriteJSON(&b, r))
+	var got map[string]any
+	require.NoError(t, json.Unmarshal(b.Bytes(), &got))
+	require.Equal(t, "violations", got["status"])
+	require.Equal(t, "n1", got["node"])
+	v := got["violations"].([]any)[0].(map[string]any)
+	require.Equal(t, "unreserved", v["kind"])
+	require.Equal(t, "GPU 1 used by bob (pid 4242) without reservation", v["message"])
+	require.Equal(t, float64(4242), v["processes"].([]any)[0].(map[string]any)["pid"])
+	require.Equal(t, "alice", v["reservation"].(map[string]any)["user"])
+	require.Equal(t, 0.0125, got["duration_seconds"])
+	require.Len(t, got["gpus"], 3)
+}
+
+func TestWriteMetrics(t *testing.T) {
+	var b bytes.Buffer
+	require.NoError(t, WriteMetrics(&b, sampleReport()))
+	golden(t, "metrics.golden", b.Bytes())
+
+	b.Reset()
+	require.NoError(t, WriteMetrics(&b, &Report{Status: StatusError, Duration: 2}))
+	require.Equal(t, "# HELP canhazgpu_health_check_success Whether the health check could check the node (1) or not (0).\n"+
+		"# TYPE canhazgpu_health_check_success gauge\ncanhazgpu_health_check_success 0\n"+
+		"# HELP canhazgpu_health_check_duration_seconds How long the health check took.\n"+
+		"# TYPE canhazgpu_health_check_duration_seconds gauge\ncanhazgpu_health_check_duration_seconds 2\n", b.String())
+}
+
+func TestWriteTextfileIsAtomic(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "canhazgpu.prom")
+	require.NoError(t, os.WriteFile(path, []byte("old\n"), 0o600))
+	require.NoError(t, WriteTextfile(path, sampleReport()))
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	var want bytes.Buffer
+	require.NoError(t, WriteMetrics(&want, sampleReport()))
+	require.Equal(t, want.String(), string(data))
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o644), fi.Mode().Perm(), "node_exporter runs as another user")
+	entries, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "no temp file left behind")
+
+	err = WriteTextfile(filepath.Join(dir, "missing", "canhazgpu.prom"), sampleReport())
+	require.ErrorContains(t, err, "prometheus textfile")
+}

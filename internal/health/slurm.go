@@ -1,0 +1,162 @@
+package health
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Scontrol runs Slurm's scontrol for one node. Every call has its own
+// timeout: HealthCheckProgram also runs before slurmd has registered, when
+// scontrol can hang on the controller, and Slurm kills the check after 60 s.
+type Scontrol struct {
+	Path    string        // absolute: Slurm gives health checks no PATH
+	Node    string        // Slurm's NodeName of this node
+	Timeout time.Duration // per call
+	Env     []string      // passed to scontrol (SLURM_CONF, when set)
+}
+
+// NodeInfo is what the check needs from `scontrol show node`.
+type NodeInfo struct {
+	State   []string // base state and flags, e.g. ["IDLE", "DRAIN"]
+	Reason  string   // without Slurm's " [user@time]" suffix
+	Comment string
+}
+
+// Drained: the node has the DRAIN flag (draining or drained).
+func (n NodeInfo) Drained() bool {
+	return slices.ContainsFunc(n.State, func(s string) bool {
+		return s == "DRAIN" || s == "DRAINED" || s == "DRAINING"
+	})
+}
+
+// Down: the node's base state is DOWN (or FAIL); the check leaves such
+// nodes alone, as NHC does.
+func (n NodeInfo) Down() bool {
+	return len(n.State) > 0 && (n.State[0] == "DOWN" || n.State[0] == "FAIL" || n.State[0] == "FAILING")
+}
+
+// Show reads the node's state, reason and comment.
+func (s *Scontrol) Show(ctx context.Context) (NodeInfo, error) {
+	out, err := s.run(ctx, "show", "node", s.Node)
+	if err != nil {
+		return NodeInfo{}, err
+	}
+	return parseShowNode(out)
+}
+
+// Update sets fields of the node, e.g. "State=DRAIN", "Reason=...".
+func (s *Scontrol) Update(ctx context.Context, fields ...string) error {
+	_, err := s.run(ctx, append([]string{"update", "NodeName=" + s.Node}, fields...)...)
+	return err
+}
+
+// JobEnded asks Slurm whether a job no longer runs: it ended, waits in
+// the queue again (requeued), or Slurm has forgotten it (state ""). A job
+// that is running, completing, suspended or in a state not known here
+// counts as running, so a doubtful answer never releases its GPUs.
+func (s *Scontrol) JobEnded(ctx context.Context, job string) (ended bool, state string, err error) {
+	out, err := s.run(ctx, "show", "job", job)
+	if err != nil {
+		if strings.Contains(err.Error(), "Invalid job id") {
+			return true, "", nil
+		}
+		return false, "", err
+	}
+	for _, f := range strings.Fields(out) {
+		if st, ok := strings.CutPrefix(f, "JobState="); ok {
+			return endedStates[st], st, nil
+		}
+	}
+	return false, "", errors.New("scontrol show job: no JobState in its output")
+}
+
+// endedStates are the job states in which no step of the job runs.
+var endedStates = map[string]bool{
+	"COMPLETED": true, "CANCELLED": true, "FAILED": true, "TIMEOUT": true, "NODE_FAIL": true,
+	"PREEMPTED": true, "BOOT_FAIL": true, "DEADLINE": true, "OUT_OF_MEMORY": true,
+	"PENDING": true, "REQUEUED": true, "REQUEUE_HOLD": true, "REQUEUE_FED": true, "REVOKED": true, "SPECIAL_EXIT": true,
+}
+
+// run execs scontrol in its own process group and kills the whole group
+// when the timeout or the run's deadline passes, so no child outlives the
+// check. Each argument is one argv element: reasons need no quoting.
+func (s *Scontrol) run(ctx context.Context, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, s.Path, args...)
+	cmd.Env = s.Env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// A grandchild holding the pipes must not keep Wait from returning.
+	cmd.WaitDelay = time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	name := "scontrol " + args[0]
+	switch {
+	case ctx.Err() != nil:
+		return "", fmt.Errorf("%s: no answer within %s", name, s.Timeout)
+	case err != nil:
+		msg := strings.TrimSpace(stderr.String())
+		if msg == "" {
+			msg = strings.TrimSpace(stdout.String())
+		}
+		if msg != "" {
+			return "", fmt.Errorf("%s: %w: %s", name, err, firstLine(msg))
+		}
+		return "", fmt.Errorf("%s: %w", name, err)
+	}
+	return stdout.String(), nil
+}
+
+// parseShowNode reads the multi-line `scontrol show node` format. Values
+// with spaces (Reason, Comment, OS) stand alone on their line there, while
+// the one-line format (-o) runs them into the next key.
+func parseShowNode(out string) (NodeInfo, error) {
+	var n NodeInfo
+	seen := false
+	for line := range strings.SplitSeq(out, "\n") {
+		line = strings.TrimSpace(line)
+		if rest, ok := strings.CutPrefix(line, "Reason="); ok {
+			n.Reason = stripReasonStamp(rest)
+			continue
+		}
+		if rest, ok := strings.CutPrefix(line, "Comment="); ok {
+			n.Comment = rest
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if st, ok := strings.CutPrefix(f, "State="); ok {
+				n.State = strings.Split(st, "+")
+				seen = true
+			}
+		}
+	}
+	if !seen {
+		return n, errors.New("scontrol show node: no State in its output")
+	}
+	if n.Comment == "(null)" {
+		n.Comment = ""
+	}
+	return n, nil
+}
+
+// stripReasonStamp drops the " [user@time]" Slurm appends to a reason.
+func stripReasonStamp(r string) string {
+	if i := strings.LastIndex(r, " ["); i >= 0 && strings.HasSuffix(r, "]") && strings.Contains(r[i:], "@") {
+		return r[:i]
+	}
+	return r
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}

@@ -1,0 +1,228 @@
+package health
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"canhazgpu/allocator"
+	"canhazgpu/allocator/gpu"
+	"canhazgpu/internal/jobstate"
+)
+
+// jobPlaces says where this node shows that a Slurm job still runs here.
+type jobPlaces struct {
+	spoolDir  string // slurmd's SlurmdSpoolDir
+	slurmNode string // slurmd's NodeName: the prefix of its step sockets
+	stateDir  string // [slurm] state_dir: the Prolog's per-job files
+}
+
+// stepSockets lists the jobs that have a step on this node: slurmstepd
+// listens on <SlurmdSpoolDir>/<NodeName>_<job>.<step> while a step runs
+// (the batch step is 4294967291, the extern step 4294967292).
+func (p jobPlaces) stepSockets() (map[string]bool, error) {
+	entries, err := os.ReadDir(p.spoolDir)
+	if err != nil {
+		return nil, fmt.Errorf("slurmd spool dir: %w", err)
+	}
+	jobs := map[string]bool{}
+	prefix := p.slurmNode + "_"
+	for _, e := range entries {
+		if e.Type()&fs.ModeSocket == 0 {
+			continue
+		}
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok {
+			continue
+		}
+		job, step, ok := strings.Cut(rest, ".")
+		if ok && isDigits(job) && isDigits(step) {
+			jobs[job] = true
+		}
+	}
+	return jobs, nil
+}
+
+// hasJobFile: the Prolog wrote the job's file and no Epilog removed it yet.
+// It covers an allocation without any step (salloc with PrologFlags=Alloc
+// but without Contain), which has no socket at all.
+func (p jobPlaces) hasJobFile(job string) bool {
+	if jobstate.CheckJobID(job) != nil { // never build a path from an odd store value
+		return false
+	}
+	_, err := os.Stat(jobstate.JobPath(p.stateDir, allocator.KindSlurm, job))
+	return err == nil
+}
+
+// staleJob is one grant of a Slurm job to release: its GPUs share the
+// grant's token, which fences the release against a new grant of a reused
+// job id made after the snapshot.
+type staleJob struct {
+	JobID string
+	Token int64
+	GPUs  []string
+	Why   string
+	// AskSlurm: only the job's file is left, so only Slurm can tell
+	// whether the job still runs (its Epilog may not have run).
+	AskSlurm bool
+}
+
+// findStale picks the Slurm reservations whose job no longer runs here.
+// A job runs here while it has a step socket or a process on one of the
+// GPUs; a reservation younger than the Prolog's deadline may come from a
+// Prolog still running, before either exists. A job with neither but with
+// its per-job file (an allocation without steps, such as salloc with
+// PrologFlags=Alloc but not Contain, or a job whose Epilog never ran) is
+// left for Slurm to judge. sockets nil means the spool dir could not be
+// read: then only the boot id counts. A grant made in an earlier boot is
+// stale whatever else says. Other kinds are never touched.
+func findStale(snap *allocator.Snapshot, devs []gpu.Device, places jobPlaces, sockets map[string]bool,
+	bootID string, startGrace time.Duration) []staleJob {
+	procs := map[string]bool{}
+	for _, d := range devs {
+		for _, p := range d.Processes {
+			if p.JobID != "" {
+				procs[p.JobID] = true
+			}
+		}
+	}
+	byGrant := map[string]*staleJob{}
+	for _, r := range snap.Reservations {
+		if r.Kind != allocator.KindSlurm || r.Queued {
+			continue
+		}
+		why, ask := "", false
+		switch {
+		case r.BootID != "" && bootID != "" && r.BootID != bootID:
+			why = "granted before this boot"
+		case sockets == nil, sockets[r.JobID], procs[r.JobID], snap.Now.Sub(r.StartedAt) < startGrace:
+			continue
+		case places.hasJobFile(r.JobID):
+			ask = true
+		default:
+			why = "the job no longer runs on this node"
+		}
+		key := fmt.Sprintf("%s/%d", r.JobID, r.Token)
+		s, ok := byGrant[key]
+		if !ok {
+			s = &staleJob{JobID: r.JobID, Token: r.Token, Why: why, AskSlurm: ask}
+			byGrant[key] = s
+		}
+		s.GPUs = append(s.GPUs, r.GPU)
+	}
+	out := make([]staleJob, 0, len(byGrant))
+	for _, s := range byGrant {
+		slices.Sort(s.GPUs)
+		out = append(out, *s)
+	}
+	slices.SortFunc(out, func(a, b staleJob) int {
+		return cmp.Or(cmp.Compare(a.JobID, b.JobID), cmp.Compare(a.Token, b.Token))
+	})
+	return out
+}
+
+// releaseStale releases stale grants and says what it did. A failing
+// release stops the rest: the store is not answering.
+func (c *check) releaseStale(ctx context.Context, snap *allocator.Snapshot, devs []gpu.Device) ([]Settled, error) {
+	places := jobPlaces{spoolDir: c.cfg.Health.SlurmdSpoolDir, slurmNode: c.deps.SlurmNode, stateDir: c.cfg.Slurm.StateDir}
+	if !hasKind(snap, allocator.KindSlurm) {
+		return nil, nil // nothing to settle: skip reading the spool dir
+	}
+	sockets, err := places.stepSockets()
+	if errors.Is(err, fs.ErrNotExist) {
+		// No spool dir (no slurmd here, or slurmd_spool_dir points
+		// elsewhere): a missing socket proves nothing, only the boot id
+		// can tell.
+		sockets, err = nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []Settled
+	verdicts := map[string]string{} // job -> why it ended, "" while it runs
+	for _, s := range findStale(snap, devs, places, sockets, c.deps.BootID, c.cfg.Slurm.Deadline) {
+		if s.AskSlurm {
+			why, asked := verdicts[s.JobID]
+			if !asked {
+				why = c.slurmEnded(ctx, s.JobID)
+				verdicts[s.JobID] = why
+			}
+			if why == "" {
+				continue
+			}
+			s.Why = why
+		}
+		rel, err := c.deps.Store.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(),
+			Kinds: []allocator.Kind{allocator.KindSlurm}, JobID: s.JobID, Token: s.Token, GPUs: s.GPUs})
+		if err != nil {
+			return out, fmt.Errorf("release stale slurm job %s: %w", s.JobID, err)
+		}
+		if len(rel.GPUs) == 0 {
+			continue // granted again since the snapshot
+		}
+		out = append(out, Settled{What: "stale_job", JobID: s.JobID, GPUs: rel.GPUs,
+			Message: fmt.Sprintf("released %s of slurm job %s: %s", gpuList(snap, rel.GPUs), s.JobID, s.Why)})
+	}
+	return out, nil
+}
+
+// slurmEnded says why a job Slurm reports as ended is stale, or "" when
+// it runs, or Slurm cannot be asked (under NHC, or no answer): then the
+// job keeps its GPUs this round.
+func (c *check) slurmEnded(ctx context.Context, job string) string {
+	if c.deps.NHC {
+		return ""
+	}
+	ended, state, err := c.scontrol().JobEnded(ctx, job)
+	switch {
+	case err != nil || !ended:
+		return ""
+	case state == "":
+		return "Slurm no longer knows the job"
+	default:
+		return "the job is " + state + " in Slurm"
+	}
+}
+
+// gpuList names GPUs by index for messages ("GPU 1", "GPUs 1, 3").
+func gpuList(snap *allocator.Snapshot, uuids []string) string {
+	var idx []string
+	for _, u := range uuids {
+		if g, ok := snap.GPUByUUID(u); ok {
+			idx = append(idx, fmt.Sprint(g.Index))
+		} else {
+			idx = append(idx, u)
+		}
+	}
+	if len(idx) == 1 {
+		return "GPU " + idx[0]
+	}
+	return "GPUs " + strings.Join(idx, ", ")
+}
+
+func hasKind(snap *allocator.Snapshot, k allocator.Kind) bool {
+	for _, r := range snap.Reservations {
+		if r.Kind == k {
+			return true
+		}
+	}
+	return false
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,88 @@
+package health
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// WriteMetrics renders the report in the Prometheus text format for
+// node_exporter's textfile collector: per-GPU series, then whether the
+// check could run and how long it took. No timestamps: the collector
+// rejects a file that has them.
+func WriteMetrics(w io.Writer, r *Report) error {
+	ew := &errWriter{w: w}
+	type series struct {
+		name, help string
+		value      func(GPUState) int64
+	}
+	perGPU := []series{
+		{"canhazgpu_gpu_in_use", "Whether the GPU's memory use reached the in-use threshold (1) or not (0).",
+			func(g GPUState) int64 { return b2i(g.Busy) }},
+		{"canhazgpu_gpu_reserved", "Whether the GPU is reserved (1) or not (0).",
+			func(g GPUState) int64 { return b2i(g.Reserved) }},
+		{"canhazgpu_gpu_unreserved", "Whether the GPU is in use without a reservation (1) or not (0).",
+			func(g GPUState) int64 { return b2i(g.State == "unreserved") }},
+		{"canhazgpu_gpu_memory_used_bytes", "GPU memory in use, in bytes.",
+			func(g GPUState) int64 { return g.MemoryUsedMB << 20 }},
+		{"canhazgpu_gpu_violations", "Violations found on the GPU: unreserved use, or use by someone other than its owner.",
+			func(g GPUState) int64 { return int64(g.Violations) }},
+	}
+	if len(r.GPUs) > 0 {
+		for _, s := range perGPU {
+			ew.printf("# HELP %s %s\n# TYPE %s gauge\n", s.name, s.help, s.name)
+			for _, g := range r.GPUs {
+				ew.printf("%s{gpu=\"%d\",uuid=\"%s\"} %d\n", s.name, g.Index, escapeLabel(g.UUID), s.value(g))
+			}
+		}
+	}
+	ew.printf("# HELP canhazgpu_health_check_success Whether the health check could check the node (1) or not (0).\n")
+	ew.printf("# TYPE canhazgpu_health_check_success gauge\n")
+	ew.printf("canhazgpu_health_check_success %d\n", b2i(r.Status != StatusError))
+	ew.printf("# HELP canhazgpu_health_check_duration_seconds How long the health check took.\n")
+	ew.printf("# TYPE canhazgpu_health_check_duration_seconds gauge\n")
+	ew.printf("canhazgpu_health_check_duration_seconds %s\n", strconv.FormatFloat(r.Duration, 'g', -1, 64))
+	return ew.err
+}
+
+// WriteTextfile writes the metrics to path atomically: a temp file in the
+// same directory, renamed over path, so the collector never reads half a
+// file.
+func WriteTextfile(path string, r *Report) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("prometheus textfile: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after a successful rename there is nothing left to remove
+	if err := WriteMetrics(f, r); err != nil {
+		f.Close()
+		return fmt.Errorf("prometheus textfile: %w", err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return fmt.Errorf("prometheus textfile: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("prometheus textfile: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("prometheus textfile: %w", err)
+	}
+	return nil
+}
+
+func escapeLabel(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s)
+}
+
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
