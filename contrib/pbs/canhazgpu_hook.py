@@ -1,0 +1,341 @@
+# coding: utf-8
+"""canhazgpu hook for OpenPBS / PBS Pro execution hosts.
+
+PBS counts the site resource ngpus but never says which GPUs a job gets;
+canhazgpu decides, so that batch jobs and interactive users share the GPUs
+of a node through one set of reservations. One hook serves five events:
+
+execjob_begin      reserve this host's share of ngpus for the job
+                   (canhazgpu-prolog --pbs); the chosen GPUs go to a
+                   per-job env file. Not enough free GPUs, or any other
+                   failure: e.job.rerun(); e.reject(msg), so the job goes
+                   back to the queue instead of running on taken GPUs.
+execjob_launch     read the env file into e.env (commas escaped as \\,).
+                   Never rejects: a rejected launch deletes the job.
+execjob_epilogue   release the job's GPUs on this host (canhazgpu-epilog
+execjob_end        --pbs); end repeats it for the cases where the epilogue
+                   was skipped. Releasing twice is fine.
+exechost_periodic  run canhazgpu-healthcheck --nhc: on violations offline
+                   this host's vnodes with a comment starting "canhazgpu:";
+                   when clean, bring back only vnodes carrying that comment.
+                   It also releases the GPUs of jobs that ended here
+                   without an epilogue or end event.
+
+Install (as root on the PBS server; docs/pbs.md has the details):
+
+    qmgr -c "create hook canhazgpu event='execjob_begin,execjob_launch,execjob_epilogue,execjob_end,exechost_periodic'"
+    qmgr -c "set hook canhazgpu user = pbsadmin"
+    qmgr -c "set hook canhazgpu alarm = 30"
+    qmgr -c "set hook canhazgpu freq = 120"
+    qmgr -c "set hook canhazgpu fail_action = offline_vnodes"
+    qmgr -c "import hook canhazgpu application/x-python default canhazgpu_hook.py"
+    qmgr -c "import hook canhazgpu application/x-config default canhazgpu_hook.json"
+
+The optional JSON config file overrides the keys of DEFAULTS below.
+"""
+
+import json
+import os
+import re
+import subprocess
+import time
+
+import pbs
+
+DEFAULTS = {
+    # The programs, by absolute path: MoM gives hooks no useful PATH.
+    "prolog": "/usr/bin/canhazgpu-prolog",
+    "epilog": "/usr/bin/canhazgpu-epilog",
+    "healthcheck": "/usr/bin/canhazgpu-healthcheck",
+    # Passed to the programs as --config; "" lets them read
+    # /etc/canhazgpu/config.toml (or $CANHAZGPU_CONFIG).
+    "config": "",
+    # Per-job env files, written at begin and read at launch.
+    "env_dir": "/run/canhazgpu/pbs-env",
+    # Seconds a program may take; below the hook's alarm (default 30 s).
+    "timeout": 20,
+    # Jobs without GPUs on this host get CUDA_VISIBLE_DEVICES="", so they
+    # cannot use GPUs they did not ask for.
+    "hide_gpus_without_request": True,
+    # exechost_periodic releases the GPUs of a job that is no longer on
+    # this host once its env file is this old (seconds), which leaves
+    # time for a starting job to show up in the event's job list.
+    "settle_after": 600,
+}
+
+# Every vnode comment this hook sets starts with MARKER; the hook brings
+# back online only vnodes whose comment starts with it.
+MARKER = "canhazgpu:"
+
+# What canhazgpu-healthcheck --nhc prints before each problem.
+NHC_PREFIX = "ERROR:  canhazgpu:  "
+
+# Exit statuses of canhazgpu-prolog --pbs (internal/pbs).
+PROLOG_REASONS = {
+    1: "error",
+    2: "reservation store unreachable",
+    3: "not enough free GPUs",
+}
+
+
+def load_config():
+    """The DEFAULTS, overridden by the hook's imported config file."""
+    cfg = dict(DEFAULTS)
+    path = getattr(pbs, "hook_config_filename", None)
+    if path:
+        with open(path) as f:
+            given = json.load(f)
+        unknown = sorted(set(given) - set(DEFAULTS))
+        if unknown:
+            raise ValueError("%s: unknown keys %s (known: %s)"
+                             % (path, ", ".join(unknown), ", ".join(sorted(DEFAULTS))))
+        cfg.update(given)
+    return cfg
+
+
+def is_local(vnode_name, host):
+    """A vnode of this host: the host itself or host[N]."""
+    return vnode_name == host or re.match(re.escape(host) + r"\[.*\]$", vnode_name) is not None
+
+
+def local_ngpus(job, host):
+    """This host's share of the job's ngpus, from exec_vnode's chunks."""
+    total = 0
+    exec_vnode = job.exec_vnode
+    if exec_vnode is None:
+        return 0
+    for chunk in exec_vnode.chunks:
+        if is_local(chunk.vnode_name, host):
+            # chunk_resources is a pbs_resource, not a dict: indexing gives
+            # None for a resource the chunk does not name.
+            n = chunk.chunk_resources["ngpus"]
+            if n is not None:
+                total += int(n)
+    return total
+
+
+def env_file(cfg, jobid):
+    return os.path.join(cfg["env_dir"], jobid + ".env")
+
+
+def command(cfg, program, *args):
+    argv = [cfg[program], "--pbs"] + list(args)
+    if cfg["config"]:
+        argv += ["--config", cfg["config"]]
+    return argv
+
+
+def run(cfg, argv):
+    """Run a program; returns (exit status, last line of stderr).
+
+    A program that cannot be started or does not finish in time counts as
+    status 1 with a message saying so."""
+    try:
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=cfg["timeout"])
+    except subprocess.TimeoutExpired:
+        return 1, "%s %s did not finish within %s s" % (MARKER, argv[0], cfg["timeout"])
+    except OSError as exc:
+        return 1, "%s cannot run %s: %s" % (MARKER, argv[0], exc)
+    lines = p.stderr.decode("utf-8", "replace").strip().splitlines()
+    return p.returncode, lines[-1] if lines else ""
+
+
+def escape(value):
+    """e.env values are comma-separated lists to PBS: a comma inside one
+    value must be written as \\,."""
+    return value.replace(",", "\\,")
+
+
+def begin(e, cfg, host):
+    job = e.job
+    n = local_ngpus(job, host)
+    if n == 0:
+        remove_quietly(env_file(cfg, job.id))
+        e.accept()
+    args = ["--job", job.id, "--user", job.euser, "--ngpus", str(n),
+            "--env-file", env_file(cfg, job.id)]
+    if job.run_count is not None:
+        args += ["--run-count", str(int(job.run_count))]
+    rc, msg = run(cfg, command(cfg, "prolog", *args))
+    if rc == 0:
+        pbs.logmsg(pbs.LOG_DEBUG, msg)
+        e.accept()
+    reason = PROLOG_REASONS.get(rc, "error")
+    msg = msg or "%s canhazgpu-prolog failed (%s, exit status %d)" % (MARKER, reason, rc)
+    if not msg.startswith(MARKER):
+        msg = "%s %s" % (MARKER, msg)
+    pbs.logmsg(pbs.LOG_WARNING, "job %s requeued: %s" % (job.id, msg))
+    job.rerun()
+    e.reject(msg)
+
+
+def launch(e, cfg, host):
+    job = e.job
+    path = env_file(cfg, job.id)
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        if local_ngpus(job, host) == 0:
+            if cfg["hide_gpus_without_request"]:
+                e.env["CUDA_VISIBLE_DEVICES"] = ""
+        else:
+            pbs.logmsg(pbs.LOG_WARNING, "%s job %s has GPUs here but no env file %s: "
+                       "its environment is left as it is" % (MARKER, job.id, path))
+        e.accept()
+    for line in lines:
+        name, sep, value = line.partition("=")
+        if sep and name:
+            e.env[name] = escape(value)
+    e.accept()
+
+
+def release(e, cfg, host):
+    job = e.job
+    path = env_file(cfg, job.id)
+    if local_ngpus(job, host) == 0 and not os.path.exists(path):
+        e.accept()
+    rc, msg = run(cfg, command(cfg, "epilog", "--job", job.id, "--env-file", path))
+    # Rejecting here would not bring the GPUs back: log and go on; the
+    # end event and the periodic settling try again.
+    pbs.logmsg(pbs.LOG_DEBUG if rc == 0 else pbs.LOG_WARNING, msg or "canhazgpu-epilog exit status %d" % rc)
+    e.accept()
+
+
+def periodic(e, cfg, host):
+    settle(e, cfg)
+    argv = [cfg["healthcheck"], "--nhc"]
+    if cfg["config"]:
+        argv += ["--config", cfg["config"]]
+    try:
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=cfg["timeout"])
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pbs.logmsg(pbs.LOG_WARNING, "%s health check not run: %s" % (MARKER, exc))
+        e.accept()
+    out = p.stdout.decode("utf-8", "replace").splitlines()
+    problems = [line[len(NHC_PREFIX):] for line in out if line.startswith(NHC_PREFIX)]
+    if p.returncode == 0:
+        set_vnodes(e, host, None)
+    elif p.returncode == 1 and problems:
+        msg = "%s %s" % (MARKER, problems[0])
+        if len(problems) > 1:
+            msg += " (+%d more)" % (len(problems) - 1)
+        set_vnodes(e, host, msg)
+    else:
+        # Could not check (store or NVML down): change nothing this round.
+        pbs.logmsg(pbs.LOG_WARNING, "%s health check could not check (exit status %d): %s"
+                   % (MARKER, p.returncode, "; ".join(problems) or p.stderr.decode("utf-8", "replace").strip()))
+    e.accept()
+
+
+def current_comment(name, vnode):
+    """The vnode's comment as the server has it; the event's copy may not
+    carry it."""
+    try:
+        return pbs.server().vnode(name).comment
+    except Exception:
+        return vnode.comment
+
+
+def current_state(name, vnode):
+    try:
+        return pbs.server().vnode(name).state
+    except Exception:
+        return vnode.state
+
+
+def set_vnodes(e, host, msg):
+    """msg: offline this host's vnodes with it; None: bring back those
+    offlined by this hook. A vnode offlined by anyone else is left alone."""
+    for name, vnode in e.vnode_list.items():
+        if not is_local(name, host):
+            continue
+        comment = current_comment(name, vnode) or ""
+        ours = comment.startswith(MARKER)
+        if msg is None:
+            if ours:
+                vnode.state = pbs.ND_FREE
+                vnode.comment = None
+                pbs.logmsg(pbs.LOG_DEBUG, "%s vnode %s clean again: back online" % (MARKER, name))
+            continue
+        offline = (current_state(name, vnode) or 0) & pbs.ND_OFFLINE
+        if offline and not ours:
+            continue
+        if not offline or comment != msg:
+            vnode.state = pbs.ND_OFFLINE
+            vnode.comment = msg
+            pbs.logmsg(pbs.LOG_WARNING, "vnode %s offline: %s" % (name, msg))
+
+
+def settle(e, cfg):
+    """Release the GPUs of jobs that left this host without an epilogue or
+    end event: their env file is old and PBS no longer lists the job."""
+    try:
+        names = os.listdir(cfg["env_dir"])
+    except FileNotFoundError:
+        return
+    running = set(e.job_list.keys()) if e.job_list is not None else set()
+    now = time.time()
+    for name in names:
+        if not name.endswith(".env") or name.startswith("."):
+            continue
+        jobid = name[:-len(".env")]
+        path = os.path.join(cfg["env_dir"], name)
+        try:
+            old = now - os.stat(path).st_mtime >= cfg["settle_after"]
+        except FileNotFoundError:
+            continue
+        if jobid in running or not old:
+            continue
+        rc, msg = run(cfg, command(cfg, "epilog", "--job", jobid, "--env-file", path))
+        pbs.logmsg(pbs.LOG_WARNING if rc else pbs.LOG_DEBUG,
+                   "%s job %s is gone from this host: %s" % (MARKER, jobid, msg))
+
+
+def remove_quietly(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+HANDLERS = {
+    pbs.EXECJOB_BEGIN: begin,
+    pbs.EXECJOB_LAUNCH: launch,
+    pbs.EXECJOB_EPILOGUE: release,
+    pbs.EXECJOB_END: release,
+    pbs.EXECHOST_PERIODIC: periodic,
+}
+
+
+def main():
+    e = pbs.event()
+    handler = HANDLERS.get(e.type)
+    if handler is None:
+        e.accept()
+    try:
+        cfg = load_config()
+        handler(e, cfg, pbs.get_local_nodename())
+    except SystemExit:
+        # accept() and reject() end the hook by raising SystemExit.
+        raise
+    except Exception as exc:
+        msg = "%s hook error: %s: %s" % (MARKER, type(exc).__name__, exc)
+        pbs.logmsg(pbs.LOG_ERROR, msg)
+        if e.type == pbs.EXECJOB_BEGIN:
+            # The job must not run on GPUs nobody reserved for it.
+            e.job.rerun()
+            e.reject(msg)
+        # Anywhere else a reject would do harm (launch: the job would be
+        # deleted) or nothing useful.
+        e.accept()
+
+
+# PBS runs a hook with __name__ set to "builtins"; tests import it.
+if __name__ in ("builtins", "__builtin__"):
+    try:
+        main()
+    except SystemExit:
+        pass

@@ -1,0 +1,300 @@
+# coding: utf-8
+"""Tests of canhazgpu_hook.py against the stand-in pbs module (pbs.py here),
+calling the real canhazgpu-prolog, -epilog and -healthcheck on a real
+redis-server with fake GPUs.
+
+Run by `go test ./internal/pbs`, which builds the programs and starts a
+private redis-server, then runs
+
+    python3 -m unittest discover -s contrib/pbs/tests
+
+with CANHAZGPU_TEST_BIN_DIR (the directory of the built programs) and
+CANHAZGPU_TEST_REDIS_URL set.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+import unittest
+
+import pbs
+
+HOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "canhazgpu_hook.py")
+with open(HOOK) as _f:
+    HOOK_CODE = compile(_f.read(), HOOK, "exec")
+
+BIN = os.environ.get("CANHAZGPU_TEST_BIN_DIR", "")
+REDIS = os.environ.get("CANHAZGPU_TEST_REDIS_URL", "")
+
+
+def setUpModule():
+    if not BIN or not REDIS:
+        raise RuntimeError("CANHAZGPU_TEST_BIN_DIR (the built canhazgpu-prolog, canhazgpu-epilog and "
+                           "canhazgpu-healthcheck) and CANHAZGPU_TEST_REDIS_URL (a private redis-server) "
+                           "must be set: `go test ./internal/pbs` sets both")
+
+
+def uuid(i):
+    return "GPU-0b5e%04d-0000-4000-8000-000000000000" % i
+
+
+_seq = [0]
+
+
+class Node(object):
+    """One execution host: its fake GPUs, a canhazgpu config naming its own
+    store node, the hook's config file, and the PBS server's vnodes."""
+
+    def __init__(self, test, gpus, host="hostA", vnodes=None, redis=None, **hook_cfg):
+        self.dir = tempfile.mkdtemp(prefix="canhazgpu-pbs-hook-")
+        test.addCleanup(shutil.rmtree, self.dir)
+        _seq[0] += 1
+        self.fake = os.path.join(self.dir, "gpus.json")
+        self.env_dir = os.path.join(self.dir, "env")
+        self.set_gpus(gpus)
+        state = os.path.join(self.dir, "state")
+        config = os.path.join(self.dir, "config.toml")
+        with open(config, "w") as f:
+            f.write('node = "pbshook%d-%d"\n' % (os.getpid(), _seq[0]))
+            f.write('[redis]\nurl = "%s"\ndial_timeout = "200ms"\nop_timeout = "500ms"\n' % (redis or REDIS))
+            f.write('[gpu]\nprovider = "fake"\nfake_file = "%s"\n' % self.fake)
+            f.write('[slurm]\nstate_dir = "%s"\n[pbs]\nstate_dir = "%s"\n' % (state, state))
+        cfg = {
+            "prolog": os.path.join(BIN, "canhazgpu-prolog"),
+            "epilog": os.path.join(BIN, "canhazgpu-epilog"),
+            "healthcheck": os.path.join(BIN, "canhazgpu-healthcheck"),
+            "config": config,
+            "env_dir": self.env_dir,
+        }
+        cfg.update(hook_cfg)
+        self.hook_config = os.path.join(self.dir, "canhazgpu_hook.json")
+        with open(self.hook_config, "w") as f:
+            json.dump(cfg, f)
+        pbs.reset(host, vnodes, self.hook_config)
+
+    def set_gpus(self, n, used=None):
+        """n fake GPUs; used: {index: user} runs a 4 GB process of user."""
+        gpus = []
+        for i in range(n):
+            g = {"index": i, "uuid": uuid(i)}
+            if used and i in used:
+                g["processes"] = [{"pid": 4000 + i, "name": "python3", "user": used[i], "used_memory_mb": 4096}]
+            gpus.append(g)
+        tmp = self.fake + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"gpus": gpus}, f)
+        os.replace(tmp, self.fake)
+
+    def run(self, event):
+        """Run the hook for one event as PBS does: the script's code with
+        __name__ set to "builtins"."""
+        pbs.set_event(event)
+        exec(HOOK_CODE, {"__name__": "builtins"})
+        if event.accepted is None:
+            raise AssertionError("the hook ended without accept() or reject()")
+        return event
+
+    def env_file(self, jobid):
+        return os.path.join(self.env_dir, jobid + ".env")
+
+
+def begin(node, job):
+    return node.run(pbs.Event(pbs.EXECJOB_BEGIN, job))
+
+
+def launch(node, job):
+    return node.run(pbs.Event(pbs.EXECJOB_LAUNCH, job))
+
+
+def log_text():
+    return "\n".join(m for _, m in pbs.log)
+
+
+class JobEvents(unittest.TestCase):
+
+    def test_begin_reserves_and_launch_sets_escaped_env(self):
+        n = Node(self, gpus=4)
+        job = pbs.Job("101.server", "nobody", "(hostA:ncpus=2:ngpus=2)+(hostB:ncpus=2:ngpus=1)", run_count=1)
+        e = begin(n, job)
+        self.assertTrue(e.accepted, e.reject_msg)
+        self.assertFalse(job.rerun_called)
+        with open(n.env_file("101.server")) as f:
+            self.assertEqual(f.read(), "CUDA_VISIBLE_DEVICES=%s,%s\nCANHAZGPU_GPU_INDICES=0,1\n" % (uuid(0), uuid(1)))
+
+        e = launch(n, job)
+        self.assertTrue(e.accepted)
+        self.assertEqual(e.env["CUDA_VISIBLE_DEVICES"], uuid(0) + "\\," + uuid(1))
+        self.assertEqual(e.env["CANHAZGPU_GPU_INDICES"], "0\\,1")
+        self.assertEqual(e.env["PATH"], "/bin:/usr/bin", "the rest of the environment is left alone")
+
+    def test_this_hosts_vnodes_add_up(self):
+        n = Node(self, gpus=4)
+        job = pbs.Job("102.server", "nobody",
+                      "(hostA[0]:ncpus=1:ngpus=1)+(hostA[1]:ncpus=4:ngpus=2)+(hostB:ngpus=4)+(hostAB:ngpus=1)")
+        self.assertTrue(begin(n, job).accepted)
+        e = launch(n, job)
+        self.assertEqual(e.env["CUDA_VISIBLE_DEVICES"], "\\,".join(uuid(i) for i in range(3)))
+
+    def test_job_without_gpus_here_sees_none(self):
+        n = Node(self, gpus=2)
+        job = pbs.Job("103.server", "nobody", "(hostA:ncpus=1)+(hostB:ngpus=2)")
+        self.assertTrue(begin(n, job).accepted)
+        self.assertFalse(os.path.exists(n.env_file("103.server")))
+        self.assertEqual(launch(n, job).env["CUDA_VISIBLE_DEVICES"], "")
+
+        n = Node(self, gpus=2, hide_gpus_without_request=False)
+        self.assertNotIn("CUDA_VISIBLE_DEVICES", launch(n, job).env)
+
+    def test_shortage_reruns_and_release_makes_room(self):
+        n = Node(self, gpus=4)
+        first = pbs.Job("201.server", "nobody", "(hostA:ngpus=3)")
+        second = pbs.Job("202.server", "nobody", "(hostA:ngpus=2)")
+        self.assertTrue(begin(n, first).accepted)
+
+        e = begin(n, second)
+        self.assertFalse(e.accepted)
+        self.assertTrue(second.rerun_called, "a shortage requeues the job")
+        self.assertEqual(e.reject_msg, "canhazgpu: pbs job 202.server of nobody: "
+                                       "Not enough GPUs available. Requested: 2, Available: 1")
+        self.assertFalse(os.path.exists(n.env_file("202.server")))
+
+        for kind in (pbs.EXECJOB_EPILOGUE, pbs.EXECJOB_END):
+            self.assertTrue(n.run(pbs.Event(kind, first)).accepted)
+        self.assertIn("pbs job 201.server: released GPUs", log_text())
+        self.assertIn("pbs job 201.server held no GPUs on this host", log_text(), "end after epilogue is fine")
+        self.assertFalse(os.path.exists(n.env_file("201.server")))
+
+        second.rerun_called = False
+        e = begin(n, second)
+        self.assertTrue(e.accepted, e.reject_msg)
+        self.assertFalse(second.rerun_called)
+
+    def test_retried_begin_keeps_the_jobs_gpus(self):
+        n = Node(self, gpus=2)
+        job = pbs.Job("301.server", "nobody", "(hostA:ngpus=1)")
+        self.assertTrue(begin(n, job).accepted)
+        first = launch(n, job).env["CUDA_VISIBLE_DEVICES"]
+        self.assertTrue(begin(n, job).accepted)
+        self.assertEqual(launch(n, job).env["CUDA_VISIBLE_DEVICES"], first)
+        other = pbs.Job("302.server", "nobody", "(hostA:ngpus=1)")
+        self.assertTrue(begin(n, other).accepted, "the retry took no second GPU")
+
+    def test_begin_reruns_when_the_program_fails(self):
+        cases = [
+            ({"prolog": "/nonexistent/canhazgpu-prolog"}, "canhazgpu: cannot run /nonexistent/canhazgpu-prolog"),
+            ({"config": "/nonexistent/config.toml"}, "canhazgpu-prolog: config: file named by --config"),
+        ]
+        for hook_cfg, want in cases:
+            with self.subTest(hook_cfg=hook_cfg):
+                n = Node(self, gpus=1, **hook_cfg)
+                job = pbs.Job("401.server", "nobody", "(hostA:ngpus=1)")
+                e = begin(n, job)
+                self.assertFalse(e.accepted)
+                self.assertTrue(job.rerun_called)
+                self.assertIn(want, e.reject_msg)
+                self.assertTrue(e.reject_msg.startswith("canhazgpu:"), e.reject_msg)
+
+    def test_bad_hook_config_reruns_begin_and_never_rejects_launch(self):
+        n = Node(self, gpus=1, no_such_key=1)
+        job = pbs.Job("501.server", "nobody", "(hostA:ngpus=1)")
+        e = begin(n, job)
+        self.assertFalse(e.accepted)
+        self.assertTrue(job.rerun_called)
+        self.assertIn("unknown keys no_such_key", e.reject_msg)
+        self.assertTrue(launch(n, job).accepted)
+        self.assertIn("canhazgpu: hook error: ValueError", log_text())
+
+    def test_launch_never_rejects(self):
+        n = Node(self, gpus=1)
+        job = pbs.Job("502.server", "nobody", "(hostA:ngpus=1)")
+        os.makedirs(n.env_file("502.server"))  # unreadable as a file
+        e = launch(n, job)
+        self.assertTrue(e.accepted)
+        self.assertNotIn("CUDA_VISIBLE_DEVICES", e.env)
+        os.rmdir(n.env_file("502.server"))
+        e = launch(n, job)  # begin never ran here
+        self.assertTrue(e.accepted)
+        self.assertIn("job 502.server has GPUs here but no env file", log_text())
+
+    def test_other_events_are_accepted(self):
+        n = Node(self, gpus=1)
+        self.assertTrue(n.run(pbs.Event(pbs.QUEUEJOB)).accepted)
+
+
+class Periodic(unittest.TestCase):
+
+    VNODES = {
+        "hostA": (pbs.ND_FREE, None),
+        "hostA[1]": (pbs.ND_FREE, None),
+        "hostA[2]": (pbs.ND_OFFLINE, "new disk, back Monday"),
+        "hostB": (pbs.ND_FREE, None),
+    }
+
+    def periodic(self, n, running=()):
+        e = n.run(pbs.Event(pbs.EXECHOST_PERIODIC, job_list=running))
+        self.assertTrue(e.accepted)
+        return {name: (v.state, v.comment) for name, v in pbs.server().vnodes.items()}
+
+    def test_offlines_and_onlines_only_its_own(self):
+        n = Node(self, gpus=2, vnodes=self.VNODES)
+        n.set_gpus(2, used={1: "bob"})
+        got = self.periodic(n)
+        msg = "canhazgpu: GPU 1 used by bob (pid 4001) without reservation"
+        self.assertEqual(got, {
+            "hostA": (pbs.ND_OFFLINE, msg),
+            "hostA[1]": (pbs.ND_OFFLINE, msg),
+            "hostA[2]": (pbs.ND_OFFLINE, "new disk, back Monday"),
+            "hostB": (pbs.ND_FREE, None),
+        })
+        self.assertEqual(self.periodic(n), got, "a second round changes nothing")
+
+        n.set_gpus(2)
+        self.assertEqual(self.periodic(n), {
+            "hostA": (pbs.ND_FREE, None),
+            "hostA[1]": (pbs.ND_FREE, None),
+            "hostA[2]": (pbs.ND_OFFLINE, "new disk, back Monday"),
+            "hostB": (pbs.ND_FREE, None),
+        })
+
+    def test_reserved_use_is_clean(self):
+        n = Node(self, gpus=2, vnodes={"hostA": (pbs.ND_OFFLINE, "canhazgpu: GPU 0 used by nobody (pid 1)")})
+        job = pbs.Job("601.server", "nobody", "(hostA:ngpus=1)")
+        self.assertTrue(begin(n, job).accepted)
+        n.set_gpus(2, used={0: "nobody"})
+        self.assertEqual(self.periodic(n, running=["601.server"]), {"hostA": (pbs.ND_FREE, None)})
+
+    def test_could_not_check_changes_nothing(self):
+        dead = "unix://" + os.path.join(tempfile.gettempdir(), "canhazgpu-nobody-listens-%d.sock" % os.getpid())
+        vnodes = {"hostA": (pbs.ND_OFFLINE, "canhazgpu: GPU 0 used by bob (pid 7)"), "hostA[1]": (pbs.ND_FREE, None)}
+        n = Node(self, gpus=1, vnodes=vnodes, redis=dead)
+        self.assertEqual(self.periodic(n), vnodes)
+        self.assertIn("health check could not check (exit status 2)", log_text())
+
+    def test_releases_jobs_gone_from_this_host(self):
+        n = Node(self, gpus=2, vnodes={"hostA": (pbs.ND_FREE, None)})
+        gone = pbs.Job("701.server", "nobody", "(hostA:ngpus=1)")
+        running = pbs.Job("702.server", "nobody", "(hostA:ngpus=1)")
+        for job in (gone, running):
+            self.assertTrue(begin(n, job).accepted)
+            os.utime(n.env_file(job.id), (1, 1))  # long ago
+        self.periodic(n, running=["702.server"])
+        self.assertFalse(os.path.exists(n.env_file("701.server")))
+        self.assertTrue(os.path.exists(n.env_file("702.server")))
+        self.assertIn("job 701.server is gone from this host", log_text())
+
+        # The freed GPU is free again; the running job's is not.
+        taker = pbs.Job("704.server", "nobody", "(hostA:ngpus=1)")
+        self.assertTrue(begin(n, taker).accepted)
+        self.assertFalse(begin(n, pbs.Job("705.server", "nobody", "(hostA:ngpus=1)")).accepted)
+
+    def test_recent_env_files_wait(self):
+        n = Node(self, gpus=1, vnodes={"hostA": (pbs.ND_FREE, None)})
+        job = pbs.Job("801.server", "nobody", "(hostA:ngpus=1)")
+        self.assertTrue(begin(n, job).accepted)
+        self.periodic(n)  # not in the job list yet: it may just be starting
+        self.assertTrue(os.path.exists(n.env_file("801.server")))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,86 @@
+// Package pbs is the PBS side of canhazgpu-prolog and canhazgpu-epilog: the
+// modes that the OpenPBS / PBS Pro hook (contrib/pbs/canhazgpu_hook.py) and
+// the Torque prologue and epilogue wrappers (contrib/torque) run with --pbs.
+//
+//	canhazgpu-prolog --pbs --job ID --user NAME --ngpus N [--uid N] [--run-count N] [--env-file PATH]
+//	canhazgpu-prolog --pbs --job ID --user NAME --torque-resources LIST [--env-file PATH]
+//	canhazgpu-epilog --pbs --job ID [--env-file PATH]
+//
+// PBS only counts ngpus; it never says which GPUs a job gets. So the prolog
+// lets canhazgpu choose: it reserves N free GPUs of this node for the job
+// (owner kind pbs) in one atomic store call. A retried prolog of the same
+// job keeps the GPUs it already holds. The epilog releases every
+// reservation of the job on this node, whatever the prolog did.
+//
+// On success the prolog prints the job's environment on stdout, one
+// NAME=VALUE per line, and writes the same lines to --env-file when given:
+//
+//	CUDA_VISIBLE_DEVICES=GPU-6f2b…,GPU-81c4…
+//	CUDA_DEVICE_ORDER=PCI_BUS_ID
+//	CANHAZGPU_GPU_INDICES=0,2
+//
+// CUDA_VISIBLE_DEVICES lists UUIDs because they are the same for every tool;
+// CANHAZGPU_GPU_INDICES gives the NVML indices, in the same order, for
+// people and for nvidia-smi -i. The job gets GPUs even when it cannot hold
+// all of them: under on_conflict = "warn" it holds the free ones and runs
+// on taken ones too (recorded as conflicts in the job file); with the store
+// unreachable and on_store_error = "allow" it runs on GPUs chosen from the
+// scan, idle ones first, and a pending marker asks the health check to
+// reserve them later. Nothing is printed, and no env file is left, when the
+// job has no GPUs on this host. One summary line goes to stderr.
+//
+// Exit status, for both programs (the hook and the wrappers act on it):
+//
+//	0  accept: reserved, released, or nothing to do
+//	1  error: bad arguments or settings, or an unexpected failure
+//	2  the store could not be reached and on_store_error = "fail"
+//	3  prolog only: not enough free GPUs here and on_conflict = "fail"
+//
+// The hook reruns the job on every non-zero status of the prolog
+// (e.job.rerun(); e.reject(…)); the Torque prologue exits 2 (requeue),
+// never 1 (which would abort the job).
+package pbs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"canhazgpu/internal/config"
+)
+
+// Exit statuses of the PBS modes.
+const (
+	ExitOK        = 0
+	ExitError     = 1
+	ExitStoreDown = 2
+	ExitShortage  = 3
+)
+
+// deadline bounds one prolog or epilog run, store retries included. It is
+// well inside PBS's default hook alarm (30 s) and the hook's own timeout
+// for the program (20 s), so the program's own message is what gets logged.
+const deadline = 10 * time.Second
+
+// bootIDFile names the current boot, so that the health check can tell a
+// reservation made before a reboot from a live one.
+const bootIDFile = "/proc/sys/kernel/random/boot_id"
+
+// loadConfig reads the system settings as every scheduler program does:
+// flags, then CANHAZGPU_* variables, then the system file.
+func loadConfig(cf *config.Flags, env []string) (*config.Config, error) {
+	return config.Load(config.Options{System: true, Env: env,
+		ConfigFile: cf.ConfigFile(), Overrides: cf.Overrides()})
+}
+
+// withDeadline bounds ctx by the run's deadline.
+func withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, deadline)
+}
+
+// logf writes one line to the program's log stream (the hook logs it, the
+// Torque wrappers leave it in the job's error file).
+func logf(w io.Writer, format string, args ...any) {
+	fmt.Fprintf(w, "canhazgpu: "+format+"\n", args...)
+}
