@@ -44,8 +44,8 @@ import pbs
 
 DEFAULTS = {
     # The programs, by absolute path: MoM gives hooks no useful PATH.
-    "prolog": "/usr/bin/canhazgpu-prolog",
-    "epilog": "/usr/bin/canhazgpu-epilog",
+    "prolog": "/usr/libexec/canhazgpu/canhazgpu-prolog",
+    "epilog": "/usr/libexec/canhazgpu/canhazgpu-epilog",
     "healthcheck": "/usr/bin/canhazgpu-healthcheck",
     # Passed to the programs as --config; "" lets them read
     # /etc/canhazgpu/config.toml (or $CANHAZGPU_CONFIG).
