@@ -1,0 +1,334 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"canhazgpu/allocator"
+)
+
+func TestReserveReleaseAndOwnership(t *testing.T) {
+	f := newFixture(t, idleGPUs(4))
+
+	r := f.run(alice, "reserve", "--gpus", "2", "--duration", "1h", "--note", "notebook")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Regexp(t, `^Reserved 2 GPUs on node cli\d+ for 1h: \d,\d\n`, r.stdout)
+
+	r = f.run(bob, "reserve", "--short", "--gpus", "2")
+	require.Equal(t, 0, r.code, r.stderr)
+	bobs := strings.TrimSpace(r.stdout)
+	require.Regexp(t, `^\d,\d$`, bobs)
+
+	// The node is full: the seed's message, Available counting what could
+	// really be granted.
+	r = f.run(bob, "reserve", "--gpus", "1")
+	require.Equal(t, 1, r.code)
+	require.Equal(t, "Error: Not enough GPUs available. Requested: 1, Available: 0\n", r.stderr)
+
+	// bob cannot release alice's GPUs, even by naming them.
+	snap, err := f.store().Snapshot(context.Background())
+	require.NoError(t, err)
+	var aliceIdx []string
+	for _, g := range snap.GPUs {
+		if snap.Reservations[g.UUID].User == "alice" {
+			aliceIdx = append(aliceIdx, itoa(g.Index))
+		}
+	}
+	require.Len(t, aliceIdx, 2)
+	r = f.run(bob, "release", "--gpu-ids", aliceIdx[0])
+	require.Equal(t, 1, r.code)
+	require.Equal(t, "Error: GPU "+aliceIdx[0]+" is reserved by alice (manual), not by bob: only the owner, root or the admin group may release it\n", r.stderr)
+	r = f.run(bob, "release", "--user", "alice")
+	require.Equal(t, 1, r.code)
+	require.Equal(t, "Error: --user alice: only root may (no admin.group is configured) act for another user; you are bob\n", r.stderr)
+
+	// bob's own release leaves alice's alone.
+	r = f.run(bob, "release")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "Released 2 GPUs on node "+f.node+": "+bobs+"\n")
+	snap, err = f.store().Snapshot(context.Background())
+	require.NoError(t, err)
+	require.Len(t, snap.Reservations, 2)
+	for _, res := range snap.Reservations {
+		require.Equal(t, "alice", res.User)
+		require.Equal(t, "notebook", res.Note)
+	}
+
+	// root may act for alice.
+	r = f.run(root, "release", "--user", "alice")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = f.run(alice, "release")
+	require.Equal(t, 0, r.code)
+	require.Equal(t, "No manual reservations of alice to release on node "+f.node+".\n", r.stdout)
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+func TestAdminGroupMayActForOthers(t *testing.T) {
+	f := newFixture(t, idleGPUs(2), "CANHAZGPU_ADMIN_GROUP=gpuadmins")
+	carol := Identity{Name: "carol", UID: 2003, Groups: []string{"users", "gpuadmins"}}
+	r := f.run(carol, "reserve", "--user", "alice", "--gpu-ids", "1")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "Reserved 1 GPU for alice on node")
+	r = f.run(bob, "reserve", "--user", "alice")
+	require.Equal(t, 1, r.code)
+	require.Equal(t, "Error: --user alice: only root and members of the admin group \"gpuadmins\" may act for another user; you are bob\n", r.stderr)
+	r = f.run(bob, "admin", "--release", "--gpu-ids", "1")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "Error: canhazgpu admin: only root and members of the admin group \"gpuadmins\" may; you are bob\n")
+	r = f.run(carol, "admin", "--release", "--gpu-ids", "1")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, "Released GPU 1 on node "+f.node+" (held by alice, manual).\n", r.stdout)
+}
+
+func TestUnreservedUseIsExcludedWithTheSeedMessage(t *testing.T) {
+	f := newFixture(t, `{"gpus": [
+		{"index": 0, "memory_used_mb": 2048, "processes": [{"pid": 1001, "name": "python3", "user": "bob", "used_memory_mb": 2048, "cmdline": ["python3"]}]},
+		{"index": 1, "memory_used_mb": 1024, "processes": [{"pid": 1002, "name": "jupyter", "user": "carol", "used_memory_mb": 1024, "cmdline": ["jupyter"]}]},
+		{"index": 2, "memory_used_mb": 1023},
+		{"index": 3}]}`)
+	r := f.run(alice, "reserve", "--gpus", "3")
+	require.Equal(t, 1, r.code)
+	require.Equal(t, "Error: Not enough GPUs available. Requested: 3, Available: 2 (2 GPUs in use without reservation - run 'canhazgpu status' for details)\n", r.stderr)
+	r = f.run(alice, "reserve", "--gpu-ids", "1")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "(1 GPUs in use without reservation")
+	// The threshold is a setting: at 4096 MB nothing here is in use.
+	r = f.run(alice, "--memory-threshold", "4096", "reserve", "--gpus", "4", "--short")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, "0,1,2,3\n", r.stdout)
+}
+
+func TestStatusThroughTheStore(t *testing.T) {
+	f := newFixture(t, `{"gpus": [
+		{"index": 0},
+		{"index": 1, "memory_used_mb": 3000, "processes": [{"pid": 4242, "name": "python3", "user": "bob", "used_memory_mb": 3000, "cmdline": ["vllm", "serve", "Qwen/Qwen2-7B"]}]}]}`)
+	r := f.run(alice, "reserve", "--gpu-ids", "0", "--duration", "2h")
+	require.Equal(t, 0, r.code, r.stderr)
+	r = f.run(alice, "status")
+	require.Equal(t, 0, r.code, r.stderr)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Len(t, lines, 4)
+	require.Regexp(t, `^0 in use alice \d+s manual expires in 1h 59m \d+s no usage detected$`, collapse(lines[2]))
+	require.Equal(t, "1 in use bob Qwen/Qwen2-7B WITHOUT RESERVATION 3000MB used by PID 4242 (python3)", collapse(lines[3]))
+
+	r = f.run(alice, "status", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var doc statusDoc
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &doc))
+	require.Equal(t, 1, doc.Version)
+	require.Equal(t, f.node, doc.Node)
+	require.Len(t, doc.GPUs, 2)
+	require.Equal(t, "in_use", doc.GPUs[0].Status)
+	require.Equal(t, "manual", doc.GPUs[0].Reservation.Kind)
+	require.Equal(t, "unreserved", doc.GPUs[1].Status)
+	require.Equal(t, []string{"bob"}, doc.GPUs[1].Users)
+	_, err := time.Parse(time.RFC3339, *doc.GPUs[0].Reservation.ExpiresAt)
+	require.NoError(t, err)
+
+	// --all-nodes lists this node among the others of the store, with the
+	// health check's findings.
+	other := newFixture(t, idleGPUs(1))
+	require.Equal(t, 0, other.run(bob, "reserve").code)
+	require.NoError(t, other.store().SetFlags(context.Background(), []allocator.Flag{{GPU: "", Message: "drained by canhazgpu: unreserved use"}}))
+	r = f.run(alice, "status", "--all-nodes")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, other.node+" (reservations from the store; GPU usage is seen only on "+other.node+" itself)\n")
+	require.Regexp(t, `(?m)^  node: drained by canhazgpu: unreserved use \(found \d+s ago\)$`, r.stdout)
+	r = f.run(alice, "status", "--all-nodes", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var all allNodesDoc
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &all))
+	seen := map[string]jsonNode{}
+	for _, n := range all.Nodes {
+		seen[n.Node] = n
+	}
+	require.True(t, seen[f.node].Local)
+	require.False(t, seen[other.node].Local)
+	require.Equal(t, "bob", seen[other.node].GPUs[0].Reservation.User)
+	require.Nil(t, seen[other.node].GPUs[0].MemoryUsedMB)
+	require.Equal(t, "drained by canhazgpu: unreserved use", seen[other.node].Flags[0].Message)
+}
+
+func TestQueueWaitsFirstComeFirstServed(t *testing.T) {
+	f := newFixture(t, idleGPUs(2), "CANHAZGPU_QUEUE_POLL_INTERVAL=50ms")
+	require.Equal(t, 0, f.run(alice, "reserve", "--gpus", "2").code)
+
+	env, out, errw := f.env(bob)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), []string{"reserve", "--gpus", "2", "--wait", "--short"}, env)
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(errw.String(), "position 1 in the queue") }, 5*time.Second, 20*time.Millisecond)
+
+	// While bob waits, nobody jumps the queue.
+	r := f.run(alice, "queue")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Regexp(t, `(?m)^1 +bob +manual +2 GPUs +\d+s$`, r.stdout)
+	require.Contains(t, r.stdout, "1 request waiting for 2 GPUs on node "+f.node+".\n")
+	r = f.run(alice, "queue", "--json")
+	var q queueDoc
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &q))
+	require.Len(t, q.Queue, 1)
+	require.Equal(t, "bob", q.Queue[0].User)
+	require.Equal(t, 2, q.Queue[0].Requested)
+
+	require.Equal(t, 0, f.run(alice, "release", "--gpu-ids", "0").code)
+	r = f.run(carol(), "reserve", "--gpus", "1")
+	require.Equal(t, 1, r.code, "the freed GPU is held for the head of the queue")
+	require.Contains(t, r.stderr, "1 requests waiting in the queue - run 'canhazgpu queue' for details")
+	require.Equal(t, 0, f.run(alice, "release").code)
+
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("bob never got the GPUs")
+	}
+	require.Equal(t, "0,1\n", out.String())
+	require.Contains(t, f.run(alice, "queue").stdout, "No requests waiting")
+}
+
+func carol() Identity { return Identity{Name: "carol", UID: 2003} }
+
+func TestWaitGivesUpAfterItsBound(t *testing.T) {
+	f := newFixture(t, idleGPUs(1), "CANHAZGPU_QUEUE_POLL_INTERVAL=50ms")
+	require.Equal(t, 0, f.run(alice, "reserve").code)
+	start := time.Now()
+	r := f.run(bob, "reserve", "--wait", "300ms")
+	require.Equal(t, 1, r.code)
+	require.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
+	require.Contains(t, r.stderr, "Error: no 1 GPU within --wait 300ms on node "+f.node+"; left the queue\n")
+	snap, err := f.store().Snapshot(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, snap.Queue)
+
+	// More GPUs than the node has can never come: no waiting at all.
+	r = f.run(bob, "reserve", "--gpus", "2", "--wait")
+	require.Equal(t, 2, r.code)
+	require.Equal(t, "Error: invalid --gpus \"2\": want at most 1, the number of GPUs of node "+f.node+"\n", r.stderr)
+}
+
+func TestRunSetsTheGPUsAndReturnsTheExitStatus(t *testing.T) {
+	f := newFixture(t, idleGPUs(4), "CUDA_VISIBLE_DEVICES=7", "CUDA_DEVICE_ORDER=FASTEST_FIRST")
+	r := f.run(alice, "run", "--gpu-ids", "2,1", "--", "sh", "-c", `echo "$CUDA_VISIBLE_DEVICES $CUDA_DEVICE_ORDER"; exit 3`)
+	require.Equal(t, 3, r.code, r.stderr)
+	require.Equal(t, "1,2 PCI_BUS_ID\n", r.stdout)
+	snap, err := f.store().Snapshot(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, snap.Reservations, "released at exit")
+
+	r = f.run(alice, "run", "sh", "-c", `kill -KILL $$`)
+	require.Equal(t, 128+9, r.code)
+	r = f.run(alice, "run", "--", "no-such-program-xyz")
+	require.Equal(t, 127, r.code)
+	require.Equal(t, "Error: no-such-program-xyz: command not found\n", r.stderr)
+	r = f.run(alice, "run", "--")
+	require.Equal(t, 2, r.code)
+}
+
+func TestRunStopsTheCommandWhenTheLeaseIsLost(t *testing.T) {
+	f := newFixture(t, idleGPUs(1), "CANHAZGPU_RUN_HEARTBEAT_INTERVAL=100ms", "CANHAZGPU_RUN_HEARTBEAT_TIMEOUT=2s", "CANHAZGPU_RUN_KILL_GRACE=2s")
+	env, _, errw := f.env(alice)
+	done := make(chan error, 1)
+	go func() { done <- Run(context.Background(), []string{"run", "--", "sleep", "30"}, env) }()
+	require.Eventually(t, func() bool {
+		snap, err := f.store().Snapshot(context.Background())
+		return err == nil && len(snap.Reservations) == 1
+	}, 5*time.Second, 20*time.Millisecond)
+	require.Equal(t, 0, f.run(root, "admin", "--release", "--gpu-ids", "0").code)
+	select {
+	case err := <-done:
+		require.Equal(t, 128+15, ExitCode(err))
+		require.Contains(t, ErrorLine(err), "the command was stopped because its reservation was lost")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the command kept running without its reservation")
+	}
+	require.Contains(t, errw.String(), "canhazgpu: warning: reservation of GPU")
+}
+
+func TestAdminRegistersWhatIsDetected(t *testing.T) {
+	f := newFixture(t, idleGPUs(3))
+	r := f.run(root, "admin", "--gpus", "4")
+	require.Equal(t, 2, r.code)
+	require.Equal(t, "Error: invalid --gpus \"4\": want 3, the number of GPUs the provider detects on node "+f.node+
+		" (with --force, the detected GPUs are registered whatever N says)\n", r.stderr)
+	r = f.run(root, "admin", "--gpus", "3")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "Registered 3 GPUs on node "+f.node+" (3 changed):\n")
+	r = f.run(alice, "admin", "--gpus", "3")
+	require.Equal(t, 1, r.code)
+
+	// Hardware replaced: GPU 2 is gone. --force drops it and its
+	// reservation.
+	require.Equal(t, 0, f.run(bob, "reserve", "--gpu-ids", "2").code)
+	f.setGPUs(idleGPUs(2))
+	r = f.run(root, "admin", "--gpus", "2", "--force")
+	require.Equal(t, 0, r.code, r.stderr)
+	snap, err := f.store().Snapshot(context.Background())
+	require.NoError(t, err)
+	require.Len(t, snap.GPUs, 2)
+	require.Empty(t, snap.Reservations)
+}
+
+func TestReportCountsTheWindowOnly(t *testing.T) {
+	now := time.Date(2025, 6, 10, 12, 0, 0, 0, time.UTC)
+	start := now.Add(-7 * 24 * time.Hour)
+	h := func(n float64) time.Duration { return time.Duration(n * float64(time.Hour)) }
+	spans := []span{
+		{"alice", allocator.KindRun, now.Add(-h(3)), now.Add(-h(1))},                        // 2h inside
+		{"alice", allocator.KindManual, start.Add(-h(5)), start.Add(h(1))},                  // 1h of 6h inside
+		{"bob", allocator.KindSlurm, now.Add(-h(0.5)), now},                                 // in progress: 0.5h
+		{"bob", allocator.KindManual, start.Add(-h(3)), start.Add(-h(1))},                   // before the window
+		{"carol", allocator.KindPBS, now.Add(-h(1) / 3), now.Add(-h(1)/3 + 20*time.Second)}, // 20s
+	}
+	rep := buildReport(start, now, 7, []string{"n1", "n2"}, spans)
+	var b strings.Builder
+	require.NoError(t, rep.write(&b))
+	golden(t, "report/window.golden", []byte(b.String()))
+
+	doc := rep.json()
+	require.Equal(t, int64(3*3600), doc.Users[0].TotalSeconds)
+	require.Equal(t, "alice", doc.Users[0].User)
+	var sum int64
+	for _, u := range doc.Users {
+		var own int64
+		for _, s := range u.Seconds {
+			own += s
+		}
+		require.Equal(t, u.TotalSeconds, own)
+		sum += u.TotalSeconds
+	}
+	require.Equal(t, doc.TotalSeconds, sum)
+	require.Equal(t, int64(3*3600+1800+20), doc.TotalSeconds)
+	require.Equal(t, 4, doc.Reservations)
+}
+
+func TestReportThroughTheStore(t *testing.T) {
+	// The report covers every node of the store, which other tests share:
+	// these accounts are this test's own.
+	f := newFixture(t, idleGPUs(2))
+	dora, eve := Identity{Name: "dora-" + f.node, UID: 3001}, Identity{Name: "eve-" + f.node, UID: 3002}
+	require.Equal(t, 0, f.run(dora, "run", "--", "sleep", "0.2").code)
+	require.Equal(t, 0, f.run(eve, "reserve").code)
+	r := f.run(alice, "report", "--days", "1", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	var doc reportDoc
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &doc))
+	users := map[string]jsonUserUsage{}
+	for _, u := range doc.Users {
+		users[u.User] = u
+	}
+	require.Contains(t, doc.Nodes, f.node)
+	require.Equal(t, 1, users[dora.Name].Reservations)
+	require.Equal(t, 1, users[eve.Name].Reservations, "the reservation held now counts")
+	r = f.run(alice, "report", "--days", "1")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Regexp(t, `(?m)^TOTAL +\d+\.\d\d +`, r.stdout)
+}

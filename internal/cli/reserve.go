@@ -1,0 +1,95 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+
+	"canhazgpu/allocator"
+	"canhazgpu/internal/config"
+)
+
+type reserveArgs struct {
+	requestArgs
+	duration durationValue
+	short    bool
+}
+
+func reserveCommand() *command {
+	var a reserveArgs
+	fs := newFlagSet("reserve")
+	a.bind(fs)
+	fs.VarP(&a.duration, "duration", "d", "how long to hold the GPUs: `D` such as 30m, 4h, 1d (default reserve.duration, 30m)")
+	fs.BoolVar(&a.short, "short", false, "print only the GPU indices, comma-separated, for CUDA_VISIBLE_DEVICES")
+	return &command{
+		name:  "reserve",
+		usage: "canhazgpu reserve [--gpus N | --gpu-ids LIST] [--duration D] [--wait[=D]] [--short] [--note TEXT]",
+		short: "Reserve GPUs for interactive work until they expire or are released",
+		long: `A manual reservation holds GPUs for --duration, then ends by itself; release
+it earlier with 'canhazgpu release'. GPUs used WITHOUT RESERVATION are never
+handed out. Without --wait, a request that cannot be met now fails at once;
+with --wait it joins the node's first-come-first-served queue.`,
+		examples: []string{
+			"canhazgpu reserve --gpus 2 --duration 4h",
+			"canhazgpu reserve --gpu-ids 0,3 --note 'debugging NCCL'",
+			"export CUDA_VISIBLE_DEVICES=$(canhazgpu reserve --short)",
+			"canhazgpu reserve --gpus 4 --wait=2h",
+		},
+		flags: fs,
+		run: func(ctx context.Context, inv *invocation, args []string) error {
+			if err := a.check(fs); err != nil {
+				return err
+			}
+			if err := noArgs("reserve", a.takeWaitBound(args, false)); err != nil {
+				return err
+			}
+			return runReserve(ctx, inv, &a)
+		},
+	}
+}
+
+func runReserve(ctx context.Context, inv *invocation, a *reserveArgs) error {
+	cfg, node, err := inv.openNode(ctx)
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	env := inv.env
+	user, uid, err := actingUser(env, cfg, a.user.s)
+	if err != nil {
+		return err
+	}
+	lease := cfg.Reserve.Duration
+	if a.duration.d > 0 {
+		lease = a.duration.d
+	}
+	devs, err := node.Devices(ctx)
+	if err != nil {
+		return err
+	}
+	req, err := a.request(cfg, allocator.KindManual, user, uid, lease, devs)
+	if err != nil {
+		return err
+	}
+	g, err := acquire(ctx, env, cfg, node, req, devs, a.wait)
+	if err != nil {
+		return err
+	}
+	ids := newGPUNamer(devs, nil).list(g.GPUs)
+	if a.short {
+		_, err := fmt.Fprintln(env.Stdout, ids)
+		return err
+	}
+	who := ""
+	if user != env.User.Name {
+		who = " for " + user
+	}
+	them := "them"
+	if len(g.GPUs) == 1 {
+		them = "it"
+	}
+	_, err = fmt.Fprintf(env.Stdout, "Reserved %s%s on node %s for %s: %s\n"+
+		"Use %s with: export CUDA_VISIBLE_DEVICES=%s CUDA_DEVICE_ORDER=PCI_BUS_ID\n"+
+		"Release %s earlier with: canhazgpu release\n",
+		plural(len(g.GPUs), "GPU"), who, cfg.Node, config.Duration(lease), ids, them, ids, them)
+	return err
+}

@@ -1,0 +1,287 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"canhazgpu/allocator"
+	"canhazgpu/allocator/store"
+	"canhazgpu/internal/config"
+)
+
+type runArgs struct {
+	requestArgs
+	timeout durationValue
+}
+
+func runCommand() *command {
+	var a runArgs
+	fs := newFlagSet("run")
+	// Everything after the first argument that is not a flag belongs to the
+	// command, so `canhazgpu run python train.py --lr 3e-4` works too.
+	fs.SetInterspersed(false)
+	a.bind(fs)
+	fs.VarP(&a.timeout, "timeout", "t", "stop the command after `D` (TERM, then KILL after run.kill_grace); default run.timeout, none")
+	return &command{
+		name:  "run",
+		usage: "canhazgpu run [--gpus N | --gpu-ids LIST] [--timeout D] [--wait[=D]] [--note TEXT] -- CMD ARGS...",
+		short: "Run a command on reserved GPUs and release them when it ends",
+		long: `Reserves the GPUs, runs CMD with CUDA_VISIBLE_DEVICES set to their indices and
+CUDA_DEVICE_ORDER=PCI_BUS_ID (replacing any values you had), keeps the
+reservation alive by heartbeat while CMD runs, and releases it when CMD ends,
+even when CMD could not be started. The exit status is CMD's own (128+N when
+a signal N ended it; 127 when CMD was not found, 126 when it is not
+executable). CMD runs in its own process group with your terminal: signals
+sent to canhazgpu (INT, TERM, HUP, QUIT) reach CMD and everything it started.
+If the reservation is lost while CMD runs (released by an administrator, or
+taken over after missed heartbeats), canhazgpu warns and stops CMD.`,
+		examples: []string{
+			"canhazgpu run --gpus 2 -- python train.py",
+			"canhazgpu run --gpu-ids 1 --timeout 2h -- ./benchmark.sh",
+			"canhazgpu run --gpus 4 --wait=1h --note 'llama eval' -- python eval.py",
+		},
+		flags: fs,
+		run: func(ctx context.Context, inv *invocation, args []string) error {
+			if err := a.check(fs); err != nil {
+				return err
+			}
+			argv := a.takeWaitBound(args, true)
+			if len(argv) > 0 && argv[0] == "--" {
+				argv = argv[1:]
+			}
+			if len(argv) == 0 {
+				return usagef("no command given: want canhazgpu run [flags] -- CMD ARGS...")
+			}
+			return runRun(ctx, inv, &a, argv)
+		},
+	}
+}
+
+// takeWaitBound reads `--wait 10m`: pflag takes a bare --wait as
+// "forever" and leaves "10m" as an argument. For run it is the bound only
+// when "--" follows it (otherwise it could be the command's name).
+func (a *requestArgs) takeWaitBound(args []string, beforeDash bool) []string {
+	if !a.wait.set || a.wait.bound != 0 || len(args) == 0 {
+		return args
+	}
+	if beforeDash && (len(args) < 2 || args[1] != "--") {
+		return args
+	}
+	if d, err := config.ParseDuration(args[0]); err == nil {
+		a.wait.bound = d
+		return args[1:]
+	}
+	return args
+}
+
+func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) error {
+	cfg, node, err := inv.openNode(ctx)
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	env := inv.env
+	user, uid, err := actingUser(env, cfg, a.user.s)
+	if err != nil {
+		return err
+	}
+	timeout := cfg.Run.Timeout
+	if a.timeout.d > 0 {
+		timeout = a.timeout.d
+	}
+	// A typo should not cost a reservation: find the program first.
+	path, err := lookPath(argv[0], env.Environ)
+	if err != nil {
+		return err
+	}
+	devs, err := node.Devices(ctx)
+	if err != nil {
+		return err
+	}
+	req, err := a.request(cfg, allocator.KindRun, user, uid, cfg.Run.HeartbeatTimeout, devs)
+	if err != nil {
+		return err
+	}
+	g, err := acquire(ctx, env, cfg, node, req, devs, a.wait)
+	if err != nil {
+		return err
+	}
+	ids := newGPUNamer(devs, nil).list(g.GPUs)
+	l := &runLease{store: node.Store, user: user, token: g.Token, gpus: g.GPUs, timeout: cfg.Run.HeartbeatTimeout}
+	environ := withEnv(env.Environ, map[string]string{"CUDA_VISIBLE_DEVICES": ids, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+	stderr := &lockedWriter{w: env.Stderr}
+	code, runErr := supervise(ctx, supervision{env: env, stderr: stderr, path: path, argv: argv, environ: environ,
+		timeout: timeout, grace: cfg.Run.KillGrace, interval: cfg.Run.HeartbeatInterval, lease: l})
+	if err := l.release(ctx); err != nil {
+		fmt.Fprintf(stderr, "canhazgpu: warning: could not release GPU %s: %v; the reservation lapses %s after the last heartbeat\n",
+			ids, err, config.Duration(cfg.Run.HeartbeatTimeout))
+	}
+	if runErr != nil {
+		return runErr
+	}
+	return &exitStatus{code: code}
+}
+
+// runLease is the run reservation held while the command runs.
+type runLease struct {
+	store   *store.Store
+	user    string
+	token   int64 // fencing token of the grant: renewals and the release need it
+	gpus    []string
+	timeout time.Duration
+}
+
+func (l *runLease) renew(ctx context.Context) error {
+	_, err := l.store.Renew(ctx, l.user, l.token, l.gpus, l.timeout)
+	return err
+}
+
+// release ends the lease, retrying with the same request id so that a
+// retry after a lost reply applies once. Only this grant's token is
+// released: GPUs taken over by someone else stay theirs.
+func (l *runLease) release(ctx context.Context) error {
+	rel := allocator.Release{RequestID: allocator.NewRequestID(), User: l.user, Kinds: []allocator.Kind{allocator.KindRun},
+		GPUs: l.gpus, Token: l.token}
+	var err error
+	for attempt := range 3 {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 500 * time.Millisecond)
+		}
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_, err = l.store.Release(rctx, rel)
+		cancel()
+		if err == nil || !errors.Is(err, allocator.ErrUnavailable) {
+			return err
+		}
+	}
+	return err
+}
+
+// supervision is what supervise needs to run the command.
+type supervision struct {
+	env      *Env
+	stderr   io.Writer
+	path     string
+	argv     []string
+	environ  []string
+	timeout  time.Duration // 0: none
+	grace    time.Duration // between TERM and KILL
+	interval time.Duration // between renewals
+	lease    *runLease
+}
+
+// supervise runs the command to its end and returns its exit status. It
+// forwards signals to the command's process group, renews the lease on a
+// timer, and stops the command on --timeout or when the lease is lost. A
+// non-nil error replaces the exit status (the command could not start, or
+// ran without its reservation).
+func supervise(ctx context.Context, s supervision) (int, error) {
+	warn := func(msg string) { fmt.Fprintf(s.stderr, "canhazgpu: %s\n", msg) }
+
+	// Catch before starting, so no signal is lost in between. Caught
+	// signals return to their defaults in the command when it execs.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	defer signal.Stop(sigs)
+	// A closed stderr must not kill canhazgpu (and leak the reservation)
+	// when it writes a warning: with SIGPIPE caught, the write just fails.
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	defer signal.Stop(pipe)
+
+	j, err := startJob(s.path, s.argv, s.environ, s.env.Stdin, s.env.Stdout, s.env.Stderr)
+	if err != nil {
+		return 0, startError(s.argv[0], err)
+	}
+
+	renewCtx, stopRenewing := context.WithCancel(ctx)
+	lost := make(chan error, 1)
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		keepAlive(renewCtx, s.lease, s.interval, lost, warn)
+	}()
+
+	var timeoutC, killC <-chan time.Time
+	if s.timeout > 0 {
+		t := time.NewTimer(s.timeout)
+		defer t.Stop()
+		timeoutC = t.C
+	}
+	var lostErr error
+	stop := func() {
+		if killC != nil {
+			return
+		}
+		j.signal(syscall.SIGTERM)
+		killC = time.After(s.grace)
+	}
+	var ws syscall.WaitStatus
+	for done := false; !done; {
+		select {
+		case ws = <-j.events:
+			if ws.Stopped() {
+				j.suspend()
+				continue
+			}
+			done = true
+		case sig := <-sigs:
+			j.signal(sig.(syscall.Signal))
+		case <-timeoutC:
+			warn(fmt.Sprintf("--timeout %s reached: stopping the command (TERM, then KILL after %s)", config.Duration(s.timeout), config.Duration(s.grace)))
+			stop()
+		case err := <-lost:
+			lostErr = err
+			warn(fmt.Sprintf("warning: %v; stopping the command (TERM, then KILL after %s) so that two owners never share a GPU", err, config.Duration(s.grace)))
+			stop()
+		case <-killC:
+			j.signal(syscall.SIGKILL)
+		}
+	}
+	stopRenewing()
+	<-renewed
+	j.finish(s.grace, warn)
+	code := exitCode(ws)
+	if lostErr != nil {
+		return code, &exitStatus{code: code, msg: fmt.Sprintf("the command was stopped because its reservation was lost: %v", lostErr)}
+	}
+	return code, nil
+}
+
+// keepAlive renews the lease every interval until ctx ends or the lease
+// is lost. A store that cannot be reached is retried: the lease only
+// lapses after heartbeat_timeout, and renew succeeds again if nobody
+// took the GPUs meanwhile.
+func keepAlive(ctx context.Context, l *runLease, interval time.Duration, lost chan<- error, warn func(string)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := l.renew(ctx)
+		var ll *allocator.LeaseLostError
+		switch {
+		case ctx.Err() != nil:
+			return
+		case errors.As(err, &ll):
+			lost <- err
+			return
+		case err != nil && !failing:
+			warn(fmt.Sprintf("warning: could not renew the reservation: %v; retrying", err))
+			failing = true
+		case err == nil && failing:
+			warn("the reservation is renewed again")
+			failing = false
+		}
+	}
+}

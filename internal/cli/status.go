@@ -1,0 +1,149 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"canhazgpu/allocator"
+	"canhazgpu/allocator/usage"
+)
+
+type statusArgs struct {
+	json     bool
+	allNodes bool
+}
+
+func statusCommand() *command {
+	var a statusArgs
+	fs := newFlagSet("status")
+	fs.BoolVarP(&a.json, "json", "j", false, "print one JSON document instead of the table")
+	fs.BoolVarP(&a.allNodes, "all-nodes", "a", false, "show every node known to the store, grouped by node")
+	return &command{
+		name:  "status",
+		usage: "canhazgpu status [--json] [--all-nodes]",
+		short: "Show who holds and who uses each GPU",
+		long: `One row per GPU: its reservation (run, manual, slurm, pbs), its real use
+(memory and processes, from NVML or the fake provider), and use WITHOUT
+RESERVATION: a GPU whose memory use reached gpu.memory_threshold_mb while
+nobody reserved it. MODEL is the AI model its processes serve or train,
+guessed from their command lines. Other nodes (--all-nodes) show what the
+store knows: their reservations and their health check findings.`,
+		examples: []string{
+			"canhazgpu status",
+			"canhazgpu status --json",
+			"canhazgpu status --all-nodes",
+		},
+		flags: fs,
+		run: func(ctx context.Context, inv *invocation, args []string) error {
+			if err := noArgs("status", args); err != nil {
+				return err
+			}
+			return runStatus(ctx, inv, a)
+		},
+	}
+}
+
+func runStatus(ctx context.Context, inv *invocation, a statusArgs) error {
+	cfg, node, err := inv.openNode(ctx)
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	threshold := cfg.GPU.MemoryThresholdMB
+	out := inv.env.Stdout
+	if !a.allNodes {
+		snap, devs, err := node.Look(ctx)
+		if err != nil {
+			return err
+		}
+		v := viewNode(snap, devs, true, threshold)
+		if a.json {
+			n := jsonNodeOf(v)
+			return writeJSON(out, statusDoc{Version: jsonVersion, Node: n.Node, GeneratedAt: jsonTime(v.Now), GPUs: n.GPUs, Flags: n.Flags})
+		}
+		return writeNodeStatus(out, v)
+	}
+
+	// Every node in two round trips; only this node's GPUs can be scanned.
+	devs, err := node.Devices(ctx)
+	if err != nil {
+		return err
+	}
+	snaps, err := node.Store.Snapshots(ctx)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(snaps, func(s *allocator.Snapshot) bool { return s.Node == cfg.Node })
+	if len(devs) > 0 && (i < 0 || usage.NeedsRegistration(snaps[i], devs)) {
+		if _, err := node.Store.Register(ctx, usage.Registration(devs), false); err != nil {
+			return err
+		}
+		local, err := node.Store.Snapshot(ctx)
+		if err != nil {
+			return err
+		}
+		if i < 0 {
+			snaps = append(snaps, local)
+			slices.SortFunc(snaps, func(a, b *allocator.Snapshot) int { return strings.Compare(a.Node, b.Node) })
+		} else {
+			snaps[i] = local
+		}
+	}
+	views := make([]nodeView, len(snaps))
+	for i, s := range snaps {
+		if s.Node == cfg.Node {
+			views[i] = viewNode(s, devs, true, threshold)
+		} else {
+			views[i] = viewNode(s, nil, false, threshold)
+		}
+	}
+	if a.json {
+		doc := allNodesDoc{Version: jsonVersion, Nodes: make([]jsonNode, len(views))}
+		for i, v := range views {
+			doc.Nodes[i] = jsonNodeOf(v)
+			if v.Local || doc.GeneratedAt == nil {
+				doc.GeneratedAt = jsonTime(v.Now)
+			}
+		}
+		return writeJSON(out, doc)
+	}
+	return writeAllNodes(out, views)
+}
+
+// writeNodeStatus prints one node's table and its health findings.
+func writeNodeStatus(w io.Writer, v nodeView) error {
+	if len(v.GPUs) == 0 {
+		_, err := fmt.Fprintf(w, "No GPUs registered for node %s.\n", v.Node)
+		return err
+	}
+	if err := writeTable(w, statusHeader, statusRows(v)); err != nil {
+		return err
+	}
+	if lines := flagLines(v); len(lines) > 0 {
+		_, err := fmt.Fprintf(w, "Health check findings:\n%s\n", strings.Join(lines, "\n"))
+		return err
+	}
+	return nil
+}
+
+func writeAllNodes(w io.Writer, views []nodeView) error {
+	var b strings.Builder
+	for i, v := range views {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		if v.Local {
+			fmt.Fprintf(&b, "%s (this node)\n", v.Node)
+		} else {
+			fmt.Fprintf(&b, "%s (reservations from the store; GPU usage is seen only on %s itself)\n", v.Node, v.Node)
+		}
+		if err := writeNodeStatus(&b, v); err != nil {
+			return err
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# demo.sh: show canhazgpu on a fake node of four GPUs, against a private
+# redis-server that lives in a temporary directory for the length of the
+# demo. Run it through `make demo` (which builds bin/canhazgpu first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin=${CANHAZGPU:-$PWD/bin/canhazgpu}
+if [ ! -x "$bin" ]; then
+	echo "demo: $bin not found; run 'make build' first" >&2
+	exit 1
+fi
+redis_server=$(command -v redis-server) || {
+	echo "demo: redis-server not found; run scripts/install-deps.sh as root" >&2
+	exit 1
+}
+
+dir=$(mktemp -d /tmp/canhazgpu-demo.XXXXXX)
+redis_pid=""
+cleanup() {
+	if [ -n "$redis_pid" ]; then
+		kill "$redis_pid" 2>/dev/null || true
+		wait "$redis_pid" 2>/dev/null || true
+	fi
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+
+# A private Redis on a unix socket only (port 0: no TCP listener).
+"$redis_server" --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 \
+	--dir "$dir" --save "" --appendonly no --logfile "$dir/redis.log" &
+redis_pid=$!
+for _ in $(seq 100); do
+	[ -S "$dir/redis.sock" ] && break
+	sleep 0.05
+done
+[ -S "$dir/redis.sock" ] || { echo "demo: redis-server did not start; see $dir/redis.log" >&2; exit 1; }
+
+# A fake node: GPU 3 is used by bob's vLLM server without a reservation.
+cat >"$dir/gpus.json" <<'EOF'
+{
+  "gpus": [
+    {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_used_mb": 3},
+    {"index": 1, "name": "NVIDIA H100 80GB HBM3", "memory_used_mb": 3},
+    {"index": 2, "name": "NVIDIA H100 80GB HBM3", "memory_used_mb": 45},
+    {"index": 3, "name": "NVIDIA H100 80GB HBM3", "memory_used_mb": 20480,
+     "processes": [
+       {"pid": 12345, "name": "python3", "user": "bob", "used_memory_mb": 20000,
+        "cmdline": ["python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "mistralai/Mistral-7B-Instruct-v0.1"]},
+       {"pid": 67890, "name": "jupyter", "user": "bob", "used_memory_mb": 480,
+        "cmdline": ["jupyter", "notebook"]}]}
+  ]
+}
+EOF
+: >"$dir/config.toml"
+export CANHAZGPU_CONFIG="$dir/config.toml"
+export CANHAZGPU_REDIS_URL="unix://$dir/redis.sock"
+export CANHAZGPU_NODE=demo-node
+export CANHAZGPU_GPU_PROVIDER=fake
+export CANHAZGPU_GPU_FAKE_FILE="$dir/gpus.json"
+
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold="" plain=""; fi
+step() { printf '\n%s$ %s%s\n' "$bold" "$*" "$plain"; }
+chg() {
+	step "canhazgpu $*"
+	"$bin" "$@"
+}
+
+chg status
+step "canhazgpu run --gpus 2 -- sh -c 'echo ...; sleep 1'"
+"$bin" run --gpus 2 -- sh -c 'echo "the command runs with CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES CUDA_DEVICE_ORDER=$CUDA_DEVICE_ORDER"; sleep 1'
+chg reserve --gpus 1 --duration 2h --note "demo notebook"
+step "canhazgpu run --gpus 1 -- sleep 3 &"
+"$bin" run --gpus 1 -- sleep 3 &
+run_pid=$!
+sleep 0.5
+chg status
+step "canhazgpu reserve --gpus 2   # more than is free"
+"$bin" reserve --gpus 2 || echo "(exit status $?)"
+wait "$run_pid"
+chg release
+chg status
+chg report --days 1
