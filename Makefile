@@ -12,7 +12,7 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
 PROGRAMS := canhazgpu:./cmd/canhazgpu canhazgpu-prolog:./prolog canhazgpu-epilog:./epilog canhazgpu-healthcheck:./cmd/canhazgpu-healthcheck
 
-.PHONY: build test demo bench lint clean deps
+.PHONY: build test demo bench lint clean deps package
 
 build:
 	@mkdir -p $(BIN)
@@ -31,8 +31,15 @@ test: deps lint
 demo: deps build
 	@scripts/demo.sh
 
+# Figures and how to read them: docs/benchmarks.md. The SLURM benchmark
+# needs root and the SLURM packages (installed by deps).
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./allocator/store/
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./allocator/store/ ./internal/health/ ./internal/pbs/ ./internal/cli/e2e/
+	$(GO) test -run '^$$' -bench SlurmJob -benchtime 300x ./integration/
+
+# package builds dist/*.deb and dist/*.rpm; see docs/install.md.
+package:
+	@VERSION="$(VERSION)" COMMIT="$(COMMIT)" DATE="$(DATE)" packaging/package.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
