@@ -226,7 +226,10 @@ func (c *Cluster) layout(opts Options) error {
 		"SlurmdPort=" + strconv.Itoa(slurmdPort),
 		"SlurmUser=root", "SlurmdUser=root",
 		"AuthType=auth/munge", "CredType=cred/munge",
-		"AuthInfo=socket=" + c.mungeSocket(),
+		// A requeued job may only start again once the credentials of its
+		// last attempt expire (default 120 s; starting it earlier fails it
+		// with "Job credential revoked"). Ten seconds keeps requeue tests short.
+		"AuthInfo=socket=" + c.mungeSocket() + ",cred_expire=10",
 		"StateSaveLocation=" + c.path("state"),
 		"SlurmdSpoolDir=" + c.Spool,
 		"SlurmctldPidFile=" + c.path("run", "slurmctld.pid"),
