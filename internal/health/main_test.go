@@ -25,14 +25,7 @@ import (
 var srv *redistest.Server
 
 func TestMain(m *testing.M) {
-	var err error
-	srv, err = redistest.Start(redistest.Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	srv.Stop()
+	code := redistest.Run(m, &srv)
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}

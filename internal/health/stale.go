@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -215,14 +216,8 @@ func hasKind(snap *allocator.Snapshot, k allocator.Kind) bool {
 	return false
 }
 
+// isDigits: Slurm job and step ids in socket names are plain decimals.
 func isDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		if r < '0' || r > '9' {
-			return false
-		}
-	}
-	return true
+	_, err := strconv.ParseUint(s, 10, 64)
+	return err == nil
 }

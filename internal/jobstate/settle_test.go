@@ -18,17 +18,7 @@ import (
 
 var srv *redistest.Server
 
-func TestMain(m *testing.M) {
-	var err error
-	srv, err = redistest.Start(redistest.Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	srv.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(redistest.Run(m, &srv)) }
 
 var nodeSeq atomic.Int64
 

@@ -121,7 +121,7 @@ func TestDemoScript(t *testing.T) {
 	} {
 		require.Contains(t, r.stdout, want)
 	}
-	require.Regexp(t, `(?m)^\d   in use    root \d+s +manual +expires in 1h 59m \d+s; note: demo notebook`, r.stdout)
+	require.Regexp(t, `(?m)^\d   in use    root \d+s +manual +expires in (1h 59m \d+s|2h 0m 0s); note: demo notebook`, r.stdout)
 	require.Regexp(t, `(?m)^\d   in use    root \d+s +run +heartbeat \d+s ago`, r.stdout)
 	require.Equal(t, "Error: Not enough GPUs available. Requested: 2, Available: 1 (1 GPUs in use without reservation - run 'canhazgpu status' for details)\n", r.stderr)
 }
