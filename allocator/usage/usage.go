@@ -82,16 +82,36 @@ func Classify(snap *allocator.Snapshot, devices []gpu.Device, thresholdMB int64)
 	return out
 }
 
-// Busy lists the UUIDs whose memory use reached the threshold: the store
-// excludes those without a reservation from every grant.
+// Busy lists the UUIDs whose memory use reached the threshold.
 func Busy(devices []gpu.Device, thresholdMB int64) []string {
+	return BusyFor(devices, thresholdMB, "")
+}
+
+// BusyFor lists the busy GPUs that user may not take: the store excludes
+// those without a reservation from the grant. A GPU whose every process
+// belongs to user stays available to that user, so someone who started
+// without a reservation can reserve the GPU they already use and turn
+// their use into a proper one.
+func BusyFor(devices []gpu.Device, thresholdMB int64, user string) []string {
 	var out []string
 	for _, d := range devices {
-		if d.MemoryUsedMB >= thresholdMB {
+		if d.MemoryUsedMB >= thresholdMB && !onlyUser(d.Processes, user) {
 			out = append(out, d.UUID)
 		}
 	}
 	return out
+}
+
+func onlyUser(procs []gpu.Process, user string) bool {
+	if user == "" || len(procs) == 0 {
+		return false
+	}
+	for _, p := range procs {
+		if p.User != user {
+			return false
+		}
+	}
+	return true
 }
 
 // Registration turns the provider's devices into the GPUs to register.

@@ -104,3 +104,15 @@ func pids(ps []gpu.Process) []int {
 	}
 	return out
 }
+
+func TestBusyFor(t *testing.T) {
+	devs := []gpu.Device{
+		{UUID: "a", MemoryUsedMB: 2048, Processes: []gpu.Process{{PID: 1, User: "bob"}, {PID: 2, User: "bob"}}},
+		{UUID: "b", MemoryUsedMB: 2048, Processes: []gpu.Process{{PID: 3, User: "bob"}, {PID: 4, User: "alice"}}},
+		{UUID: "c", MemoryUsedMB: 2048}, // memory used, no process visible
+		{UUID: "d", MemoryUsedMB: 10, Processes: []gpu.Process{{PID: 5, User: "carol"}}}, // below the threshold
+	}
+	require.Equal(t, []string{"b", "c"}, BusyFor(devs, 1024, "bob"), "bob may take the GPU only he uses")
+	require.Equal(t, []string{"a", "b", "c"}, BusyFor(devs, 1024, "alice"))
+	require.Equal(t, []string{"a", "b", "c"}, Busy(devs, 1024))
+}

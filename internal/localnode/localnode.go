@@ -92,10 +92,10 @@ func (n *Node) Classify(ctx context.Context) (*allocator.Snapshot, []usage.GPU, 
 	return snap, usage.Classify(snap, devs, n.Config.GPU.MemoryThresholdMB), nil
 }
 
-// Allocate grants req with the GPUs in unreserved use excluded, from the
-// given scan (nil: scan now). A node the store does not know yet is
-// registered and the request tried again, with the same request id, so the
-// usual grant costs one round trip.
+// Allocate grants req with the GPUs in unreserved use by others excluded,
+// from the given scan (nil: scan now). A node the store does not know yet
+// is registered and the request tried again, with the same request id, so
+// the usual grant costs one round trip.
 func (n *Node) Allocate(ctx context.Context, req allocator.Request, devs []gpu.Device) (allocator.Grant, error) {
 	if devs == nil {
 		var err error
@@ -103,7 +103,7 @@ func (n *Node) Allocate(ctx context.Context, req allocator.Request, devs []gpu.D
 			return allocator.Grant{}, err
 		}
 	}
-	req.Exclude = usage.Busy(devs, n.Config.GPU.MemoryThresholdMB)
+	req.Exclude = usage.BusyFor(devs, n.Config.GPU.MemoryThresholdMB, req.User)
 	g, err := n.Store.Allocate(ctx, req)
 	if errors.Is(err, allocator.ErrNotRegistered) && len(devs) > 0 {
 		if _, err := n.Store.Register(ctx, usage.Registration(devs), false); err != nil {

@@ -89,3 +89,17 @@ func TestBrokenFakeFileIsAnError(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, err.Error(), file)
 }
+
+func TestAllocateLetsUsersReserveTheGPUTheyAlreadyUse(t *testing.T) {
+	n, _ := openNode(t, "own1", twoGPUs)
+	ctx := context.Background()
+	bob := allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindManual, User: "bob", GPUs: []string{"GPU-b"}, Lease: time.Hour}
+	g, err := n.Allocate(ctx, bob, nil)
+	require.NoError(t, err, "every process on GPU-b is bob's")
+	require.Equal(t, []string{"GPU-b"}, g.GPUs)
+
+	_, classes, err := n.Classify(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "in_use", string(classes[1].State))
+	require.Empty(t, classes[1].Foreign)
+}
