@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -123,8 +124,8 @@ func TestPrograms(t *testing.T) {
 		stdout        string
 		stderr        string
 	}{
-		{"prolog with an argument", "canhazgpu-prolog", nil, []string{"--help"}, 2, "",
-			"canhazgpu-prolog: unexpected argument \"--help\": as Slurm's Prolog and TaskProlog it takes none\n"},
+		{"prolog with an argument", "canhazgpu-prolog", nil, []string{"--jobid"}, 2, "",
+			"canhazgpu-prolog: unexpected argument \"--jobid\": as Slurm's Prolog and TaskProlog it takes none\n"},
 		{"epilog with an argument", "canhazgpu-epilog", nil, []string{"7"}, 2, "",
 			"canhazgpu-epilog: unexpected argument \"7\": as Slurm's Epilog it takes none\n"},
 		{"epilog as prolog", "canhazgpu-epilog", h.slurmEnv("prolog_slurmd", "7"), nil, 1,
@@ -136,6 +137,12 @@ func TestPrograms(t *testing.T) {
 			r := runProgram(t, tc.program, tc.env, tc.args...)
 			require.Equal(t, result{tc.rc, tc.stdout, tc.stderr}, r)
 		})
+	}
+	for _, program := range []string{"canhazgpu-prolog", "canhazgpu-epilog"} {
+		help := runProgram(t, program, nil, "--help")
+		require.Equal(t, 0, help.rc, program)
+		require.True(t, strings.HasPrefix(help.stdout, "Usage: "+program+"\n"), help.stdout)
+		require.Contains(t, help.stdout, program+" --pbs --help")
 	}
 
 	// Nothing of job 7 is left in the store.

@@ -14,7 +14,31 @@ import (
 
 	"canhazgpu/internal/pbs"
 	"canhazgpu/internal/slurm"
+	"canhazgpu/internal/version"
 )
+
+// usage answers --help: Slurm never passes arguments, so any flag here
+// comes from a person or from the man page generator.
+const usage = `Usage: canhazgpu-prolog
+       canhazgpu-prolog --pbs [flags]
+
+Reserve a batch job's GPUs when the job starts on this node, and tell its
+tasks which GPUs to use.
+
+Under Slurm it serves as Prolog= and TaskProlog= and takes no arguments:
+SLURM_SCRIPT_CONTEXT says which role it plays. As the Prolog (root) it
+reserves the GPUs of SLURM_JOB_GPUS for the job in one atomic store
+operation, per [slurm] placement, on_conflict and on_store_error. As the
+TaskProlog (the job's user) it prints the export lines for the step's
+GPUs from the job's state file, per [slurm] export.
+
+Under PBS it is called with --pbs by the canhazgpu hook or the Torque
+prologue; 'canhazgpu-prolog --pbs --help' lists those flags.
+
+Settings come from /etc/canhazgpu/config.toml, or the file CANHAZGPU_CONFIG
+names. Exit status: 0 the job may run; non-zero the scheduler must not
+start it here (Slurm drains the node and requeues the job).
+`
 
 func main() {
 	os.Exit(run(os.Args[1:]))
@@ -25,6 +49,16 @@ func main() {
 func run(args []string) int {
 	if len(args) > 0 && args[0] == "--pbs" {
 		return pbs.RunProlog(context.Background(), args[1:], os.Stdout, os.Stderr)
+	}
+	if len(args) == 1 {
+		switch args[0] {
+		case "-h", "--help":
+			fmt.Print(usage)
+			return 0
+		case "--version":
+			fmt.Println("canhazgpu-prolog " + version.String())
+			return 0
+		}
 	}
 	if len(args) > 0 {
 		fmt.Fprintf(os.Stderr, "canhazgpu-prolog: unexpected argument %q: as Slurm's Prolog and TaskProlog it takes none\n", args[0])
