@@ -163,3 +163,29 @@ func TestAllocateAndReleaseAreOneRoundTripEach(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, int64(2), trips.Load())
 }
+
+func TestHistoriesIsOneRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	a := newNode(t, 2)
+	b, err := a.ForNode(a.Node() + "-b")
+	require.NoError(t, err)
+	_, err = b.Register(ctx, fakeGPUs(2), false)
+	require.NoError(t, err)
+	for _, s := range []*Store{a, b, b} {
+		g, err := s.Allocate(ctx, manual("alice", 1))
+		require.NoError(t, err)
+		_, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), Token: g.Token})
+		require.NoError(t, err)
+	}
+	_, err = a.Histories(ctx, []string{a.Node()}, time.Time{}) // a warm connection: no HELLO counted
+	require.NoError(t, err)
+	trips := countRoundTrips(a)
+	h, err := a.Histories(ctx, []string{a.Node(), b.Node()}, time.Now().Add(-time.Hour))
+	require.NoError(t, err)
+	require.Equal(t, int64(1), trips.Load())
+	require.Len(t, h[a.Node()], 1)
+	require.Len(t, h[b.Node()], 2)
+	require.Equal(t, "alice", h[b.Node()][0].User)
+	_, err = a.Histories(ctx, []string{"bad node"}, time.Time{})
+	require.Error(t, err)
+}

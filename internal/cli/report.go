@@ -75,15 +75,13 @@ func runReport(ctx context.Context, inv *invocation, a reportArgs) error {
 	var nodes []string
 	for _, snap := range snaps {
 		nodes = append(nodes, snap.Node)
-		st, err := node.Store.ForNode(snap.Node)
-		if err != nil {
-			return err
-		}
-		hist, err := st.History(ctx, start)
-		if err != nil {
-			return err
-		}
-		for _, r := range hist {
+	}
+	hists, err := node.Store.Histories(ctx, nodes, start)
+	if err != nil {
+		return err
+	}
+	for _, snap := range snaps {
+		for _, r := range hists[snap.Node] {
 			spans = append(spans, span{r.User, r.Kind, r.StartedAt, r.EndedAt})
 		}
 		for _, r := range snap.Reservations {
