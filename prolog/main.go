@@ -9,16 +9,15 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 
+	"canhazgpu/internal/hookmain"
 	"canhazgpu/internal/pbs"
 	"canhazgpu/internal/slurm"
-	"canhazgpu/internal/version"
 )
 
-// usage answers --help: Slurm never passes arguments, so any flag here
-// comes from a person or from the man page generator.
+// usage answers --help: Slurm never passes arguments, so a flag comes
+// from a person or from the man page generator.
 const usage = `Usage: canhazgpu-prolog
        canhazgpu-prolog --pbs [flags]
 
@@ -41,28 +40,7 @@ start it here (Slurm drains the node and requeues the job).
 `
 
 func main() {
-	os.Exit(run(os.Args[1:]))
-}
-
-// run picks the scheduler. Slurm passes no arguments; other schedulers'
-// modes are selected by a leading flag.
-func run(args []string) int {
-	if len(args) > 0 && args[0] == "--pbs" {
-		return pbs.RunProlog(context.Background(), args[1:], os.Stdout, os.Stderr)
-	}
-	if len(args) == 1 {
-		switch args[0] {
-		case "-h", "--help":
-			fmt.Print(usage)
-			return 0
-		case "--version":
-			fmt.Println("canhazgpu-prolog " + version.String())
-			return 0
-		}
-	}
-	if len(args) > 0 {
-		fmt.Fprintf(os.Stderr, "canhazgpu-prolog: unexpected argument %q: as Slurm's Prolog and TaskProlog it takes none\n", args[0])
-		return 2
-	}
-	return slurm.PrologMain(context.Background(), os.Environ(), os.Stdout)
+	p := hookmain.Program{Name: "canhazgpu-prolog", Role: "Slurm's Prolog and TaskProlog", Usage: usage,
+		Slurm: slurm.PrologMain, PBS: pbs.RunProlog}
+	os.Exit(p.Run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
