@@ -365,3 +365,21 @@ func TestBadInputWritesNothing(t *testing.T) {
 	require.Empty(t, snap.Reservations)
 	require.Len(t, snap.GPUs, 2)
 }
+
+func TestNamedReleaseOfExpiredReservationRecordsExpiry(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 2)
+	short := manual("alice", 2)
+	short.Lease = 20 * time.Millisecond
+	g, err := s.Allocate(ctx, short)
+	require.NoError(t, err)
+	time.Sleep(40 * time.Millisecond)
+	r, err := s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: "alice", GPUs: g.GPUs[:1]})
+	require.NoError(t, err)
+	require.Empty(t, r.GPUs, "it had already expired")
+	hist, err := s.History(ctx, time.Time{})
+	require.NoError(t, err)
+	require.Len(t, hist, 1, "only the named GPU was read and reclaimed")
+	require.Equal(t, "expired", hist[0].End)
+	require.Equal(t, g.GPUs[0], hist[0].GPU)
+}

@@ -77,7 +77,8 @@ func BenchmarkAllocateRelease(b *testing.B) {
 					if err != nil {
 						return err
 					}
-					_, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: user, Token: g.Token})
+					// As `canhazgpu run` releases its lease: its GPUs, fenced by its token.
+					_, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: user, GPUs: g.GPUs, Token: g.Token})
 					return err
 				}
 			})

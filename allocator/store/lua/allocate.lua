@@ -109,9 +109,9 @@ else
   for _, uuid in ipairs(own) do idx[uuid] = gpu_index(gpus[uuid]) end
   local mru, rel = {}, {}
   if #free_list > 0 then
-    local fields, n = {}, #free_list
+    local fields, n, mine_prefix = {}, #free_list, user .. '\n'
     for i, uuid in ipairs(free_list) do
-      fields[i] = user .. '\n' .. uuid
+      fields[i] = mine_prefix .. uuid
       fields[n + i] = uuid
     end
     local times = redis.call('HMGET', k.mru, unpack(fields))

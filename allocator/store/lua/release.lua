@@ -19,10 +19,19 @@ local done = redis.call('GET', k.req)
 if done then return done end
 
 local now = now_ms()
-local res = decode_hash(k.res)
-reclaim(k, res, now, max_age, max_n)
-
 local named = #ids > 0
+local res = {}
+if named then
+  -- Only the named GPUs are read: decoding every reservation of the node
+  -- would cost more than the rest of the release.
+  local raws = redis.call('HMGET', k.res, unpack(ids))
+  for i, uuid in ipairs(ids) do
+    if raws[i] then res[uuid] = cjson.decode(raws[i]) end
+  end
+else
+  res = decode_hash(k.res)
+end
+reclaim(k, res, now, max_age, max_n)
 if not named then
   for uuid, _ in pairs(res) do ids[#ids + 1] = uuid end
   table.sort(ids)
