@@ -9,7 +9,6 @@
 package store
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -98,9 +97,4 @@ func isTransient(err redis.Error) bool {
 
 func (s *Store) histArgs() (int64, int) {
 	return s.opts.HistoryMaxAge.Milliseconds(), s.opts.HistoryMaxRecords
-}
-
-// Ping checks that the store answers.
-func (s *Store) Ping(ctx context.Context) error {
-	return s.wrap("ping", s.rdb.Ping(ctx).Err())
 }
