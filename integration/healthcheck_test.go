@@ -76,19 +76,8 @@ func newHCSite(t *testing.T, interval int) *hcSite {
 		require.NoError(t, os.WriteFile(wrapper, []byte(script), 0o755))
 		opts.HealthCheckProgram, opts.HealthCheckInterval = wrapper, interval
 	}
-	c, err := slurmtest.Start(opts)
-	require.NoError(t, err)
+	c := startCluster(t, opts)
 	h.c = c
-	t.Cleanup(func() {
-		if err := c.Stop(); err != nil {
-			t.Errorf("stop cluster: %v", err)
-		}
-		if !t.Failed() {
-			os.RemoveAll(c.Dir)
-		} else {
-			t.Logf("cluster directory kept: %s", c.Dir)
-		}
-	})
 	require.NoError(t, os.WriteFile(h.confFile, []byte(c.Conf), 0o644))
 	h.configure()
 	st, err := store.Open(context.Background(), store.Conn{URL: srv.URL(), DialTimeout: time.Second, OpTimeout: 2 * time.Second},

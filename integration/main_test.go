@@ -7,10 +7,10 @@ package integration
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
+	"canhazgpu/internal/buildtest"
 	"canhazgpu/internal/redistest"
 )
 
@@ -39,23 +39,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer srv.Stop()
-	binDir, err = os.MkdirTemp("", "canhazgpu-bin-")
-	if err != nil {
+	if binDir, err = buildtest.Build(programs); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer os.RemoveAll(binDir)
-	if err := os.Chmod(binDir, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	for name, pkg := range programs {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, name), pkg).CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
-			return 1
-		}
-	}
 	return m.Run()
 }
 

@@ -122,19 +122,7 @@ func newSite(t *testing.T) *site {
 	}
 	require.Empty(t, wrappers, "contrib/slurm/slurm.conf lacks these settings")
 
-	c, err := slurmtest.Start(opts)
-	require.NoError(t, err)
-	s.c = c
-	t.Cleanup(func() {
-		if err := c.Stop(); err != nil {
-			t.Errorf("stop cluster: %v", err)
-		}
-		if !t.Failed() {
-			os.RemoveAll(c.Dir)
-		} else {
-			t.Logf("cluster directory kept: %s", c.Dir)
-		}
-	})
+	s.c = startCluster(t, opts)
 	s.configure()
 
 	st, err := store.Open(context.Background(), store.Conn{URL: srv.URL(), DialTimeout: time.Second, OpTimeout: 2 * time.Second},
@@ -364,4 +352,23 @@ func (s *site) on(t *testing.T) *site {
 	c := *s
 	c.t = t
 	return &c
+}
+
+// startCluster starts a Slurm cluster for the test and stops it at the
+// end, keeping its directory (logs, job output) when the test failed.
+func startCluster(t *testing.T, opts slurmtest.Options) *slurmtest.Cluster {
+	t.Helper()
+	c, err := slurmtest.Start(opts)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Errorf("stop cluster: %v", err)
+		}
+		if !t.Failed() {
+			os.RemoveAll(c.Dir)
+		} else {
+			t.Logf("cluster directory kept: %s", c.Dir)
+		}
+	})
+	return c
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"canhazgpu/internal/buildtest"
 )
 
 var (
@@ -22,18 +24,10 @@ var (
 func healthcheckBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "canhazgpu-healthcheck-bin")
-		if buildErr != nil {
-			return
-		}
+		binDir, buildErr = buildtest.Build(map[string]string{"canhazgpu-healthcheck": "canhazgpu/cmd/canhazgpu-healthcheck"})
 		binPath = filepath.Join(binDir, "canhazgpu-healthcheck")
-		out, err := exec.Command("go", "build", "-o", binPath, "canhazgpu/cmd/canhazgpu-healthcheck").CombinedOutput()
-		if err != nil {
-			buildErr = err
-			binPath = string(out)
-		}
 	})
-	require.NoError(t, buildErr, binPath)
+	require.NoError(t, buildErr)
 	return binPath
 }
 

@@ -3,10 +3,9 @@ package pbs
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 
+	"canhazgpu/internal/buildtest"
 	"canhazgpu/internal/redistest"
 )
 
@@ -21,9 +20,9 @@ var (
 const repoRoot = "../.."
 
 var programs = map[string]string{
-	"canhazgpu-prolog":      "./prolog",
-	"canhazgpu-epilog":      "./epilog",
-	"canhazgpu-healthcheck": "./cmd/canhazgpu-healthcheck",
+	"canhazgpu-prolog":      "canhazgpu/prolog",
+	"canhazgpu-epilog":      "canhazgpu/epilog",
+	"canhazgpu-healthcheck": "canhazgpu/cmd/canhazgpu-healthcheck",
 }
 
 func TestMain(m *testing.M) {
@@ -32,19 +31,11 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	var err error
-	if binDir, err = os.MkdirTemp("", "canhazgpu-pbs-bin-"); err != nil {
+	if binDir, err = buildtest.Build(programs); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer os.RemoveAll(binDir)
-	for name, pkg := range programs {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, name), pkg)
-		cmd.Dir = repoRoot
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
-			return 1
-		}
-	}
 	if srv, err = redistest.Start(redistest.Options{}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

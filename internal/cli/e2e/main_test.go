@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/allocator/store"
+	"canhazgpu/internal/buildtest"
 	"canhazgpu/internal/redistest"
 )
 
@@ -41,19 +42,12 @@ func TestMain(m *testing.M) {
 }
 
 func setup(m *testing.M) (int, error) {
-	dir, err := os.MkdirTemp("", "canhazgpu-e2e-")
+	dir, err := buildtest.Build(map[string]string{"canhazgpu": "canhazgpu/cmd/canhazgpu"})
 	if err != nil {
 		return 1, err
 	}
 	defer os.RemoveAll(dir)
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return 1, err
-	}
 	shared, bin = dir, filepath.Join(dir, "canhazgpu")
-	build := exec.Command("go", "build", "-o", bin, "canhazgpu/cmd/canhazgpu")
-	if out, err := build.CombinedOutput(); err != nil {
-		return 1, fmt.Errorf("build canhazgpu: %w\n%s", err, out)
-	}
 	srv, err = redistest.Start(redistest.Options{})
 	if err != nil {
 		return 1, err
