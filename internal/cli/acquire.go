@@ -50,6 +50,44 @@ func (a *requestArgs) check(fs *pflag.FlagSet) error {
 	return nil
 }
 
+// opened is what reserve and run know before they ask: the node, the
+// account acting, and one scan of the GPUs (reused for the grant, so the
+// request costs no second scan).
+type opened struct {
+	cfg  *config.Config
+	node *localnode.Node
+	user string
+	uid  int
+	devs []gpu.Device
+}
+
+// open opens the node, settles who acts and scans the GPUs. The caller
+// closes p.node.
+func (a *requestArgs) open(ctx context.Context, inv *invocation) (*opened, error) {
+	cfg, node, err := inv.openNode(ctx)
+	if err != nil {
+		return nil, err
+	}
+	user, uid, err := actingUser(inv.env, cfg, a.user.s)
+	if err == nil {
+		var devs []gpu.Device
+		if devs, err = node.Devices(ctx); err == nil {
+			return &opened{cfg: cfg, node: node, user: user, uid: uid, devs: devs}, nil
+		}
+	}
+	node.Close()
+	return nil, err
+}
+
+// take asks for the GPUs a describes, waiting in the queue when a says so.
+func (a *requestArgs) take(ctx context.Context, inv *invocation, p *opened, kind allocator.Kind, lease time.Duration) (allocator.Grant, error) {
+	req, err := a.request(p.cfg, kind, p.user, p.uid, lease, p.devs)
+	if err != nil {
+		return allocator.Grant{}, err
+	}
+	return acquire(ctx, inv.env, p.cfg, p.node, req, p.devs, a.wait)
+}
+
 // request builds the allocation request from the flags and the scan.
 func (a *requestArgs) request(cfg *config.Config, kind allocator.Kind, user string, uid int, lease time.Duration, devs []gpu.Device) (allocator.Request, error) {
 	req := allocator.Request{Kind: kind, User: user, UID: uid, Lease: lease, Note: a.note.s}

@@ -48,29 +48,17 @@ with --wait it joins the node's first-come-first-served queue.`,
 }
 
 func runReserve(ctx context.Context, inv *invocation, a *reserveArgs) error {
-	cfg, node, err := inv.openNode(ctx)
+	p, err := a.open(ctx, inv)
 	if err != nil {
 		return err
 	}
-	defer node.Close()
-	env := inv.env
-	user, uid, err := actingUser(env, cfg, a.user.s)
-	if err != nil {
-		return err
-	}
+	defer p.node.Close()
+	env, cfg, user, devs := inv.env, p.cfg, p.user, p.devs
 	lease := cfg.Reserve.Duration
 	if a.duration.d > 0 {
 		lease = a.duration.d
 	}
-	devs, err := node.Devices(ctx)
-	if err != nil {
-		return err
-	}
-	req, err := a.request(cfg, allocator.KindManual, user, uid, lease, devs)
-	if err != nil {
-		return err
-	}
-	g, err := acquire(ctx, env, cfg, node, req, devs, a.wait)
+	g, err := a.take(ctx, inv, p, allocator.KindManual, lease)
 	if err != nil {
 		return err
 	}

@@ -81,16 +81,12 @@ func (a *requestArgs) takeWaitBound(args []string, beforeDash bool) []string {
 }
 
 func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) error {
-	cfg, node, err := inv.openNode(ctx)
+	p, err := a.open(ctx, inv)
 	if err != nil {
 		return err
 	}
-	defer node.Close()
-	env := inv.env
-	user, uid, err := actingUser(env, cfg, a.user.s)
-	if err != nil {
-		return err
-	}
+	defer p.node.Close()
+	env, cfg, node, user, devs := inv.env, p.cfg, p.node, p.user, p.devs
 	timeout := cfg.Run.Timeout
 	if a.timeout.d > 0 {
 		timeout = a.timeout.d
@@ -100,15 +96,7 @@ func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) err
 	if err != nil {
 		return err
 	}
-	devs, err := node.Devices(ctx)
-	if err != nil {
-		return err
-	}
-	req, err := a.request(cfg, allocator.KindRun, user, uid, cfg.Run.HeartbeatTimeout, devs)
-	if err != nil {
-		return err
-	}
-	g, err := acquire(ctx, env, cfg, node, req, devs, a.wait)
+	g, err := a.take(ctx, inv, p, allocator.KindRun, cfg.Run.HeartbeatTimeout)
 	if err != nil {
 		return err
 	}
