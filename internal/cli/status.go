@@ -4,11 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
-
-	"canhazgpu/allocator"
-	"canhazgpu/allocator/usage"
 )
 
 type statusArgs struct {
@@ -68,29 +64,9 @@ func runStatus(ctx context.Context, inv *invocation, a statusArgs) error {
 	}
 
 	// Every node in two round trips; only this node's GPUs can be scanned.
-	devs, err := node.Devices(ctx)
+	snaps, devs, err := node.LookAll(ctx)
 	if err != nil {
 		return err
-	}
-	snaps, err := node.Store.Snapshots(ctx)
-	if err != nil {
-		return err
-	}
-	i := slices.IndexFunc(snaps, func(s *allocator.Snapshot) bool { return s.Node == cfg.Node })
-	if len(devs) > 0 && (i < 0 || usage.NeedsRegistration(snaps[i], devs)) {
-		if _, err := node.Store.Register(ctx, usage.Registration(devs), false); err != nil {
-			return err
-		}
-		local, err := node.Store.Snapshot(ctx)
-		if err != nil {
-			return err
-		}
-		if i < 0 {
-			snaps = append(snaps, local)
-			slices.SortFunc(snaps, func(a, b *allocator.Snapshot) int { return strings.Compare(a.Node, b.Node) })
-		} else {
-			snaps[i] = local
-		}
 	}
 	views := make([]nodeView, len(snaps))
 	for i, s := range snaps {

@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
@@ -80,6 +82,39 @@ func (n *Node) Look(ctx context.Context) (*allocator.Snapshot, []gpu.Device, err
 		}
 	}
 	return snap, devs, nil
+}
+
+// LookAll is Look for every node in the store: this node's GPUs are
+// scanned (and registered when the store lacks them), the others are read
+// as the store has them. Two round trips however many nodes there are,
+// plus two when this node must be registered.
+func (n *Node) LookAll(ctx context.Context) ([]*allocator.Snapshot, []gpu.Device, error) {
+	devs, err := n.Devices(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	snaps, err := n.Store.Snapshots(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	i := slices.IndexFunc(snaps, func(s *allocator.Snapshot) bool { return s.Node == n.Store.Node() })
+	if len(devs) == 0 || (i >= 0 && !usage.NeedsRegistration(snaps[i], devs)) {
+		return snaps, devs, nil
+	}
+	if _, err := n.Store.Register(ctx, usage.Registration(devs), false); err != nil {
+		return nil, nil, err
+	}
+	local, err := n.Store.Snapshot(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if i >= 0 {
+		snaps[i] = local
+		return snaps, devs, nil
+	}
+	snaps = append(snaps, local)
+	slices.SortFunc(snaps, func(a, b *allocator.Snapshot) int { return strings.Compare(a.Node, b.Node) })
+	return snaps, devs, nil
 }
 
 // Classify is Look followed by usage.Classify with the configured

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -102,4 +103,28 @@ func TestAllocateLetsUsersReserveTheGPUTheyAlreadyUse(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "in_use", string(classes[1].State))
 	require.Empty(t, classes[1].Foreign)
+}
+
+func TestLookAllRegistersThisNodeAmongOthers(t *testing.T) {
+	ctx := context.Background()
+	other, _ := openNode(t, "lookall-a", twoGPUs)
+	_, _, err := other.Look(ctx)
+	require.NoError(t, err)
+	n, _ := openNode(t, "lookall-b", twoGPUs)
+
+	snaps, devs, err := n.LookAll(ctx)
+	require.NoError(t, err)
+	require.Len(t, devs, 2)
+	var names []string
+	for _, s := range snaps {
+		names = append(names, s.Node)
+	}
+	require.Contains(t, names, "lookall-a")
+	require.Contains(t, names, "lookall-b", "this node was registered on first look")
+	require.True(t, slices.IsSorted(names))
+	for _, s := range snaps {
+		if s.Node == "lookall-b" {
+			require.Len(t, s.GPUs, 2)
+		}
+	}
 }
