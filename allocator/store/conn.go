@@ -20,6 +20,8 @@ type Conn struct {
 	SentinelMaster string
 	SentinelAddrs  []string
 	ClusterAddrs   []string
+	Username       string // Redis ACL user; "" for the default user
+	Password       string // already read; wins over PasswordFile
 	PasswordFile   string // read here, so the password is never in argv or env
 	TLSCAFile      string
 	DialTimeout    time.Duration
@@ -67,8 +69,8 @@ func (discardLogger) Printf(context.Context, string, ...any) {}
 // Cluster. It does not contact the server.
 func Dial(c Conn) (redis.UniversalClient, error) {
 	quiet.Do(func() { redis.SetLogger(discardLogger{}) })
-	password := ""
-	if c.PasswordFile != "" {
+	password := c.Password
+	if password == "" && c.PasswordFile != "" {
 		b, err := os.ReadFile(c.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("redis password file: %w", err)
@@ -100,7 +102,7 @@ func Dial(c Conn) (redis.UniversalClient, error) {
 	switch {
 	case len(c.ClusterAddrs) > 0:
 		return redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs: c.ClusterAddrs, Password: password, TLSConfig: tlsConf,
+			Addrs: c.ClusterAddrs, Username: c.Username, Password: password, TLSConfig: tlsConf,
 			DialTimeout: c.DialTimeout, ReadTimeout: c.OpTimeout, WriteTimeout: c.OpTimeout,
 			DisableIdentity: true, MaintNotificationsConfig: noMaint, ContextTimeoutEnabled: true,
 		}), nil
@@ -109,7 +111,7 @@ func Dial(c Conn) (redis.UniversalClient, error) {
 			return nil, fmt.Errorf("redis sentinel master %q: no sentinel_addrs given", c.SentinelMaster)
 		}
 		return redis.NewFailoverClient(&redis.FailoverOptions{
-			MasterName: c.SentinelMaster, SentinelAddrs: c.SentinelAddrs, Password: password,
+			MasterName: c.SentinelMaster, SentinelAddrs: c.SentinelAddrs, Username: c.Username, Password: password,
 			TLSConfig: tlsConf, DialTimeout: c.DialTimeout, ReadTimeout: c.OpTimeout, WriteTimeout: c.OpTimeout,
 			DisableIdentity: true, ContextTimeoutEnabled: true,
 		}), nil
@@ -119,6 +121,9 @@ func Dial(c Conn) (redis.UniversalClient, error) {
 		return nil, fmt.Errorf("redis url %q: %w (want redis://host:port/db, rediss://… or unix:///path.sock)", redactURL(c.URL), err)
 	}
 	opt.DisableIdentity, opt.MaintNotificationsConfig, opt.ContextTimeoutEnabled = true, noMaint, true
+	if c.Username != "" {
+		opt.Username = c.Username
+	}
 	if password != "" {
 		opt.Password = password
 	}

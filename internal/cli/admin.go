@@ -11,11 +11,12 @@ import (
 )
 
 type adminArgs struct {
-	gpus    countValue
-	force   bool
-	release bool
-	ids     idsValue
-	user    userValue
+	gpus     countValue
+	force    bool
+	register bool
+	release  bool
+	ids      idsValue
+	user     userValue
 }
 
 func adminCommand() *command {
@@ -23,21 +24,27 @@ func adminCommand() *command {
 	fs := newFlagSet("admin")
 	fs.VarP(&a.gpus, "gpus", "g", "register this node's GPUs: `N` must be the number the GPU provider detects")
 	fs.BoolVar(&a.force, "force", false, "with --gpus: register exactly the detected GPUs even when N differs, and drop registered GPUs no longer detected (their reservations end)")
+	fs.BoolVar(&a.register, "register", false, "register the GPUs the provider detects and the site's limits, as root's programs do when they find them changed (root only; the boot unit runs it)")
 	fs.BoolVar(&a.release, "release", false, "release reservations of any user: those on --gpu-ids, or all of --user")
 	fs.VarP(&a.ids, "gpu-ids", "G", "with --release: the GPUs, a comma-separated `LIST` of indices")
 	fs.VarP(&a.user, "user", "u", "with --release: only the reservations of account `NAME`")
 	return &command{
 		name:  "admin",
-		usage: "canhazgpu admin --gpus N [--force] | --release [--gpu-ids LIST] [--user NAME]",
+		usage: "canhazgpu admin --register | --gpus N [--force] | --release [--gpu-ids LIST] [--user NAME]",
 		short: "Register this node's GPUs, or release anyone's reservations",
-		long: `For root and members of admin.group only. --gpus registers the GPUs the
-provider detects (UUIDs, indices, names); it refuses a count the hardware
-does not have, because a GPU that is not there must never be handed out.
-Every command registers newly detected GPUs by itself, so a fresh node needs
-no admin step; --force is for replacing hardware: the registration becomes
-exactly what is detected now, and GPUs no longer present are dropped.
---release ends reservations of any kind and any user.`,
+		long: `Registering is for root only: the GPUs in the store are what everyone is
+handed. --register records what the provider detects, with the site's limits
+from the system config; root's programs (the boot unit, the Prolog, the
+health check, root's canhazgpu) do the same by themselves whenever they find
+the store differs, and an ordinary user's canhazgpu only reports a
+difference. --gpus N registers only when the provider detects exactly N GPUs,
+because a GPU that is not there must never be handed out; --force is for
+replacing hardware: the registration becomes exactly what is detected now,
+and GPUs no longer present are dropped. --release, for root and members of
+admin.group, ends reservations of any user and their places in the queue;
+reservations of batch jobs only root can end.`,
 		examples: []string{
+			"canhazgpu admin --register",
 			"canhazgpu admin --gpus 8",
 			"canhazgpu admin --gpus 8 --force",
 			"canhazgpu admin --release --gpu-ids 1",
@@ -48,7 +55,7 @@ exactly what is detected now, and GPUs no longer present are dropped.
 			if err := noArgs("admin", args); err != nil {
 				return err
 			}
-			if err := a.check(fs.Changed("gpus")); err != nil {
+			if err := a.check(fs.Changed("gpus") || a.register); err != nil {
 				return err
 			}
 			return runAdmin(ctx, inv, &a)
@@ -59,11 +66,13 @@ exactly what is detected now, and GPUs no longer present are dropped.
 func (a *adminArgs) check(gpusSet bool) error {
 	switch {
 	case gpusSet == a.release:
-		return usagef("canhazgpu admin needs one of --gpus N (register GPUs) or --release (release reservations)")
-	case a.force && !gpusSet:
+		return usagef("canhazgpu admin needs one of --register, --gpus N (register GPUs) or --release (release reservations)")
+	case a.register && a.gpus.n != 0:
+		return usagef("--register and --gpus %d conflict: --register takes what is detected, --gpus N checks the count first", a.gpus.n)
+	case a.force && a.gpus.n == 0:
 		return usagef("--force goes with --gpus: want canhazgpu admin --gpus N --force")
 	case gpusSet && (len(a.ids.ids) > 0 || a.user.s != ""):
-		return usagef("--gpu-ids and --user go with --release, not with --gpus")
+		return usagef("--gpu-ids and --user go with --release, not with --gpus or --register")
 	case a.release && len(a.ids.ids) == 0 && a.user.s == "":
 		return usagef("--release needs --gpu-ids LIST, --user NAME or both, to say whose reservations to end")
 	}
@@ -79,6 +88,9 @@ func runAdmin(ctx context.Context, inv *invocation, a *adminArgs) error {
 	env := inv.env
 	if err := requireAdmin(env, cfg, "canhazgpu admin"); err != nil {
 		return err
+	}
+	if !a.release && !env.User.Root() {
+		return fmt.Errorf("canhazgpu admin --register/--gpus: only root may register GPUs; you are %s", env.User.Name)
 	}
 	out := env.Stdout
 	if a.release {
@@ -117,7 +129,7 @@ func runAdmin(ctx context.Context, inv *invocation, a *adminArgs) error {
 	if len(devs) == 0 {
 		return fmt.Errorf("node %s: the GPU provider reports no GPUs; nothing to register", cfg.Node)
 	}
-	if a.gpus.n != len(devs) && !a.force {
+	if a.gpus.n != len(devs) && !a.force && !a.register {
 		return badValue("--gpus", strconv.Itoa(a.gpus.n), fmt.Sprintf(
 			"%d, the number of GPUs the provider detects on node %s (with --force, the detected GPUs are registered whatever N says)",
 			len(devs), cfg.Node))
@@ -126,7 +138,7 @@ func runAdmin(ctx context.Context, inv *invocation, a *adminArgs) error {
 	if err != nil {
 		return err
 	}
-	if a.gpus.n != len(devs) {
+	if a.gpus.n != len(devs) && !a.register {
 		fmt.Fprintf(env.Stderr, "canhazgpu: --gpus %d differs from the %d GPUs detected; registered the detected ones (--force)\n", a.gpus.n, len(devs))
 	}
 	rows := make([][]string, len(devs))

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -66,7 +67,8 @@ type invocation struct {
 }
 
 // config loads the settings: flags, then CANHAZGPU_* variables, then the
-// files, then the defaults. A bad setting is a usage error.
+// files, then the defaults; for a caller that is not root, site policy
+// from the system file alone. A bad setting is a usage error.
 func (inv *invocation) config() (*config.Config, error) {
 	overrides := map[string]string{}
 	file := ""
@@ -78,9 +80,19 @@ func (inv *invocation) config() (*config.Config, error) {
 			file = g.ConfigFile()
 		}
 	}
-	cfg, err := config.Load(config.Options{Env: inv.env.Environ, Home: inv.env.Home, Overrides: overrides, ConfigFile: file})
+	opts := config.Options{Env: inv.env.Environ, Home: inv.env.Home, Overrides: overrides, ConfigFile: file,
+		MayOverride: inv.env.User.Root()}
+	if inv.env.SystemFile != "" {
+		opts.DefaultFile, opts.FileOwner = inv.env.SystemFile, os.Getuid()
+	}
+	cfg, err := config.Load(opts)
 	if err != nil {
 		return nil, &usageError{err}
+	}
+	if !inv.env.User.Root() {
+		if err := useCLICredential(cfg, inv.env.CLICredential); err != nil {
+			return nil, err
+		}
 	}
 	return cfg, nil
 }

@@ -11,10 +11,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/allocator"
+	"canhazgpu/internal/config"
 )
 
 func TestReserveReleaseAndOwnership(t *testing.T) {
-	f := newFixture(t, idleGPUs(4))
+	f := registered(t, idleGPUs(4))
 
 	r := f.run(alice, "reserve", "--gpus", "2", "--duration", "1h", "--note", "notebook")
 	require.Equal(t, 0, r.code, r.stderr)
@@ -71,7 +72,7 @@ func TestReserveReleaseAndOwnership(t *testing.T) {
 func itoa(i int) string { return strconv.Itoa(i) }
 
 func TestAdminGroupMayActForOthers(t *testing.T) {
-	f := newFixture(t, idleGPUs(2), "CANHAZGPU_ADMIN_GROUP=gpuadmins")
+	f := registered(t, idleGPUs(2), `admin.group = "gpuadmins"`)
 	carol := Identity{Name: "carol", UID: 2003, Groups: []string{"users", "gpuadmins"}}
 	r := f.run(carol, "reserve", "--user", "alice", "--gpu-ids", "1")
 	require.Equal(t, 0, r.code, r.stderr)
@@ -88,7 +89,7 @@ func TestAdminGroupMayActForOthers(t *testing.T) {
 }
 
 func TestUnreservedUseIsExcludedWithTheSeedMessage(t *testing.T) {
-	f := newFixture(t, `{"gpus": [
+	f := registered(t, `{"gpus": [
 		{"index": 0, "memory_used_mb": 2048, "processes": [{"pid": 1001, "name": "python3", "user": "bob", "used_memory_mb": 2048, "cmdline": ["python3"]}]},
 		{"index": 1, "memory_used_mb": 1024, "processes": [{"pid": 1002, "name": "jupyter", "user": "carol", "used_memory_mb": 1024, "cmdline": ["jupyter"]}]},
 		{"index": 2, "memory_used_mb": 1023},
@@ -100,13 +101,13 @@ func TestUnreservedUseIsExcludedWithTheSeedMessage(t *testing.T) {
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "(1 GPUs in use without reservation")
 	// The threshold is a setting: at 4096 MB nothing here is in use.
-	r = f.run(alice, "--memory-threshold", "4096", "reserve", "--gpus", "4", "--short")
+	r = f.run(root, "--memory-threshold", "4096", "reserve", "--gpus", "4", "--short")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Equal(t, "0,1,2,3\n", r.stdout)
 }
 
 func TestStatusThroughTheStore(t *testing.T) {
-	f := newFixture(t, `{"gpus": [
+	f := registered(t, `{"gpus": [
 		{"index": 0},
 		{"index": 1, "memory_used_mb": 3000, "processes": [{"pid": 4242, "name": "python3", "user": "bob", "used_memory_mb": 3000, "cmdline": ["vllm", "serve", "Qwen/Qwen2-7B"]}]}]}`)
 	r := f.run(alice, "reserve", "--gpu-ids", "0", "--duration", "2h")
@@ -135,7 +136,7 @@ func TestStatusThroughTheStore(t *testing.T) {
 
 	// --all-nodes lists this node among the others of the store, with the
 	// health check's findings.
-	other := newFixture(t, idleGPUs(1))
+	other := registered(t, idleGPUs(1))
 	require.Equal(t, 0, other.run(bob, "reserve").code)
 	require.NoError(t, other.store().SetFlags(context.Background(), []allocator.Flag{{GPU: "", Message: "drained by canhazgpu: unreserved use"}}))
 	r = f.run(alice, "status", "--all-nodes")
@@ -158,7 +159,7 @@ func TestStatusThroughTheStore(t *testing.T) {
 }
 
 func TestQueueWaitsFirstComeFirstServed(t *testing.T) {
-	f := newFixture(t, idleGPUs(2), "CANHAZGPU_QUEUE_POLL_INTERVAL=50ms")
+	f := registered(t, idleGPUs(2), `queue.poll_interval = "50ms"`)
 	require.Equal(t, 0, f.run(alice, "reserve", "--gpus", "2").code)
 
 	env, out, errw := f.env(bob)
@@ -199,7 +200,7 @@ func TestQueueWaitsFirstComeFirstServed(t *testing.T) {
 func carol() Identity { return Identity{Name: "carol", UID: 2003} }
 
 func TestWaitGivesUpAfterItsBound(t *testing.T) {
-	f := newFixture(t, idleGPUs(1), "CANHAZGPU_QUEUE_POLL_INTERVAL=50ms")
+	f := registered(t, idleGPUs(1), `queue.poll_interval = "50ms"`)
 	require.Equal(t, 0, f.run(alice, "reserve").code)
 	start := time.Now()
 	r := f.run(bob, "reserve", "--wait", "300ms")
@@ -217,7 +218,7 @@ func TestWaitGivesUpAfterItsBound(t *testing.T) {
 }
 
 func TestRunSetsTheGPUsAndReturnsTheExitStatus(t *testing.T) {
-	f := newFixture(t, idleGPUs(4), "CUDA_VISIBLE_DEVICES=7", "CUDA_DEVICE_ORDER=FASTEST_FIRST")
+	f := registered(t, idleGPUs(4), "CUDA_VISIBLE_DEVICES=7", "CUDA_DEVICE_ORDER=FASTEST_FIRST")
 	r := f.run(alice, "run", "--gpu-ids", "2,1", "--", "sh", "-c", `echo "$CUDA_VISIBLE_DEVICES $CUDA_DEVICE_ORDER"; exit 3`)
 	require.Equal(t, 3, r.code, r.stderr)
 	require.Equal(t, "1,2 PCI_BUS_ID\n", r.stdout)
@@ -235,7 +236,7 @@ func TestRunSetsTheGPUsAndReturnsTheExitStatus(t *testing.T) {
 }
 
 func TestRunStopsTheCommandWhenTheLeaseIsLost(t *testing.T) {
-	f := newFixture(t, idleGPUs(1), "CANHAZGPU_RUN_HEARTBEAT_INTERVAL=100ms", "CANHAZGPU_RUN_HEARTBEAT_TIMEOUT=2s", "CANHAZGPU_RUN_KILL_GRACE=2s")
+	f := registered(t, idleGPUs(1), `run.heartbeat_interval = "100ms"`, `run.heartbeat_timeout = "2s"`, "CANHAZGPU_RUN_KILL_GRACE=2s")
 	env, _, errw := f.env(alice)
 	done := make(chan error, 1)
 	go func() { done <- Run(context.Background(), []string{"run", "--", "sleep", "30"}, env) }()
@@ -314,7 +315,7 @@ func TestReportCountsTheWindowOnly(t *testing.T) {
 func TestReportThroughTheStore(t *testing.T) {
 	// The report covers every node of the store, which other tests share:
 	// these accounts are this test's own.
-	f := newFixture(t, idleGPUs(2))
+	f := registered(t, idleGPUs(2))
 	dora, eve := Identity{Name: "dora-" + f.node, UID: 3001}, Identity{Name: "eve-" + f.node, UID: 3002}
 	require.Equal(t, 0, f.run(dora, "run", "--", "sleep", "0.2").code)
 	require.Equal(t, 0, f.run(eve, "reserve").code)
@@ -332,4 +333,66 @@ func TestReportThroughTheStore(t *testing.T) {
 	r = f.run(alice, "report", "--days", "1")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Regexp(t, `(?m)^TOTAL +\d+\.\d\d +`, r.stdout)
+}
+
+func TestOnlyRootRegistersGPUs(t *testing.T) {
+	f := newFixture(t, idleGPUs(2))
+	// A user's command on a node nobody registered changes nothing and
+	// says who registers.
+	r := f.run(alice, "reserve")
+	require.Equal(t, 1, r.code)
+	require.Equal(t, "Error: node "+f.node+": node has no GPUs registered; root registers them: at boot (canhazgpu-register.service), "+
+		"in the Prolog or the health check, or with 'canhazgpu admin --register'\n", r.stderr)
+	r = f.run(alice, "status")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, "No GPUs registered for node "+f.node+".\n", r.stdout)
+	snap, err := f.store().Snapshot(context.Background())
+	require.NoError(t, err)
+	require.Empty(t, snap.GPUs)
+	r = f.run(alice, "admin", "--register")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "only root may")
+
+	r = f.run(root, "admin", "--register")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "Registered 2 GPUs on node "+f.node+" (2 changed):\n")
+
+	// The hardware seen by a user's scan differs: reported, not applied.
+	f.setGPUs(idleGPUs(3))
+	r = f.run(alice, "status")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, "canhazgpu: note: the GPUs detected here differ from node "+f.node+"'s registration in the store (2 registered, 3 detected); "+
+		"the store's registration stands until root registers again ('canhazgpu admin --register')\n", r.stderr)
+	snap, err = f.store().Snapshot(context.Background())
+	require.NoError(t, err)
+	require.Len(t, snap.GPUs, 2)
+	// Root's next look applies it.
+	require.Equal(t, 0, f.run(root, "status").code)
+	snap, err = f.store().Snapshot(context.Background())
+	require.NoError(t, err)
+	require.Len(t, snap.GPUs, 3)
+}
+
+func TestUsersCannotSetSitePolicy(t *testing.T) {
+	f := registered(t, idleGPUs(2))
+	for _, args := range [][]string{
+		{"--fake-file", f.gpuFile, "status"},
+		{"--node", "other", "status"},
+		{"--memory-threshold", "999999", "reserve"},
+		{"--config", f.cfgFile, "status"},
+	} {
+		r := f.run(alice, args...)
+		require.Equal(t, 2, r.code, "%v", args)
+		require.Regexp(t, `^Error: config: --[a-z-]+: only root may set `, r.stderr, "%v", args)
+	}
+	env, _, errw := f.env(alice)
+	env.Environ = append(env.Environ, "CANHAZGPU_QUEUE_HEARTBEAT_TIMEOUT=1000d")
+	err := Run(context.Background(), []string{"reserve", "--wait"}, env)
+	require.Equal(t, 2, ExitCode(err))
+	require.Equal(t, "Error: config: CANHAZGPU_QUEUE_HEARTBEAT_TIMEOUT: only root may set queue.heartbeat_timeout; site settings come from "+config.SystemFile, ErrorLine(err))
+	require.Empty(t, errw.String())
+	snap, serr := f.store().Snapshot(context.Background())
+	require.NoError(t, serr)
+	require.Empty(t, snap.Reservations)
+	require.Empty(t, snap.Queue)
 }

@@ -34,16 +34,38 @@ type Env struct {
 	// file (~/.config/canhazgpu/config.toml); "" for none.
 	Home string
 	User Identity
+	// CLICredential is the store credential of the CLI role, for a caller
+	// that is not root; nil for root, whose programs use redis.password_file.
+	CLICredential *Credential
+	// SystemFile replaces config.SystemFile for in-process tests, which
+	// also accept it owned by the account running them. OSEnv never sets
+	// it: a user cannot choose the system file.
+	SystemFile string
 }
 
 // OSEnv describes this process: its standard files and environment, and
 // the account of its real uid with that account's home directory.
+//
+// For a caller that is not root it first reads the CLI role's store
+// credential, which only the canhazgpu group can read (the installed
+// binary is setgid canhazgpu), and then drops that group for good, before
+// anything the caller controls is looked at: the environment, the flags,
+// the user config file, the command `run` starts.
 func OSEnv() (*Env, error) {
-	id, home, err := lookupIdentity(os.Getuid())
+	uid := os.Getuid()
+	var cred *Credential
+	if uid != 0 {
+		cred = readCLICredential()
+	}
+	if err := dropGroup(); err != nil {
+		return nil, err
+	}
+	id, home, err := lookupIdentity(uid)
 	if err != nil {
 		return nil, err
 	}
-	return &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Environ: os.Environ(), Home: home, User: id}, nil
+	return &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Environ: os.Environ(), Home: home, User: id,
+		CLICredential: cred}, nil
 }
 
 // lookupIdentity resolves a uid through the system's user database (NSS,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,6 +30,7 @@ type fixture struct {
 	t       *testing.T
 	node    string
 	gpuFile string
+	cfgFile string // the system config file: site settings come from here
 	environ []string
 }
 
@@ -40,21 +42,40 @@ var (
 	root  = Identity{Name: "root", UID: 0}
 )
 
-func newFixture(t *testing.T, gpusJSON string, extraEnv ...string) *fixture {
+// newFixture makes a node whose system config names the test server and
+// the fake GPU file. Each extra item is a config line when it contains
+// " = " (`queue.poll_interval = "50ms"`), else an environment variable.
+func newFixture(t *testing.T, gpusJSON string, extra ...string) *fixture {
 	t.Helper()
 	dir := t.TempDir()
-	f := &fixture{t: t, node: fmt.Sprintf("cli%d", nodeSeq.Add(1)), gpuFile: filepath.Join(dir, "gpus.json")}
+	f := &fixture{t: t, node: fmt.Sprintf("cli%d", nodeSeq.Add(1)), gpuFile: filepath.Join(dir, "gpus.json"),
+		cfgFile: filepath.Join(dir, "config.toml")}
 	f.setGPUs(gpusJSON)
-	cfg := filepath.Join(dir, "config.toml")
-	require.NoError(t, os.WriteFile(cfg, nil, 0o644))
-	f.environ = append([]string{
-		"CANHAZGPU_CONFIG=" + cfg,
-		"CANHAZGPU_REDIS_URL=" + srv.SocketURL(),
-		"CANHAZGPU_NODE=" + f.node,
-		"CANHAZGPU_GPU_PROVIDER=fake",
-		"CANHAZGPU_GPU_FAKE_FILE=" + f.gpuFile,
-		"PATH=" + os.Getenv("PATH"),
-	}, extraEnv...)
+	lines := []string{
+		fmt.Sprintf("node = %q", f.node),
+		fmt.Sprintf("redis.url = %q", srv.SocketURL()),
+		`gpu.provider = "fake"`,
+		fmt.Sprintf("gpu.fake_file = %q", f.gpuFile),
+	}
+	f.environ = []string{"PATH=" + os.Getenv("PATH")}
+	for _, e := range extra {
+		if strings.Contains(e, " = ") {
+			lines = append(lines, e)
+		} else {
+			f.environ = append(f.environ, e)
+		}
+	}
+	require.NoError(t, os.WriteFile(f.cfgFile, []byte(strings.Join(lines, "\n")+"\n"), 0o644))
+	return f
+}
+
+// registered is newFixture for tests that act as ordinary users: root
+// registers the node's GPUs first, as the boot unit does on a real node.
+func registered(t *testing.T, gpusJSON string, extra ...string) *fixture {
+	t.Helper()
+	f := newFixture(t, gpusJSON, extra...)
+	r := f.run(root, "admin", "--register")
+	require.Equal(t, 0, r.code, r.stderr)
 	return f
 }
 
@@ -104,7 +125,7 @@ func (s *syncBuffer) String() string {
 
 func (f *fixture) env(id Identity) (*Env, *syncBuffer, *syncBuffer) {
 	var out, errw syncBuffer
-	return &Env{Stdout: &out, Stderr: &errw, Environ: f.environ, User: id}, &out, &errw
+	return &Env{Stdout: &out, Stderr: &errw, Environ: f.environ, User: id, SystemFile: f.cfgFile}, &out, &errw
 }
 
 // run runs one command line as id and returns what main would print.

@@ -24,6 +24,9 @@ func (inv *invocation) openNode(ctx context.Context) (*config.Config, *localnode
 	if err != nil {
 		return nil, nil, err
 	}
+	// Only root registers GPUs; the identity, not the process's euid,
+	// decides, so that in-process tests act as the users they name.
+	node.MayRegister = inv.env.User.Root()
 	return cfg, node, nil
 }
 

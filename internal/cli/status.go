@@ -55,6 +55,9 @@ func runStatus(ctx context.Context, inv *invocation, a statusArgs) error {
 		if err != nil {
 			return err
 		}
+		if drift := node.Drift(snap, devs); drift != "" {
+			fmt.Fprintf(inv.env.Stderr, "canhazgpu: note: %s\n", drift)
+		}
 		v := viewNode(snap, devs, true, threshold)
 		if a.json {
 			n := jsonNodeOf(v)

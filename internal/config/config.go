@@ -1,7 +1,11 @@
 // Package config loads canhazgpu's settings. Highest first: command-line
 // flags, CANHAZGPU_<SECTION>_<KEY> environment variables, the config file
 // ($CANHAZGPU_CONFIG or /etc/canhazgpu/config.toml, plus the user-facing
-// sections of ~/.config/canhazgpu/config.toml), built-in defaults.
+// keys of ~/.config/canhazgpu/config.toml), built-in defaults.
+//
+// Site policy belongs to root: for a caller that may not override it (an
+// ordinary user), every key other than the few that shape only the caller's
+// own request comes from the root-owned system file and nothing else.
 //
 // Every key, its default and its meaning are in example.toml, which is
 // installed as /etc/canhazgpu/config.toml and tested to load as the defaults.
@@ -26,9 +30,13 @@ import (
 //go:embed example.toml
 var ExampleTOML string
 
-// DefaultFile is the system config file read when neither --config nor
-// CANHAZGPU_CONFIG names one. Unlike a named file, it may be missing.
-const DefaultFile = "/etc/canhazgpu/config.toml"
+// SystemFile is the system config file read when neither --config nor
+// CANHAZGPU_CONFIG names one (and the only one an ordinary user's programs
+// read). Unlike a named file, it may be missing. It is a variable so that a
+// build for tests can compile in another path
+// (-ldflags "-X canhazgpu/internal/config.SystemFile=..."): the path is
+// chosen when the program is built, never by whoever runs it.
+var SystemFile = "/etc/canhazgpu/config.toml"
 
 // Config holds every setting. Durations are positive unless said otherwise.
 type Config struct {
@@ -53,10 +61,19 @@ type RedisConfig struct {
 	SentinelMaster string
 	SentinelAddrs  []string // host:port
 	ClusterAddrs   []string // host:port
+	Username       string   // ACL user of root's programs; "" for Redis's default user
 	PasswordFile   string   // read at start, so the password is never in argv or env
-	TLSCAFile      string
-	DialTimeout    time.Duration
-	OpTimeout      time.Duration
+	// The CLI role: what ordinary users' canhazgpu uses. Its password file
+	// is readable by the canhazgpu group only; the installed CLI is setgid
+	// to that group, reads it first and drops the group at once.
+	CLIUsername     string
+	CLIPasswordFile string
+	// Password is a password already read (the CLI role's, read before
+	// privileges were dropped). Never a setting: no source can set it.
+	Password    string
+	TLSCAFile   string
+	DialTimeout time.Duration
+	OpTimeout   time.Duration
 }
 
 // GPUConfig chooses where GPU and process information comes from.
@@ -66,9 +83,10 @@ type GPUConfig struct {
 	MemoryThresholdMB int64  // a GPU with at least this much memory used is in use
 }
 
-// ReserveConfig holds defaults of `canhazgpu reserve`.
+// ReserveConfig holds defaults and bounds of `canhazgpu reserve`.
 type ReserveConfig struct {
-	Duration time.Duration
+	Duration    time.Duration
+	MaxDuration time.Duration // the longest any manual reservation may last
 }
 
 // RunConfig holds defaults of `canhazgpu run`.
@@ -135,7 +153,7 @@ func defaults() Config {
 			OpTimeout:   2 * time.Second,
 		},
 		GPU:     GPUConfig{Provider: "auto", MemoryThresholdMB: 1024},
-		Reserve: ReserveConfig{Duration: 30 * time.Minute},
+		Reserve: ReserveConfig{Duration: 30 * time.Minute, MaxDuration: 7 * 24 * time.Hour},
 		Run: RunConfig{
 			HeartbeatInterval: 10 * time.Second,
 			HeartbeatTimeout:  60 * time.Second,
@@ -163,15 +181,23 @@ func defaults() Config {
 	}
 }
 
-// Options says where Load looks. The zero value reads only DefaultFile and
+// Options says where Load looks. The zero value reads only SystemFile and
 // the hostname: no environment, no user file, no flags.
 type Options struct {
-	Env         []string               // os.Environ() form; nil: no environment
-	Home        string                 // for the user file; "" = no user file
-	System      bool                   // scheduler programs: no user file
-	Overrides   map[string]string      // from flags: key ("redis.url") -> value text; see Flags
-	ConfigFile  string                 // from --config; wins over CANHAZGPU_CONFIG
-	DefaultFile string                 // "": DefaultFile
+	Env        []string          // os.Environ() form; nil: no environment
+	Home       string            // for the user file; "" = no user file
+	System     bool              // scheduler programs: no user file
+	Overrides  map[string]string // from flags: key ("redis.url") -> value text; see Flags
+	ConfigFile string            // from --config; wins over CANHAZGPU_CONFIG
+	// MayOverride: the caller may name another system file and set any key
+	// from the environment and flags (root, the scheduler programs). When
+	// false, only the user keys may come from there, and naming a file or
+	// setting another key is an error.
+	MayOverride bool
+	// FileOwner is the uid that must own the system file and the
+	// directories above it: 0 (root) except in tests run by a developer.
+	FileOwner   int
+	DefaultFile string                 // "": SystemFile
 	Hostname    func() (string, error) // nil: os.Hostname
 }
 
@@ -180,8 +206,14 @@ type Options struct {
 func Load(opts Options) (*Config, error) {
 	l := loader{cfg: defaults(), origin: map[string]string{}}
 	env := envMap(opts.Env)
+	if err := checkOverrides(opts, env); err != nil {
+		return nil, err
+	}
 
 	path, named := systemFile(opts, env)
+	if err := checkSystemFile(path, opts.FileOwner); err != nil {
+		return nil, err
+	}
 	if err := l.applyFile(path, named, ""); err != nil {
 		return nil, err
 	}
@@ -226,7 +258,7 @@ func systemFile(opts Options, env map[string]string) (path, named string) {
 	case opts.DefaultFile != "":
 		return opts.DefaultFile, ""
 	default:
-		return DefaultFile, ""
+		return SystemFile, ""
 	}
 }
 
@@ -281,9 +313,9 @@ func (l *loader) applyFile(path, named, systemPath string) error {
 			}
 		case !known:
 			return fmt.Errorf("config: %s: %s: unknown key%s", where, e.key, knownKeysHint(e.key))
-		case systemPath != "" && !slices.Contains(userSections, s.section()):
-			return fmt.Errorf("config: %s: %s: only allowed in the system file %s; the user file may set only [%s]",
-				where, e.key, systemPath, strings.Join(userSections, "], ["))
+		case systemPath != "" && !s.user:
+			return fmt.Errorf("config: %s: %s: only allowed in the system file %s; the user file may set only %s",
+				where, e.key, systemPath, strings.Join(userKeys(), ", "))
 		default:
 			if err := l.record(s.name, where, s.fromTOML(&l.cfg, e.value)); err != nil {
 				return err
@@ -348,6 +380,13 @@ func (l *loader) checkCombinations() error {
 		return l.errorAt("redis.sentinel_addrs", "needs redis.sentinel_master")
 	case c.Redis.SentinelMaster != "" && len(c.Redis.ClusterAddrs) > 0:
 		return l.errorAt("redis.cluster_addrs", "cannot be used together with redis.sentinel_master")
+	case c.Reserve.Duration > c.Reserve.MaxDuration:
+		key := "reserve.duration"
+		if _, set := l.origin[key]; !set {
+			key = "reserve.max_duration"
+		}
+		return l.errorAt(key, fmt.Sprintf("reserve.duration (%s) must not exceed reserve.max_duration (%s)",
+			Duration(c.Reserve.Duration), Duration(c.Reserve.MaxDuration)))
 	case c.Run.HeartbeatInterval >= c.Run.HeartbeatTimeout:
 		// Every run reservation would look stale between two heartbeats.
 		// Blame the one of the pair that was set; the defaults fit.

@@ -29,6 +29,8 @@ func testOptions(t *testing.T) Options {
 	return Options{
 		DefaultFile: filepath.Join(t.TempDir(), "etc", "config.toml"),
 		Hostname:    hostname("gpu01.cluster.example"),
+		MayOverride: true,
+		FileOwner:   os.Getuid(),
 	}
 }
 
@@ -43,7 +45,7 @@ func TestDefaults(t *testing.T) {
 			OpTimeout:   2 * time.Second,
 		},
 		GPU:     GPUConfig{Provider: "auto", MemoryThresholdMB: 1024},
-		Reserve: ReserveConfig{Duration: 30 * time.Minute},
+		Reserve: ReserveConfig{Duration: 30 * time.Minute, MaxDuration: 7 * 24 * time.Hour},
 		Run: RunConfig{
 			HeartbeatInterval: 10 * time.Second,
 			HeartbeatTimeout:  time.Minute,
@@ -189,7 +191,7 @@ func TestSystemFileChoice(t *testing.T) {
 		},
 	}
 	t.Run("unreadable default file", func(t *testing.T) {
-		_, err := Load(Options{DefaultFile: dir, Hostname: hostname("gpu01")})
+		_, err := Load(Options{DefaultFile: dir, Hostname: hostname("gpu01"), FileOwner: os.Getuid()})
 		require.EqualError(t, err, "config: read "+dir+": is a directory")
 	})
 	t.Run("default path", func(t *testing.T) {
@@ -199,7 +201,7 @@ func TestSystemFileChoice(t *testing.T) {
 	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			opts := Options{DefaultFile: tt.defaultFile, ConfigFile: tt.configFlag, Hostname: hostname("gpu01")}
+			opts := Options{DefaultFile: tt.defaultFile, ConfigFile: tt.configFlag, Hostname: hostname("gpu01"), MayOverride: true, FileOwner: os.Getuid()}
 			if tt.env != "" {
 				opts.Env = []string{"CANHAZGPU_CONFIG=" + tt.env}
 			}
@@ -246,17 +248,17 @@ func TestUserFile(t *testing.T) {
 		{
 			name:    "may not set the store",
 			user:    "# mine\n[reserve]\nduration = \"2h\"\n\n[redis]\nurl = \"redis://elsewhere:6379/0\"\n",
-			wantErr: "config: %s:6: redis.url: only allowed in the system file %s; the user file may set only [reserve], [run], [output]",
+			wantErr: "config: %s:6: redis.url: only allowed in the system file %s; the user file may set only reserve.duration, run.timeout, run.kill_grace",
 		},
 		{
 			name:    "may not set the node",
 			user:    "node = \"other\"\n",
-			wantErr: "config: %s:1: node: only allowed in the system file %s; the user file may set only [reserve], [run], [output]",
+			wantErr: "config: %s:1: node: only allowed in the system file %s; the user file may set only reserve.duration, run.timeout, run.kill_grace",
 		},
 		{
 			name:    "checks values",
-			user:    "[run]\nheartbeat_timeout = \"1s\"\n",
-			wantErr: "config: %[1]s:2: run.heartbeat_timeout: run.heartbeat_interval (10s) must be shorter than run.heartbeat_timeout (1s)",
+			user:    "[reserve]\nduration = \"8d\"\n",
+			wantErr: "config: %[1]s:2: reserve.duration: reserve.duration (8d) must not exceed reserve.max_duration (7d)",
 		},
 	}
 	for _, tt := range tests {

@@ -35,7 +35,7 @@ type Flags struct {
 func AddFlags(fs *pflag.FlagSet) *Flags {
 	f := &Flags{
 		fs:     fs,
-		config: fs.String("config", "", "config `file` (default $CANHAZGPU_CONFIG, else "+DefaultFile+")"),
+		config: fs.String("config", "", "config `file` (root only; default $CANHAZGPU_CONFIG, else "+SystemFile+")"),
 		values: make(map[string]*string, len(globalFlags)),
 	}
 	for _, g := range globalFlags {

@@ -18,7 +18,11 @@ import (
 // One table of settings keeps the key names, their environment variables,
 // their parsing and their checks from drifting apart.
 type setting struct {
-	name     string // "gpu.memory_threshold_mb"
+	name string // "gpu.memory_threshold_mb"
+	// user: the key shapes only the caller's own request, so an ordinary
+	// user may set it (user file, environment, flags). Every other key is
+	// site policy and comes from root.
+	user     bool
 	fromTOML func(c *Config, v any) error
 	fromText func(c *Config, s string) error
 }
@@ -41,9 +45,23 @@ func (s setting) envVar() string {
 // [output] has no keys yet; it is accepted so that user files may carry it.
 var sections = []string{"redis", "gpu", "reserve", "run", "queue", "output", "admin", "history", "slurm", "pbs", "health"}
 
-// userSections may be set in ~/.config/canhazgpu/config.toml: they only shape
-// the caller's own requests and display, never the store or the scheduler.
-var userSections = []string{"reserve", "run", "output"}
+// userKey marks a setting an ordinary user may set: it shapes only the
+// caller's own requests, never the store, other users or the scheduler.
+func userKey(s setting) setting {
+	s.user = true
+	return s
+}
+
+// userKeys names the user keys, for messages.
+func userKeys() []string {
+	var names []string
+	for _, s := range settings {
+		if s.user {
+			names = append(names, s.name)
+		}
+	}
+	return names
+}
 
 var settings = []setting{
 	str("node", func(c *Config) *string { return &c.Node }, checkNode),
@@ -52,7 +70,10 @@ var settings = []setting{
 	str("redis.sentinel_master", func(c *Config) *string { return &c.Redis.SentinelMaster }, nil),
 	list("redis.sentinel_addrs", func(c *Config) *[]string { return &c.Redis.SentinelAddrs }, checkHostPort),
 	list("redis.cluster_addrs", func(c *Config) *[]string { return &c.Redis.ClusterAddrs }, checkHostPort),
-	str("redis.password_file", func(c *Config) *string { return &c.Redis.PasswordFile }, nil),
+	str("redis.username", func(c *Config) *string { return &c.Redis.Username }, checkACLUser),
+	str("redis.password_file", func(c *Config) *string { return &c.Redis.PasswordFile }, checkAbsPathOrEmpty),
+	str("redis.cli_username", func(c *Config) *string { return &c.Redis.CLIUsername }, checkACLUser),
+	str("redis.cli_password_file", func(c *Config) *string { return &c.Redis.CLIPasswordFile }, checkAbsPathOrEmpty),
 	str("redis.tls_ca_file", func(c *Config) *string { return &c.Redis.TLSCAFile }, nil),
 	duration("redis.dial_timeout", func(c *Config) *time.Duration { return &c.Redis.DialTimeout }),
 	duration("redis.op_timeout", func(c *Config) *time.Duration { return &c.Redis.OpTimeout }),
@@ -61,12 +82,13 @@ var settings = []setting{
 	str("gpu.fake_file", func(c *Config) *string { return &c.GPU.FakeFile }, nil),
 	count("gpu.memory_threshold_mb", func(c *Config) *int64 { return &c.GPU.MemoryThresholdMB }),
 
-	duration("reserve.duration", func(c *Config) *time.Duration { return &c.Reserve.Duration }),
+	userKey(duration("reserve.duration", func(c *Config) *time.Duration { return &c.Reserve.Duration })),
+	duration("reserve.max_duration", func(c *Config) *time.Duration { return &c.Reserve.MaxDuration }),
 
-	optionalDuration("run.timeout", func(c *Config) *time.Duration { return &c.Run.Timeout }),
+	userKey(optionalDuration("run.timeout", func(c *Config) *time.Duration { return &c.Run.Timeout })),
 	duration("run.heartbeat_interval", func(c *Config) *time.Duration { return &c.Run.HeartbeatInterval }),
 	duration("run.heartbeat_timeout", func(c *Config) *time.Duration { return &c.Run.HeartbeatTimeout }),
-	duration("run.kill_grace", func(c *Config) *time.Duration { return &c.Run.KillGrace }),
+	userKey(duration("run.kill_grace", func(c *Config) *time.Duration { return &c.Run.KillGrace })),
 
 	duration("queue.poll_interval", func(c *Config) *time.Duration { return &c.Queue.PollInterval }),
 	duration("queue.heartbeat_timeout", func(c *Config) *time.Duration { return &c.Queue.HeartbeatTimeout }),
@@ -310,6 +332,23 @@ func checkHostPort(s string) error {
 func checkAbsPath(s string) error {
 	if !filepath.IsAbs(s) {
 		return fmt.Errorf("must be an absolute path, got %q", s)
+	}
+	return nil
+}
+
+// checkAbsPathOrEmpty: a file read by root programs from anywhere.
+func checkAbsPathOrEmpty(s string) error {
+	if s == "" {
+		return nil
+	}
+	return checkAbsPath(s)
+}
+
+// checkACLUser keeps a Redis ACL user name to what ACL SETUSER accepts
+// without quoting.
+func checkACLUser(s string) error {
+	if strings.IndexFunc(s, func(r rune) bool { return r <= ' ' || r > '~' }) >= 0 {
+		return fmt.Errorf("must be a Redis ACL user name of printable ASCII without spaces, got %q", s)
 	}
 	return nil
 }

@@ -2,12 +2,17 @@
 // settings, the reservation store and the GPU provider, with the steps
 // they always take together (register the node's GPUs when the store lacks
 // them; exclude GPUs in unreserved use from every grant).
+//
+// Only root registers: the node's GPUs in the store are what everyone is
+// handed, so an ordinary user's scan (whatever provider or file they might
+// have pointed it at) is compared with the registration and never applied.
 package localnode
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 
@@ -23,13 +28,20 @@ type Node struct {
 	Config *config.Config
 	Store  *store.Store
 	GPUs   gpu.Provider
+	// MayRegister: this program runs as root and so may write the node's
+	// GPUs to the store.
+	MayRegister bool
 }
+
+// ErrNeedsRoot wraps allocator.ErrNotRegistered for a caller that may not
+// register: it says who does.
+var ErrNeedsRoot = errors.New("root registers them: at boot (canhazgpu-register.service), in the Prolog or the health check, or with 'canhazgpu admin --register'")
 
 // Conn turns the [redis] settings into the store's connection settings.
 func Conn(c config.RedisConfig) store.Conn {
 	return store.Conn{URL: c.URL, SentinelMaster: c.SentinelMaster, SentinelAddrs: c.SentinelAddrs,
-		ClusterAddrs: c.ClusterAddrs, PasswordFile: c.PasswordFile, TLSCAFile: c.TLSCAFile,
-		DialTimeout: c.DialTimeout, OpTimeout: c.OpTimeout}
+		ClusterAddrs: c.ClusterAddrs, Username: c.Username, Password: c.Password, PasswordFile: c.PasswordFile,
+		TLSCAFile: c.TLSCAFile, DialTimeout: c.DialTimeout, OpTimeout: c.OpTimeout}
 }
 
 // Open opens the provider and the store. Nothing is sent to Redis yet.
@@ -44,7 +56,7 @@ func Open(ctx context.Context, cfg *config.Config) (*Node, error) {
 		st.Close()
 		return nil, err
 	}
-	return &Node{Config: cfg, Store: st, GPUs: prov}, nil
+	return &Node{Config: cfg, Store: st, GPUs: prov, MayRegister: os.Geteuid() == 0}, nil
 }
 
 // Close releases the provider and the connection.
@@ -62,8 +74,9 @@ func (n *Node) Devices(ctx context.Context) ([]gpu.Device, error) {
 }
 
 // Look scans the GPUs and reads the node's store state, registering the
-// GPUs first when the store does not know them as they are. One store
-// round trip when nothing changed.
+// GPUs first when the store does not know them as they are and the caller
+// may register. One store round trip when nothing changed. A caller that
+// may not register gets the store's state as it is; Drift tells it apart.
 func (n *Node) Look(ctx context.Context) (*allocator.Snapshot, []gpu.Device, error) {
 	devs, err := n.Devices(ctx)
 	if err != nil {
@@ -73,7 +86,7 @@ func (n *Node) Look(ctx context.Context) (*allocator.Snapshot, []gpu.Device, err
 	if err != nil {
 		return nil, nil, err
 	}
-	if usage.NeedsRegistration(snap, devs) {
+	if n.MayRegister && usage.NeedsRegistration(snap, devs) {
 		if _, err := n.Store.Register(ctx, usage.Registration(devs), false); err != nil {
 			return nil, nil, err
 		}
@@ -98,7 +111,7 @@ func (n *Node) LookAll(ctx context.Context) ([]*allocator.Snapshot, []gpu.Device
 		return nil, nil, err
 	}
 	i := slices.IndexFunc(snaps, func(s *allocator.Snapshot) bool { return s.Node == n.Store.Node() })
-	if len(devs) == 0 || (i >= 0 && !usage.NeedsRegistration(snaps[i], devs)) {
+	if len(devs) == 0 || !n.MayRegister || (i >= 0 && !usage.NeedsRegistration(snaps[i], devs)) {
 		return snaps, devs, nil
 	}
 	if _, err := n.Store.Register(ctx, usage.Registration(devs), false); err != nil {
@@ -140,6 +153,9 @@ func (n *Node) Allocate(ctx context.Context, req allocator.Request, devs []gpu.D
 	}
 	req.Exclude = usage.BusyFor(devs, n.Config.GPU.MemoryThresholdMB, req.User)
 	g, err := n.Store.Allocate(ctx, req)
+	if errors.Is(err, allocator.ErrNotRegistered) && !n.MayRegister {
+		return g, fmt.Errorf("%w; %w", err, ErrNeedsRoot)
+	}
 	if errors.Is(err, allocator.ErrNotRegistered) && len(devs) > 0 {
 		if _, err := n.Store.Register(ctx, usage.Registration(devs), false); err != nil {
 			return allocator.Grant{}, err
@@ -147,6 +163,18 @@ func (n *Node) Allocate(ctx context.Context, req allocator.Request, devs []gpu.D
 		g, err = n.Store.Allocate(ctx, req)
 	}
 	return g, err
+}
+
+// Drift says, for a caller that may not register, how the scan differs
+// from the node's registration ("" when it does not, or when the node is
+// not registered at all, which Allocate reports). Such a difference is
+// reported, never applied.
+func (n *Node) Drift(snap *allocator.Snapshot, devs []gpu.Device) string {
+	if n.MayRegister || len(snap.GPUs) == 0 || !usage.NeedsRegistration(snap, devs) {
+		return ""
+	}
+	return fmt.Sprintf("the GPUs detected here differ from node %s's registration in the store (%d registered, %d detected); "+
+		"the store's registration stands until root registers again ('canhazgpu admin --register')", snap.Node, len(snap.GPUs), len(devs))
 }
 
 // UUIDsOf maps NVML indices to UUIDs through a scan; an index the node
