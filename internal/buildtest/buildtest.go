@@ -14,6 +14,14 @@ import (
 // world-readable, since some programs run as other users (the TaskProlog
 // as the job's user, the CLI as test accounts).
 func Build(programs map[string]string) (string, error) {
+	return BuildWithSystemFile(programs, "")
+}
+
+// BuildWithSystemFile is Build with another system config file compiled
+// in (config.SystemFile; "" keeps the default). Ordinary users' programs
+// read only that file, so tests that run them as test accounts build them
+// this way, as a site's package does with /etc/canhazgpu/config.toml.
+func BuildWithSystemFile(programs map[string]string, systemFile string) (string, error) {
 	dir, err := os.MkdirTemp("", "canhazgpu-bin-")
 	if err != nil {
 		return "", fmt.Errorf("buildtest: %w", err)
@@ -23,7 +31,11 @@ func Build(programs map[string]string) (string, error) {
 		return "", fmt.Errorf("buildtest: %w", err)
 	}
 	for name, pkg := range programs {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, name), pkg).CombinedOutput()
+		args := []string{"build", "-o", filepath.Join(dir, name)}
+		if systemFile != "" {
+			args = append(args, "-ldflags", "-X canhazgpu/internal/config.SystemFile="+systemFile)
+		}
+		out, err := exec.Command("go", append(args, pkg)...).CombinedOutput()
 		if err != nil {
 			os.RemoveAll(dir)
 			return "", fmt.Errorf("buildtest: build %s: %w\n%s", name, err, out)

@@ -92,7 +92,7 @@ func checkNode(ctx context.Context, env []string, nhc bool, prom string, flags *
 		return &Report{Node: node, Status: StatusError, Error: err.Error(), GPUs: []GPUState{},
 			Violations: []Violation{}, Settled: []Settled{}, Actions: []Action{}}
 	}
-	cfg, err := config.Load(config.Options{Env: env, System: true, ConfigFile: flags.ConfigFile(), Overrides: flags.Overrides()})
+	cfg, err := config.Load(config.Options{Env: env, System: true, ConfigFile: flags.ConfigFile(), Overrides: flags.Overrides(), MayOverride: true})
 	if err != nil {
 		return fail("", err), prom
 	}

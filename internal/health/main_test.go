@@ -111,7 +111,7 @@ func (n *testNode) writeConfig() {
 
 func (n *testNode) config() *config.Config {
 	n.t.Helper()
-	cfg, err := config.Load(config.Options{System: true, ConfigFile: n.cfgFile})
+	cfg, err := config.Load(config.Options{System: true, ConfigFile: n.cfgFile, MayOverride: true})
 	require.NoError(n.t, err)
 	return cfg
 }

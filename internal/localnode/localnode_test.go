@@ -27,7 +27,7 @@ func openNode(t *testing.T, node, fake string) (*Node, string) {
 	cfg, err := config.Load(config.Options{Env: []string{
 		"CANHAZGPU_NODE=" + node, "CANHAZGPU_REDIS_URL=" + srv.SocketURL(),
 		"CANHAZGPU_GPU_PROVIDER=fake", "CANHAZGPU_GPU_FAKE_FILE=" + file,
-	}, DefaultFile: filepath.Join(t.TempDir(), "none.toml")})
+	}, DefaultFile: filepath.Join(t.TempDir(), "none.toml"), MayOverride: true})
 	require.NoError(t, err)
 	n, err := Open(context.Background(), cfg)
 	require.NoError(t, err)

@@ -68,10 +68,11 @@ const deadline = 10 * time.Second
 const bootIDFile = "/proc/sys/kernel/random/boot_id"
 
 // loadConfig reads the system settings as every scheduler program does:
-// flags, then CANHAZGPU_* variables, then the system file.
+// flags, then CANHAZGPU_* variables, then the system file. The scheduler
+// starts these programs as root with its own environment, not a user's.
 func loadConfig(cf *config.Flags, env []string) (*config.Config, error) {
 	return config.Load(config.Options{System: true, Env: env,
-		ConfigFile: cf.ConfigFile(), Overrides: cf.Overrides()})
+		ConfigFile: cf.ConfigFile(), Overrides: cf.Overrides(), MayOverride: true})
 }
 
 // withDeadline bounds ctx by the run's deadline.

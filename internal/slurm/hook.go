@@ -82,7 +82,7 @@ func unreachable(err error) bool {
 // system file (or the one CANHAZGPU_CONFIG names) and CANHAZGPU_*
 // variables; never a user's file.
 func LoadConfig(environ []string) (*config.Config, error) {
-	return config.Load(config.Options{System: true, Env: environ})
+	return config.Load(config.Options{System: true, Env: environ, MayOverride: true})
 }
 
 // PrologMain is canhazgpu-prolog under Slurm, which runs it as both Prolog

@@ -112,7 +112,7 @@ func TestBadInputs(t *testing.T) {
 		{"", []string{"queue", "--json=maybe"}, 2, `invalid --json "maybe": want true or false`},
 		{"", []string{"report", "--days", "0"}, 2, `invalid --days "0": want a whole number of days from 1 to 3650`},
 		{"", []string{"report", "--days", "99999"}, 2, `invalid --days "99999": want a whole number of days from 1 to 3650`},
-		{"", []string{"admin"}, 2, "canhazgpu admin needs one of --gpus N (register GPUs) or --release (release reservations)"},
+		{"", []string{"admin"}, 2, "canhazgpu admin needs one of --register, --gpus N (register GPUs) or --release (release reservations)"},
 		{"", []string{"admin", "--gpus", "8"}, 2, `invalid --gpus "8": want 4, the number of GPUs the provider detects on node ` + n.name},
 		{userB, []string{"admin", "--gpus", "4"}, 1, "canhazgpu admin: only root may (no admin.group is configured); you are chg-bob"},
 		{"", []string{"admin", "--release"}, 2, "--release needs --gpu-ids LIST, --user NAME or both"},
@@ -123,6 +123,14 @@ func TestBadInputs(t *testing.T) {
 		{"", []string{"--gpu-provider", "bogus", "status"}, 2, `--gpu-provider: gpu.provider: must be one of auto, nvml, fake, got "bogus"`},
 		{"", []string{"--node", "bad&name", "status"}, 2, `invalid node name "bad&name": want 1-63 letters, digits`},
 		{"", []string{"--config", "/nonexistent/canhazgpu.toml", "status"}, 2, "file named by --config: open /nonexistent/canhazgpu.toml: no such file or directory"},
+		// Site policy is root's: a user's flags cannot name another config,
+		// other GPUs, another node or another threshold.
+		{userB, []string{"--config", "/tmp/mine.toml", "status"}, 2, "config: --config: only root may set another config file"},
+		{userB, []string{"--fake-file", "/tmp/mine.json", "status"}, 2, "config: --fake-file: only root may set gpu.fake_file"},
+		{userB, []string{"--gpu-provider", "fake", "status"}, 2, "config: --gpu-provider: only root may set gpu.provider"},
+		{userB, []string{"--node", "other", "status"}, 2, "config: --node: only root may set node"},
+		{userB, []string{"--memory-threshold", "999999", "reserve"}, 2, "config: --memory-threshold: only root may set gpu.memory_threshold_mb"},
+		{userB, []string{"admin", "--register"}, 1, "canhazgpu admin: only root may (no admin.group is configured); you are chg-bob"},
 	}
 	require.GreaterOrEqual(t, len(cases), 30)
 	for _, c := range cases {

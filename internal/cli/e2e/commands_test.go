@@ -218,7 +218,7 @@ func TestMixedSeedTableThroughTheStore(t *testing.T) {
 func collapse(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 func TestQueueWaitAndCtrlC(t *testing.T) {
-	n := newNode(t, idleGPUs(1), "CANHAZGPU_QUEUE_POLL_INTERVAL=50ms")
+	n := newNode(t, idleGPUs(1), `queue.poll_interval = "50ms"`)
 	require.Equal(t, 0, n.run("reserve").code)
 	wait := n.command("", "reserve", "--wait")
 	var errw strings.Builder

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -65,27 +66,42 @@ type node struct {
 	name    string
 	dir     string // world-readable: fake GPU file and config
 	gpuFile string
+	cfgFile string // the node's system config, root's alone
 	environ []string
+	userBin string // canhazgpu with cfgFile compiled in, built on first use
 }
 
-func newNode(t testing.TB, gpusJSON string, env ...string) *node {
+// newNode makes a node whose system config names the test server and the
+// fake GPU file, and registers its GPUs as root. Each extra item is a
+// config line when it contains " = " (`run.heartbeat_timeout = "3s"`),
+// else an environment variable.
+func newNode(t testing.TB, gpusJSON string, extra ...string) *node {
 	t.Helper()
 	dir, err := os.MkdirTemp(shared, "node-")
 	require.NoError(t, err)
 	require.NoError(t, os.Chmod(dir, 0o755))
-	n := &node{t: t, name: fmt.Sprintf("e2e%d", nodeSeq.Add(1)), dir: dir, gpuFile: filepath.Join(dir, "gpus.json")}
+	n := &node{t: t, name: fmt.Sprintf("e2e%d", nodeSeq.Add(1)), dir: dir, gpuFile: filepath.Join(dir, "gpus.json"),
+		cfgFile: filepath.Join(dir, "config.toml")}
 	n.setGPUs(gpusJSON)
-	cfg := filepath.Join(dir, "config.toml")
-	require.NoError(t, os.WriteFile(cfg, nil, 0o644))
-	n.environ = append([]string{
-		"PATH=" + shared + ":/usr/local/bin:/usr/bin:/bin",
-		"CANHAZGPU_CONFIG=" + cfg,
+	lines := []string{
+		fmt.Sprintf("node = %q", n.name),
 		// TCP rather than the socket: the socket's directory is private.
-		"CANHAZGPU_REDIS_URL=" + srv.URL(),
-		"CANHAZGPU_NODE=" + n.name,
-		"CANHAZGPU_GPU_PROVIDER=fake",
-		"CANHAZGPU_GPU_FAKE_FILE=" + n.gpuFile,
-	}, env...)
+		fmt.Sprintf("redis.url = %q", srv.URL()),
+		`gpu.provider = "fake"`,
+		fmt.Sprintf("gpu.fake_file = %q", n.gpuFile),
+	}
+	// Root's commands name the node's config; users' have it compiled in.
+	n.environ = []string{"PATH=" + shared + ":/usr/local/bin:/usr/bin:/bin", "CANHAZGPU_CONFIG=" + n.cfgFile}
+	for _, e := range extra {
+		if strings.Contains(e, " = ") {
+			lines = append(lines, e)
+		} else {
+			n.environ = append(n.environ, e)
+		}
+	}
+	require.NoError(t, os.WriteFile(n.cfgFile, []byte(strings.Join(lines, "\n")+"\n"), 0o644))
+	r := n.run("admin", "--register")
+	require.Equal(t, 0, r.code, r.stderr)
 	return n
 }
 
@@ -109,18 +125,39 @@ type result struct {
 	code           int
 }
 
-// command prepares canhazgpu as root (user "") or, through runuser, as a
-// test account.
+// command prepares canhazgpu as root (user "", naming the node's config
+// with CANHAZGPU_CONFIG, as only root may) or, through runuser, as a test
+// account (with the node's config compiled in, as a package installs it).
 func (n *node) command(user string, args ...string) *exec.Cmd {
 	var cmd *exec.Cmd
 	if user == "" {
 		cmd = exec.Command(bin, args...)
+		cmd.Env = n.environ
 	} else {
-		cmd = exec.Command("runuser", append([]string{"-u", user, "--", bin}, args...)...)
+		cmd = exec.Command("runuser", append([]string{"-u", user, "--", n.userBinary()}, args...)...)
+		cmd.Env = n.userEnviron()
 	}
-	cmd.Env = n.environ
 	cmd.Dir = n.dir
 	return cmd
+}
+
+// userEnviron is the environment of a test account's command: without
+// CANHAZGPU_CONFIG, which only root may set.
+func (n *node) userEnviron() []string {
+	return slices.DeleteFunc(slices.Clone(n.environ), func(e string) bool { return strings.HasPrefix(e, "CANHAZGPU_CONFIG=") })
+}
+
+// userBinary is canhazgpu built with this node's config as its system
+// file: what test accounts run.
+func (n *node) userBinary() string {
+	n.t.Helper()
+	if n.userBin == "" {
+		dir, err := buildtest.BuildWithSystemFile(map[string]string{"canhazgpu": "canhazgpu/cmd/canhazgpu"}, n.cfgFile)
+		require.NoError(n.t, err)
+		n.t.Cleanup(func() { os.RemoveAll(dir) })
+		n.userBin = filepath.Join(dir, "canhazgpu")
+	}
+	return n.userBin
 }
 
 func (n *node) run(args ...string) result { n.t.Helper(); return n.runAs("", args...) }

@@ -63,7 +63,7 @@ func TestRunExitStatusAndRelease(t *testing.T) {
 }
 
 func TestRunWaitsForBusyGPUs(t *testing.T) {
-	n := newNode(t, idleGPUs(1), "CANHAZGPU_QUEUE_POLL_INTERVAL=50ms")
+	n := newNode(t, idleGPUs(1), `queue.poll_interval = "50ms"`)
 	require.Equal(t, 0, n.run("reserve", "--user", "zoe").code)
 	cmd := n.command("", "run", "--wait", "1m", "--", "sh", "-c", "echo got $CUDA_VISIBLE_DEVICES")
 	var out, errw bytes.Buffer

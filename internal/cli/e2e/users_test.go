@@ -32,8 +32,8 @@ func (n *node) startAs(t *testing.T, account string, args ...string) *exec.Cmd {
 	require.NoError(t, err)
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	cmd := exec.Command(bin, args...)
-	cmd.Env, cmd.Dir = n.environ, n.dir
+	cmd := exec.Command(n.userBinary(), args...)
+	cmd.Env, cmd.Dir = n.userEnviron(), n.dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
 	require.NoError(t, cmd.Start())
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
@@ -43,7 +43,7 @@ func (n *node) startAs(t *testing.T, account string, args ...string) *exec.Cmd {
 func TestAccountsCannotReleaseOrRenewEachOthersReservations(t *testing.T) {
 	ensureAccount(t, userA)
 	ensureAccount(t, userB)
-	n := newNode(t, idleGPUs(3), "CANHAZGPU_RUN_HEARTBEAT_INTERVAL=200ms", "CANHAZGPU_RUN_HEARTBEAT_TIMEOUT=3s",
+	n := newNode(t, idleGPUs(3), `run.heartbeat_interval = "200ms"`, `run.heartbeat_timeout = "3s"`,
 		// The identity is the uid of the process: $USER changes nothing.
 		"USER="+userB, "LOGNAME="+userB)
 	ctx := context.Background()
@@ -113,7 +113,7 @@ func TestAccountsCannotReleaseOrRenewEachOthersReservations(t *testing.T) {
 func TestAdminGroupMembersMayActForOthers(t *testing.T) {
 	ensureAccount(t, userA)
 	ensureAccount(t, userC, adminGroup)
-	n := newNode(t, idleGPUs(2), "CANHAZGPU_ADMIN_GROUP="+adminGroup)
+	n := newNode(t, idleGPUs(2), `admin.group = "`+adminGroup+`"`)
 	r := n.runAs(userC, "reserve", "--user", userA, "--gpu-ids", "1")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Equal(t, map[int]string{1: userA}, n.reservations())
