@@ -228,7 +228,7 @@ func readRepo(t *testing.T, path string) []byte {
 func TestMetadata(t *testing.T) {
 	needDeb(t)
 	fields := output(t, "dpkg-deb", "-f", debFile, "Package", "Version", "Depends", "Recommends", "Suggests")
-	require.Equal(t, "Package: canhazgpu\nVersion: "+testPkgVersion+"\nDepends: libc6\nRecommends: redis-server\nSuggests: python3\n", fields)
+	require.Equal(t, "Package: canhazgpu\nVersion: "+testPkgVersion+"\nDepends: libc6, passwd\nRecommends: redis-server\nSuggests: python3\n", fields)
 
 	needTool(t, "rpm")
 	require.Equal(t, "canhazgpu "+testPkgVersion+"\n", output(t, "rpm", "-qp", "--qf", "%{NAME} %{VERSION}\n", rpmFile))
@@ -440,6 +440,16 @@ func TestInstall(t *testing.T) {
 		}
 	}
 
+	t.Run("setgid CLI and secrets directory", func(t *testing.T) {
+		// The group alone may read the CLI's store credential; the CLI is
+		// setgid to it; the secrets directory is root's, searchable by it.
+		require.Equal(t, "root canhazgpu 2755\n", output(t, "stat", "-c", "%U %G %a", "/usr/bin/canhazgpu"))
+		require.Equal(t, "root canhazgpu 750\n", output(t, "stat", "-c", "%U %G %a", "/etc/canhazgpu/secrets"))
+		require.Equal(t, "root canhazgpu 2755 /usr/bin/canhazgpu\n", output(t, "dpkg-statoverride", "--list", "/usr/bin/canhazgpu"))
+		// Other programs are not setgid.
+		require.Equal(t, "root root 755\n", output(t, "stat", "-c", "%U %G %a", "/usr/bin/canhazgpu-healthcheck"))
+	})
+
 	t.Run("version", func(t *testing.T) {
 		out := output(t, "/usr/bin/canhazgpu", "version")
 		for _, s := range []string{testVersion, testCommit, testDate} {
@@ -569,6 +579,10 @@ func TestInstall(t *testing.T) {
 
 	dpkg("--purge", "canhazgpu")
 	require.Empty(t, left())
+	_, err = os.Stat("/etc/canhazgpu")
+	require.ErrorIs(t, err, fs.ErrNotExist, "purge removes the secrets directory too")
+	out, err := exec.Command("dpkg-statoverride", "--list", "/usr/bin/canhazgpu").CombinedOutput()
+	require.Error(t, err, "no mode override is left: %s", out)
 	// dpkg forgets the package, or remembers it as not installed.
 	require.True(t, status() == "" || strings.HasSuffix(status(), " not-installed"), status())
 }

@@ -1,0 +1,20 @@
+#!/bin/sh
+# canhazgpu post-remove, for the .deb ("remove", "purge", ...) and the .rpm
+# (the number of versions left: 0 when it is gone). The canhazgpu group
+# stays, as Debian leaves system groups: files may still carry its id.
+set -e
+
+case "$1" in
+remove | purge)
+	if dpkg-statoverride --list /usr/bin/canhazgpu >/dev/null; then
+		dpkg-statoverride --remove /usr/bin/canhazgpu
+	fi
+	if [ "$1" = purge ]; then
+		# The secrets are configuration the package set up; purge removes
+		# them with the rest of /etc/canhazgpu.
+		rm -rf /etc/canhazgpu/secrets
+		rmdir /etc/canhazgpu 2>/dev/null || true
+	fi
+	;;
+esac
+exit 0
