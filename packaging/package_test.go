@@ -238,7 +238,7 @@ func TestMetadata(t *testing.T) {
 			requires = append(requires, strings.TrimSpace(line))
 		}
 	}
-	require.Equal(t, []string{"glibc"}, requires, "no dependency on a GPU driver")
+	require.Equal(t, []string{"glibc", "shadow-utils"}, requires, "no dependency on a GPU driver; groupadd for the canhazgpu group")
 	require.Equal(t, "redis\n", output(t, "rpm", "-qp", "--recommends", rpmFile))
 	require.Equal(t, "python3\n", output(t, "rpm", "-qp", "--suggests", rpmFile))
 }
