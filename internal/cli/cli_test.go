@@ -97,6 +97,7 @@ func TestExitCodesAndErrorLines(t *testing.T) {
 		{&allocator.ShortageError{Requested: 3, Available: 1, Unreserved: 2}, 1,
 			"Error: Not enough GPUs available. Requested: 3, Available: 1 (2 GPUs in use without reservation - run 'canhazgpu status' for details)"},
 		{errors.New("two\nlines"), 1, "Error: two lines"},
+		{errors.New("GPU 0 is reserved by \u202eeve\x1b]0;x\a"), 1, `Error: GPU 0 is reserved by \u202eeve\x1b]0;x\x07`},
 		{allocator.ErrUnavailable, 1, "Error: reservation store unavailable (is the Redis server running, and does redis.url or CANHAZGPU_REDIS_URL point at it?)"},
 	} {
 		require.Equal(t, c.code, ExitCode(c.err), "%v", c.err)

@@ -76,7 +76,7 @@ func runRelease(ctx context.Context, inv *invocation, a *releaseArgs) error {
 // nothing to release, and fails naming each GPU held by someone else.
 func reportRelease(env *Env, names gpuNamer, node, user string, named []string, done allocator.Released) error {
 	if len(done.GPUs) > 0 {
-		fmt.Fprintf(env.Stdout, "Released %s on node %s: %s\n", plural(len(done.GPUs), "GPU"), node, names.list(done.GPUs))
+		writeLine(env.Stdout, "Released %s on node %s: %s", plural(len(done.GPUs), "GPU"), node, names.list(done.GPUs))
 	}
 	var untouched []string
 	for _, u := range named {
@@ -87,9 +87,9 @@ func reportRelease(env *Env, names gpuNamer, node, user string, named []string, 
 	}
 	switch {
 	case len(untouched) > 0:
-		fmt.Fprintf(env.Stdout, "No manual or run reservation of %s to release on GPU %s.\n", user, names.list(untouched))
+		writeLine(env.Stdout, "No manual or run reservation of %s to release on GPU %s.", user, names.list(untouched))
 	case len(named) == 0 && len(done.GPUs) == 0:
-		fmt.Fprintf(env.Stdout, "No manual reservations of %s to release on node %s.\n", user, node)
+		writeLine(env.Stdout, "No manual reservations of %s to release on node %s.", user, node)
 	}
 	if len(done.Refused) == 0 {
 		return nil
