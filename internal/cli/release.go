@@ -26,9 +26,10 @@ func releaseCommand() *command {
 		short: "Release your manual reservations early",
 		long: `Without --gpu-ids, every manual reservation of yours on this node ends. With
 --gpu-ids, the listed GPUs are released when they are yours, run reservations
-included; a listed GPU held by someone else is refused and reported, and the
-exit status is then 1. Only the owner, root or the admin group can release a
-reservation ('canhazgpu admin --release').`,
+included; a listed GPU held by someone else, batch jobs included, is refused
+and reported with its holder, and the exit status is then 1. Only the owner,
+root or the admin group can release a reservation ('canhazgpu admin
+--release').`,
 		examples: []string{
 			"canhazgpu release",
 			"canhazgpu release --gpu-ids 0,3",
@@ -96,7 +97,19 @@ func reportRelease(env *Env, names gpuNamer, node, user string, named []string, 
 	}
 	var parts []string
 	for _, r := range done.Refused {
-		parts = append(parts, fmt.Sprintf("GPU %s is reserved by %s (%s), not by %s", names.name(r.GPU), r.User, r.Kind, user))
+		parts = append(parts, fmt.Sprintf("GPU %s is reserved by %s (%s), not by %s", names.name(r.GPU), r.User, holding(r), user))
 	}
 	return errors.New(strings.Join(parts, "; ") + ": only the owner, root or the admin group may release it")
+}
+
+// holding says what kind of reservation holds a GPU: "manual", "run",
+// "slurm job 42", or that it is held for a request waiting in the queue.
+func holding(r allocator.Reservation) string {
+	switch {
+	case r.Queued:
+		return string(r.Kind) + ", held for a waiting request"
+	case r.Kind.Batch():
+		return string(r.Kind) + " job " + r.JobID
+	}
+	return string(r.Kind)
 }
