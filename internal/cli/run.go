@@ -58,6 +58,10 @@ taken over after missed heartbeats), canhazgpu warns and stops CMD.`,
 			if len(argv) == 0 {
 				return usagef("no command given: want canhazgpu run [flags] -- CMD ARGS...")
 			}
+			if argv[0] == "" {
+				// Looked up in PATH, "" names each directory itself.
+				return badValue("command name", "", "the name or path of a program, as in canhazgpu run [flags] -- CMD ARGS...")
+			}
 			return runRun(ctx, inv, &a, argv)
 		},
 	}
