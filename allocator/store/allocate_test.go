@@ -210,6 +210,51 @@ func TestReleaseOnlyOwnAndRefusesNamedOthers(t *testing.T) {
 	require.Len(t, r.GPUs, 2, "admin release of anyone's")
 }
 
+// A named GPU of someone else is refused whatever holds it: a batch job or
+// a hold for a waiting request, which a release of manual and run
+// reservations would otherwise pass over as "nothing to release".
+func TestReleaseRefusesNamedBatchAndQueueHoldsOfOthers(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 3)
+	_, err := s.Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindSlurm,
+		User: "alice", JobID: "42", GPUs: []string{uuid(0)}})
+	require.NoError(t, err)
+	_, err = s.Allocate(ctx, manual("alice", 1)) // 1
+	require.NoError(t, err)
+	_, err = s.Enqueue(ctx, allocator.QueueEntry{ID: "carol-1", Kind: allocator.KindManual, User: "carol", Count: 2}, time.Minute)
+	require.NoError(t, err)
+	waiting := manual("carol", 2)
+	waiting.QueueEntry = "carol-1"
+	_, err = s.Allocate(ctx, waiting)
+	var pending *allocator.PendingError
+	require.ErrorAs(t, err, &pending, "carol holds GPU 2 while she waits")
+	require.Equal(t, []string{uuid(2)}, pending.Allocated)
+
+	mine := []allocator.Kind{allocator.KindManual, allocator.KindRun}
+	r, err := s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: "bob", Kinds: mine,
+		GPUs: []string{uuid(0), uuid(2)}})
+	require.NoError(t, err)
+	require.Empty(t, r.GPUs)
+	require.Len(t, r.Refused, 2)
+	require.Equal(t, uuid(0), r.Refused[0].GPU)
+	require.Equal(t, "alice", r.Refused[0].User)
+	require.Equal(t, allocator.KindSlurm, r.Refused[0].Kind)
+	require.Equal(t, "42", r.Refused[0].JobID)
+	require.Equal(t, uuid(2), r.Refused[1].GPU)
+	require.Equal(t, "carol", r.Refused[1].User)
+	require.True(t, r.Refused[1].Queued)
+
+	// The owner's own batch GPU is not refused: it is simply not a kind
+	// this release ends.
+	r, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: "alice", Kinds: mine, GPUs: []string{uuid(0)}})
+	require.NoError(t, err)
+	require.Empty(t, r.GPUs)
+	require.Empty(t, r.Refused)
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Len(t, snap.Reservations, 3, "nothing was released")
+}
+
 func TestRenewNeedsOwnerAndToken(t *testing.T) {
 	ctx := context.Background()
 	s := newNode(t, 2)

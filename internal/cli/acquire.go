@@ -179,7 +179,7 @@ func waitInQueue(ctx context.Context, env *Env, cfg *config.Config, node *localn
 		}
 		if err != nil {
 			if err.Error() != lastErr {
-				fmt.Fprintf(env.Stderr, "canhazgpu: warning: %v; still waiting\n", err)
+				writeLine(env.Stderr, "canhazgpu: warning: %v; still waiting", err)
 				lastErr = err.Error()
 			}
 			continue
@@ -213,7 +213,7 @@ func waitInQueue(ctx context.Context, env *Env, cfg *config.Config, node *localn
 			return allocator.Grant{}, err
 		default:
 			if err.Error() != lastErr {
-				fmt.Fprintf(env.Stderr, "canhazgpu: warning: %v; still waiting\n", err)
+				writeLine(env.Stderr, "canhazgpu: warning: %v; still waiting", err)
 				lastErr = err.Error()
 			}
 		}

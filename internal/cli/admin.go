@@ -117,7 +117,7 @@ func runAdmin(ctx context.Context, inv *invocation, a *adminArgs) error {
 		names := newGPUNamer(nil, snap.GPUs)
 		for _, u := range done.GPUs {
 			r := snap.Reservations[u]
-			fmt.Fprintf(out, "Released GPU %s on node %s (held by %s, %s).\n", names.name(u), cfg.Node, r.User, r.Kind)
+			writeLine(out, "Released GPU %s on node %s (held by %s, %s).", names.name(u), cfg.Node, r.User, r.Kind)
 		}
 		return nil
 	}

@@ -104,7 +104,7 @@ func Run(ctx context.Context, args []string, env *Env) error {
 	root.SetInterspersed(false)
 	rootGlobal := config.AddFlags(root)
 	version := root.Bool("version", false, "print the version and exit")
-	if err := root.Parse(args); err != nil {
+	if err := parseFlags(root, args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return writeRootHelp(env.Stdout, cmds, root)
 		}
@@ -129,11 +129,14 @@ func Run(ctx context.Context, args []string, env *Env) error {
 	global := newFlagSet(name)
 	inv.global = append(inv.global, config.AddFlags(global))
 	cmd.flags.AddFlagSet(global)
-	if err := cmd.flags.Parse(rest); err != nil {
+	if err := parseFlags(cmd.flags, rest); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return writeHelp(env.Stdout, cmd, global)
 		}
 		return flagError("canhazgpu "+name, cmd.flags, err)
+	}
+	if err := checkGlobalFlags(root, global); err != nil {
+		return err
 	}
 	return cmd.run(ctx, inv, cmd.flags.Args())
 }

@@ -97,10 +97,44 @@ func TestExitCodesAndErrorLines(t *testing.T) {
 		{&allocator.ShortageError{Requested: 3, Available: 1, Unreserved: 2}, 1,
 			"Error: Not enough GPUs available. Requested: 3, Available: 1 (2 GPUs in use without reservation - run 'canhazgpu status' for details)"},
 		{errors.New("two\nlines"), 1, "Error: two lines"},
+		{errors.New("GPU 0 is reserved by \u202eeve\x1b]0;x\a"), 1, `Error: GPU 0 is reserved by \u202eeve\x1b]0;x\x07`},
 		{allocator.ErrUnavailable, 1, "Error: reservation store unavailable (is the Redis server running, and does redis.url or CANHAZGPU_REDIS_URL point at it?)"},
 	} {
 		require.Equal(t, c.code, ExitCode(c.err), "%v", c.err)
 		require.Equal(t, c.line, ErrorLine(c.err), "%v", c.err)
+	}
+}
+
+// Command lines pflag would accept but the user cannot have meant: a flag
+// given twice (the last would silently win), a global flag given an empty
+// value (the default would silently be used), an empty command name. Each
+// is one usage line naming the flag or value, before anything is opened.
+func TestRepeatedFlagsEmptyGlobalsAndEmptyCommand(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		line string
+	}{
+		{[]string{"reserve", "--gpus", "1", "--gpus", "2"}, `Error: flag --gpus given twice ("1", then "2"): want each flag at most once`},
+		{[]string{"reserve", "-g", "1", "-g2"}, `Error: flag --gpus given twice ("1", then "2"): want each flag at most once`},
+		{[]string{"run", "--timeout", "1h", "--timeout=1h", "--", "true"}, `Error: flag --timeout given twice ("1h", then "1h"): want each flag at most once`},
+		{[]string{"reserve", "--wait", "--wait=1h"}, `Error: flag --wait given twice ("forever", then "1h"): want each flag at most once`},
+		{[]string{"--memory-threshold", "1", "--memory-threshold", "2", "status"}, `Error: flag --memory-threshold given twice ("1", then "2"): want each flag at most once`},
+		{[]string{"--redis-url", "redis://a:1/0", "queue", "--redis-url", "redis://b:1/0"}, `Error: flag --redis-url given twice ("redis://a:1/0", then "redis://b:1/0"): want each flag at most once`},
+		{[]string{"--version", "--version"}, `Error: flag --version given twice ("true", then "true"): want each flag at most once`},
+		{[]string{"--node", "", "status"}, `Error: invalid --node "": want a non-empty value, or no --node at all for the default`},
+		{[]string{"status", "--node", ""}, `Error: invalid --node "": want a non-empty value, or no --node at all for the default`},
+		{[]string{"report", "--fake-file="}, `Error: invalid --fake-file "": want a non-empty value, or no --fake-file at all for the default`},
+		{[]string{"run", "--", ""}, `Error: invalid command name "": want the name or path of a program, as in canhazgpu run [flags] -- CMD ARGS...`},
+		{[]string{"run", ""}, `Error: invalid command name "": want the name or path of a program, as in canhazgpu run [flags] -- CMD ARGS...`},
+		{[]string{"run", "--"}, `Error: no command given: want canhazgpu run [flags] -- CMD ARGS...`},
+	} {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			var out strings.Builder
+			err := Run(context.Background(), c.args, &Env{Stdout: &out, Stderr: &out})
+			require.Equal(t, 2, ExitCode(err), "%v", err)
+			require.Equal(t, c.line, ErrorLine(err))
+			require.Empty(t, out.String())
+		})
 	}
 }
 

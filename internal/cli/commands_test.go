@@ -69,6 +69,34 @@ func TestReserveReleaseAndOwnership(t *testing.T) {
 	require.Equal(t, "No manual reservations of alice to release on node "+f.node+".\n", r.stdout)
 }
 
+// Naming another user's batch GPU is refused like any other GPU of theirs:
+// exit 1 and one line naming the holder and the job, nothing released.
+func TestReleaseRefusesAnotherUsersBatchGPU(t *testing.T) {
+	f := newFixture(t, idleGPUs(2))
+	require.Equal(t, 0, f.run(alice, "status").code, "registers the GPUs")
+	ctx := context.Background()
+	snap, err := f.store().Snapshot(ctx)
+	require.NoError(t, err)
+	gpu1, ok := snap.GPUByIndex(1)
+	require.True(t, ok)
+	_, err = f.store().Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindSlurm,
+		User: "alice", JobID: "4242", GPUs: []string{gpu1.UUID}})
+	require.NoError(t, err)
+
+	r := f.run(bob, "release", "--gpu-ids", "1")
+	require.Equal(t, 1, r.code)
+	require.Empty(t, r.stdout)
+	require.Equal(t, "Error: GPU 1 is reserved by alice (slurm job 4242), not by bob: only the owner, root or the admin group may release it\n", r.stderr)
+
+	// Its owner's release of manual and run reservations passes it over.
+	r = f.run(alice, "release", "--gpu-ids", "1")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, "No manual or run reservation of alice to release on GPU 1.\n", r.stdout)
+	snap, err = f.store().Snapshot(ctx)
+	require.NoError(t, err)
+	require.Equal(t, "4242", snap.Reservations[gpu1.UUID].JobID, "the job keeps its GPU")
+}
+
 func itoa(i int) string { return strconv.Itoa(i) }
 
 func TestAdminGroupMayActForOthers(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"canhazgpu/allocator"
+	"canhazgpu/internal/termsafe"
 )
 
 // usageError is a bad command line: an unknown command or flag, a bad value,
@@ -74,7 +75,8 @@ func ErrorLine(err error) string {
 	if errors.Is(err, allocator.ErrUnavailable) {
 		msg += " (is the Redis server running, and does redis.url or CANHAZGPU_REDIS_URL point at it?)"
 	}
-	// One line, whatever a wrapped error carried.
+	// One line, whatever a wrapped error carried, and nothing in it that
+	// acts on the terminal: errors quote names and values others chose.
 	msg = strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(msg)
-	return "Error: " + msg
+	return "Error: " + termsafe.Escape(msg)
 }

@@ -23,7 +23,8 @@ type valueError struct{ accepted string }
 
 func (e *valueError) Error() string { return "want " + e.accepted }
 
-const durationAccepted = "a positive duration such as 30s, 30m, 2h, 1d, 0.5h or 1h30m"
+var durationAccepted = "a positive duration such as 30s, 30m, 2h, 1d, 0.5h or 1h30m (each unit once, largest first; at most " +
+	config.Duration(config.MaxDuration).String() + ")"
 
 // countValue is a whole number from 1 to max.
 type countValue struct {
@@ -171,6 +172,48 @@ type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
+// parseFlags parses args into fs like fs.Parse, but refuses a flag given
+// twice: pflag lets the last value win, so `--gpus 1 --gpus 2` would take
+// two GPUs and drop what was typed first without a word.
+func parseFlags(fs *pflag.FlagSet, args []string) error {
+	given := map[string]string{}
+	return fs.ParseAll(args, func(f *pflag.Flag, value string) error {
+		if first, seen := given[f.Name]; seen {
+			return &repeatedFlagError{name: f.Name, first: first, again: value}
+		}
+		given[f.Name] = value
+		return fs.Set(f.Name, value)
+	})
+}
+
+// repeatedFlagError is a flag given twice, on one side of the command name
+// or on both.
+type repeatedFlagError struct{ name, first, again string }
+
+func (e *repeatedFlagError) Error() string {
+	return fmt.Sprintf("flag --%s given twice (%q, then %q): want each flag at most once", e.name, e.first, e.again)
+}
+
+// checkGlobalFlags judges the global flags once both sides of the command
+// name are parsed (root: before it, global: after it). A flag on both sides
+// is given twice. A flag given an empty value is refused: the settings take
+// an empty value as "not set", so an empty --node would quietly become the
+// hostname and an empty --config the default file.
+func checkGlobalFlags(root, global *pflag.FlagSet) error {
+	var err error
+	global.VisitAll(func(after *pflag.Flag) {
+		before := root.Lookup(after.Name)
+		switch {
+		case err != nil || before == nil:
+		case before.Changed && after.Changed:
+			err = &usageError{&repeatedFlagError{name: after.Name, first: before.Value.String(), again: after.Value.String()}}
+		case before.Changed && before.Value.String() == "", after.Changed && after.Value.String() == "":
+			err = badValue("--"+after.Name, "", "a non-empty value, or no --"+after.Name+" at all for the default")
+		}
+	})
+	return err
+}
+
 // flagError rewrites a pflag parse error as a usage error naming the flag,
 // the value and what is accepted.
 func flagError(cmd string, fs *pflag.FlagSet, err error) error {
@@ -178,7 +221,10 @@ func flagError(cmd string, fs *pflag.FlagSet, err error) error {
 	var missing *pflag.ValueRequiredError
 	var unknown *pflag.NotExistError
 	var syntax *pflag.InvalidSyntaxError
+	var repeated *repeatedFlagError
 	switch {
+	case errors.As(err, &repeated):
+		return &usageError{err}
 	case errors.As(err, &invalid):
 		f := invalid.GetFlag()
 		accepted := ""

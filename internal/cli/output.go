@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"canhazgpu/internal/termsafe"
 )
 
 // jsonVersion is the "version" field of every JSON document canhazgpu
@@ -30,17 +32,29 @@ func jsonTime(t time.Time) *string {
 	return &s
 }
 
+// writeLine prints one line of human output. The text is escaped as a
+// whole (termsafe): user names, notes, node names and errors quoted in it
+// come from other people, and the format strings hold nothing to escape.
+func writeLine(w io.Writer, format string, args ...any) error {
+	_, err := io.WriteString(w, termsafe.Escape(fmt.Sprintf(format, args...))+"\n")
+	return err
+}
+
 // writeTable prints rows under a header, each column as wide as its widest
 // cell, one space between columns, a line of dashes under each header, and
-// no trailing spaces.
+// no trailing spaces. Every cell is escaped (termsafe) before it is
+// measured: cells hold user names, notes and command lines of others.
 func writeTable(w io.Writer, header []string, rows [][]string) error {
 	widths := make([]int, len(header))
 	for i, h := range header {
 		widths[i] = utf8.RuneCountInString(h)
 	}
-	for _, r := range rows {
-		for i, c := range r {
-			widths[i] = max(widths[i], utf8.RuneCountInString(c))
+	safe := make([][]string, len(rows))
+	for i, r := range rows {
+		safe[i] = make([]string, len(r))
+		for j, c := range r {
+			safe[i][j] = termsafe.Escape(c)
+			widths[j] = max(widths[j], utf8.RuneCountInString(safe[i][j]))
 		}
 	}
 	var b strings.Builder
@@ -62,7 +76,7 @@ func writeTable(w io.Writer, header []string, rows [][]string) error {
 		dashes[i] = strings.Repeat("-", widths[i])
 	}
 	line(dashes)
-	for _, r := range rows {
+	for _, r := range safe {
 		line(r)
 	}
 	_, err := io.WriteString(w, b.String())

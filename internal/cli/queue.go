@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"strconv"
 	"time"
@@ -98,8 +97,7 @@ func queueDocOf(snap *allocator.Snapshot) queueDoc {
 
 func writeQueue(w io.Writer, snap *allocator.Snapshot) error {
 	if len(snap.Queue) == 0 {
-		_, err := fmt.Fprintf(w, "No requests waiting on node %s.\n", snap.Node)
-		return err
+		return writeLine(w, "No requests waiting on node %s.", snap.Node)
 	}
 	names := newGPUNamer(nil, snap.GPUs)
 	rows := make([][]string, 0, len(snap.Queue))
@@ -119,6 +117,5 @@ func writeQueue(w io.Writer, snap *allocator.Snapshot) error {
 	if err := writeTable(w, []string{"POSITION", "USER", "TYPE", "REQUESTED", "HELD", "WAITING"}, rows); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "%s waiting for %s on node %s.\n", plural(len(snap.Queue), "request"), plural(total, "GPU"), snap.Node)
-	return err
+	return writeLine(w, "%s waiting for %s on node %s.", plural(len(snap.Queue), "request"), plural(total, "GPU"), snap.Node)
 }

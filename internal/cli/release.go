@@ -26,9 +26,10 @@ func releaseCommand() *command {
 		short: "Release your manual reservations early",
 		long: `Without --gpu-ids, every manual reservation of yours on this node ends. With
 --gpu-ids, the listed GPUs are released when they are yours, run reservations
-included; a listed GPU held by someone else is refused and reported, and the
-exit status is then 1. Only the owner, root or the admin group can release a
-reservation ('canhazgpu admin --release').`,
+included; a listed GPU held by someone else, batch jobs included, is refused
+and reported with its holder, and the exit status is then 1. Only the owner,
+root or the admin group can release a reservation ('canhazgpu admin
+--release').`,
 		examples: []string{
 			"canhazgpu release",
 			"canhazgpu release --gpu-ids 0,3",
@@ -76,7 +77,7 @@ func runRelease(ctx context.Context, inv *invocation, a *releaseArgs) error {
 // nothing to release, and fails naming each GPU held by someone else.
 func reportRelease(env *Env, names gpuNamer, node, user string, named []string, done allocator.Released) error {
 	if len(done.GPUs) > 0 {
-		fmt.Fprintf(env.Stdout, "Released %s on node %s: %s\n", plural(len(done.GPUs), "GPU"), node, names.list(done.GPUs))
+		writeLine(env.Stdout, "Released %s on node %s: %s", plural(len(done.GPUs), "GPU"), node, names.list(done.GPUs))
 	}
 	var untouched []string
 	for _, u := range named {
@@ -87,16 +88,28 @@ func reportRelease(env *Env, names gpuNamer, node, user string, named []string, 
 	}
 	switch {
 	case len(untouched) > 0:
-		fmt.Fprintf(env.Stdout, "No manual or run reservation of %s to release on GPU %s.\n", user, names.list(untouched))
+		writeLine(env.Stdout, "No manual or run reservation of %s to release on GPU %s.", user, names.list(untouched))
 	case len(named) == 0 && len(done.GPUs) == 0:
-		fmt.Fprintf(env.Stdout, "No manual reservations of %s to release on node %s.\n", user, node)
+		writeLine(env.Stdout, "No manual reservations of %s to release on node %s.", user, node)
 	}
 	if len(done.Refused) == 0 {
 		return nil
 	}
 	var parts []string
 	for _, r := range done.Refused {
-		parts = append(parts, fmt.Sprintf("GPU %s is reserved by %s (%s), not by %s", names.name(r.GPU), r.User, r.Kind, user))
+		parts = append(parts, fmt.Sprintf("GPU %s is reserved by %s (%s), not by %s", names.name(r.GPU), r.User, holding(r), user))
 	}
 	return errors.New(strings.Join(parts, "; ") + ": only the owner, root or the admin group may release it")
+}
+
+// holding says what kind of reservation holds a GPU: "manual", "run",
+// "slurm job 42", or that it is held for a request waiting in the queue.
+func holding(r allocator.Reservation) string {
+	switch {
+	case r.Queued:
+		return string(r.Kind) + ", held for a waiting request"
+	case r.Kind.Batch():
+		return string(r.Kind) + " job " + r.JobID
+	}
+	return string(r.Kind)
 }

@@ -170,7 +170,7 @@ func formatCenti(c int64) string { return fmt.Sprintf("%d.%02d", c/100, c%100) }
 
 func (r report) write(w io.Writer) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "GPU usage over the last %s, %s to %s, nodes: %s\n", plural(r.days, "day"),
+	writeLine(&b, "GPU usage over the last %s, %s to %s, nodes: %s", plural(r.days, "day"),
 		r.start.UTC().Format("2006-01-02 15:04 UTC"), r.end.UTC().Format("2006-01-02 15:04 UTC"), strings.Join(r.nodes, ", "))
 	if len(r.users) == 0 {
 		b.WriteString("No GPU use in this window.\n")

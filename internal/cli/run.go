@@ -58,6 +58,10 @@ taken over after missed heartbeats), canhazgpu warns and stops CMD.`,
 			if len(argv) == 0 {
 				return usagef("no command given: want canhazgpu run [flags] -- CMD ARGS...")
 			}
+			if argv[0] == "" {
+				// Looked up in PATH, "" names each directory itself.
+				return badValue("command name", "", "the name or path of a program, as in canhazgpu run [flags] -- CMD ARGS...")
+			}
 			return runRun(ctx, inv, &a, argv)
 		},
 	}
@@ -107,7 +111,7 @@ func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) err
 	code, runErr := supervise(ctx, supervision{env: env, stderr: stderr, path: path, argv: argv, environ: environ,
 		timeout: timeout, grace: cfg.Run.KillGrace, interval: cfg.Run.HeartbeatInterval, lease: l})
 	if err := l.release(ctx); err != nil {
-		fmt.Fprintf(stderr, "canhazgpu: warning: could not release GPU %s: %v; the reservation lapses %s after the last heartbeat\n",
+		writeLine(stderr, "canhazgpu: warning: could not release GPU %s: %v; the reservation lapses %s after the last heartbeat",
 			ids, err, config.Duration(cfg.Run.HeartbeatTimeout))
 	}
 	if runErr != nil {
@@ -170,7 +174,7 @@ type supervision struct {
 // non-nil error replaces the exit status (the command could not start, or
 // ran without its reservation).
 func supervise(ctx context.Context, s supervision) (int, error) {
-	warn := func(msg string) { fmt.Fprintf(s.stderr, "canhazgpu: %s\n", msg) }
+	warn := func(msg string) { writeLine(s.stderr, "canhazgpu: %s", msg) }
 
 	// Catch before starting, so no signal is lost in between. Caught
 	// signals return to their defaults in the command when it execs.

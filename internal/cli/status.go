@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"strings"
 )
@@ -95,15 +94,22 @@ func runStatus(ctx context.Context, inv *invocation, a statusArgs) error {
 // writeNodeStatus prints one node's table and its health findings.
 func writeNodeStatus(w io.Writer, v nodeView) error {
 	if len(v.GPUs) == 0 {
-		_, err := fmt.Fprintf(w, "No GPUs registered for node %s.\n", v.Node)
-		return err
+		return writeLine(w, "No GPUs registered for node %s.", v.Node)
 	}
 	if err := writeTable(w, statusHeader, statusRows(v)); err != nil {
 		return err
 	}
-	if lines := flagLines(v); len(lines) > 0 {
-		_, err := fmt.Fprintf(w, "Health check findings:\n%s\n", strings.Join(lines, "\n"))
+	lines := flagLines(v)
+	if len(lines) == 0 {
+		return nil
+	}
+	if _, err := io.WriteString(w, "Health check findings:\n"); err != nil {
 		return err
+	}
+	for _, l := range lines {
+		if err := writeLine(w, "%s", l); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -115,9 +121,9 @@ func writeAllNodes(w io.Writer, views []nodeView) error {
 			b.WriteByte('\n')
 		}
 		if v.Local {
-			fmt.Fprintf(&b, "%s (this node)\n", v.Node)
+			writeLine(&b, "%s (this node)", v.Node)
 		} else {
-			fmt.Fprintf(&b, "%s (reservations from the store; GPU usage is seen only on %s itself)\n", v.Node, v.Node)
+			writeLine(&b, "%s (reservations from the store; GPU usage is seen only on %s itself)", v.Node, v.Node)
 		}
 		if err := writeNodeStatus(&b, v); err != nil {
 			return err

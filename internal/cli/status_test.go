@@ -95,6 +95,27 @@ var statusCases = []statusCase{
 		},
 	},
 	{
+		// Text other users chose: a process name and a model flag carrying
+		// escape sequences, a note with a right-to-left override, a job id
+		// with a colour sequence, an account name reversed by an override,
+		// a finding quoting a line separator. Each
+		// shows escaped, and the columns still line up.
+		name: "hostile",
+		state: func(s *allocator.Snapshot, uuid func(int) string) {
+			s.Reservations[uuid(1)] = allocator.Reservation{GPU: uuid(1), Kind: allocator.KindManual, User: "eve", Token: 5,
+				Note: "ok \u202etxt.exe", StartedAt: statusNow.Add(-time.Minute), ExpiresAt: statusNow.Add(time.Hour)}
+			s.Reservations[uuid(2)] = allocator.Reservation{GPU: uuid(2), Kind: allocator.KindSlurm, User: "bob", JobID: "42\x1b[31m",
+				Token: 6, StartedAt: statusNow.Add(-time.Hour)}
+			s.Flags = []allocator.Flag{{GPU: uuid(0), Message: "used by mallory\u2028\x1b[1A", At: statusNow.Add(-time.Minute)}}
+		},
+		rows: []string{
+			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION",
+			`0 in use mallory \x1b]0;root@gpu01\x07org/model WITHOUT RESERVATION 2048MB used by PID 6666 (\x1b[2Jtop)`,
+			`1 in use eve 1m 0s manual org/\u202ellama\u200b expires in 1h 0m 0s; note: ok \u202etxt.exe; also used by \u202enimda WITHOUT RESERVATION (owner eve) 5120MB, 2 processes`,
+			`2 in use bob 1h 0m 0s slurm job 42\x1b[31m no usage detected`,
+		},
+	},
+	{
 		// Beyond the seed: a batch job, someone else's process on a
 		// reserved GPU, a note, a hold for the queue, a registered GPU the
 		// provider lost, use without process information, health findings.

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,19 +13,32 @@ import (
 // durationForms is appended to every duration error so that the user learns
 // what to type instead, wherever the value came from (file, environment, flag).
 const durationForms = "use a positive number with a unit (s, m, h, d; also ms, us, ns), " +
-	"e.g. 30s, 30m, 2h, 1d, 0.5h or 1h30m"
+	"e.g. 30s, 30m, 2h, 1d, 0.5h or 1h30m, each unit once and largest first"
 
-// ParseDuration parses a positive duration. It accepts Go's forms
-// ("1h30m", "0.5h") plus the unit "d" for days of 24 hours ("1d", "1.5d",
-// "1d12h"), because reservations and history ages are naturally counted in
-// days. Empty, zero, negative and malformed values are errors that name the
-// value and the accepted forms.
+// MaxDuration bounds every duration ParseDuration accepts: 100 years of 365
+// days. Anything longer is a typo or an attempt to overflow the arithmetic
+// of expiry times, never a reservation anyone means.
+const MaxDuration = 36500 * 24 * time.Hour
+
+// unitRank orders the units from largest to smallest: a duration names
+// each once, largest first, as "1d12h" and "1h30m" do.
+var unitRank = map[string]int{"d": 0, "h": 1, "m": 2, "s": 3, "ms": 4, "us": 5, "\u00b5s": 5, "\u03bcs": 5, "ns": 6}
+
+// ParseDuration parses a positive duration of at most MaxDuration. It
+// accepts Go's forms ("1h30m", "0.5h") plus the unit "d" for days of 24
+// hours ("1d", "1.5d", "1d12h"), because reservations and history ages are
+// naturally counted in days. Each unit may appear once, largest first:
+// "1d1d" or "30m1h" is more likely a slip than a sum. Empty, zero, negative,
+// malformed and too long values are errors that name the value and what is
+// accepted.
 func ParseDuration(s string) (time.Duration, error) {
 	bad := fmt.Errorf("invalid duration %q: %s", s, durationForms)
+	tooLong := fmt.Errorf("invalid duration %q: too long: at most %s (100 years)", s, formatDuration(MaxDuration))
 	if s == "" {
 		return 0, bad
 	}
 	var total time.Duration
+	lastRank, lastUnit := -1, ""
 	for rest := s; rest != ""; {
 		// Each component is a decimal number followed by a unit. Splitting
 		// here lets "d" be handled like the units time.ParseDuration knows.
@@ -41,21 +55,35 @@ func ParseDuration(s string) (time.Duration, error) {
 		num, unit := rest[:numEnd], rest[numEnd:unitEnd]
 		rest = rest[unitEnd:]
 
+		rank, known := unitRank[unit]
+		if _, err := strconv.ParseFloat(num, 64); !known || err != nil {
+			return 0, bad
+		}
+		switch {
+		case unit == lastUnit:
+			return 0, fmt.Errorf("invalid duration %q: unit %s given twice; %s", s, unit, durationForms)
+		case rank <= lastRank:
+			return 0, fmt.Errorf("invalid duration %q: unit %s after %s; %s", s, unit, lastUnit, durationForms)
+		}
+		lastRank, lastUnit = rank, unit
+
+		// The number and unit are well formed, so time.ParseDuration
+		// fails only when the value overflows.
 		var part time.Duration
 		if unit == "d" {
 			hours, err := time.ParseDuration(num + "h")
 			if err != nil || hours > math.MaxInt64/24 {
-				return 0, bad
+				return 0, tooLong
 			}
 			part = 24 * hours
 		} else {
 			var err error
 			if part, err = time.ParseDuration(num + unit); err != nil {
-				return 0, bad
+				return 0, tooLong
 			}
 		}
-		if part > math.MaxInt64-total {
-			return 0, bad // overflow
+		if part > MaxDuration-total {
+			return 0, tooLong
 		}
 		total += part
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -22,6 +23,12 @@ func TestParseDuration(t *testing.T) {
 		{"1d12h", 36 * time.Hour},
 		{"90d", 90 * 24 * time.Hour},
 		{"250ms", 250 * time.Millisecond},
+		{"1h30m10s500ms", time.Hour + 30*time.Minute + 10*time.Second + 500*time.Millisecond},
+		{"1d0h10s", 24*time.Hour + 10*time.Second},
+		{"2us", 2 * time.Microsecond},
+		{"2\u00b5s", 2 * time.Microsecond},
+		{"36500d", MaxDuration},
+		{"876000h", MaxDuration},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -33,12 +40,42 @@ func TestParseDuration(t *testing.T) {
 }
 
 func TestParseDurationRejects(t *testing.T) {
-	for _, in := range []string{"", "0", "0s", "-5m", "abc", "5x", "1e400h", "5", "h", "1h-5m", "1d 2h", "999999999d", "9223372037s", "106751d24h"} {
+	for _, in := range []string{"", "0", "0s", "-5m", "abc", "5x", "1e400h", "5", "h", "1h-5m", "1d 2h", ".h", "1.2.3h", "1hh"} {
 		t.Run(in, func(t *testing.T) {
 			_, err := ParseDuration(in)
 			require.Error(t, err)
 			require.Contains(t, err.Error(), `"`+in+`"`, "the error names the value")
-			require.Contains(t, err.Error(), "30s, 30m, 2h, 1d, 0.5h or 1h30m", "the error names the accepted forms")
+			require.Contains(t, err.Error(), "30s, 30m, 2h, 1d, 0.5h or 1h30m, each unit once and largest first", "the error names the accepted forms")
+		})
+	}
+}
+
+// A unit given twice or out of order is a slip, not a sum: "1d1d" was
+// more likely meant as 1d than 2d.
+func TestParseDurationRejectsRepeatedAndUnorderedUnits(t *testing.T) {
+	for in, problem := range map[string]string{
+		"1d1d":        "unit d given twice",
+		"1h30m1h":     "unit h after m",
+		"30m1h":       "unit h after m",
+		"1s1m":        "unit m after s",
+		"5ms2s":       "unit s after ms",
+		"1us1\u00b5s": "unit \u00b5s after us",
+		"1h1h":        "unit h given twice",
+	} {
+		t.Run(in, func(t *testing.T) {
+			_, err := ParseDuration(in)
+			require.EqualError(t, err, fmt.Sprintf("invalid duration %q: %s; %s", in, problem, durationForms))
+		})
+	}
+}
+
+// Values past MaxDuration, including those that overflow a time.Duration,
+// are refused as too long rather than wrapped or called malformed.
+func TestParseDurationRejectsTooLong(t *testing.T) {
+	for _, in := range []string{"36500d1ns", "36501d", "876001h", "9223372036s", "9223372037s", "999999999d", "106751d24h", "99999999999999999999.5h"} {
+		t.Run(in, func(t *testing.T) {
+			_, err := ParseDuration(in)
+			require.EqualError(t, err, fmt.Sprintf("invalid duration %q: too long: at most 36500d (100 years)", in))
 		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"canhazgpu/internal/config"
 	"canhazgpu/internal/jobstate"
 	"canhazgpu/internal/localnode"
+	"canhazgpu/internal/termsafe"
 	"canhazgpu/internal/version"
 )
 
@@ -67,9 +68,9 @@ func Main(ctx context.Context, args, env []string, stdout, stderr io.Writer) int
 		switch {
 		case rep.Status != StatusError:
 		case rep.Node == "": // the settings did not load
-			fmt.Fprintf(stderr, "Error: %s\n", rep.Error)
+			fmt.Fprintf(stderr, "Error: %s\n", termsafe.Escape(rep.Error))
 		default:
-			fmt.Fprintf(stderr, "Error: could not check node %s: %s\n", rep.Node, rep.Error)
+			fmt.Fprintf(stderr, "Error: could not check node %s: %s\n", rep.Node, termsafe.Escape(rep.Error))
 		}
 	}
 	code := rep.ExitCode()

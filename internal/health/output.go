@@ -4,21 +4,24 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+
+	"canhazgpu/internal/termsafe"
 )
 
 // WriteHuman prints one line per finding: problems, then what was settled
 // and done, then a summary. A run that could not check prints no summary:
-// its error belongs on stderr.
+// its error belongs on stderr. Messages are escaped (termsafe): they quote
+// account names, job ids and errors that others chose.
 func WriteHuman(w io.Writer, r *Report) error {
 	ew := &errWriter{w: w}
 	for _, v := range r.Violations {
-		ew.printf("problem: %s\n", v.Message)
+		ew.printf("problem: %s\n", termsafe.Escape(v.Message))
 	}
 	for _, s := range r.Settled {
-		ew.printf("settled: %s\n", s.Message)
+		ew.printf("settled: %s\n", termsafe.Escape(s.Message))
 	}
 	for _, a := range r.Actions {
-		ew.printf("%s: %s\n", a.What, a.Message)
+		ew.printf("%s: %s\n", a.What, termsafe.Escape(a.Message))
 	}
 	switch r.Status {
 	case StatusHealthy:

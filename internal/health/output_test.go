@@ -64,6 +64,26 @@ func TestWriteHuman(t *testing.T) {
 	require.Empty(t, b.String(), "the error goes to stderr, from Main")
 }
 
+// Account names, job ids and errors come from other users: the human and
+// NHC lines show them escaped, never raw on the terminal or in NHC's log.
+func TestHumanAndNHCOutputEscapeOthersText(t *testing.T) {
+	r := &Report{Node: "n1", Status: StatusViolations, GPUs: make([]GPUState, 1),
+		Violations: []Violation{{Message: "GPU 0 used by \u202eeve (pid 1, job 7\x1b]0;x\a) without reservation"}},
+		Settled:    []Settled{{Message: "released GPU 0 of slurm job 7\u009b2J"}},
+		Actions:    []Action{{What: "error", Message: "scontrol: \u2066x\u2069"}}}
+	var b bytes.Buffer
+	require.NoError(t, WriteHuman(&b, r))
+	require.Equal(t, `problem: GPU 0 used by \u202eeve (pid 1, job 7\x1b]0;x\x07) without reservation`+"\n"+
+		`settled: released GPU 0 of slurm job 7\u009b2J`+"\n"+
+		`error: scontrol: \u2066x\u2069`+"\n"+
+		"unhealthy: 1 problem on n1\n", b.String())
+
+	b.Reset()
+	require.NoError(t, WriteNHC(&b, r))
+	require.Equal(t, `ERROR:  canhazgpu:  GPU 0 used by \u202eeve (pid 1, job 7 ]0;x ) without reservation`+"\n", b.String())
+	require.Equal(t, `canhazgpu: GPU 0 used by \u202eeve (pid 1, job 7 ]0;x ) without reservation`, Reason(r.Violations))
+}
+
 func TestWriteNHC(t *testing.T) {
 	tests := []struct {
 		name string

@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"canhazgpu/allocator"
+	"canhazgpu/internal/termsafe"
 )
 
 // Prefix starts every drain reason and node comment the check writes. Only
@@ -71,10 +72,11 @@ func Reason(vs []Violation) string {
 }
 
 // oneLine makes text safe for a reason: Slurm stores it verbatim and NHC
-// and sinfo print it in one column, so no control characters and no double
+// and sinfo print it in one column, so no line breaks or other controls,
+// nothing else that acts on a terminal (escaped by termsafe), and no double
 // quotes (shell wrappers quote reasons with them).
 func oneLine(s string) string {
-	return strings.Map(func(r rune) rune {
+	return termsafe.Escape(strings.Map(func(r rune) rune {
 		switch {
 		case r < ' ' || r == 0x7f:
 			return ' '
@@ -82,7 +84,7 @@ func oneLine(s string) string {
 			return '\''
 		}
 		return r
-	}, s)
+	}, s))
 }
 
 // truncate cuts s to at most n bytes on a rune boundary, marking the cut.

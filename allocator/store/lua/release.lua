@@ -9,7 +9,9 @@
 -- ARGV[6] history max age ms  ARGV[7] history max records  ARGV[8] reply ttl ms
 --
 -- Returns JSON: {released="u1,u2", refused="<JSON list of reservations>"}
--- Named GPUs held by another user are refused, never released.
+-- Named GPUs held by another user are refused, never released, whatever
+-- their kind: naming someone else's batch GPU or queue hold is reported, not
+-- passed over as if there were nothing to release.
 local k = {res = KEYS[1], mru = KEYS[2], hist = KEYS[3], req = KEYS[4]}
 local user, kinds, ids, job = ARGV[1], set_of(split(ARGV[2])), split(ARGV[3]), ARGV[4]
 local token = tonumber(ARGV[5])
@@ -40,17 +42,15 @@ local any_kind = next(kinds) == nil
 local released, refused = {}, {}
 for _, uuid in ipairs(ids) do
   local r = res[uuid]
-  if r and r.q == '' and (any_kind or kinds[r.k]) and (job == '' or r.j == job)
-     and (token == 0 or r.t == token) then
-    if user ~= '' and r.u ~= user then
-      if named then
-        r.gpu = uuid
-        refused[#refused + 1] = r
-      end
-    else
-      free(k, uuid, r, now, 'released', max_age, max_n)
-      released[#released + 1] = uuid
+  if r and user ~= '' and r.u ~= user then
+    if named then
+      r.gpu = uuid
+      refused[#refused + 1] = r
     end
+  elseif r and r.q == '' and (any_kind or kinds[r.k]) and (job == '' or r.j == job)
+     and (token == 0 or r.t == token) then
+    free(k, uuid, r, now, 'released', max_age, max_n)
+    released[#released + 1] = uuid
   end
 end
 local reply = {released = table.concat(released, ',')}

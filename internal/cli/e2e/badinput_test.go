@@ -9,6 +9,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+
+	"canhazgpu/allocator"
 )
 
 // storeState reads everything the store keeps for a node, plus the node
@@ -62,7 +64,18 @@ func TestBadInputs(t *testing.T) {
 		{"index": 3, "memory_used_mb": 2048, "processes": [{"pid": 4321, "name": "python3", "user": "mallory", "used_memory_mb": 2048, "cmdline": ["python3"]}]}]}`)
 	r := n.run("reserve", "--user", "holder", "--gpu-ids", "0", "--duration", "1h")
 	require.Equal(t, 0, r.code, r.stderr)
+	// GPU 2 belongs to a batch job of the same account, as the Prolog
+	// would reserve it.
+	ctx := context.Background()
+	snap, err := n.store().Snapshot(ctx)
+	require.NoError(t, err)
+	gpu2, ok := snap.GPUByIndex(2)
+	require.True(t, ok)
+	_, err = n.store().Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindSlurm,
+		User: "holder", JobID: "77", GPUs: []string{gpu2.UUID}})
+	require.NoError(t, err)
 	long := strings.Repeat("x", 201)
+	durationAccepted := "want a positive duration such as 30s, 30m, 2h, 1d, 0.5h or 1h30m (each unit once, largest first; at most 36500d)"
 
 	cases := []struct {
 		as   string // "" root, else a test account
@@ -89,7 +102,22 @@ func TestBadInputs(t *testing.T) {
 		{"", []string{"reserve", "--gpu-ids", ""}, 2, `invalid --gpu-ids "": want GPU indices`},
 		{"", []string{"reserve", "--gpu-ids", "-1"}, 2, `invalid --gpu-ids "-1": want GPU indices`},
 		{"", []string{"reserve", "--gpu-ids", "7"}, 2, `invalid --gpu-ids "7": want indices of this node's GPUs: 0,1,2,3`},
-		{"", []string{"reserve", "--duration", "0"}, 2, `invalid --duration "0": want a positive duration such as 30s, 30m, 2h, 1d, 0.5h or 1h30m`},
+		{"", []string{"reserve", "--duration", "0"}, 2, `invalid --duration "0": ` + durationAccepted},
+		{"", []string{"reserve", "--duration", "1d1d"}, 2, `invalid --duration "1d1d": ` + durationAccepted},
+		{"", []string{"reserve", "--duration", "30m1h"}, 2, `invalid --duration "30m1h": ` + durationAccepted},
+		{"", []string{"reserve", "--duration", "9223372036s"}, 2, `invalid --duration "9223372036s": ` + durationAccepted},
+		{"", []string{"reserve", "--wait=36501d"}, 2, `invalid --wait "36501d": ` + durationAccepted + ", or no value to wait"},
+		{"", []string{"reserve", "--gpus", "1", "--gpus", "2"}, 2, `flag --gpus given twice ("1", then "2"): want each flag at most once`},
+		{"", []string{"reserve", "-g", "1", "--gpus=1"}, 2, `flag --gpus given twice ("1", then "1")`},
+		{"", []string{"reserve", "--duration", "1h", "--duration", "2h"}, 2, `flag --duration given twice ("1h", then "2h")`},
+		{"", []string{"reserve", "--gpu-ids", "1", "--gpu-ids", "3"}, 2, `flag --gpu-ids given twice ("1", then "3")`},
+		{"", []string{"reserve", "--note", "a", "--note", "b"}, 2, `flag --note given twice ("a", then "b")`},
+		{"", []string{"status", "-jj"}, 2, `flag --json given twice ("true", then "true")`},
+		{"", []string{"--node", "a", "--node", "b", "status"}, 2, `flag --node given twice ("a", then "b")`},
+		{"", []string{"--node", "a", "status", "--node", "b"}, 2, `flag --node given twice ("a", then "b")`},
+		{"", []string{"--node", "", "status"}, 2, `invalid --node "": want a non-empty value, or no --node at all for the default`},
+		{"", []string{"status", "--node="}, 2, `invalid --node "": want a non-empty value`},
+		{"", []string{"--config", "", "status"}, 2, `invalid --config "": want a non-empty value, or no --config at all for the default`},
 		{"", []string{"reserve", "--duration", "-5m"}, 2, `invalid --duration "-5m": want a positive duration`},
 		{"", []string{"reserve", "--duration", "5"}, 2, `invalid --duration "5": want a positive duration`},
 		{"", []string{"reserve", "--duration", "forever"}, 2, `invalid --duration "forever": want a positive duration`},
@@ -98,10 +126,13 @@ func TestBadInputs(t *testing.T) {
 		{"", []string{"reserve", "--note", long}, 2, `invalid --note "` + long + `": want one line of at most 200 bytes`},
 		{"", []string{"reserve", "--note", "two\nlines"}, 2, `invalid --note "two\nlines": want one line`},
 		{"", []string{"reserve", "--user", "bad,name"}, 2, `invalid --user "bad,name": want an account name without commas`},
-		{"", []string{"reserve", "--gpus", "3"}, 1, "Not enough GPUs available. Requested: 3, Available: 2 (1 GPUs in use without reservation - run 'canhazgpu status' for details)"},
+		{"", []string{"reserve", "--gpus", "3"}, 1, "Not enough GPUs available. Requested: 3, Available: 1 (1 GPUs in use without reservation - run 'canhazgpu status' for details)"},
 		{"", []string{"reserve", "--gpu-ids", "0"}, 1, "Not enough GPUs available. Requested: 1, Available: 0"},
 		{userB, []string{"reserve", "--user", "holder"}, 1, "--user holder: only root may (no admin.group is configured) act for another user; you are chg-bob"},
 		{"", []string{"run"}, 2, "no command given: want canhazgpu run [flags] -- CMD ARGS..."},
+		{"", []string{"run", "--"}, 2, "no command given: want canhazgpu run [flags] -- CMD ARGS..."},
+		{"", []string{"run", "--", ""}, 2, `invalid command name "": want the name or path of a program, as in canhazgpu run [flags] -- CMD ARGS...`},
+		{"", []string{"run", "--gpus", "1", ""}, 2, `invalid command name ""`},
 		{"", []string{"run", "--timeout", "0", "--", "true"}, 2, `invalid --timeout "0": want a positive duration`},
 		{"", []string{"run", "--timeout", "abc", "--", "true"}, 2, `invalid --timeout "abc": want a positive duration`},
 		{"", []string{"run", "--gpus", "0", "--", "true"}, 2, `invalid --gpus "0"`},
@@ -109,6 +140,7 @@ func TestBadInputs(t *testing.T) {
 		{"", []string{"run", "--", "no-such-command-xyz"}, 127, "no-such-command-xyz: command not found"},
 		{"", []string{"release", "--gpu-ids", "x"}, 2, `invalid --gpu-ids "x"`},
 		{userB, []string{"release", "--gpu-ids", "0"}, 1, "GPU 0 is reserved by holder (manual), not by chg-bob"},
+		{userB, []string{"release", "--gpu-ids", "2"}, 1, "GPU 2 is reserved by holder (slurm job 77), not by chg-bob: only the owner, root or the admin group may release it"},
 		{"", []string{"queue", "--json=maybe"}, 2, `invalid --json "maybe": want true or false`},
 		{"", []string{"report", "--days", "0"}, 2, `invalid --days "0": want a whole number of days from 1 to 3650`},
 		{"", []string{"report", "--days", "99999"}, 2, `invalid --days "99999": want a whole number of days from 1 to 3650`},
