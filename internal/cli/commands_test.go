@@ -72,8 +72,7 @@ func TestReserveReleaseAndOwnership(t *testing.T) {
 // Naming another user's batch GPU is refused like any other GPU of theirs:
 // exit 1 and one line naming the holder and the job, nothing released.
 func TestReleaseRefusesAnotherUsersBatchGPU(t *testing.T) {
-	f := newFixture(t, idleGPUs(2))
-	require.Equal(t, 0, f.run(alice, "status").code, "registers the GPUs")
+	f := registered(t, idleGPUs(2))
 	ctx := context.Background()
 	snap, err := f.store().Snapshot(ctx)
 	require.NoError(t, err)

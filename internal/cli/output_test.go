@@ -37,7 +37,7 @@ func TestWriteTableEscapesCellsBeforeMeasuring(t *testing.T) {
 // Names, notes and messages that other users chose reach every table and
 // line of the human output escaped, through the commands and a real store.
 func TestOthersTextReachesTheTerminalEscaped(t *testing.T) {
-	f := newFixture(t, idleGPUs(2))
+	f := registered(t, idleGPUs(2))
 	// A name the account database could hold: a right-to-left override and
 	// a C1 CSI (ValidateUser refuses only C0 controls and commas).
 	evil := Identity{Name: "\u202eeve\u009b2J-" + f.node, UID: 3005}
@@ -81,7 +81,7 @@ func TestOthersTextReachesTheTerminalEscaped(t *testing.T) {
 // break JavaScript parsers), and other characters, bidirectional controls
 // included, as themselves; a program gets back what the user wrote.
 func TestJSONKeepsOthersTextExact(t *testing.T) {
-	f := newFixture(t, idleGPUs(1))
+	f := registered(t, idleGPUs(1))
 	note := "a\u2028b\u2029c \u202etxt.exe \u200b"
 	r := f.run(alice, "reserve", "--note", note)
 	require.Equal(t, 0, r.code, r.stderr)

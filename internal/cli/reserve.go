@@ -58,6 +58,10 @@ func runReserve(ctx context.Context, inv *invocation, a *reserveArgs) error {
 	if a.duration.d > 0 {
 		lease = a.duration.d
 	}
+	if lease > cfg.Reserve.MaxDuration {
+		return badValue("--duration", a.duration.String(), fmt.Sprintf("at most %s, this site's reserve.max_duration",
+			config.Duration(cfg.Reserve.MaxDuration)))
+	}
 	g, err := a.take(ctx, inv, p, allocator.KindManual, lease)
 	if err != nil {
 		return err

@@ -55,7 +55,9 @@ func runStatus(ctx context.Context, inv *invocation, a statusArgs) error {
 			return err
 		}
 		if drift := node.Drift(snap, devs); drift != "" {
-			fmt.Fprintf(inv.env.Stderr, "canhazgpu: note: %s\n", drift)
+			if err := writeLine(inv.env.Stderr, "canhazgpu: note: %s", drift); err != nil {
+				return err
+			}
 		}
 		v := viewNode(snap, devs, true, threshold)
 		if a.json {

@@ -162,6 +162,7 @@ func TestBadInputs(t *testing.T) {
 		{userB, []string{"--gpu-provider", "fake", "status"}, 2, "config: --gpu-provider: only root may set gpu.provider"},
 		{userB, []string{"--node", "other", "status"}, 2, "config: --node: only root may set node"},
 		{userB, []string{"--memory-threshold", "999999", "reserve"}, 2, "config: --memory-threshold: only root may set gpu.memory_threshold_mb"},
+		{userB, []string{"reserve", "--duration", "8d"}, 2, `invalid --duration "8d": want at most 7d, this site's reserve.max_duration`},
 		{userB, []string{"admin", "--register"}, 1, "canhazgpu admin: only root may (no admin.group is configured); you are chg-bob"},
 	}
 	require.GreaterOrEqual(t, len(cases), 30)
