@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/allocator"
+	"canhazgpu/internal/accounttest"
 )
 
 // storeState reads everything the store keeps for a node, plus the node
@@ -59,7 +60,7 @@ func storeState(t *testing.T, node string) map[string]string {
 // bad value, exit status 2 (usage) or 1 (refused), nothing on stdout, and
 // leaves the store as it was.
 func TestBadInputs(t *testing.T) {
-	ensureAccount(t, userB)
+	accounttest.Ensure(t, userB)
 	n := newNode(t, `{"gpus": [{"index": 0}, {"index": 1}, {"index": 2},
 		{"index": 3, "memory_used_mb": 2048, "processes": [{"pid": 4321, "name": "python3", "user": "mallory", "used_memory_mb": 2048, "cmdline": ["python3"]}]}]}`)
 	r := n.run("reserve", "--user", "holder", "--gpu-ids", "0", "--duration", "1h")

@@ -216,26 +216,3 @@ func oneErrorLine(t testing.TB, r result) string {
 	require.Equal(t, 1, strings.Count(r.stderr, "\n"), "one line: %q", r.stderr)
 	return strings.TrimSuffix(r.stderr, "\n")
 }
-
-// ensureAccount creates a test account (and its groups) once; later runs
-// find it. The accounts have no home directory and no password.
-func ensureAccount(t testing.TB, name string, groups ...string) {
-	t.Helper()
-	for _, g := range groups {
-		if exec.Command("getent", "group", g).Run() != nil {
-			out, err := exec.Command("groupadd", g).CombinedOutput()
-			require.NoError(t, err, "groupadd %s: %s", g, out)
-		}
-	}
-	if exec.Command("id", "-u", name).Run() != nil {
-		args := []string{"-M", "-s", "/bin/sh"}
-		if len(groups) > 0 {
-			args = append(args, "-G", strings.Join(groups, ","))
-		}
-		out, err := exec.Command("useradd", append(args, name)...).CombinedOutput()
-		require.NoError(t, err, "useradd %s: %s", name, out)
-	} else if len(groups) > 0 {
-		out, err := exec.Command("usermod", "-aG", strings.Join(groups, ","), name).CombinedOutput()
-		require.NoError(t, err, "usermod %s: %s", name, out)
-	}
-}

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/allocator"
+	"canhazgpu/internal/accounttest"
 )
 
 // Two real accounts of this machine, created by the test when missing.
@@ -41,8 +42,8 @@ func (n *node) startAs(t *testing.T, account string, args ...string) *exec.Cmd {
 }
 
 func TestAccountsCannotReleaseOrRenewEachOthersReservations(t *testing.T) {
-	ensureAccount(t, userA)
-	ensureAccount(t, userB)
+	accounttest.Ensure(t, userA)
+	accounttest.Ensure(t, userB)
 	n := newNode(t, idleGPUs(3), `run.heartbeat_interval = "200ms"`, `run.heartbeat_timeout = "3s"`,
 		// The identity is the uid of the process: $USER changes nothing.
 		"USER="+userB, "LOGNAME="+userB)
@@ -111,8 +112,8 @@ func TestAccountsCannotReleaseOrRenewEachOthersReservations(t *testing.T) {
 }
 
 func TestAdminGroupMembersMayActForOthers(t *testing.T) {
-	ensureAccount(t, userA)
-	ensureAccount(t, userC, adminGroup)
+	accounttest.Ensure(t, userA)
+	accounttest.Ensure(t, userC, adminGroup)
 	n := newNode(t, idleGPUs(2), `admin.group = "`+adminGroup+`"`)
 	r := n.runAs(userC, "reserve", "--user", userA, "--gpu-ids", "1")
 	require.Equal(t, 0, r.code, r.stderr)
