@@ -20,10 +20,17 @@ type Conn struct {
 	SentinelMaster string
 	SentinelAddrs  []string
 	ClusterAddrs   []string
-	PasswordFile   string // read here, so the password is never in argv or env
-	TLSCAFile      string
-	DialTimeout    time.Duration
-	OpTimeout      time.Duration
+	// Username is the Redis ACL user (see ACLRules); empty: the one in the
+	// URL, else "default".
+	Username string
+	// Password, when set, is used instead of PasswordFile: a program that
+	// read its credential itself (e.g. before dropping privileges) passes
+	// it here.
+	Password     string
+	PasswordFile string // read here, so the password is never in argv or env
+	TLSCAFile    string
+	DialTimeout  time.Duration
+	OpTimeout    time.Duration
 }
 
 // Addr describes the target for messages.
@@ -67,8 +74,8 @@ func (discardLogger) Printf(context.Context, string, ...any) {}
 // Cluster. It does not contact the server.
 func Dial(c Conn) (redis.UniversalClient, error) {
 	quiet.Do(func() { redis.SetLogger(discardLogger{}) })
-	password := ""
-	if c.PasswordFile != "" {
+	password := c.Password
+	if password == "" && c.PasswordFile != "" {
 		b, err := os.ReadFile(c.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("redis password file: %w", err)
@@ -100,7 +107,7 @@ func Dial(c Conn) (redis.UniversalClient, error) {
 	switch {
 	case len(c.ClusterAddrs) > 0:
 		return redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs: c.ClusterAddrs, Password: password, TLSConfig: tlsConf,
+			Addrs: c.ClusterAddrs, Username: c.Username, Password: password, TLSConfig: tlsConf,
 			DialTimeout: c.DialTimeout, ReadTimeout: c.OpTimeout, WriteTimeout: c.OpTimeout,
 			DisableIdentity: true, MaintNotificationsConfig: noMaint, ContextTimeoutEnabled: true,
 		}), nil
@@ -109,7 +116,7 @@ func Dial(c Conn) (redis.UniversalClient, error) {
 			return nil, fmt.Errorf("redis sentinel master %q: no sentinel_addrs given", c.SentinelMaster)
 		}
 		return redis.NewFailoverClient(&redis.FailoverOptions{
-			MasterName: c.SentinelMaster, SentinelAddrs: c.SentinelAddrs, Password: password,
+			MasterName: c.SentinelMaster, SentinelAddrs: c.SentinelAddrs, Username: c.Username, Password: password,
 			TLSConfig: tlsConf, DialTimeout: c.DialTimeout, ReadTimeout: c.OpTimeout, WriteTimeout: c.OpTimeout,
 			DisableIdentity: true, ContextTimeoutEnabled: true,
 		}), nil
@@ -119,6 +126,9 @@ func Dial(c Conn) (redis.UniversalClient, error) {
 		return nil, fmt.Errorf("redis url %q: %w (want redis://host:port/db, rediss://… or unix:///path.sock)", redactURL(c.URL), err)
 	}
 	opt.DisableIdentity, opt.MaintNotificationsConfig, opt.ContextTimeoutEnabled = true, noMaint, true
+	if c.Username != "" {
+		opt.Username = c.Username
+	}
 	if password != "" {
 		opt.Password = password
 	}
