@@ -1,6 +1,7 @@
 package allocator
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -69,4 +70,42 @@ func TestNewRequestIDIsUnique(t *testing.T) {
 		require.False(t, seen[id])
 		seen[id] = true
 	}
+}
+
+func TestValidateIDAcceptsOnlyKeySafeIDs(t *testing.T) {
+	for _, id := range []string{NewRequestID(), "slurm-prolog-12-0-1700000000", "pbs-12[3].server-ab", "settle-release-slurm-77_3-0-k2x:r"} {
+		require.NoError(t, ValidateID("request id", id), id)
+	}
+	for _, id := range []string{"", "a}b", "a{b", "a*", "a?", `a\b`, "a b", "a,b", "ü", strings.Repeat("x", MaxIDLen+1)} {
+		err := ValidateID("request id", id)
+		var in *InputError
+		require.ErrorAs(t, err, &in, "%q", id)
+		require.Contains(t, err.Error(), "want 1-256 letters, digits")
+		require.LessOrEqual(t, len(in.Value), 45, "a long id is shortened in the message")
+	}
+}
+
+func TestRequestBounds(t *testing.T) {
+	r := Request{RequestID: "r", Kind: KindManual, User: "alice", Count: MaxGPUsPerNode + 1, Lease: time.Minute}
+	require.EqualError(t, r.Validate(), `invalid gpu count "257": want a number of GPUs from 1 to 256`)
+	r.Count = 1
+	r.Exclude = make([]string, MaxGPUsPerNode+1)
+	require.EqualError(t, r.Validate(), `invalid excluded gpu list "257 GPUs": want at most 256 GPUs`)
+	r.Exclude = nil
+	r.QueueEntry = "q}"
+	require.ErrorContains(t, r.Validate(), `invalid queue entry id "q}"`)
+	rel := Release{RequestID: "r", Queue: true, JobID: "7"}
+	require.ErrorContains(t, rel.Validate(), "invalid queue release")
+	rel = Release{RequestID: "r", Queue: true, User: "bob", Kinds: []Kind{KindRun}}
+	require.NoError(t, rel.Validate())
+}
+
+func TestPolicyDefaultsAndValidation(t *testing.T) {
+	p := Policy{RunLease: 2 * time.Minute}.WithDefaults()
+	require.Equal(t, Policy{RunLease: 2 * time.Minute, QueueTimeout: 30 * time.Second, MaxDuration: 7 * 24 * time.Hour,
+		HistoryMaxAge: 90 * 24 * time.Hour, HistoryMaxRecords: 100000}, p)
+	require.NoError(t, p.Validate())
+	require.NoError(t, Policy{}.Validate())
+	require.EqualError(t, Policy{QueueTimeout: -time.Second}.Validate(), `invalid queue timeout "-1s": want a duration of at least 1ms, or zero for the default`)
+	require.EqualError(t, Policy{HistoryMaxRecords: -1}.Validate(), `invalid history max records "-1": want a positive count, or zero for the default`)
 }

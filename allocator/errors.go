@@ -88,4 +88,8 @@ var (
 	ErrNotQueued = errors.New("queue entry no longer exists")
 	// ErrUnavailable: the store could not be reached or answered an error.
 	ErrUnavailable = errors.New("reservation store unavailable")
+	// ErrNotPermitted: the store's access rules refused the change to this
+	// credential (the CLI's may not change batch reservations,
+	// registrations, flags or the node's policy). Nothing was written.
+	ErrNotPermitted = errors.New("not permitted to this store credential")
 )

@@ -40,8 +40,13 @@ const MaxNoteLen = 200
 
 // Validate checks a request before it reaches the store.
 func (r *Request) Validate() error {
-	if r.RequestID == "" {
-		return &InputError{Field: "request id", Value: "", Accepted: "a non-empty unique id"}
+	if err := ValidateID("request id", r.RequestID); err != nil {
+		return err
+	}
+	if r.QueueEntry != "" {
+		if err := ValidateID("queue entry id", r.QueueEntry); err != nil {
+			return err
+		}
 	}
 	if _, err := ParseKind(string(r.Kind)); err != nil {
 		return err
@@ -49,8 +54,8 @@ func (r *Request) Validate() error {
 	if err := ValidateUser(r.User); err != nil {
 		return err
 	}
-	if r.Count < 0 {
-		return &InputError{Field: "gpu count", Value: strconv.Itoa(r.Count), Accepted: "a positive number of GPUs"}
+	if r.Count < 0 || r.Count > MaxGPUsPerNode {
+		return &InputError{Field: "gpu count", Value: strconv.Itoa(r.Count), Accepted: fmt.Sprintf("a number of GPUs from 1 to %d", MaxGPUsPerNode)}
 	}
 	switch {
 	case r.Count == 0 && len(r.GPUs) == 0:
@@ -62,6 +67,9 @@ func (r *Request) Validate() error {
 		return err
 	}
 	if err := checkUUIDs("preferred gpu", r.Prefer); err != nil {
+		return err
+	}
+	if err := checkUUIDs("excluded gpu", r.Exclude); err != nil {
 		return err
 	}
 	if r.Kind.Batch() {
@@ -96,7 +104,12 @@ func ValidateUser(u string) error {
 	return nil
 }
 
+// checkUUIDs checks a list of GPU UUIDs: each once, at most
+// MaxGPUsPerNode of them.
 func checkUUIDs(field string, ids []string) error {
+	if len(ids) > MaxGPUsPerNode {
+		return &InputError{Field: field + " list", Value: fmt.Sprintf("%d GPUs", len(ids)), Accepted: fmt.Sprintf("at most %d GPUs", MaxGPUsPerNode)}
+	}
 	seen := make(map[string]bool, len(ids))
 	for _, id := range ids {
 		if id == "" {
@@ -119,6 +132,10 @@ func checkUUIDs(field string, ids []string) error {
 type Grant struct {
 	GPUs  []string // UUIDs, in the order chosen
 	Token int64    // fencing token: needed to renew or release a run lease
+	// ExpiresAt is when the reservation ends without a heartbeat or
+	// release: the lease asked for, bounded by the node's policy. Zero for
+	// batch jobs.
+	ExpiresAt time.Time
 	// TakenOver lists stale batch reservations of other jobs that the grant
 	// replaced (the scheduler never gives one GPU to two jobs).
 	TakenOver []Reservation
@@ -132,12 +149,17 @@ type Release struct {
 	GPUs      []string // empty: every match
 	JobID     string   // "" any job
 	Token     int64    // 0 any token
+	// Queue also removes the queue entries of User (everyone's when User
+	// is empty) whose kind is in Kinds, with the GPUs they hold so far, in
+	// the same step: an admin clearing a user leaves nothing waiting.
+	// Not with GPUs, JobID or Token, which queue entries do not have.
+	Queue bool
 }
 
 // Validate checks a release before it reaches the store.
 func (r *Release) Validate() error {
-	if r.RequestID == "" {
-		return &InputError{Field: "request id", Value: "", Accepted: "a non-empty unique id"}
+	if err := ValidateID("request id", r.RequestID); err != nil {
+		return err
 	}
 	if r.User != "" {
 		if err := ValidateUser(r.User); err != nil {
@@ -152,6 +174,10 @@ func (r *Release) Validate() error {
 	if r.Token < 0 {
 		return &InputError{Field: "token", Value: strconv.FormatInt(r.Token, 10), Accepted: "a token returned by a grant"}
 	}
+	if r.Queue && (len(r.GPUs) > 0 || r.JobID != "" || r.Token != 0) {
+		return &InputError{Field: "queue release", Value: fmt.Sprintf("gpus %v, job %q, token %d", r.GPUs, r.JobID, r.Token),
+			Accepted: "a user or everyone, optionally kinds, without GPU ids, job or token"}
+	}
 	return checkUUIDs("gpu id", r.GPUs)
 }
 
@@ -159,4 +185,7 @@ func (r *Release) Validate() error {
 type Released struct {
 	GPUs    []string      // released UUIDs
 	Refused []Reservation // named GPUs held by someone else
+	// Dequeued lists the queue entries removed (Release.Queue); the GPUs
+	// they held so far were freed with them and are not in GPUs.
+	Dequeued []QueueEntry
 }

@@ -39,6 +39,8 @@ func ParseKind(s string) (Kind, error) {
 }
 
 // Batch reports whether reservations of this kind belong to scheduler jobs.
+// The store keeps them apart from interactive ones, where only root
+// programs may write.
 func (k Kind) Batch() bool { return k == KindSlurm || k == KindPBS }
 
 // GPU is a device as registered for a node in the store.
@@ -122,6 +124,10 @@ type Snapshot struct {
 	LastReleased map[string]time.Time
 	Queue        []QueueEntry // FCFS order, live entries only
 	Flags        []Flag
+	// Policy is the node's policy as the last registration stored it
+	// (zero when none was stored), so root programs see when their own
+	// differs and register again.
+	Policy Policy
 }
 
 // GPUByIndex finds a registered GPU by index.

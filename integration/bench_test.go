@@ -12,11 +12,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// clientCommands are the commands the programs send that a script cannot
-// (Redis also counts a script's own calls, such as the HSET inside
-// allocate.lua; those are no round trips): each call is one round trip.
-var clientCommands = []string{"evalsha", "eval", "evalsha_ro", "eval_ro", "hello", "ping", "select", "auth",
-	"client", "script"}
+// clientCommands are the commands the programs send that a function or
+// script cannot (Redis also counts their own calls, such as the HSET
+// inside allocate.lua; those are no round trips): each call is one round
+// trip.
+var clientCommands = []string{"fcall", "fcall_ro", "function", "evalsha", "eval", "evalsha_ro", "eval_ro",
+	"hello", "ping", "select", "auth", "client", "script"}
 
 // roundTrips reads how many client commands the server has served.
 func roundTrips(b *testing.B, rdb *redis.Client) int64 {
@@ -49,7 +50,7 @@ func roundTrips(b *testing.B, rdb *redis.Client) int64 {
 // runs them: fresh processes, Slurm's environment, the config file. It
 // reports the median and 90th percentile wall time of each program and the
 // store round trips each makes (Redis INFO commandstats, connection
-// handshake included; commands run inside scripts excluded).
+// handshake included; commands run inside functions excluded).
 //
 // Rerun: go test -run '^$' -bench SlurmJob -benchtime 300x ./integration/
 func BenchmarkSlurmJob(b *testing.B) {
@@ -65,7 +66,7 @@ func BenchmarkSlurmJob(b *testing.B) {
 		}
 		return d
 	}
-	// Warm up: the scripts get loaded into the server, the page cache holds
+	// Warm up: the functions get loaded into the server, the page cache holds
 	// the binaries.
 	run("canhazgpu-prolog", "prolog_slurmd", "0")
 	run("canhazgpu-epilog", "epilog_slurmd", "0")

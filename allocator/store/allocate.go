@@ -13,6 +13,7 @@ type allocateReply struct {
 	Err        string `json:"err"`
 	GPUs       string `json:"gpus"`
 	Token      int64  `json:"token"`
+	Expires    int64  `json:"expires"`
 	Taken      string `json:"taken"`
 	Requested  int    `json:"requested"`
 	Available  int    `json:"available"`
@@ -32,21 +33,23 @@ type wireConflict struct {
 
 // Allocate grants GPUs, all or nothing, in one atomic step: expired and
 // stale reservations are reclaimed, GPUs in unreserved use are skipped, and
-// the chosen GPUs are reserved together. It returns a *allocator.ShortageError
+// the chosen GPUs are reserved together. The lease is bounded by the
+// node's stored policy (Grant.ExpiresAt says what was granted). It returns a *allocator.ShortageError
 // when the request cannot be met now, a *allocator.PendingError when the
 // caller heads the queue and holds part of its request, and
-// allocator.ErrNotRegistered when the node has no GPUs in the store.
+// allocator.ErrNotRegistered when the node has no GPUs in the store, and
+// allocator.ErrNotPermitted, writing nothing, for a batch kind through a
+// credential that may not write batch reservations.
 func (s *Store) Allocate(ctx context.Context, r allocator.Request) (allocator.Grant, error) {
 	if err := r.Validate(); err != nil {
 		return allocator.Grant{}, err
 	}
-	maxAge, maxN := s.histArgs()
 	k := s.keys
-	keys := []string{k.gpus, k.res, k.mru, k.hist, k.meta, k.q, k.qe, k.req(r.RequestID)}
+	keys := []string{k.res, k.mru, k.hist, k.meta, k.q, k.qe, k.reply(r.RequestID, r.Kind.Batch())}
 	args := []any{string(r.Kind), r.User, r.UID, r.JobID, r.Count, joinList(r.GPUs), joinList(r.Prefer),
 		joinList(r.Exclude), r.Lease.Milliseconds(), r.Note, r.Restart, r.BootID, r.QueueEntry,
-		maxAge, maxN, replyTTL.Milliseconds()}
-	raw, err := allocateScript.Run(ctx, s.rdb, keys, args...).Text()
+		replyTTL.Milliseconds()}
+	raw, err := s.run.run(ctx, allocateOp, keys, args...).Text()
 	if err != nil {
 		return allocator.Grant{}, s.wrap("allocate", err)
 	}
@@ -60,7 +63,7 @@ func (s *Store) Allocate(ctx context.Context, r allocator.Request) (allocator.Gr
 		if err != nil {
 			return allocator.Grant{}, err
 		}
-		return allocator.Grant{GPUs: splitList(rep.GPUs), Token: rep.Token, TakenOver: taken}, nil
+		return allocator.Grant{GPUs: splitList(rep.GPUs), Token: rep.Token, ExpiresAt: msTime(rep.Expires), TakenOver: taken}, nil
 	case "shortage":
 		e := &allocator.ShortageError{Requested: rep.Requested, Available: rep.Available,
 			Unreserved: rep.Unreserved, Waiting: rep.Waiting}

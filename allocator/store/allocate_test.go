@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -427,4 +428,70 @@ func TestNamedReleaseOfExpiredReservationRecordsExpiry(t *testing.T) {
 	require.Len(t, hist, 1, "only the named GPU was read and reclaimed")
 	require.Equal(t, "expired", hist[0].End)
 	require.Equal(t, g.GPUs[0], hist[0].GPU)
+}
+
+func TestBatchReservationsAndRepliesLiveApart(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 3)
+	c := srv.Client()
+	defer c.Close()
+	k := s.keys
+	batch := allocator.Request{RequestID: "slurm-prolog-5-0", Kind: allocator.KindSlurm, User: "alice", JobID: "5", Count: 1}
+	bg, err := s.Allocate(ctx, batch)
+	require.NoError(t, err)
+	require.Zero(t, bg.ExpiresAt)
+	ig, err := s.Allocate(ctx, manual("bob", 1))
+	require.NoError(t, err)
+	require.Equal(t, []string{bg.GPUs[0]}, c.HKeys(ctx, k.bres).Val())
+	require.Equal(t, []string{ig.GPUs[0]}, c.HKeys(ctx, k.res).Val())
+	require.Equal(t, int64(1), c.Exists(ctx, k.reply(batch.RequestID, true)).Val())
+	require.Zero(t, c.Exists(ctx, k.reply(batch.RequestID, false)).Val())
+
+	// An entry in res that claims a batch kind (only the CLI's credential
+	// could write one there) is not believed, by the operations nor by
+	// the snapshot.
+	forged := `{"k":"slurm","u":"mallory","id":0,"j":"666","n":"","t":1,"s":1,"e":0,"h":0,"r":0,"b":"","q":""}`
+	free := uuid(2)
+	require.NoError(t, c.HSet(ctx, k.res, free, forged).Err())
+	require.NoError(t, c.HSet(ctx, k.res, bg.GPUs[0], `{"k":"manual","u":"mallory","id":0,"j":"","n":"","t":1,"s":1,"e":0,"h":0,"r":0,"b":"","q":""}`).Err())
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.NotContains(t, snap.Reservations, free)
+	require.Equal(t, "alice", snap.Reservations[bg.GPUs[0]].User, "the batch hash wins")
+	g, err := s.Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindManual,
+		User: "carol", GPUs: []string{free}, Lease: time.Hour})
+	require.NoError(t, err, "the forged entry does not hold the GPU")
+	require.Equal(t, []string{free}, g.GPUs)
+
+	r, err := s.Release(ctx, allocator.Release{RequestID: "slurm-epilog-5", Kinds: []allocator.Kind{allocator.KindSlurm}, JobID: "5"})
+	require.NoError(t, err)
+	require.Equal(t, bg.GPUs, r.GPUs)
+	require.Zero(t, c.HLen(ctx, k.bres).Val())
+	require.Equal(t, int64(1), c.Exists(ctx, k.reply("slurm-epilog-5", true)).Val())
+}
+
+func TestRequestIDsCannotFormOtherKeys(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 1)
+	for _, id := range []string{"a}:bres", "x*", "a b", "a\nb", "ü", strings.Repeat("a", allocator.MaxIDLen+1)} {
+		r := manual("alice", 1)
+		r.RequestID = id
+		_, err := s.Allocate(ctx, r)
+		var in *allocator.InputError
+		require.ErrorAs(t, err, &in, "%q", id)
+		require.Equal(t, "request id", in.Field)
+		_, err = s.Release(ctx, allocator.Release{RequestID: id})
+		require.ErrorAs(t, err, &in, "%q", id)
+		_, err = s.QueueHeartbeat(ctx, id)
+		require.ErrorAs(t, err, &in, "%q", id)
+		require.Equal(t, "queue entry id", in.Field)
+	}
+	for _, id := range []string{"pbs-12[3].server-0a1b", "settle-release-slurm-77_3-0-k2x", allocator.NewRequestID()} {
+		r := manual("alice", 1)
+		r.RequestID = id
+		g, err := s.Allocate(ctx, r)
+		require.NoError(t, err, id)
+		_, err = s.Release(ctx, allocator.Release{RequestID: id + ":r", Token: g.Token})
+		require.NoError(t, err, id)
+	}
 }

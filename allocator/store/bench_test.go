@@ -44,8 +44,8 @@ func runClients(b *testing.B, n int, op func(ctx context.Context, client int) er
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
 }
 
-// BenchmarkTrivialEvalSha is the yardstick: the cheapest script call the
-// same server can serve.
+// BenchmarkTrivialEvalSha and BenchmarkTrivialFCall are the yardsticks:
+// the cheapest script and function calls the same server can serve.
 func BenchmarkTrivialEvalSha(b *testing.B) {
 	trivial := redis.NewScript("return 1")
 	s := newNode(b, 0)
@@ -58,8 +58,24 @@ func BenchmarkTrivialEvalSha(b *testing.B) {
 	}
 }
 
+func BenchmarkTrivialFCall(b *testing.B) {
+	s := newNode(b, 0)
+	ctx := context.Background()
+	lib := "#!lua name=chg_bench\nredis.register_function('chg_bench_trivial', function() return 1 end)"
+	if err := s.rdb.FunctionLoadReplace(ctx, lib).Err(); err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range benchClients {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			runClients(b, n, func(ctx context.Context, _ int) error {
+				return s.rdb.FCall(ctx, "chg_bench_trivial", []string{s.keys.meta}).Err()
+			})
+		})
+	}
+}
+
 // BenchmarkAllocateRelease: one op is a grant of one GPU out of 8 and its
-// release (two scripts). Refusals (all 8 busy) are retried and not counted.
+// release (two function calls). Refusals (all 8 busy) are retried and not counted.
 func BenchmarkAllocateRelease(b *testing.B) {
 	for _, n := range benchClients {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
@@ -129,7 +145,7 @@ func nodeMemory(b *testing.B, s *Store) int64 {
 	ctx := context.Background()
 	k := s.keys
 	var total int64
-	for _, key := range []string{k.gpus, k.res, k.mru, k.hist, k.meta, k.q, k.qe, k.flags} {
+	for _, key := range []string{k.gpus, k.res, k.bres, k.mru, k.hist, k.meta, k.q, k.qe, k.flags, k.policy} {
 		n, err := s.rdb.MemoryUsage(ctx, key).Result()
 		if err != nil && err != redis.Nil {
 			b.Fatal(err)

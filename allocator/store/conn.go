@@ -20,12 +20,17 @@ type Conn struct {
 	SentinelMaster string
 	SentinelAddrs  []string
 	ClusterAddrs   []string
-	Username       string // Redis ACL user; "" for the default user
-	Password       string // already read; wins over PasswordFile
-	PasswordFile   string // read here, so the password is never in argv or env
-	TLSCAFile      string
-	DialTimeout    time.Duration
-	OpTimeout      time.Duration
+	// Username is the Redis ACL user (see ACLRules); empty: the one in the
+	// URL, else "default".
+	Username string
+	// Password, when set, is used instead of PasswordFile: a program that
+	// read its credential itself (e.g. before dropping privileges) passes
+	// it here.
+	Password     string
+	PasswordFile string // read here, so the password is never in argv or env
+	TLSCAFile    string
+	DialTimeout  time.Duration
+	OpTimeout    time.Duration
 }
 
 // Addr describes the target for messages.

@@ -28,7 +28,7 @@ func TestStoreSurvivesRedisRestart(t *testing.T) {
 	require.NoError(t, err)
 
 	require.NoError(t, own.Restart())
-	// Script cache is empty after a restart: EVALSHA falls back to EVAL.
+	// Functions are data: the AOF brings them back with the reservations.
 	snap, err := s.Snapshot(ctx)
 	require.NoError(t, err)
 	require.Equal(t, "alice", snap.Reservations[g.GPUs[0]].User, "the reservation survived (AOF)")
@@ -55,26 +55,41 @@ func TestUnreachableErrorNamesAddress(t *testing.T) {
 	require.Contains(t, err.Error(), "redis://127.0.0.1:1/0")
 }
 
-func TestScriptsRunOnRedisCluster(t *testing.T) {
+func TestOperationsRunOnRedisClusterWithRoles(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-master Redis Cluster; skipped in -short runs")
 	}
 	ctx := context.Background()
-	cl, err := redistest.StartCluster(3)
+	cl, err := redistest.StartCluster(3, redistest.Options{Users: roleUsers(t)})
 	require.NoError(t, err)
 	t.Cleanup(cl.Stop)
-	conn := Conn{ClusterAddrs: cl.Addrs(), DialTimeout: time.Second, OpTimeout: 2 * time.Second}
+	conn := func(r Role) Conn {
+		return Conn{ClusterAddrs: cl.Addrs(), Username: string(r), Password: string(r) + "-pw",
+			DialTimeout: time.Second, OpTimeout: 2 * time.Second}
+	}
+	open := func(r Role, node string) *Store {
+		s, err := Open(ctx, conn(r), node, Options{})
+		require.NoError(t, err)
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	// The admin role loads the library on every primary; the CLI role
+	// finds it wherever its node's slot lives.
+	require.NoError(t, open(RoleAdmin, "cnode0").LoadFunctions(ctx))
 	// Nodes whose names hash to different slots exercise every master.
 	var stores []*Store
 	for i := range 6 {
-		s, err := Open(ctx, conn, fmt.Sprintf("cnode%d", i), Options{})
+		node := fmt.Sprintf("cnode%d", i)
+		admin := open(RoleAdmin, node)
+		_, err := admin.Register(ctx, fakeGPUs(3), false)
 		require.NoError(t, err)
-		t.Cleanup(func() { s.Close() })
-		stores = append(stores, s)
+		_, err = admin.Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindSlurm,
+			User: "dave", JobID: "1", Count: 1})
+		require.NoError(t, err)
+		require.NoError(t, admin.SetFlags(ctx, []allocator.Flag{{Message: "test"}}))
+		stores = append(stores, open(RoleCLI, node))
 	}
 	for _, s := range stores {
-		_, err := s.Register(ctx, fakeGPUs(2), false)
-		require.NoError(t, err)
 		g, err := s.Allocate(ctx, manual("alice", 1))
 		require.NoError(t, err)
 		run := allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindRun, User: "bob", Count: 1, Lease: time.Minute}
@@ -87,18 +102,19 @@ func TestScriptsRunOnRedisCluster(t *testing.T) {
 		_, err = s.QueueHeartbeat(ctx, "q")
 		require.NoError(t, err)
 		require.NoError(t, s.LeaveQueue(ctx, "q"))
-		require.NoError(t, s.SetFlags(ctx, []allocator.Flag{{GPU: g.GPUs[0], Message: "test"}}))
 		r, err := s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: "alice"})
 		require.NoError(t, err)
 		require.Equal(t, g.GPUs, r.GPUs)
 		_, err = s.History(ctx, time.Time{})
 		require.NoError(t, err)
+		_, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID()})
+		require.ErrorIs(t, err, allocator.ErrNotPermitted, "the batch job's GPU is not the CLI's to free")
 	}
-	snaps, err := stores[0].Snapshots(ctx)
+	snaps, err := open(RoleMonitor, "cnode0").Snapshots(ctx)
 	require.NoError(t, err)
 	require.Len(t, snaps, 6)
 	for _, snap := range snaps {
-		require.Len(t, snap.Reservations, 1)
+		require.Len(t, snap.Reservations, 2, "the batch job's and bob's run")
 		require.Len(t, snap.Flags, 1)
 	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 
 	"canhazgpu/allocator"
 )
@@ -9,6 +10,10 @@ import (
 // SetFlags replaces the node's health-check findings in one step; an
 // empty list clears them. Flag.At is set by the store's clock.
 func (s *Store) SetFlags(ctx context.Context, flags []allocator.Flag) error {
+	if len(flags) > allocator.MaxGPUsPerNode+1 {
+		return &allocator.InputError{Field: "flag list", Value: fmt.Sprintf("%d findings", len(flags)),
+			Accepted: fmt.Sprintf("at most one per GPU and one for the node (%d)", allocator.MaxGPUsPerNode+1)}
+	}
 	args := make([]any, 0, 2*len(flags))
 	seen := map[string]bool{}
 	for _, f := range flags {
@@ -21,5 +26,5 @@ func (s *Store) SetFlags(ctx context.Context, flags []allocator.Flag) error {
 		seen[f.GPU] = true
 		args = append(args, f.GPU, f.Message)
 	}
-	return s.wrap("set flags", flagsScript.Run(ctx, s.rdb, []string{s.keys.flags}, args...).Err())
+	return s.wrap("set flags", s.run.run(ctx, flagsOp, []string{s.keys.flags}, args...).Err())
 }

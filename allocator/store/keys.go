@@ -14,20 +14,29 @@ const prefix = "chg:"
 const registryKey = prefix + "nodes"
 
 // nodeKeys are the keys of one node. All carry the node in a hash tag, so a
-// node's scripts run on one Redis Cluster slot.
+// node's operations run on one Redis Cluster slot. Batch reservations
+// (bres) are apart from interactive ones (res): the CLI's Redis user may
+// write res but only read bres, gpus, flags and policy.
 type nodeKeys struct {
-	base                                     string
-	gpus, res, mru, hist, meta, q, qe, flags string
+	base                                                   string
+	gpus, res, bres, mru, hist, meta, q, qe, flags, policy string
 }
 
 func keysFor(node string) nodeKeys {
 	b := prefix + "{" + node + "}:"
-	return nodeKeys{base: b, gpus: b + "gpus", res: b + "res", mru: b + "mru",
-		hist: b + "hist", meta: b + "meta", q: b + "q", qe: b + "qe", flags: b + "flags"}
+	return nodeKeys{base: b, gpus: b + "gpus", res: b + "res", bres: b + "bres", mru: b + "mru",
+		hist: b + "hist", meta: b + "meta", q: b + "q", qe: b + "qe", flags: b + "flags", policy: b + "policy"}
 }
 
-// req is where the reply to one request id is kept, so a retry returns it.
-func (k nodeKeys) req(id string) string { return k.base + "req:" + id }
+// reply is where the reply to one request id is kept, so a retry returns
+// it: batch requests' replies apart (breq:ID), where the CLI's user cannot
+// write one in advance for a request id derived from a job id.
+func (k nodeKeys) reply(id string, batch bool) string {
+	if batch {
+		return k.base + "breq:" + id
+	}
+	return k.base + "req:" + id
+}
 
 var nodeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 

@@ -23,8 +23,14 @@ var nodeSeq atomic.Int64
 // newNode gives each test its own node, so tests share one server safely.
 func newNode(t testing.TB, gpus int) *Store {
 	t.Helper()
+	return newNodeWith(t, gpus, allocator.Policy{})
+}
+
+// newNodeWith is newNode registering the node with a policy.
+func newNodeWith(t testing.TB, gpus int, policy allocator.Policy) *Store {
+	t.Helper()
 	node := fmt.Sprintf("node%d", nodeSeq.Add(1))
-	s, err := Open(context.Background(), Conn{URL: srv.URL(), DialTimeout: time.Second, OpTimeout: 2 * time.Second}, node, Options{})
+	s, err := Open(context.Background(), Conn{URL: srv.URL(), DialTimeout: time.Second, OpTimeout: 2 * time.Second}, node, Options{Policy: policy})
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })
 	if gpus > 0 {

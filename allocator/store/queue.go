@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	"canhazgpu/allocator"
@@ -10,10 +9,10 @@ import (
 
 // Enqueue joins the node's FCFS queue (joining twice keeps the first
 // place) and returns the 1-based position. The entry disappears when no
-// heartbeat came within timeout.
+// heartbeat came within timeout, bounded by the node's stored policy.
 func (s *Store) Enqueue(ctx context.Context, e allocator.QueueEntry, timeout time.Duration) (int, error) {
-	if e.ID == "" {
-		return 0, &allocator.InputError{Field: "queue entry id", Value: "", Accepted: "a non-empty unique id"}
+	if err := allocator.ValidateID("queue entry id", e.ID); err != nil {
+		return 0, err
 	}
 	req := allocator.Request{RequestID: e.ID, Kind: e.Kind, User: e.User, Count: e.Count, GPUs: e.GPUs, Lease: timeout}
 	if err := req.Validate(); err != nil {
@@ -23,7 +22,7 @@ func (s *Store) Enqueue(ctx context.Context, e allocator.QueueEntry, timeout tim
 		return 0, &allocator.InputError{Field: "kind", Value: string(e.Kind), Accepted: "run or manual: batch jobs never queue"}
 	}
 	k := s.keys
-	pos, err := enqueueScript.Run(ctx, s.rdb, []string{k.q, k.qe, k.meta},
+	pos, err := s.run.run(ctx, enqueueOp, []string{k.q, k.qe, k.meta},
 		e.ID, string(e.Kind), e.User, e.Count, joinList(e.GPUs), timeout.Milliseconds()).Int()
 	return pos, s.wrap("enqueue", err)
 }
@@ -31,11 +30,11 @@ func (s *Store) Enqueue(ctx context.Context, e allocator.QueueEntry, timeout tim
 // QueueHeartbeat keeps an entry and its partial holds alive and returns its
 // position, or allocator.ErrNotQueued when the entry is gone.
 func (s *Store) QueueHeartbeat(ctx context.Context, id string) (int, error) {
-	if id == "" {
-		return 0, &allocator.InputError{Field: "queue entry id", Value: "", Accepted: "a non-empty unique id"}
+	if err := allocator.ValidateID("queue entry id", id); err != nil {
+		return 0, err
 	}
 	k := s.keys
-	pos, err := queueBeatScript.Run(ctx, s.rdb, []string{k.q, k.qe, k.res}, id).Int()
+	pos, err := s.run.run(ctx, queueBeatOp, []string{k.q, k.qe, k.res}, id).Int()
 	if err != nil {
 		return 0, s.wrap("queue heartbeat", err)
 	}
@@ -48,9 +47,9 @@ func (s *Store) QueueHeartbeat(ctx context.Context, id string) (int, error) {
 // LeaveQueue removes an entry and frees the GPUs it held so far. Leaving
 // twice is fine.
 func (s *Store) LeaveQueue(ctx context.Context, id string) error {
-	if id == "" {
-		return &allocator.InputError{Field: "queue entry id", Value: strconv.Quote(id), Accepted: "a non-empty unique id"}
+	if err := allocator.ValidateID("queue entry id", id); err != nil {
+		return err
 	}
 	k := s.keys
-	return s.wrap("leave queue", leaveScript.Run(ctx, s.rdb, []string{k.q, k.qe, k.res}, id).Err())
+	return s.wrap("leave queue", s.run.run(ctx, leaveOp, []string{k.q, k.qe, k.res}, id).Err())
 }

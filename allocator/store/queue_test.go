@@ -103,3 +103,49 @@ func TestQueueEntryWithoutHeartbeatIsDropped(t *testing.T) {
 	require.NoError(t, err, "the crashed waiter's entry and hold are gone")
 	require.Equal(t, pending.Allocated, g.GPUs)
 }
+
+func TestAdminReleaseAlsoClearsTheQueue(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 3)
+	held, err := s.Allocate(ctx, manual("alice", 2))
+	require.NoError(t, err)
+	for _, e := range []allocator.QueueEntry{
+		{ID: "bob-1", Kind: allocator.KindManual, User: "bob", Count: 3},
+		{ID: "bob-2", Kind: allocator.KindRun, User: "bob", Count: 1},
+		{ID: "carol-1", Kind: allocator.KindManual, User: "carol", Count: 1},
+	} {
+		_, err := s.Enqueue(ctx, e, time.Minute)
+		require.NoError(t, err)
+	}
+	bob := manual("bob", 3)
+	bob.QueueEntry = "bob-1"
+	_, err = s.Allocate(ctx, bob)
+	var pending *allocator.PendingError
+	require.ErrorAs(t, err, &pending, "bob heads the queue and holds the free GPU")
+
+	r, err := s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: "bob", Queue: true})
+	require.NoError(t, err)
+	require.Empty(t, r.GPUs, "bob held nothing handed out")
+	require.Len(t, r.Dequeued, 2)
+	require.Equal(t, "bob-1", r.Dequeued[0].ID)
+	require.Equal(t, pending.Allocated, r.Dequeued[0].Allocated)
+	require.Equal(t, allocator.KindRun, r.Dequeued[1].Kind)
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Len(t, snap.Reservations, 2, "bob's hold is freed with his entry")
+	require.Len(t, snap.Queue, 1)
+	require.Equal(t, "carol", snap.Queue[0].User)
+
+	r, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), Queue: true})
+	require.NoError(t, err)
+	require.ElementsMatch(t, held.GPUs, r.GPUs)
+	require.Len(t, r.Dequeued, 1)
+	snap, err = s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Empty(t, snap.Reservations)
+	require.Empty(t, snap.Queue)
+
+	_, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), Queue: true, GPUs: []string{uuid(0)}})
+	var in *allocator.InputError
+	require.ErrorAs(t, err, &in, "queue entries have no GPU ids")
+}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 
 	"canhazgpu/allocator"
@@ -10,11 +11,13 @@ import (
 // Register records the node's GPUs. Without force it adds new and changed
 // GPUs and drops a registered GPU only when another now has its index;
 // with force the list replaces what was registered. Reservations of dropped
-// GPUs end in the history. It also lists the node in the registry. It
-// returns how many GPUs changed.
+// GPUs end in the history. In the same step it stores the node's policy
+// (Options.Policy). It also lists the node in the registry. It returns how
+// many GPUs changed. A node has at most allocator.MaxGPUsPerNode GPUs.
 func (s *Store) Register(ctx context.Context, gpus []allocator.GPU, force bool) (int, error) {
-	if len(gpus) == 0 {
-		return 0, &allocator.InputError{Field: "gpu list", Value: "", Accepted: "at least one GPU"}
+	if len(gpus) == 0 || len(gpus) > allocator.MaxGPUsPerNode {
+		return 0, &allocator.InputError{Field: "gpu list", Value: fmt.Sprintf("%d GPUs", len(gpus)),
+			Accepted: fmt.Sprintf("1 to %d GPUs", allocator.MaxGPUsPerNode)}
 	}
 	seenUUID, seenIndex := map[string]bool{}, map[int]bool{}
 	for _, g := range gpus {
@@ -36,18 +39,17 @@ func (s *Store) Register(ctx context.Context, gpus []allocator.GPU, force bool) 
 	if force {
 		force01 = "1"
 	}
-	maxAge, maxN := s.histArgs()
-	args := []any{force01, maxAge, maxN}
+	args := append([]any{force01}, policyArgs(s.policy)...)
 	for _, g := range gpus {
 		args = append(args, g.UUID, g.Index, g.Minor, g.Name)
 	}
 	k := s.keys
-	n, err := registerScript.Run(ctx, s.rdb, []string{k.gpus, k.res, k.mru, k.hist}, args...).Int()
+	n, err := s.run.run(ctx, registerOp, []string{k.gpus, k.res, k.bres, k.mru, k.hist, k.policy}, args...).Int()
 	if err != nil {
 		return 0, s.wrap("register", err)
 	}
 	// The registry is outside the node's slot; adding is idempotent, so a
-	// separate call keeps the script cluster-safe.
+	// separate call keeps the operation cluster-safe.
 	if err := s.rdb.SAdd(ctx, registryKey, s.node).Err(); err != nil {
 		return n, s.wrap("register node", err)
 	}

@@ -69,7 +69,7 @@ func TestSnapshotsRoundTripsDoNotGrowWithNodes(t *testing.T) {
 		require.NoError(t, err)
 		return len(snaps), trips.Load()
 	}
-	_, err := first.Snapshots(ctx) // loads the script into the server's cache
+	_, err := first.Snapshots(ctx) // a warm connection, functions loaded
 	require.NoError(t, err)
 	nodesBefore, tripsBefore := measure()
 	for i := range 20 {
@@ -149,8 +149,9 @@ func TestQueueAndFlagsBadInput(t *testing.T) {
 func TestAllocateAndReleaseAreOneRoundTripEach(t *testing.T) {
 	ctx := context.Background()
 	s := newNode(t, 2)
-	// Warm the server's script cache: after a restart the first EVALSHA of
-	// each script costs one more trip (NOSCRIPT, then EVAL).
+	// A warm connection with the functions loaded: on a server that lacks
+	// them, the first call costs two more trips (FUNCTION LOAD, the call
+	// again; see TestFunctionsAreLoadedWhenMissing).
 	_, err := s.Allocate(ctx, manual("warm", 1))
 	require.NoError(t, err)
 	_, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: "warm"})
@@ -188,4 +189,75 @@ func TestHistoriesIsOneRoundTrip(t *testing.T) {
 	require.Equal(t, "alice", h[b.Node()][0].User)
 	_, err = a.Histories(ctx, []string{"bad node"}, time.Time{})
 	require.Error(t, err)
+}
+
+func TestRegisterBoundsGPUsPerNode(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 0)
+	for _, n := range []int{allocator.MaxGPUsPerNode + 1, 10000} {
+		_, err := s.Register(ctx, fakeGPUs(n), false)
+		var in *allocator.InputError
+		require.ErrorAs(t, err, &in, "%d GPUs", n)
+		require.Equal(t, fmt.Sprintf(`invalid gpu list "%d GPUs": want 1 to 256 GPUs`, n), err.Error())
+	}
+	// Sent past the Go checks, the operation refuses with its own message
+	// (no Lua unpack error) and writes nothing.
+	k := s.keys
+	args := append([]any{"0"}, policyArgs(s.Policy())...)
+	for _, g := range fakeGPUs(10000) {
+		args = append(args, g.UUID, g.Index, g.Minor, g.Name)
+	}
+	err := s.rdb.FCall(ctx, registerOp.function, []string{k.gpus, k.res, k.bres, k.mru, k.hist, k.policy}, args...).Err()
+	require.ErrorContains(t, err, "register: 40000 arguments after the policy: want groups of four for at most 256 GPUs")
+	require.NotContains(t, err.Error(), "unpack")
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Empty(t, snap.GPUs)
+	require.Zero(t, snap.Policy)
+
+	// The whole node is bounded too: GPUs kept from before count.
+	_, err = s.Register(ctx, fakeGPUs(200), false)
+	require.NoError(t, err)
+	more := fakeGPUs(300)[200:]
+	_, err = s.Register(ctx, more, false)
+	require.ErrorContains(t, err, "the node would have 300 GPUs: at most 256 are accepted")
+	snap, err = s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Len(t, snap.GPUs, 200, "nothing changed")
+	_, err = s.Register(ctx, more, true)
+	require.NoError(t, err, "replacing is fine")
+}
+
+func TestLargestNodeWorks(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, allocator.MaxGPUsPerNode)
+	// One user's release history on every GPU: the most-recently-used
+	// lookup reads 2 fields per GPU, more than one HMGET's share.
+	g, err := s.Allocate(ctx, manual("alice", allocator.MaxGPUsPerNode))
+	require.NoError(t, err)
+	require.Len(t, g.GPUs, allocator.MaxGPUsPerNode)
+	_, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: "alice", GPUs: g.GPUs})
+	require.NoError(t, err)
+	g, err = s.Allocate(ctx, manual("alice", allocator.MaxGPUsPerNode))
+	require.NoError(t, err)
+	require.Len(t, g.GPUs, allocator.MaxGPUsPerNode)
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Len(t, snap.Reservations, allocator.MaxGPUsPerNode)
+	require.Len(t, snap.LastReleased, allocator.MaxGPUsPerNode)
+
+	// A release naming 10,000 GPUs, sent past the Go checks, reads them in
+	// bounded steps.
+	ids := make([]string, 10000)
+	for i := range ids {
+		ids[i] = uuid(i)
+	}
+	k := s.keys
+	raw, err := s.rdb.FCall(ctx, releaseOp.function, []string{k.res, k.mru, k.hist, k.q, k.qe, k.reply("big", false)},
+		"alice", "", joinList(ids), "", 0, "0", 60000).Text()
+	require.NoError(t, err)
+	require.Contains(t, raw, uuid(255))
+
+	_, err = s.Release(ctx, allocator.Release{RequestID: "r", GPUs: ids[:allocator.MaxGPUsPerNode+1]})
+	require.ErrorContains(t, err, "at most 256 GPUs")
 }

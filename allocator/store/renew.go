@@ -18,7 +18,8 @@ type renewReply struct {
 }
 
 // Renew extends a run lease: every GPU must still be held by user under
-// token. It returns the new expiry, or a *allocator.LeaseLostError naming
+// token. It returns the new expiry (the lease is bounded by the node's
+// stored policy), or a *allocator.LeaseLostError naming
 // the first GPU that is no longer the caller's (then nothing is renewed).
 func (s *Store) Renew(ctx context.Context, user string, token int64, gpus []string, lease time.Duration) (time.Time, error) {
 	if err := allocator.ValidateUser(user); err != nil {
@@ -36,7 +37,7 @@ func (s *Store) Renew(ctx context.Context, user string, token int64, gpus []stri
 	if lease <= 0 {
 		return time.Time{}, &allocator.InputError{Field: "lease", Value: lease.String(), Accepted: "a positive duration"}
 	}
-	raw, err := renewScript.Run(ctx, s.rdb, []string{s.keys.res}, user, token, lease.Milliseconds(), joinList(gpus)).Text()
+	raw, err := s.run.run(ctx, renewOp, []string{s.keys.res}, user, token, lease.Milliseconds(), joinList(gpus)).Text()
 	if err != nil {
 		return time.Time{}, s.wrap("renew", err)
 	}

@@ -10,18 +10,16 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"canhazgpu/allocator"
 )
 
 func (k nodeKeys) snapshotKeys() []string {
-	return []string{k.gpus, k.res, k.mru, k.q, k.qe, k.flags}
+	return []string{k.gpus, k.res, k.bres, k.mru, k.q, k.qe, k.flags, k.policy}
 }
 
 // Snapshot reads the node's state in one round trip.
 func (s *Store) Snapshot(ctx context.Context) (*allocator.Snapshot, error) {
-	v, err := snapshotScript.Run(ctx, s.rdb, s.keys.snapshotKeys()).Slice()
+	v, err := s.run.run(ctx, snapshotOp, s.keys.snapshotKeys()).Slice()
 	if err != nil {
 		return nil, s.wrap("snapshot", err)
 	}
@@ -36,36 +34,17 @@ func (s *Store) Snapshots(ctx context.Context) ([]*allocator.Snapshot, error) {
 		return nil, err
 	}
 	sort.Strings(nodes)
-	run := func() ([]redis.Cmder, error) {
-		return s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, n := range nodes {
-				snapshotScript.EvalSha(ctx, p, keysFor(n).snapshotKeys())
-			}
-			return nil
-		})
+	keys := make([][]string, len(nodes))
+	for i, n := range nodes {
+		keys[i] = keysFor(n).snapshotKeys()
 	}
-	cmds, err := run()
-	if err != nil && isNoScript(err) {
-		// EVALSHA in a pipeline has no EVAL fallback: load and try again.
-		if err := snapshotScript.Load(ctx, s.rdb).Err(); err != nil {
-			return nil, s.wrap("load snapshot script", err)
-		}
-		if cc, ok := s.rdb.(*redis.ClusterClient); ok {
-			err = cc.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error {
-				return snapshotScript.Load(ctx, c).Err()
-			})
-			if err != nil {
-				return nil, s.wrap("load snapshot script", err)
-			}
-		}
-		cmds, err = run()
-	}
+	cmds, err := s.run.runAll(ctx, snapshotOp, keys)
 	if err != nil {
 		return nil, s.wrap("snapshot all nodes", err)
 	}
 	out := make([]*allocator.Snapshot, 0, len(nodes))
 	for i, c := range cmds {
-		v, err := c.(*redis.Cmd).Slice()
+		v, err := c.Slice()
 		if err != nil {
 			return nil, s.wrap("snapshot "+nodes[i], err)
 		}
@@ -78,11 +57,7 @@ func (s *Store) Snapshots(ctx context.Context) ([]*allocator.Snapshot, error) {
 	return out, nil
 }
 
-func isNoScript(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
-}
-
-// flatHash turns an HGETALL reply inside a script reply into a map.
+// flatHash turns an HGETALL reply inside an operation's reply into a map.
 func flatHash(v any) (map[string]string, error) {
 	list, ok := v.([]any)
 	if !ok {
@@ -100,7 +75,10 @@ func flatHash(v any) (map[string]string, error) {
 	return m, nil
 }
 
+// wireQueueEntry is a queue entry as the operations encode it; ID is set
+// only where a list of entries is returned (the hash field names them).
 type wireQueueEntry struct {
+	ID string `json:"id"`
 	K  string `json:"k"`
 	U  string `json:"u"`
 	C  int    `json:"c"`
@@ -111,29 +89,35 @@ type wireQueueEntry struct {
 	To int64  `json:"to"`
 }
 
+func (w wireQueueEntry) entry(id string) allocator.QueueEntry {
+	return allocator.QueueEntry{ID: id, Kind: allocator.Kind(w.K), User: w.U, Count: w.C, GPUs: splitList(w.G),
+		Allocated: splitList(w.A), EnqueuedAt: msTime(w.T), HeartbeatAt: msTime(w.H)}
+}
+
 type wireFlag struct {
 	M string `json:"m"`
 	T int64  `json:"t"`
 }
 
 func decodeSnapshot(node string, v []any) (*allocator.Snapshot, error) {
-	if len(v) != 7 {
-		return nil, fmt.Errorf("snapshot of %s: want 7 parts, got %d", node, len(v))
+	// now, gpus, res, bres, rel, queue order, qe, flags, policy: see snapshot.lua.
+	if len(v) != 9 {
+		return nil, fmt.Errorf("snapshot of %s: want 9 parts, got %d", node, len(v))
 	}
 	nowMS, ok := v[0].(int64)
 	if !ok {
 		return nil, fmt.Errorf("snapshot of %s: bad time %v", node, v[0])
 	}
-	var hashes [6]map[string]string
-	for i, part := range []int{1, 2, 3, 5, 6} {
+	var hashes [7]map[string]string
+	for i, part := range []int{1, 2, 3, 4, 6, 7, 8} {
 		h, err := flatHash(v[part])
 		if err != nil {
 			return nil, fmt.Errorf("snapshot of %s: %w", node, err)
 		}
 		hashes[i] = h
 	}
-	gpus, res, rel, qe, flags := hashes[0], hashes[1], hashes[2], hashes[3], hashes[4]
-	snap := &allocator.Snapshot{Node: node, Now: msTime(nowMS),
+	gpus, res, bres, rel, qe, flags, policy := hashes[0], hashes[1], hashes[2], hashes[3], hashes[4], hashes[5], hashes[6]
+	snap := &allocator.Snapshot{Node: node, Now: msTime(nowMS), Policy: decodePolicy(policy),
 		Reservations: map[string]allocator.Reservation{}, LastReleased: map[string]time.Time{}}
 	for uuid, raw := range gpus {
 		g := allocator.GPU{UUID: uuid}
@@ -154,11 +138,7 @@ func decodeSnapshot(node string, v []any) (*allocator.Snapshot, error) {
 		}
 		snap.LastReleased[uuid] = msTime(ms)
 	}
-	for uuid, raw := range res {
-		r, err := decodeReservation(uuid, raw)
-		if err != nil {
-			return nil, fmt.Errorf("snapshot of %s: %w", node, err)
-		}
+	for uuid, r := range mergeReservations(bres, res) {
 		// Expired but not yet reclaimed: free since its expiry, exactly as
 		// the next allocation will see it.
 		if !r.Active(snap.Now) {
@@ -169,7 +149,7 @@ func decodeSnapshot(node string, v []any) (*allocator.Snapshot, error) {
 		}
 		snap.Reservations[uuid] = r
 	}
-	order, ok := v[4].([]any)
+	order, ok := v[5].([]any)
 	if !ok {
 		return nil, fmt.Errorf("snapshot of %s: bad queue", node)
 	}
@@ -186,8 +166,7 @@ func decodeSnapshot(node string, v []any) (*allocator.Snapshot, error) {
 		if w.H+w.To <= nowMS {
 			continue // the waiter is gone; the next writer drops it
 		}
-		snap.Queue = append(snap.Queue, allocator.QueueEntry{ID: id, Kind: allocator.Kind(w.K), User: w.U,
-			Count: w.C, GPUs: splitList(w.G), Allocated: splitList(w.A), EnqueuedAt: msTime(w.T), HeartbeatAt: msTime(w.H)})
+		snap.Queue = append(snap.Queue, w.entry(id))
 	}
 	for field, raw := range flags {
 		var w wireFlag

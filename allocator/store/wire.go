@@ -9,7 +9,7 @@ import (
 	"canhazgpu/allocator"
 )
 
-// wireReservation is a reservation as the scripts encode it (see lua/lib.lua).
+// wireReservation is a reservation as the operations encode it (see lua/lib.lua).
 type wireReservation struct {
 	K   string `json:"k"`
 	U   string `json:"u"`
@@ -42,15 +42,28 @@ func (w wireReservation) reservation(uuid string) allocator.Reservation {
 		Restart: w.R, BootID: w.B, Queued: w.Q != ""}
 }
 
-func decodeReservation(uuid, raw string) (allocator.Reservation, error) {
-	var w wireReservation
-	if err := json.Unmarshal([]byte(raw), &w); err != nil {
-		return allocator.Reservation{}, fmt.Errorf("decode reservation of %s: %w", uuid, err)
+// mergeReservations decodes the batch and interactive reservation hashes
+// as lib.lua's load_all does: an entry that does not decode, or whose kind
+// belongs in the other hash, is ignored (the CLI's Redis user may write
+// anything into res, but cannot make a batch reservation there), and a
+// batch reservation wins over an interactive entry for the same GPU.
+func mergeReservations(bres, res map[string]string) map[string]allocator.Reservation {
+	out := make(map[string]allocator.Reservation, len(bres)+len(res))
+	add := func(h map[string]string, batch bool) {
+		for uuid, raw := range h {
+			var w wireReservation
+			if _, taken := out[uuid]; taken || json.Unmarshal([]byte(raw), &w) != nil || allocator.Kind(w.K).Batch() != batch {
+				continue
+			}
+			out[uuid] = w.reservation(uuid)
+		}
 	}
-	return w.reservation(uuid), nil
+	add(bres, true)
+	add(res, false)
+	return out
 }
 
-// decodeReservations reads a JSON list the scripts produced (empty string:
+// decodeReservations reads a JSON list the operations produced (empty string:
 // none).
 func decodeReservations(raw string) ([]allocator.Reservation, error) {
 	if raw == "" {

@@ -46,8 +46,8 @@ func Conn(c config.RedisConfig) store.Conn {
 
 // Open opens the provider and the store. Nothing is sent to Redis yet.
 func Open(ctx context.Context, cfg *config.Config) (*Node, error) {
-	st, err := store.Open(ctx, Conn(cfg.Redis), cfg.Node, store.Options{
-		HistoryMaxAge: cfg.History.MaxAge, HistoryMaxRecords: cfg.History.MaxRecords})
+	st, err := store.Open(ctx, Conn(cfg.Redis), cfg.Node, store.Options{Policy: allocator.Policy{
+		HistoryMaxAge: cfg.History.MaxAge, HistoryMaxRecords: cfg.History.MaxRecords}})
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,6 +50,11 @@ type Options struct {
 	Port int
 	// Args are extra redis-server arguments (e.g. --requirepass, TLS).
 	Args []string
+	// Users are ACL users besides "default" (which keeps every right, for
+	// the test's own inspection): name -> rules after "user NAME", e.g.
+	// "on >secret +@read ~*". They are written to an ACL file in the
+	// server's directory.
+	Users map[string]string
 }
 
 // Start launches a redis-server in a new temp dir and waits until it answers.
@@ -83,6 +89,14 @@ func Start(opts Options) (*Server, error) {
 		"--logfile", filepath.Join(dir, "redis.log"),
 	}
 	s.args = append(s.args, opts.Args...)
+	if len(opts.Users) > 0 {
+		acl, err := writeACLFile(dir, opts.Users)
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		s.args = append(s.args, "--aclfile", acl)
+	}
 	if opts.Cluster {
 		s.args = append(s.args, "--cluster-enabled", "yes",
 			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
@@ -93,6 +107,23 @@ func Start(opts Options) (*Server, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+func writeACLFile(dir string, users map[string]string) (string, error) {
+	names := make([]string, 0, len(users))
+	for name := range users {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, name := range names {
+		fmt.Fprintf(&b, "user %s %s\n", name, users[name])
+	}
+	path := filepath.Join(dir, "users.acl")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		return "", fmt.Errorf("redistest: acl file: %w", err)
+	}
+	return path, nil
 }
 
 func (s *Server) launch(bin string) error {
@@ -224,11 +255,12 @@ type Cluster struct {
 }
 
 // StartCluster starts n masters (no replicas) and joins them with
-// redis-cli --cluster create.
-func StartCluster(n int) (*Cluster, error) {
+// redis-cli --cluster create. opts.Args and opts.Users apply to every
+// node; the port and cluster mode are chosen here.
+func StartCluster(n int, opts Options) (*Cluster, error) {
 	c := &Cluster{}
 	for range n {
-		s, err := startClusterNode()
+		s, err := startClusterNode(opts)
 		if err != nil {
 			c.Stop()
 			return nil, err
@@ -255,7 +287,7 @@ func StartCluster(n int) (*Cluster, error) {
 }
 
 // startClusterNode picks a port whose cluster bus port (+10000) is free too.
-func startClusterNode() (*Server, error) {
+func startClusterNode(opts Options) (*Server, error) {
 	for range 20 {
 		p, err := freePort()
 		if err != nil {
@@ -269,7 +301,8 @@ func startClusterNode() (*Server, error) {
 			continue
 		}
 		l.Close()
-		return Start(Options{Cluster: true, Port: p})
+		opts.Cluster, opts.Port = true, p
+		return Start(opts)
 	}
 	return nil, errors.New("redistest: no free port pair for a cluster node")
 }

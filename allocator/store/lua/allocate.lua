@@ -1,39 +1,44 @@
 -- allocate.lua: grant GPUs of one node to one owner, all or nothing.
 --
--- KEYS[1] gpus  registered devices (hash uuid -> "index minor name")
--- KEYS[2] res   reservations (hash uuid -> reservation)
--- KEYS[3] mru   release times per GPU and per user and GPU (see lib.lua)
--- KEYS[4] hist  finished reservations (zset scored by end ms)
--- KEYS[5] meta  counters (hash: token)
--- KEYS[6] q     queue order (zset entry -> seq)
--- KEYS[7] qe    queue entries (hash entry -> JSON)
--- KEYS[8] req   this request's stored reply (a retry returns it unchanged)
+-- KEYS[1] res   interactive reservations (hash uuid -> reservation)
+-- KEYS[2] mru   release times per GPU and per user and GPU (see lib.lua)
+-- KEYS[3] hist  finished reservations (zset scored by end ms)
+-- KEYS[4] meta  counters (hash: token)
+-- KEYS[5] q     queue order (zset entry -> seq)
+-- KEYS[6] qe    queue entries (hash entry -> JSON)
+-- KEYS[7] req   this request's stored reply (a retry returns it unchanged);
+--               req:ID for interactive kinds, breq:ID for batch kinds
+-- Read, not declared (see lib.lua): gpus (hash uuid -> "index minor name"),
+-- bres (batch reservations; written for batch kinds), policy.
 -- --
 -- ARGV[1] kind  ARGV[2] user  ARGV[3] uid  ARGV[4] job id
 -- ARGV[5] count (0 when by ids)  ARGV[6] ids  ARGV[7] preferred ids
--- ARGV[8] excluded ids (memory in use)  ARGV[9] lease ms (0 for batch)
+-- ARGV[8] excluded ids (memory in use)  ARGV[9] lease ms (0 for batch;
+-- bounded by the policy: run_lease_ms for run, max_duration_ms for manual)
 -- ARGV[10] note  ARGV[11] restart count  ARGV[12] boot id
--- ARGV[13] queue entry ("" when not waiting)
--- ARGV[14] history max age ms  ARGV[15] history max records
--- ARGV[16] reply ttl ms
+-- ARGV[13] queue entry ("" when not waiting)  ARGV[14] reply ttl ms
 --
 -- Returns JSON:
---   {ok=1, gpus="u1,u2", token=N, taken="<JSON list of replaced reservations>"}
+--   {ok=1, gpus="u1,u2", token=N, expires=ms (0 for batch), taken="<JSON list of replaced reservations>"}
 --   {ok=0, err="shortage", requested, available, unreserved, waiting, conflicts="<JSON>"}
 --   {ok=0, err="pending", allocated="u1", position=1}   (queue head, partial)
 --   {ok=0, err="unknown_gpu", value=uuid} | {ok=0, err="not_registered"}
 --   {ok=0, err="not_queued"}
-local k = {gpus = KEYS[1], res = KEYS[2], mru = KEYS[3], hist = KEYS[4],
-           meta = KEYS[5], q = KEYS[6], qe = KEYS[7], req = KEYS[8]}
+-- or a NOPERM error, before any write, when the caller may not write the
+-- batch reservations a batch kind needs.
+local k = {res = KEYS[1], mru = KEYS[2], hist = KEYS[3], meta = KEYS[4], q = KEYS[5], qe = KEYS[6], req = KEYS[7]}
+k.gpus, k.bres, k.policy = node_key(k.res, 'gpus'), node_key(k.res, 'bres'), node_key(k.res, 'policy')
 local kind, user, uid, job = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local count = tonumber(ARGV[5])
 local ids, prefer, exclude = split(ARGV[6]), split(ARGV[7]), set_of(split(ARGV[8]))
 local lease, note, restart, boot = tonumber(ARGV[9]), ARGV[10], tonumber(ARGV[11]), ARGV[12]
 local entry = ARGV[13]
-local max_age, max_n, ttl = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+local ttl = tonumber(ARGV[14])
+local batch = is_batch(kind)
 
 local done = redis.call('GET', k.req)
 if done then return done end
+if batch and not may_write(k.bres) then return noperm(k.bres) end
 
 local gpus = raw_hash(k.gpus)
 if next(gpus) == nil then return cjson.encode({ok = 0, err = 'not_registered'}) end
@@ -42,11 +47,15 @@ for _, id in ipairs(ids) do
 end
 
 local now = now_ms()
+local pol = load_policy(k.policy)
+if kind == 'run' then
+  lease = math.min(lease, pol.run_lease_ms)
+elseif not batch then
+  lease = math.min(lease, pol.max_duration_ms)
+end
 local live = purge_queue(k.q, k.qe, now)
-local res = decode_hash(k.res)
-reclaim(k, res, now, max_age, max_n)
-
-local batch = (kind == 'slurm' or kind == 'pbs')
+local res = load_all(k)
+reclaim(k, res, now, pol)
 
 -- Interactive requests take turns: only the queue's head may take GPUs
 -- while anyone waits. Batch jobs got their GPUs from the scheduler and
@@ -114,7 +123,7 @@ else
       fields[i] = mine_prefix .. uuid
       fields[n + i] = uuid
     end
-    local times = redis.call('HMGET', k.mru, unpack(fields))
+    local times = hmget(k.mru, fields)
     for i, uuid in ipairs(free_list) do
       mru[uuid] = tonumber(times[i]) or 0
       rel[uuid] = tonumber(times[n + i]) or 0
@@ -167,28 +176,28 @@ for _, uuid in ipairs(taken) do
   local old = res[uuid]
   old.gpu = uuid
   replaced[#replaced + 1] = old
-  free(k, uuid, old, now, 'taken_over', max_age, max_n)
+  free(k, uuid, old, now, 'taken_over', pol)
   res[uuid] = nil
 end
+local expiry, beat = 0, 0
+if not batch then expiry = now + lease end
+if kind == 'run' then beat = now end
 for _, uuid in ipairs(take) do
   local r = res[uuid]
   if r and batch and mine(r) then
     -- A retried or requeued prolog of the same job keeps its GPUs.
     r.t, r.r, r.b = token, restart, boot
   else
-    local expiry, beat = 0, 0
-    if not batch then expiry = now + lease end
-    if kind == 'run' then beat = now end
     r = {k = kind, u = user, id = uid, j = job, n = note, t = token, s = now,
          e = expiry, h = beat, r = restart, b = boot, q = ''}
   end
-  redis.call('HSET', k.res, uuid, cjson.encode(r))
+  redis.call('HSET', res_hash(k, kind), uuid, cjson.encode(r))
 end
 if head then
   redis.call('ZREM', k.q, entry)
   redis.call('HDEL', k.qe, entry)
 end
-local reply = {ok = 1, gpus = table.concat(take, ','), token = token}
+local reply = {ok = 1, gpus = table.concat(take, ','), token = token, expires = expiry}
 if #replaced > 0 then reply.taken = cjson.encode(replaced) end
 reply = cjson.encode(reply)
 redis.call('SET', k.req, reply, 'PX', ttl)

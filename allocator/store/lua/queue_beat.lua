@@ -17,12 +17,10 @@ e.h = now
 redis.call('HSET', qe, id, cjson.encode(e))
 for _, uuid in ipairs(split(e.a)) do
   local raw = redis.call('HGET', res, uuid)
-  if raw then
-    local r = cjson.decode(raw)
-    if r.q == id then
-      r.e = now + e.to
-      redis.call('HSET', res, uuid, cjson.encode(r))
-    end
+  local r = raw and decode_res(raw, false)
+  if r and r.q == id then
+    r.e = now + e.to
+    redis.call('HSET', res, uuid, cjson.encode(r))
   end
 end
 return pos

@@ -1,8 +1,10 @@
 -- renew.lua: extend a run lease held with a fencing token.
 --
--- KEYS[1] res   reservations (hash uuid -> reservation)
+-- KEYS[1] res   interactive reservations (hash uuid -> reservation)
+-- Read, not declared (see lib.lua): policy, bres (to name a batch holder).
 -- --
--- ARGV[1] user  ARGV[2] token  ARGV[3] lease ms  ARGV[4] ids (comma-joined)
+-- ARGV[1] user  ARGV[2] token  ARGV[3] lease ms (bounded by the policy's
+-- run_lease_ms)  ARGV[4] ids (comma-joined)
 --
 -- Renewing twice has the effect of renewing once, so no request id is
 -- needed. All or nothing: if any GPU is no longer this lease's, none is
@@ -10,13 +12,18 @@
 -- Returns JSON: {ok=1, expires=ms} | {ok=0, err="lost", gpu=uuid, holder=<reservation or absent>}
 local res = KEYS[1]
 local user, token, lease, ids = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), split(ARGV[4])
+lease = math.min(lease, load_policy(node_key(res, 'policy')).run_lease_ms)
 
 local now = now_ms()
 local held = {}
 for i, uuid in ipairs(ids) do
   local raw = redis.call('HGET', res, uuid)
-  if not raw then return cjson.encode({ok = 0, err = 'lost', gpu = uuid}) end
-  local r = cjson.decode(raw)
+  local r = raw and decode_res(raw, false)
+  if not r then
+    -- Not a run lease any more: name the batch job holding it, if any.
+    local b = redis.call('HGET', node_key(res, 'bres'), uuid)
+    return cjson.encode({ok = 0, err = 'lost', gpu = uuid, holder = b and decode_res(b, true) or nil})
+  end
   -- An expired lease nobody reclaimed yet is still ours: the reclaim and
   -- any new grant happen atomically in allocate.lua, never behind our back.
   if r.u ~= user or r.t ~= token or r.q ~= '' then

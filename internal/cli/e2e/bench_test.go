@@ -105,7 +105,7 @@ func manyNodes(tb testing.TB, prefix string, nodes, gpus int) []string {
 }
 
 // TestStatusAllNodesCommands checks what `status --all-nodes` sends: one
-// SMEMBERS for the registry and one EVALSHA per node, which the store
+// SMEMBERS for the registry and one FCALL_RO per node, which the store
 // sends as a single pipeline (store.Snapshots): two round trips whatever
 // the number of nodes.
 func TestStatusAllNodesCommands(t *testing.T) {
@@ -122,7 +122,7 @@ func TestStatusAllNodesCommands(t *testing.T) {
 	})
 	require.Equal(t, "smembers", cmds[0])
 	for _, c := range cmds[1:] {
-		require.Equal(t, "evalsha", c)
+		require.Equal(t, "fcall_ro", c)
 	}
 	nodes, err := n.store().Nodes(context.Background())
 	require.NoError(t, err)

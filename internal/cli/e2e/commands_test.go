@@ -65,20 +65,19 @@ func TestEveryCommandHappyPath(t *testing.T) {
 }
 
 // TestStatusIsOneRoundTrip watches the server with MONITOR while the
-// binary shows the status of a registered node: one script call.
+// binary shows the status of a registered node: one function call.
 func TestStatusIsOneRoundTrip(t *testing.T) {
 	n := newNode(t, idleGPUs(8))
 	require.Equal(t, 0, n.run("status").code) // registers the node
 	cmds := clientCommands(t, func() { require.Equal(t, 0, n.run("status").code) })
-	require.Equal(t, []string{"evalsha"}, cmds)
-	// So are a reservation and its release, once the server has the
-	// scripts cached (the very first call of each sends it with EVAL).
+	require.Equal(t, []string{"fcall_ro"}, cmds)
+	// So are a reservation and its release (the functions are loaded).
 	require.Equal(t, 0, n.run("reserve").code)
 	require.Equal(t, 0, n.run("release").code)
 	cmds = clientCommands(t, func() { require.Equal(t, 0, n.run("reserve", "--gpus", "2").code) })
-	require.Equal(t, []string{"evalsha"}, cmds)
+	require.Equal(t, []string{"fcall"}, cmds)
 	cmds = clientCommands(t, func() { require.Equal(t, 0, n.run("release").code) })
-	require.Equal(t, []string{"evalsha"}, cmds)
+	require.Equal(t, []string{"fcall"}, cmds)
 }
 
 // clientCommands returns the commands clients sent while fn ran, in
@@ -120,7 +119,7 @@ func clientCommands(t testing.TB, fn func()) []string {
 	}
 }
 
-// monitorLine: +1700000000.123456 [0 127.0.0.1:5000] "evalsha" ...
+// monitorLine: +1700000000.123456 [0 127.0.0.1:5000] "fcall" ...
 var monitorLine = regexp.MustCompile(`^\+[\d.]+ \[\d+ ([^\]]+)\] "([^"]+)"`)
 
 func TestStatusJSONThroughTheBinary(t *testing.T) {

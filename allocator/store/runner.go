@@ -1,0 +1,139 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNoFunctions: the server lacks this build's function library and the
+// credential may not load it (the CLI and monitor roles).
+var ErrNoFunctions = errors.New("the store lacks this canhazgpu version's functions")
+
+// runner runs the operations. On Redis 7 they are functions of the
+// versioned library (FCALL, or FCALL_RO for reads), loaded when the server
+// lacks them. A server without FCALL (Redis < 7) gets the same code as
+// EVALSHA/EVAL scripts, a choice made at the first sign and kept for the
+// rest of the runner's life.
+type runner struct {
+	rdb  redis.UniversalClient
+	eval atomic.Bool
+}
+
+// maxAttempts bounds one operation's tries: a missing library (load,
+// retry), or no FCALL (switch to scripts, retry) then a pipeline's NOSCRIPT
+// (load the script, retry).
+const maxAttempts = 3
+
+func (r *runner) call(ctx context.Context, c redis.Cmdable, o *op, keys []string, args ...any) *redis.Cmd {
+	if o.readOnly {
+		return c.FCallRO(ctx, o.function, keys, args...)
+	}
+	return c.FCall(ctx, o.function, keys, args...)
+}
+
+// run runs one operation in one round trip when the server has its code.
+func (r *runner) run(ctx context.Context, o *op, keys []string, args ...any) *redis.Cmd {
+	for attempt := 1; ; attempt++ {
+		var cmd *redis.Cmd
+		if r.eval.Load() {
+			cmd = o.script.Run(ctx, r.rdb, keys, args...) // EVALSHA, then EVAL on NOSCRIPT
+		} else {
+			cmd = r.call(ctx, r.rdb, o, keys, args...)
+		}
+		retry, err := r.settle(ctx, o, cmd.Err())
+		switch {
+		case err != nil:
+			failed := redis.NewCmd(ctx)
+			failed.SetErr(err)
+			return failed
+		case !retry || attempt == maxAttempts:
+			return cmd
+		}
+	}
+}
+
+// runAll runs one operation for many key sets in one pipeline.
+func (r *runner) runAll(ctx context.Context, o *op, keys [][]string) ([]*redis.Cmd, error) {
+	for attempt := 1; ; attempt++ {
+		cmds := make([]*redis.Cmd, len(keys))
+		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, k := range keys {
+				if r.eval.Load() {
+					cmds[i] = o.script.EvalSha(ctx, p, k) // a pipeline has no EVAL fallback
+				} else {
+					cmds[i] = r.call(ctx, p, o, k)
+				}
+			}
+			return nil
+		})
+		retry, serr := r.settle(ctx, o, err)
+		switch {
+		case serr != nil:
+			return nil, serr
+		case !retry || attempt == maxAttempts:
+			return cmds, err
+		}
+	}
+}
+
+// settle reacts to an operation's error and reports whether running it
+// again may succeed: it loads what the server lacks, or switches to
+// scripts when the server has no FCALL.
+func (r *runner) settle(ctx context.Context, o *op, err error) (bool, error) {
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return false, nil
+	}
+	msg := rerr.Error()
+	switch {
+	case r.eval.Load() && strings.HasPrefix(msg, "NOSCRIPT"):
+		return true, onEveryPrimary(ctx, r.rdb, func(ctx context.Context, c redis.Cmdable) error {
+			return o.script.Load(ctx, c).Err()
+		})
+	case r.eval.Load():
+		return false, nil
+	case strings.HasPrefix(msg, "ERR Function not found"):
+		return true, r.load(ctx)
+	case isUnknownFCall(msg):
+		r.eval.Store(true)
+		return true, nil
+	}
+	return false, nil
+}
+
+// isUnknownFCall recognises Redis 6's answer to FCALL and FCALL_RO
+// ("ERR unknown command `FCALL`, ..."; Redis 7 quotes with ').
+func isUnknownFCall(msg string) bool {
+	m := strings.ToLower(msg)
+	return strings.HasPrefix(m, "err unknown command") && strings.Contains(m, "fcall")
+}
+
+// load loads this build's library on every primary (REPLACE: loading
+// twice, or from many programs at once, is harmless).
+func (r *runner) load(ctx context.Context) error {
+	err := onEveryPrimary(ctx, r.rdb, func(ctx context.Context, c redis.Cmdable) error {
+		return c.FunctionLoadReplace(ctx, library.code).Err()
+	})
+	var rerr redis.Error
+	if errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "NOPERM") {
+		return fmt.Errorf("%w (library %s), and this credential may not load them: a root program does "+
+			"(canhazgpu admin --register, the scheduler prolog or the health check)", ErrNoFunctions, library.name)
+	}
+	if err != nil {
+		return fmt.Errorf("load function library %s: %w", library.name, err)
+	}
+	return nil
+}
+
+// onEveryPrimary runs f on the server, or on every primary of a cluster.
+func onEveryPrimary(ctx context.Context, rdb redis.UniversalClient, f func(context.Context, redis.Cmdable) error) error {
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return f(ctx, c) })
+	}
+	return f(ctx, rdb)
+}
