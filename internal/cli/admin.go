@@ -7,10 +7,12 @@ import (
 	"strings"
 
 	"canhazgpu/allocator"
+	"canhazgpu/allocator/store"
 	"canhazgpu/allocator/usage"
 )
 
 type adminArgs struct {
+	acl      bool
 	gpus     countValue
 	force    bool
 	register bool
@@ -24,13 +26,14 @@ func adminCommand() *command {
 	fs := newFlagSet("admin")
 	fs.VarP(&a.gpus, "gpus", "g", "register this node's GPUs: `N` must be the number the GPU provider detects")
 	fs.BoolVar(&a.force, "force", false, "with --gpus: register exactly the detected GPUs even when N differs, and drop registered GPUs no longer detected (their reservations end)")
+	fs.BoolVar(&a.acl, "acl", false, "create the store roles' passwords in "+SecretsDir+" where missing, with their modes, and print the Redis ACL users for them (root only; docs/security.md)")
 	fs.BoolVar(&a.register, "register", false, "register the GPUs the provider detects and the site's limits, as root's programs do when they find them changed (root only; the boot unit runs it)")
 	fs.BoolVar(&a.release, "release", false, "release reservations of any user: those on --gpu-ids, or all of --user")
 	fs.VarP(&a.ids, "gpu-ids", "G", "with --release: the GPUs, a comma-separated `LIST` of indices")
 	fs.VarP(&a.user, "user", "u", "with --release: only the reservations of account `NAME`")
 	return &command{
 		name:  "admin",
-		usage: "canhazgpu admin --register | --gpus N [--force] | --release [--gpu-ids LIST] [--user NAME]",
+		usage: "canhazgpu admin --register | --gpus N [--force] | --release [--gpu-ids LIST] [--user NAME] | --acl",
 		short: "Register this node's GPUs, or release anyone's reservations",
 		long: `Registering is for root only: the GPUs in the store are what everyone is
 handed. --register records what the provider detects, with the site's limits
@@ -41,19 +44,28 @@ difference. --gpus N registers only when the provider detects exactly N GPUs,
 because a GPU that is not there must never be handed out; --force is for
 replacing hardware: the registration becomes exactly what is detected now,
 and GPUs no longer present are dropped. --release, for root and members of
-admin.group, ends reservations of any user and their places in the queue;
-reservations of batch jobs only root can end.`,
+admin.group, ends reservations of any user and, without --gpu-ids, their
+places in the queue; reservations of batch jobs only root can end. --acl
+(root) makes the store credentials of the admin, cli and monitor roles and
+prints their Redis ACL users (docs/security.md).`,
 		examples: []string{
 			"canhazgpu admin --register",
 			"canhazgpu admin --gpus 8",
 			"canhazgpu admin --gpus 8 --force",
 			"canhazgpu admin --release --gpu-ids 1",
 			"canhazgpu admin --release --user bob",
+			"canhazgpu admin --acl > canhazgpu.acl",
 		},
 		flags: fs,
 		run: func(ctx context.Context, inv *invocation, args []string) error {
 			if err := noArgs("admin", args); err != nil {
 				return err
+			}
+			if a.acl {
+				if fs.NFlag() > 1 {
+					return usagef("--acl goes alone: want canhazgpu admin --acl")
+				}
+				return runACL(inv)
 			}
 			if err := a.check(fs.Changed("gpus") || a.register); err != nil {
 				return err
@@ -66,7 +78,7 @@ reservations of batch jobs only root can end.`,
 func (a *adminArgs) check(gpusSet bool) error {
 	switch {
 	case gpusSet == a.release:
-		return usagef("canhazgpu admin needs one of --register, --gpus N (register GPUs) or --release (release reservations)")
+		return usagef("canhazgpu admin needs one of --register, --gpus N (register GPUs), --release (release reservations) or --acl (store credentials)")
 	case a.register && a.gpus.n != 0:
 		return usagef("--register and --gpus %d conflict: --register takes what is detected, --gpus N checks the count first", a.gpus.n)
 	case a.force && a.gpus.n == 0:
@@ -94,32 +106,7 @@ func runAdmin(ctx context.Context, inv *invocation, a *adminArgs) error {
 	}
 	out := env.Stdout
 	if a.release {
-		snap, err := node.Store.Snapshot(ctx)
-		if err != nil {
-			return err
-		}
-		rel := allocator.Release{RequestID: allocator.NewRequestID(), User: a.user.s}
-		for _, i := range a.ids.ids {
-			g, ok := snap.GPUByIndex(i)
-			if !ok {
-				return badValue("--gpu-ids", a.ids.raw, registeredIndices(snap))
-			}
-			rel.GPUs = append(rel.GPUs, g.UUID)
-		}
-		done, err := node.Store.Release(ctx, rel)
-		if err != nil {
-			return err
-		}
-		if len(done.GPUs) == 0 {
-			_, err := fmt.Fprintf(out, "Nothing to release on node %s.\n", cfg.Node)
-			return err
-		}
-		names := newGPUNamer(nil, snap.GPUs)
-		for _, u := range done.GPUs {
-			r := snap.Reservations[u]
-			writeLine(out, "Released GPU %s on node %s (held by %s, %s).", names.name(u), cfg.Node, r.User, r.Kind)
-		}
-		return nil
+		return adminRelease(ctx, env, cfg.Node, node.Store, a)
 	}
 
 	devs, err := node.Devices(ctx)
@@ -158,4 +145,68 @@ func registeredIndices(snap *allocator.Snapshot) string {
 		return "a registered GPU, but node " + snap.Node + " has none"
 	}
 	return "indices of GPUs registered for node " + snap.Node + ": " + strings.Join(idx, ",")
+}
+
+// adminRelease ends reservations of any user (of --user) and, without
+// --gpu-ids, their places in the queue with what those hold. Root ends any
+// kind; the admin group, whose CLI credential may not write batch
+// reservations, interactive ones only.
+func adminRelease(ctx context.Context, env *Env, nodeName string, st *store.Store, a *adminArgs) error {
+	snap, err := st.Snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	rel := allocator.Release{RequestID: allocator.NewRequestID(), User: a.user.s, Queue: len(a.ids.ids) == 0}
+	if !env.User.Root() {
+		rel.Kinds = []allocator.Kind{allocator.KindManual, allocator.KindRun}
+	}
+	names := newGPUNamer(nil, snap.GPUs)
+	for _, i := range a.ids.ids {
+		g, ok := snap.GPUByIndex(i)
+		if !ok {
+			return badValue("--gpu-ids", a.ids.raw, registeredIndices(snap))
+		}
+		if r, held := snap.Reservations[g.UUID]; held && r.Kind.Batch() && !env.User.Root() {
+			return fmt.Errorf("GPU %d is held by %s job %s of %s: only root may end a batch job's reservation", i, r.Kind, r.JobID, r.User)
+		}
+		rel.GPUs = append(rel.GPUs, g.UUID)
+	}
+	done, err := st.Release(ctx, rel)
+	if err != nil {
+		return err
+	}
+	out := env.Stdout
+	for _, u := range done.GPUs {
+		r := snap.Reservations[u]
+		if err := writeLine(out, "Released GPU %s on node %s (held by %s, %s).", names.name(u), nodeName, r.User, r.Kind); err != nil {
+			return err
+		}
+	}
+	for _, e := range done.Dequeued {
+		if err := writeLine(out, "Removed %s's request for %s from the queue of node %s.", e.User, plural(max(e.Count, len(e.GPUs)), "GPU"), nodeName); err != nil {
+			return err
+		}
+	}
+	if len(done.GPUs) == 0 && len(done.Dequeued) == 0 {
+		if err := writeLine(out, "Nothing to release on node %s.", nodeName); err != nil {
+			return err
+		}
+	}
+	if len(done.Refused) > 0 {
+		r := done.Refused[0]
+		return fmt.Errorf("GPU %s is reserved by %s (%s), not by %s: nothing of it was released", names.name(r.GPU), r.User, r.Kind, a.user.s)
+	}
+	return nil
+}
+
+// runACL is admin --acl: root only, and it needs no store.
+func runACL(inv *invocation) error {
+	cfg, err := inv.config()
+	if err != nil {
+		return err
+	}
+	if !inv.env.User.Root() {
+		return fmt.Errorf("canhazgpu admin --acl: only root may make the store credentials; you are %s", inv.env.User.Name)
+	}
+	return writeACL(inv.env.Stdout, cfg)
 }

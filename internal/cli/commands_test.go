@@ -423,3 +423,41 @@ func TestUsersCannotSetSitePolicy(t *testing.T) {
 	require.Empty(t, snap.Reservations)
 	require.Empty(t, snap.Queue)
 }
+
+func TestAdminReleaseClearsTheQueueAndLeavesBatchJobsToRoot(t *testing.T) {
+	f := registered(t, idleGPUs(2), `admin.group = "gpuadmins"`)
+	ctx := context.Background()
+	carol := Identity{Name: "carol", UID: 2003, Groups: []string{"gpuadmins"}}
+	require.Equal(t, 0, f.run(alice, "reserve", "--gpu-ids", "0").code)
+	snap, err := f.store().Snapshot(ctx)
+	require.NoError(t, err)
+	gpu1, _ := snap.GPUByIndex(1)
+	_, err = f.store().Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindSlurm,
+		User: "dora", JobID: "77", GPUs: []string{gpu1.UUID}})
+	require.NoError(t, err)
+	// bob waits for two GPUs: a dead waiter at the head would block the node.
+	_, err = f.store().Enqueue(ctx, allocator.QueueEntry{ID: "bob-waits", Kind: allocator.KindManual, User: "bob", Count: 2}, time.Hour)
+	require.NoError(t, err)
+
+	r := f.run(carol, "admin", "--release", "--gpu-ids", "1")
+	require.Equal(t, 1, r.code)
+	require.Equal(t, "Error: GPU 1 is held by slurm job 77 of dora: only root may end a batch job's reservation\n", r.stderr)
+
+	r = f.run(carol, "admin", "--release", "--user", "bob")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, "Removed bob's request for 2 GPUs from the queue of node "+f.node+".\n", r.stdout)
+	snap, err = f.store().Snapshot(ctx)
+	require.NoError(t, err)
+	require.Empty(t, snap.Queue)
+
+	r = f.run(root, "admin", "--release", "--gpu-ids", "1")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, "Released GPU 1 on node "+f.node+" (held by dora, slurm).\n", r.stdout)
+}
+
+func TestAdminACLMakesTheCredentials(t *testing.T) {
+	f := newFixture(t, idleGPUs(1))
+	r := f.run(alice, "admin", "--acl")
+	require.Equal(t, 1, r.code)
+	require.Contains(t, r.stderr, "only root may make the store credentials")
+}

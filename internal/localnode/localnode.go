@@ -46,8 +46,7 @@ func Conn(c config.RedisConfig) store.Conn {
 
 // Open opens the provider and the store. Nothing is sent to Redis yet.
 func Open(ctx context.Context, cfg *config.Config) (*Node, error) {
-	st, err := store.Open(ctx, Conn(cfg.Redis), cfg.Node, store.Options{Policy: allocator.Policy{
-		HistoryMaxAge: cfg.History.MaxAge, HistoryMaxRecords: cfg.History.MaxRecords}})
+	st, err := store.Open(ctx, Conn(cfg.Redis), cfg.Node, store.Options{Policy: Policy(cfg)})
 	if err != nil {
 		return nil, err
 	}
@@ -57,6 +56,21 @@ func Open(ctx context.Context, cfg *config.Config) (*Node, error) {
 		return nil, err
 	}
 	return &Node{Config: cfg, Store: st, GPUs: prov, MayRegister: os.Geteuid() == 0}, nil
+}
+
+// Policy is the node's policy from the site's settings: what root's
+// programs register, and what the store then holds every client to.
+func Policy(cfg *config.Config) allocator.Policy {
+	return allocator.Policy{RunLease: cfg.Run.HeartbeatTimeout, QueueTimeout: cfg.Queue.HeartbeatTimeout,
+		MaxDuration: cfg.Reserve.MaxDuration, HistoryMaxAge: cfg.History.MaxAge,
+		HistoryMaxRecords: cfg.History.MaxRecords}
+}
+
+// outdated: the store's registration of this node lacks a detected GPU,
+// or its policy is not the site's (root edited the config).
+func (n *Node) outdated(snap *allocator.Snapshot, devs []gpu.Device) bool {
+	return usage.NeedsRegistration(snap, devs) ||
+		(len(devs) > 0 && snap.Policy != Policy(n.Config).WithDefaults())
 }
 
 // Close releases the provider and the connection.
@@ -86,7 +100,7 @@ func (n *Node) Look(ctx context.Context) (*allocator.Snapshot, []gpu.Device, err
 	if err != nil {
 		return nil, nil, err
 	}
-	if n.MayRegister && usage.NeedsRegistration(snap, devs) {
+	if n.MayRegister && n.outdated(snap, devs) {
 		if _, err := n.Store.Register(ctx, usage.Registration(devs), false); err != nil {
 			return nil, nil, err
 		}
@@ -111,7 +125,7 @@ func (n *Node) LookAll(ctx context.Context) ([]*allocator.Snapshot, []gpu.Device
 		return nil, nil, err
 	}
 	i := slices.IndexFunc(snaps, func(s *allocator.Snapshot) bool { return s.Node == n.Store.Node() })
-	if len(devs) == 0 || !n.MayRegister || (i >= 0 && !usage.NeedsRegistration(snaps[i], devs)) {
+	if len(devs) == 0 || !n.MayRegister || (i >= 0 && !n.outdated(snaps[i], devs)) {
 		return snaps, devs, nil
 	}
 	if _, err := n.Store.Register(ctx, usage.Registration(devs), false); err != nil {

@@ -128,3 +128,23 @@ func TestLookAllRegistersThisNodeAmongOthers(t *testing.T) {
 		}
 	}
 }
+
+func TestRootRegistersTheSitePolicyAndUpdatesIt(t *testing.T) {
+	n, _ := openNode(t, "policy1", twoGPUs)
+	n.MayRegister = true
+	snap, _, err := n.Look(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, Policy(n.Config).WithDefaults(), snap.Policy)
+	require.Equal(t, n.Config.Run.HeartbeatTimeout, snap.Policy.RunLease)
+
+	// Root edits the config: root's next look writes the new policy.
+	n.Config.Reserve.MaxDuration = 2 * time.Hour
+	n.Store.Close()
+	again, err := Open(context.Background(), n.Config)
+	require.NoError(t, err)
+	t.Cleanup(func() { again.Close() })
+	again.MayRegister = true
+	snap, _, err = again.Look(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Hour, snap.Policy.MaxDuration)
+}
