@@ -542,6 +542,8 @@ func TestInstall(t *testing.T) {
 		}
 	})
 
+	t.Run("trust boundary", testTrustBoundary)
+
 	t.Run("tmpfiles.d creates the state directory", func(t *testing.T) {
 		root := t.TempDir()
 		snippet, err := os.ReadFile("/usr/lib/tmpfiles.d/canhazgpu.conf")
