@@ -31,7 +31,10 @@ func testTrustBoundary(t *testing.T) {
 	for _, a := range []string{mallory, alice, victim} {
 		accounttest.Ensure(t, a)
 	}
-	dir := t.TempDir()
+	// Readable by the test accounts, which t.TempDir's parent is not.
+	dir, err := os.MkdirTemp("", "canhazgpu-trust-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	require.NoError(t, os.Chmod(dir, 0o755))
 	fake := filepath.Join(dir, "gpus.json")
 	require.NoError(t, os.WriteFile(fake, []byte(`{"gpus": [{"index": 0}, {"index": 1}, {"index": 2}, {"index": 3}]}`), 0o644))
