@@ -52,10 +52,14 @@ func (h *Hook) Epilog(ctx context.Context) (string, error) {
 	if err := jobstate.RemoveJob(cfg.StateDir, allocator.KindSlurm, job.ID); err != nil {
 		return "", fmt.Errorf("%s%w", prefix, err)
 	}
+	line := prefix + "released " + strings.Join(rel.GPUs, " ")
 	if len(rel.GPUs) == 0 {
-		return prefix + "nothing to release", nil
+		line = prefix + "nothing to release"
 	}
-	return prefix + "released " + strings.Join(rel.GPUs, " "), nil
+	if more := jobstate.SettleLeftovers(ctx, st, cfg.StateDir); more != "" {
+		line += "; " + more
+	}
+	return line, nil
 }
 
 func (h *Hook) epilogStoreDown(job Job, prefix string, cause error) (string, error) {

@@ -40,9 +40,9 @@ func (h *Hook) Prolog(ctx context.Context) (string, error) {
 	if jobErr == nil && len(job.GPUs) == 0 {
 		return "", nil // no GPUs on this node: nothing to reserve, nothing to say
 	}
+	p := &prologRun{Hook: h, job: job, prefix: "job " + job.ID + ": ", requestID: "slurm-prolog-" + job.ID + "-" + allocator.NewRequestID()}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Deadline)
 	defer cancel()
-	p := &prologRun{Hook: h, job: job, prefix: "job " + job.ID + ": ", requestID: "slurm-prolog-" + job.ID + "-" + allocator.NewRequestID()}
 	if jobErr != nil {
 		return p.unusable(jobErr)
 	}
@@ -65,7 +65,14 @@ func (h *Hook) Prolog(ctx context.Context) (string, error) {
 	}
 	p.slots = slots
 	p.boot, _ = jobstate.BootID(h.BootIDPath) // without it the health check ages the reservation by job state alone
-	return p.reserve(ctx)
+	line, err := p.reserve(ctx)
+	if err != nil || p.storeWasDown {
+		return line, err
+	}
+	if more := jobstate.SettleLeftovers(ctx, node.Store, cfg.StateDir); more != "" {
+		line += "; " + more
+	}
+	return line, nil
 }
 
 // prologRun is one Prolog's state between its steps.
@@ -79,11 +86,12 @@ type prologRun struct {
 	// than be told what an earlier run got. A retry stays harmless without
 	// it, because the store keeps the GPUs a job already holds. (The job id
 	// in it lets a stored reply be traced to its job.)
-	requestID string
-	node      *localnode.Node
-	devs      []gpu.Device
-	slots     []gpu.Device // the GPUs Slurm chose, in SLURM_JOB_GPUS order
-	boot      string
+	requestID    string
+	node         *localnode.Node
+	devs         []gpu.Device
+	slots        []gpu.Device // the GPUs Slurm chose, in SLURM_JOB_GPUS order
+	boot         string
+	storeWasDown bool // on_store_error = "allow" let the job run unreserved
 }
 
 func (p *prologRun) request(step string) allocator.Request {
@@ -289,6 +297,7 @@ func (p *prologRun) storeDown(cause error) (string, error) {
 	if err := p.writeJob(gpus, nil, true); err != nil {
 		return "", err
 	}
+	p.storeWasDown = true
 	return fmt.Sprintf("%s%v; on_store_error=allow: running on Slurm's GPUs %s, reservation pending",
 		p.prefix, cause, describe(gpus)), nil
 }
