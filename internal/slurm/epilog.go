@@ -24,6 +24,11 @@ func (h *Hook) Epilog(ctx context.Context) (string, error) {
 		return "", err
 	}
 	prefix := "job " + job.ID + ": "
+	// Before anything changes: a state directory others could write
+	// stops the Epilog with the store untouched.
+	if err := jobstate.Prepare(cfg.StateDir); err != nil {
+		return "", fmt.Errorf("%s%w", prefix, err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Deadline)
 	defer cancel()
 	st, err := h.openStore(ctx)

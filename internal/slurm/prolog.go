@@ -41,6 +41,11 @@ func (h *Hook) Prolog(ctx context.Context) (string, error) {
 		return "", nil // no GPUs on this node: nothing to reserve, nothing to say
 	}
 	p := &prologRun{Hook: h, job: job, prefix: "job " + job.ID + ": ", requestID: "slurm-prolog-" + job.ID + "-" + allocator.NewRequestID()}
+	// Before anything changes: a state directory others could write
+	// stops the Prolog with the store untouched.
+	if err := jobstate.Prepare(cfg.StateDir); err != nil {
+		return "", fmt.Errorf("%s%w", p.prefix, err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Deadline)
 	defer cancel()
 	if jobErr != nil {
