@@ -86,7 +86,7 @@ func parseStatusUID(status []byte) (int, error) {
 	return 0, errors.New("status: no Uid line")
 }
 
-// splitNUL splits /proc/<pid>/cmdline or environ, which end with a NUL.
+// splitNUL splits /proc/<pid>/cmdline, which ends with a NUL.
 func splitNUL(b []byte) []string {
 	s := strings.TrimSuffix(string(b), "\x00")
 	if s == "" {
