@@ -4,15 +4,19 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"os/user"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/allocator"
+	"canhazgpu/allocator/gpu"
 	"canhazgpu/integration/slurmtest"
 	"canhazgpu/internal/jobstate"
 )
@@ -101,6 +105,35 @@ func TestSlurm(t *testing.T) {
 		snap, err := s.st.Snapshot(context.Background())
 		require.NoError(t, err)
 		require.Empty(t, snap.Reservations)
+
+		// The job's processes belong to it through the slurmstepd that
+		// started them (this cluster uses no Slurm cgroups); a process of
+		// the same user outside Slurm that claims the job in its
+		// environment does not.
+		attributed := 0
+		for _, pid := range processesWithEnv("SLURM_JOB_ID=" + id) {
+			p, err := gpu.LookupProcess("", pid)
+			if err != nil || p.UID != s.uid {
+				continue // a short-lived child of the job's loop, or not the job user's
+			}
+			require.Equal(t, id, p.JobID, "pid %d %v", pid, p.Cmdline)
+			attributed++
+		}
+		require.Positive(t, attributed, "no process of job %s found", id)
+		u, err := user.Lookup(s.user)
+		require.NoError(t, err)
+		gid, err := strconv.Atoi(u.Gid)
+		require.NoError(t, err)
+		claim := exec.Command("/bin/sleep", "60")
+		claim.Env = []string{"SLURM_JOB_ID=" + id, "SLURM_JOBID=" + id}
+		claim.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(s.uid), Gid: uint32(gid)}}
+		require.NoError(t, claim.Start())
+		defer func() { _ = claim.Process.Kill(); _ = claim.Wait() }()
+		p, err := gpu.LookupProcess("", claim.Process.Pid)
+		require.NoError(t, err)
+		require.Equal(t, s.uid, p.UID)
+		require.Empty(t, p.JobID, "an environment claim counts for nothing")
+
 		s.letGo(id, 0)
 		s.finish(id, "COMPLETED")
 		require.Equal(t, "0", s.waitEvent("epilog", id).RC)
@@ -269,9 +302,16 @@ func TestSlurm(t *testing.T) {
 		require.NoError(t, srv.Restart())
 		restarted = true
 		require.Len(t, s.jobGPUs(id), 2, "held until settled")
-		done, err := jobstate.SettleAll(context.Background(), s.st, s.state)
-		require.NoError(t, err)
-		require.Len(t, done, 1)
+		// No health check runs here: the next job's Prolog reaches the
+		// store and applies the release.
+		next := s.submit("--gres=gpu:1", "--wrap", s.jobScript())
+		s.seen(next, "BATCH", "STEP0")
+		ev = s.waitEvent("prolog", next)
+		require.Equal(t, "0", ev.RC)
+		require.Contains(t, ev.Out, "; settled the pending release of slurm job "+id)
+		require.Empty(t, s.jobGPUs(id))
+		s.letGo(next, 0)
+		s.finish(next, "COMPLETED")
 		s.requireClean()
 	})
 }

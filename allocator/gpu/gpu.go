@@ -16,7 +16,7 @@ type Process struct {
 	UID          int      `json:"-"`                // -1 when unknown
 	UsedMemoryMB int64    `json:"used_memory_mb"`   // -1 when the driver does not say
 	Cmdline      []string `json:"-"`                // argv from /proc/<pid>/cmdline (or fake file)
-	JobID        string   `json:"job_id,omitempty"` // Slurm job from /proc/<pid>/cgroup, else SLURM_JOB_ID in its environment; "" when none
+	JobID        string   `json:"job_id,omitempty"` // Slurm job from its Slurm cgroup, else from the slurmstepd that started it (never its environment); "" when none
 }
 
 // Device is one GPU as seen now.

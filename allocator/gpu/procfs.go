@@ -38,25 +38,30 @@ func LookupProcess(procRoot string, pid int) (Process, error) {
 	p.UID = uid
 	p.User = users.name(uid)
 
-	// The rest is best effort: the process may exit between two reads, and
-	// environ is readable only by the process owner and root.
+	// The rest is best effort: the process may exit between two reads.
 	if comm, err := os.ReadFile(filepath.Join(dir, "comm")); err == nil {
 		p.Name = strings.TrimSuffix(string(comm), "\n")
 	}
 	if cmdline, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil {
 		p.Cmdline = splitNUL(cmdline)
 	}
+	p.JobID = slurmJob(procRoot, pid)
+	return p, nil
+}
+
+// slurmJob says which Slurm job a process belongs to, from what only root
+// can arrange: the job cgroup slurmstepd put it in or, on nodes where
+// Slurm uses no cgroups (proctrack/pgid or linuxproc), the slurmstepd that
+// started it. Never from the process's environment: its owner writes that,
+// and SLURM_JOB_ID=<any job> would claim another user's job for it.
+func slurmJob(procRoot string, pid int) string {
+	dir := filepath.Join(procRoot, strconv.Itoa(pid))
 	if cgroup, err := os.ReadFile(filepath.Join(dir, "cgroup")); err == nil {
-		p.JobID = jobIDFromCgroup(cgroup)
-	}
-	if p.JobID == "" {
-		// Only a hint: a process started outside a job can inherit the
-		// variable, while the cgroup is set by slurmstepd itself.
-		if environ, err := os.ReadFile(filepath.Join(dir, "environ")); err == nil {
-			p.JobID = jobIDFromEnviron(environ)
+		if job, inSlurm := jobFromCgroup(cgroup); inSlurm {
+			return job // "" for a Slurm cgroup outside any job (slurmstepd's own)
 		}
 	}
-	return p, nil
+	return jobFromStepdAncestor(procRoot, pid)
 }
 
 // parseStatusUID returns the real uid, the first of the four on the Uid: line;
@@ -81,7 +86,7 @@ func parseStatusUID(status []byte) (int, error) {
 	return 0, errors.New("status: no Uid line")
 }
 
-// splitNUL splits /proc/<pid>/cmdline or environ, which end with a NUL.
+// splitNUL splits /proc/<pid>/cmdline, which ends with a NUL.
 func splitNUL(b []byte) []string {
 	s := strings.TrimSuffix(string(b), "\x00")
 	if s == "" {
@@ -90,31 +95,140 @@ func splitNUL(b []byte) []string {
 	return strings.Split(s, "\x00")
 }
 
-// jobIDFromCgroup finds the job_<id> directory slurmstepd puts each step in,
-// both under cgroup v1 ("4:memory:/slurm/uid_1000/job_42/step_0") and v2
-// ("0::/system.slice/slurmstepd.scope/job_42/step_0").
-func jobIDFromCgroup(cgroup []byte) string {
+// jobFromCgroup finds the job in Slurm's own cgroup layouts, anchored at
+// the hierarchy's root so that a directory named job_<id> that a user made
+// in a cgroup tree delegated to them (systemd's user@.service) counts for
+// nothing:
+//
+//	cgroup v2: 0::/system.slice/slurmstepd.scope/job_42/step_0/user/task_0
+//	           (<node>_slurmstepd.scope with several slurmd on one host)
+//	cgroup v1: 4:memory:/slurm/uid_1000/job_42/step_batch/task_0
+//	           (/slurm_<node>/… with several slurmd on one host)
+//
+// inSlurm: the process is in a Slurm cgroup at all, with or without a job.
+func jobFromCgroup(cgroup []byte) (job string, inSlurm bool) {
 	for line := range strings.SplitSeq(string(cgroup), "\n") {
 		parts := strings.SplitN(line, ":", 3)
 		if len(parts) != 3 {
 			continue
 		}
-		for seg := range strings.SplitSeq(parts[2], "/") {
-			if id, ok := strings.CutPrefix(seg, "job_"); ok && isDigits(id) {
-				return id
+		segs := strings.Split(strings.TrimPrefix(parts[2], "/"), "/")
+		var jobSeg string
+		switch {
+		case parts[0] == "0" && parts[1] == "" && len(segs) >= 2 && segs[0] == "system.slice" &&
+			(segs[1] == "slurmstepd.scope" || strings.HasSuffix(segs[1], "_slurmstepd.scope")):
+			inSlurm = true
+			if len(segs) >= 3 {
+				jobSeg = segs[2]
+			}
+		case segs[0] == "slurm" || strings.HasPrefix(segs[0], "slurm_"):
+			inSlurm = true
+			if len(segs) >= 3 {
+				if uid, ok := strings.CutPrefix(segs[1], "uid_"); ok && isDigits(uid) {
+					jobSeg = segs[2]
+				}
 			}
 		}
+		if id, ok := strings.CutPrefix(jobSeg, "job_"); ok && isDigits(id) {
+			return id, true
+		}
+	}
+	return "", inSlurm
+}
+
+// maxAncestors bounds the walk up the process tree; job processes sit a
+// few levels below their slurmstepd.
+const maxAncestors = 64
+
+// jobFromStepdAncestor finds the job of the nearest slurmstepd above pid:
+// a process of root's named slurmstepd whose title is
+// "slurmstepd: [<job>.<step>]" (slurmstepd sets it; no user can start a
+// root process or change one's title). A parent younger than its child is
+// not its parent: the parent exited and its pid was reused.
+func jobFromStepdAncestor(procRoot string, pid int) string {
+	child, ok := readStat(procRoot, pid)
+	for range maxAncestors {
+		if !ok || child.ppid <= 1 {
+			return ""
+		}
+		parent, pok := readStat(procRoot, child.ppid)
+		if !pok || parent.start > child.start {
+			return ""
+		}
+		if job := stepdJob(procRoot, child.ppid); job != "" {
+			return job
+		}
+		child, ok = parent, pok
 	}
 	return ""
 }
 
-func jobIDFromEnviron(environ []byte) string {
-	for _, kv := range splitNUL(environ) {
-		if id, ok := strings.CutPrefix(kv, "SLURM_JOB_ID="); ok && isDigits(id) {
-			return id
-		}
+// stepdJob returns the job a slurmstepd serves, or "" when pid is no
+// slurmstepd of root's.
+func stepdJob(procRoot string, pid int) string {
+	dir := filepath.Join(procRoot, strconv.Itoa(pid))
+	comm, err := os.ReadFile(filepath.Join(dir, "comm"))
+	if err != nil || strings.TrimSuffix(string(comm), "\n") != "slurmstepd" {
+		return ""
 	}
-	return ""
+	status, err := os.ReadFile(filepath.Join(dir, "status"))
+	if err != nil {
+		return ""
+	}
+	if uid, err := parseStatusUID(status); err != nil || uid != 0 {
+		return ""
+	}
+	cmdline, err := os.ReadFile(filepath.Join(dir, "cmdline"))
+	if err != nil {
+		return ""
+	}
+	args := splitNUL(cmdline)
+	if len(args) == 0 {
+		return ""
+	}
+	rest, ok := strings.CutPrefix(strings.TrimSpace(args[0]), "slurmstepd: [")
+	if !ok {
+		return ""
+	}
+	jobStep, _, ok := strings.Cut(rest, "]")
+	if !ok {
+		return ""
+	}
+	job, step, ok := strings.Cut(jobStep, ".")
+	if !ok || step == "" || !isDigits(job) {
+		return ""
+	}
+	return job
+}
+
+// procStat is what /proc/<pid>/stat says about a process's place in the tree.
+type procStat struct {
+	ppid  int
+	start uint64 // clock ticks after boot
+}
+
+// readStat reads /proc/<pid>/stat. The name in parentheses may hold any
+// character, so the fields are counted after its last ')'.
+func readStat(procRoot string, pid int) (procStat, bool) {
+	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return procStat{}, false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return procStat{}, false
+	}
+	f := strings.Fields(s[i+1:]) // state(3) ppid(4) … starttime(22)
+	if len(f) < 20 {
+		return procStat{}, false
+	}
+	ppid, err1 := strconv.Atoi(f[1])
+	start, err2 := strconv.ParseUint(f[19], 10, 64)
+	if err1 != nil || err2 != nil {
+		return procStat{}, false
+	}
+	return procStat{ppid: ppid, start: start}, true
 }
 
 func isDigits(s string) bool {

@@ -2,6 +2,7 @@ package gpu
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/user"
@@ -23,6 +24,8 @@ type fixtureProc struct {
 	cmdline []string
 	cgroup  string
 	environ []string
+	ppid    int    // for stat; 0 writes 1 (init)
+	start   uint64 // for stat: start time in clock ticks after boot
 }
 
 func writeFixtureProc(t *testing.T, root string, pid int, p fixtureProc) {
@@ -31,7 +34,15 @@ func writeFixtureProc(t *testing.T, root string, pid int, p fixtureProc) {
 	require.NoError(t, os.MkdirAll(dir, 0o755))
 	status := "Name:\t" + p.comm + "\nUmask:\t0022\nState:\tS (sleeping)\n" +
 		"Uid:\t" + strconv.Itoa(p.uid) + "\t0\t0\t0\nGid:\t0\t0\t0\t0\n"
-	files := map[string]string{"status": status}
+	ppid := p.ppid
+	if ppid == 0 {
+		ppid = 1
+	}
+	// pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt
+	// majflt cmajflt utime stime cutime cstime priority nice threads
+	// itrealvalue starttime …
+	stat := fmt.Sprintf("%d (%s) S %d 0 0 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 %d 0 0\n", pid, p.comm, ppid, p.start)
+	files := map[string]string{"status": status, "stat": stat}
 	if p.comm != "" {
 		files["comm"] = p.comm + "\n"
 	}
@@ -95,37 +106,109 @@ func TestSplitNUL(t *testing.T) {
 	}
 }
 
-func TestJobID(t *testing.T) {
+func TestJobFromCgroup(t *testing.T) {
 	tests := []struct {
 		name    string
 		cgroup  string
-		environ string
 		want    string
+		inSlurm bool
 	}{
-		{name: "cgroup v2", cgroup: "0::/system.slice/slurmstepd.scope/job_42/step_0\n", want: "42"},
-		{name: "cgroup v2 task level", cgroup: "0::/system.slice/slurmstepd.scope/job_42/step_0/user/task_0\n", want: "42"},
+		{name: "cgroup v2", cgroup: "0::/system.slice/slurmstepd.scope/job_42/step_0\n", want: "42", inSlurm: true},
+		{name: "cgroup v2 task level", cgroup: "0::/system.slice/slurmstepd.scope/job_42/step_0/user/task_0\n", want: "42", inSlurm: true},
+		{name: "cgroup v2, several slurmd", cgroup: "0::/system.slice/node07_slurmstepd.scope/job_42/step_0\n", want: "42", inSlurm: true},
 		{
 			name: "cgroup v1",
 			cgroup: "12:pids:/system.slice/slurmd.service\n" +
 				"11:memory:/slurm/uid_1000/job_1234/step_batch/task_0\n" +
 				"4:devices:/slurm/uid_1000/job_1234/step_batch\n",
-			want: "1234",
+			want: "1234", inSlurm: true,
 		},
-		{name: "cgroup v1 with node name", cgroup: "7:cpuset:/slurm_node07/uid_1000/job_99/step_extern\n", want: "99"},
-		{name: "not in a job", cgroup: "0::/user.slice/user-1000.slice/session-3.scope\n", want: ""},
-		{name: "job_ without a number", cgroup: "0::/system.slice/job_abc/step_0\n", want: ""},
-		{name: "environ", cgroup: "0::/user.slice\n", environ: "PATH=/bin\x00SLURM_JOB_ID=77\x00HOME=/root\x00", want: "77"},
-		{name: "cgroup wins over environ", cgroup: "0::/system.slice/slurmstepd.scope/job_42/step_0\n", environ: "SLURM_JOB_ID=77\x00", want: "42"},
-		{name: "empty environ value", environ: "SLURM_JOB_ID=\x00", want: ""},
-		{name: "similar variable", environ: "SLURM_JOB_ID_OLD=5\x00MY_SLURM_JOB_ID=6\x00", want: ""},
+		{name: "cgroup v1, several slurmd", cgroup: "7:cpuset:/slurm_node07/uid_1000/job_99/step_extern\n", want: "99", inSlurm: true},
+		{name: "a job_ made inside a step counts for nothing", cgroup: "7:freezer:/slurm/uid_1000/job_99/step_0/job_5\n", want: "99", inSlurm: true},
+		{name: "slurmstepd itself", cgroup: "0::/system.slice/slurmstepd.scope/system\n", inSlurm: true},
+		{name: "v1 slurm tree without a uid", cgroup: "4:memory:/slurm/job_42/step_0\n", inSlurm: true},
+		{name: "not in a job", cgroup: "0::/user.slice/user-1000.slice/session-3.scope\n"},
+		{name: "slurmd's own service", cgroup: "0::/system.slice/slurmd.service\n"},
+		// cgroup trees systemd delegates to a user: directories there are
+		// the user's to name.
+		{name: "delegated job_", cgroup: "0::/user.slice/user-1000.slice/user@1000.service/app.slice/job_42/step_0\n"},
+		{name: "delegated look-alike", cgroup: "0::/user.slice/user-1000.slice/user@1000.service/system.slice/slurmstepd.scope/job_42\n"},
+		{name: "look-alike in a v1 controller", cgroup: "4:memory:/system.slice/slurmstepd.scope/job_42\n"},
+		{name: "job_ without a number", cgroup: "0::/system.slice/slurmstepd.scope/job_abc/step_0\n", inSlurm: true},
+		{name: "empty", cgroup: ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := jobIDFromCgroup([]byte(tt.cgroup))
-			if got == "" {
-				got = jobIDFromEnviron([]byte(tt.environ))
-			}
-			require.Equal(t, tt.want, got)
+			job, inSlurm := jobFromCgroup([]byte(tt.cgroup))
+			require.Equal(t, tt.want, job)
+			require.Equal(t, tt.inSlurm, inSlurm)
+		})
+	}
+}
+
+// TestSlurmJobAttribution: a process belongs to a job by its Slurm cgroup
+// or the slurmstepd above it, never by what its environment claims.
+func TestSlurmJobAttribution(t *testing.T) {
+	root := t.TempDir()
+	const outside = "0::/user.slice/user-1000.slice/session-3.scope\n"
+	noCgroup := "0::/system.slice/slurmd.service\n" // proctrack/pgid: steps stay in slurmd's cgroup
+	procs := map[int]fixtureProc{
+		200: {comm: "slurmd", uid: 0, cmdline: []string{"/usr/sbin/slurmd"}, cgroup: noCgroup, start: 50},
+		300: {comm: "slurmstepd", uid: 0, cmdline: []string{"slurmstepd: [55.batch]"}, cgroup: noCgroup, ppid: 200, start: 100},
+		301: {comm: "bash", uid: 1000, cmdline: []string{"/bin/bash", "job.sh"}, cgroup: noCgroup, ppid: 300, start: 110,
+			environ: []string{"SLURM_JOB_ID=55"}},
+		302: {comm: "python3", uid: 1000, cmdline: []string{"python3", "train.py"}, cgroup: noCgroup, ppid: 301, start: 120,
+			environ: []string{"SLURM_JOB_ID=77"}},
+		// Another user's process claims job 55 through its environment.
+		400: {comm: "python3", uid: 1001, cmdline: []string{"python3"}, cgroup: outside, start: 130,
+			environ: []string{"SLURM_JOB_ID=55"}},
+		// A user's own process named slurmstepd with a job's title.
+		410: {comm: "slurmstepd", uid: 1001, cmdline: []string{"slurmstepd: [55.0]"}, cgroup: outside, start: 140},
+		411: {comm: "python3", uid: 1001, cmdline: []string{"python3"}, cgroup: outside, ppid: 410, start: 150},
+		// Started before pid 300 existed: its parent exited and the pid
+		// went to the slurmstepd.
+		420: {comm: "python3", uid: 1001, cmdline: []string{"python3"}, cgroup: outside, ppid: 300, start: 90},
+		// A job_ directory in the user's own delegated cgroup tree.
+		430: {comm: "python3", uid: 1001, cmdline: []string{"python3"}, start: 160,
+			cgroup: "0::/user.slice/user-1001.slice/user@1001.service/app.slice/job_55\n"},
+		// The cgroup wins over the process tree.
+		440: {comm: "python3", uid: 1000, cmdline: []string{"python3"}, ppid: 300, start: 170,
+			cgroup: "0::/system.slice/slurmstepd.scope/job_56/step_0/user/task_0\n"},
+		// A root process that is no slurmstepd.
+		450: {comm: "slurmstepd", uid: 0, cmdline: []string{"/usr/sbin/slurmstepd"}, cgroup: noCgroup, start: 180},
+		451: {comm: "python3", uid: 1000, cmdline: []string{"python3"}, cgroup: noCgroup, ppid: 450, start: 190},
+	}
+	for pid, p := range procs {
+		writeFixtureProc(t, root, pid, p)
+	}
+	for pid, want := range map[int]string{301: "55", 302: "55", 400: "", 411: "", 420: "", 430: "", 440: "56", 451: ""} {
+		t.Run(strconv.Itoa(pid), func(t *testing.T) {
+			got, err := LookupProcess(root, pid)
+			require.NoError(t, err)
+			require.Equal(t, want, got.JobID)
+		})
+	}
+}
+
+func TestStepdJob(t *testing.T) {
+	root := t.TempDir()
+	for _, tc := range []struct {
+		title string
+		want  string
+	}{
+		{"slurmstepd: [55.batch]", "55"},
+		{"slurmstepd: [55.extern]", "55"},
+		{"slurmstepd: [55.0]", "55"},
+		{"slurmstepd: [55.interactive]   ", "55"},
+		{"slurmstepd: [55]", ""},
+		{"slurmstepd: [55.]", ""},
+		{"slurmstepd: [x.0]", ""},
+		{"slurmstepd: [55.0", ""},
+		{"slurmstepd", ""},
+	} {
+		t.Run(tc.title, func(t *testing.T) {
+			writeFixtureProc(t, root, 300, fixtureProc{comm: "slurmstepd", uid: 0, cmdline: []string{tc.title}})
+			require.Equal(t, tc.want, stepdJob(root, 300))
 		})
 	}
 }
@@ -162,10 +245,10 @@ func TestLookupProcess(t *testing.T) {
 				Cmdline: []string{"python3", "train.py", "--epochs", "3"}, JobID: "42"},
 		},
 		{
-			name: "unnamed uid and job from environ",
+			name: "unnamed uid; the environment's job counts for nothing",
 			pid:  5000,
 			want: Process{PID: 5000, Name: "sleep", User: "uid:3999999999", UID: unnamedUID, UsedMemoryMB: -1,
-				Cmdline: []string{"sleep", "100"}, JobID: "77"},
+				Cmdline: []string{"sleep", "100"}},
 		},
 		{
 			name: "only status and comm",

@@ -260,6 +260,21 @@ func TestRunKeepsJobsSlurmCannotJudge(t *testing.T) {
 	}
 }
 
+// A job file that is not root's proves nothing: a user cannot keep a gone
+// job's GPUs reserved by planting one.
+func TestRunIgnoresForeignJobFiles(t *testing.T) {
+	n := newTestNode(t, nil)
+	n.reserve(allocator.KindSlurm, "alice", 1002, "25", "boot-now", 1)
+	require.NoError(t, jobstate.WriteJob(n.stateDir, allocator.KindSlurm, "25", jobstate.JobFile{User: "alice"}))
+	require.NoError(t, os.Lchown(jobstate.JobPath(n.stateDir, allocator.KindSlurm, "25"), 12345, 12345))
+	n.sc.touch("job.25", "JobId=25 JobName=wrap\n   JobState=RUNNING Reason=None\n")
+	r := n.run()
+	require.Empty(t, r.Error)
+	require.Len(t, r.Settled, 1)
+	require.Equal(t, "released GPU 1 of slurm job 25: the job no longer runs on this node", r.Settled[0].Message)
+	require.Empty(t, n.sc.calls(), "Slurm is not asked about a job only a foreign file speaks for")
+}
+
 // Without slurmd's spool dir a missing socket proves nothing: only an
 // older boot makes a job stale.
 func TestRunWithoutSpoolDirJudgesByBootOnly(t *testing.T) {

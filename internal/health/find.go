@@ -86,7 +86,7 @@ func sameUser(p gpu.Process, r allocator.Reservation) bool {
 
 // inJob: a Slurm reservation belongs to one job, so its user's processes
 // must run inside that job. PBS jobs are matched by user only: processes
-// are attributed to Slurm jobs alone (cgroup job_<id>, SLURM_JOB_ID), and
+// are attributed to Slurm jobs alone (Slurm cgroup or slurmstepd), and
 // judging PBS jobs by that would flag every one of them.
 func inJob(p gpu.Process, r allocator.Reservation) bool {
 	if r.Kind != allocator.KindSlurm {

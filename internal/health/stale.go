@@ -52,12 +52,11 @@ func (p jobPlaces) stepSockets() (map[string]bool, error) {
 
 // hasJobFile: the Prolog wrote the job's file and no Epilog removed it yet.
 // It covers an allocation without any step (salloc with PrologFlags=Alloc
-// but without Contain), which has no socket at all.
+// but without Contain), which has no socket at all. Only a file the Prolog
+// could have written counts: one planted by someone else must not keep a
+// reservation alive.
 func (p jobPlaces) hasJobFile(job string) bool {
-	if jobstate.CheckJobID(job) != nil { // never build a path from an odd store value
-		return false
-	}
-	_, err := os.Stat(jobstate.JobPath(p.stateDir, allocator.KindSlurm, job))
+	_, err := jobstate.ReadJob(p.stateDir, allocator.KindSlurm, job) // checks the id before building a path
 	return err == nil
 }
 

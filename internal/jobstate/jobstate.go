@@ -13,9 +13,16 @@
 //
 // The directory lives on tmpfs on purpose: after a reboot no job runs, so
 // no file should survive either.
+//
+// Only root may write anything there (dir.go): the directory and every one
+// above it must be root's and writable by root only, no symbolic link is
+// followed inside, files that are not root's are ignored and reported, and
+// a file whose content is not what the programs write is rejected
+// (check.go). The state directory is created when missing.
 package jobstate
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -138,7 +145,7 @@ func JobPath(stateDir string, kind allocator.Kind, jobID string) string {
 }
 
 // WriteJob records a job's GPUs, replacing an older file of the same job
-// (a requeued job gets a new one).
+// (a requeued job gets a new one). It creates the directories it needs.
 func WriteJob(stateDir string, kind allocator.Kind, jobID string, f JobFile) error {
 	if err := checkKind(kind); err != nil {
 		return err
@@ -147,30 +154,49 @@ func WriteJob(stateDir string, kind allocator.Kind, jobID string, f JobFile) err
 		return err
 	}
 	f.Kind, f.JobID = kind, jobID
+	if err := f.check(); err != nil {
+		return err
+	}
 	data, err := json.Marshal(f)
 	if err != nil {
 		return fmt.Errorf("job file: %w", err)
 	}
-	return writeAtomic(filepath.Join(stateDir, string(kind)), jobID, append(data, '\n'))
+	d, err := openDir(stateDir, string(kind), true)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.writeAtomic(jobID, append(data, '\n'))
 }
 
 // ReadJob reads a job's file; a missing file is an error matching
-// fs.ErrNotExist.
+// fs.ErrNotExist. A file that is not root's, or whose content is not what
+// the Prolog writes, is an error and nothing of it is returned.
 func ReadJob(stateDir string, kind allocator.Kind, jobID string) (JobFile, error) {
-	var f JobFile
 	if err := checkKind(kind); err != nil {
-		return f, err
+		return JobFile{}, err
 	}
 	if err := CheckJobID(jobID); err != nil {
-		return f, err
+		return JobFile{}, err
 	}
-	path := JobPath(stateDir, kind, jobID)
-	data, err := os.ReadFile(path)
+	d, err := openDir(stateDir, string(kind), false)
 	if err != nil {
-		return f, fmt.Errorf("job file: %w", err)
+		return JobFile{}, err
 	}
-	if err := json.Unmarshal(data, &f); err != nil {
-		return f, fmt.Errorf("job file %s: %w", path, err)
+	defer d.Close()
+	data, err := d.readFile(jobID)
+	if err != nil {
+		return JobFile{}, err
+	}
+	var f JobFile
+	if err := decodeStrict(data, &f); err != nil {
+		return JobFile{}, fmt.Errorf("job file %s: %w", JobPath(stateDir, kind, jobID), err)
+	}
+	if f.Kind != kind || f.JobID != jobID {
+		return JobFile{}, fmt.Errorf("job file %s: holds %s job %q; rejected", JobPath(stateDir, kind, jobID), f.Kind, f.JobID)
+	}
+	if err := f.check(); err != nil {
+		return JobFile{}, fmt.Errorf("job file %s: %w; rejected", JobPath(stateDir, kind, jobID), err)
 	}
 	return f, nil
 }
@@ -183,29 +209,40 @@ func RemoveJob(stateDir string, kind allocator.Kind, jobID string) error {
 	if err := CheckJobID(jobID); err != nil {
 		return err
 	}
-	return removeIfExists(JobPath(stateDir, kind, jobID))
+	return removeIn(stateDir, string(kind), jobID)
+}
+
+// removeIn deletes stateDir/sub/name; a missing file or directory is no
+// error.
+func removeIn(stateDir, sub, name string) error {
+	d, err := openDir(stateDir, sub, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.remove(name)
 }
 
 // Jobs lists the job ids that have a file of this kind, for the health
-// check's comparison with the jobs the scheduler runs.
+// check's comparison with the jobs the scheduler runs. Files that are not
+// root's are left out and reported in the error, after the good ids are
+// returned.
 func Jobs(stateDir string, kind allocator.Kind) ([]string, error) {
 	if err := checkKind(kind); err != nil {
 		return nil, err
 	}
-	entries, err := os.ReadDir(filepath.Join(stateDir, string(kind)))
+	d, err := openDir(stateDir, string(kind), false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("job files: %w", err)
+		return nil, err
 	}
-	var ids []string
-	for _, e := range entries {
-		if e.Type().IsRegular() && !isTemp(e.Name()) {
-			ids = append(ids, e.Name())
-		}
-	}
-	return ids, nil
+	defer d.Close()
+	return d.list()
 }
 
 // markerName is the marker's file name: <kind>-<job>-<op>.
@@ -218,6 +255,8 @@ func MarkerPath(stateDir string, kind allocator.Kind, jobID string, op Op) strin
 	return filepath.Join(stateDir, pendingDir, markerName(kind, jobID, op))
 }
 
+// check accepts what the scheduler programs write: settling a marker acts
+// on the store as root, so nothing else may pass.
 func (m Marker) check() error {
 	if m.Op != OpReserve && m.Op != OpRelease {
 		return &allocator.InputError{Field: "marker op", Value: string(m.Op), Accepted: "reserve or release"}
@@ -225,7 +264,18 @@ func (m Marker) check() error {
 	if err := checkKind(m.Kind); err != nil {
 		return err
 	}
-	return CheckJobID(m.JobID)
+	if err := CheckJobID(m.JobID); err != nil {
+		return err
+	}
+	if err := checkOwner(m.User, m.UID, m.Restart); err != nil {
+		return err
+	}
+	for _, g := range m.GPUs {
+		if err := CheckUUID(g); err != nil {
+			return err
+		}
+	}
+	return checkText("boot id", m.BootID, 100)
 }
 
 // WriteMarker records a change for later. A release marker supersedes the
@@ -239,11 +289,16 @@ func WriteMarker(stateDir string, m Marker) error {
 	if err != nil {
 		return fmt.Errorf("pending marker: %w", err)
 	}
-	if err := writeAtomic(filepath.Join(stateDir, pendingDir), markerName(m.Kind, m.JobID, m.Op), append(data, '\n')); err != nil {
+	d, err := openDir(stateDir, pendingDir, true)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.writeAtomic(markerName(m.Kind, m.JobID, m.Op), append(data, '\n')); err != nil {
 		return err
 	}
 	if m.Op == OpRelease {
-		return removeIfExists(MarkerPath(stateDir, m.Kind, m.JobID, OpReserve))
+		return d.remove(markerName(m.Kind, m.JobID, OpReserve))
 	}
 	return nil
 }
@@ -256,42 +311,31 @@ func RemoveMarker(stateDir string, kind allocator.Kind, jobID string, op Op) err
 	if err := CheckJobID(jobID); err != nil {
 		return err
 	}
-	return removeIfExists(MarkerPath(stateDir, kind, jobID, op))
+	return removeIn(stateDir, pendingDir, markerName(kind, jobID, op))
 }
 
 // Markers lists the pending markers, oldest first. A reserve marker whose
 // job also has a release marker is left out (a crash between writing the
-// release and removing the reserve can leave both). Unreadable files are
+// release and removing the reserve can leave both). Files that are not
+// root's or do not hold a marker the programs write are left out and
 // reported in the error, after the good markers are returned.
 func Markers(stateDir string) ([]Marker, error) {
-	dir := filepath.Join(stateDir, pendingDir)
-	entries, err := os.ReadDir(dir)
+	d, err := openDir(stateDir, pendingDir, false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("pending markers: %w", err)
+		return nil, err
 	}
+	defer d.Close()
+	names, listErr := d.list()
+	errs := []error{listErr}
 	var all []Marker
-	var errs []error
 	released := map[string]bool{}
-	for _, e := range entries {
-		if !e.Type().IsRegular() || isTemp(e.Name()) {
-			continue
-		}
-		path := filepath.Join(dir, e.Name())
-		data, err := os.ReadFile(path)
+	for _, name := range names {
+		m, err := readMarker(d, name)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("pending marker: %w", err))
-			continue
-		}
-		var m Marker
-		if err := json.Unmarshal(data, &m); err != nil {
-			errs = append(errs, fmt.Errorf("pending marker %s: %w", path, err))
-			continue
-		}
-		if err := m.check(); err != nil || e.Name() != markerName(m.Kind, m.JobID, m.Op) {
-			errs = append(errs, fmt.Errorf("pending marker %s: does not match its contents (%s %s job %s)", path, m.Op, m.Kind, m.JobID))
+			errs = append(errs, err)
 			continue
 		}
 		if m.Op == OpRelease {
@@ -310,6 +354,27 @@ func Markers(stateDir string) ([]Marker, error) {
 	return out, errors.Join(errs...)
 }
 
+// readMarker reads one marker file and accepts it only when it holds what
+// its name says and nothing the programs would not write.
+func readMarker(d *stateDir, name string) (Marker, error) {
+	path := filepath.Join(d.path, name)
+	data, err := d.readFile(name)
+	if err != nil {
+		return Marker{}, fmt.Errorf("pending marker: %w", err)
+	}
+	var m Marker
+	if err := decodeStrict(data, &m); err != nil {
+		return Marker{}, fmt.Errorf("pending marker %s: %w; ignored", path, err)
+	}
+	if err := m.check(); err != nil {
+		return Marker{}, fmt.Errorf("pending marker %s: %w; ignored", path, err)
+	}
+	if name != markerName(m.Kind, m.JobID, m.Op) {
+		return Marker{}, fmt.Errorf("pending marker %s: does not match its contents (%s %s job %s); ignored", path, m.Op, m.Kind, m.JobID)
+	}
+	return m, nil
+}
+
 // sortMarkers orders by time, then by file name, so settling replays
 // changes in the order they happened.
 func sortMarkers(ms []Marker) {
@@ -321,72 +386,15 @@ func sortMarkers(ms []Marker) {
 	})
 }
 
-// tempPrefix starts files being written; readers skip every dot file.
-const tempPrefix = ".tmp-"
-
-func isTemp(name string) bool { return strings.HasPrefix(name, ".") }
-
-// writeAtomic writes dir/name through a temporary file and a rename, so a
-// reader sees the old file or the new one, never a part. The directory is
-// created world-readable: the TaskProlog reads as the job's user.
-func writeAtomic(dir, name string, data []byte) error {
-	if err := mkdirReadable(dir); err != nil {
+// decodeStrict decodes one JSON object with no field the type lacks.
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, tempPrefix+name+"-")
-	if err != nil {
-		return fmt.Errorf("state file: %w", err)
-	}
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("state file %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("state file %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("state file %s: %w", tmp.Name(), err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("state file: %w", err)
-	}
-	done = true
-	return nil
-}
-
-// mkdirReadable creates dir and its missing parents with mode 0755 whatever
-// the umask (slurmd's may be strict).
-func mkdirReadable(dir string) error {
-	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
-		return nil
-	}
-	if parent := filepath.Dir(dir); parent != dir {
-		if err := mkdirReadable(parent); err != nil {
-			return err
-		}
-	}
-	err := os.Mkdir(dir, 0o755)
-	switch {
-	case errors.Is(err, fs.ErrExist):
-		return nil // made by a concurrent program of another job
-	case err != nil:
-		return fmt.Errorf("state dir: %w", err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return fmt.Errorf("state dir: %w", err)
-	}
-	return nil
-}
-
-func removeIfExists(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("state file: %w", err)
+	if dec.More() {
+		return errors.New("more than one JSON value")
 	}
 	return nil
 }

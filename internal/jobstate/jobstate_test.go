@@ -116,7 +116,7 @@ func TestMarkers(t *testing.T) {
 	require.Equal(t, []Marker{reserve8, release9, release7}, got)
 
 	// Both left behind (a crash between the two steps): the release wins.
-	require.NoError(t, writeAtomic(filepath.Join(dir, "pending"), "slurm-7-reserve", mustJSON(t, reserve7)))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "pending", "slurm-7-reserve"), mustJSON(t, reserve7), 0o644))
 	got, err = Markers(dir)
 	require.NoError(t, err)
 	require.Equal(t, []Marker{reserve8, release9, release7}, got)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/store"
@@ -105,4 +106,30 @@ func SettleAll(ctx context.Context, st *store.Store, stateDir string) ([]Marker,
 		done = append(done, m)
 	}
 	return done, errors.Join(errs...)
+}
+
+// String names a marker for log lines: "release of slurm job 41".
+func (m Marker) String() string {
+	return string(m.Op) + " of " + string(m.Kind) + " job " + m.JobID
+}
+
+// SettleLeftovers settles what SettleAll does and sums it up in one phrase
+// for a program's log line; "" when there was nothing to settle. Root
+// programs that reached the store call it after their own work, so that a
+// change recorded during an outage is applied on nodes without a health
+// check too. It costs no store call when there are no markers.
+func SettleLeftovers(ctx context.Context, st *store.Store, stateDir string) string {
+	done, err := SettleAll(ctx, st, stateDir)
+	var parts []string
+	if len(done) > 0 {
+		names := make([]string, len(done))
+		for i, m := range done {
+			names[i] = m.String()
+		}
+		parts = append(parts, "settled the pending "+strings.Join(names, ", "))
+	}
+	if err != nil {
+		parts = append(parts, "pending markers not settled: "+strings.Join(strings.Fields(err.Error()), " "))
+	}
+	return strings.Join(parts, "; ")
 }

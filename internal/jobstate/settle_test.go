@@ -143,3 +143,30 @@ func TestSettleAll(t *testing.T) {
 	require.Equal(t, "6", res[uuid(0)].JobID)
 	require.NotContains(t, res, uuid(3))
 }
+
+// TestSettleAllIgnoresForeignMarkers: a marker root did not write is never
+// applied to the store nor removed; the error names it.
+func TestSettleAllIgnoresForeignMarkers(t *testing.T) {
+	ctx := context.Background()
+	st := newStore(t)
+	dir := t.TempDir()
+	_, err := st.Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindSlurm,
+		User: "alice", JobID: "5", GPUs: []string{uuid(1)}})
+	require.NoError(t, err)
+	// Someone else's release of alice's job, and a grant of all GPUs to eve.
+	require.NoError(t, WriteMarker(dir, Marker{Op: OpRelease, Kind: allocator.KindSlurm, JobID: "5", At: time.Now()}))
+	require.NoError(t, WriteMarker(dir, Marker{Op: OpReserve, Kind: allocator.KindSlurm, JobID: "6", User: "eve",
+		GPUs: []string{uuid(0), uuid(2), uuid(3)}, At: time.Now()}))
+	for _, op := range []Op{OpRelease, OpReserve} {
+		job := map[Op]string{OpRelease: "5", OpReserve: "6"}[op]
+		require.NoError(t, os.Lchown(MarkerPath(dir, allocator.KindSlurm, job, op), otherUID, otherUID))
+	}
+	done, err := SettleAll(ctx, st, dir)
+	require.Empty(t, done)
+	require.ErrorContains(t, err, MarkerPath(dir, allocator.KindSlurm, "5", OpRelease)+" is owned by uid 12345")
+	require.ErrorContains(t, err, MarkerPath(dir, allocator.KindSlurm, "6", OpReserve)+" is owned by uid 12345")
+	res := held(t, st)
+	require.Len(t, res, 1)
+	require.Equal(t, "alice", res[uuid(1)].User)
+	require.FileExists(t, MarkerPath(dir, allocator.KindSlurm, "5", OpRelease), "left for an admin to look at")
+}

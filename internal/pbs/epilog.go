@@ -39,6 +39,11 @@ func RunEpilog(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		logf(stderr, "error: pbs job %s: %v", a.job, err)
 		return ExitError
 	}
+	// Before anything changes: a state directory others could write stops
+	// the epilog with nothing done.
+	if err := jobstate.Prepare(cfg.PBS.StateDir); err != nil {
+		return fail(err)
+	}
 	// The job is over whatever the store says: its environment must not
 	// outlive it.
 	if err := removeEnvFile(a.envFile); err != nil {
@@ -85,6 +90,9 @@ func RunEpilog(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		logf(stderr, "pbs job %s held no GPUs on this host", a.job)
 	} else {
 		logf(stderr, "pbs job %s: released GPUs %s", a.job, strings.Join(rel.GPUs, ","))
+	}
+	if more := jobstate.SettleLeftovers(ctx, st, cfg.PBS.StateDir); more != "" {
+		logf(stderr, "%s", more)
 	}
 	return ExitOK
 }

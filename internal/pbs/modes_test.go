@@ -433,3 +433,50 @@ func TestTorqueResourcesReserveThisHostsShare(t *testing.T) {
 	require.Equal(t, ExitOK, r.code, r.stderr)
 	require.Equal(t, envText(0, 1, 2), r.stdout)
 }
+
+// TestUnsafeStateDirStopsThePrograms: a state directory another user owns
+// stops the prolog and the epilog before anything changes.
+func TestUnsafeStateDirStopsThePrograms(t *testing.T) {
+	n := newTestNode(t, nodeOpts{gpus: 2})
+	require.Equal(t, ExitOK, n.prolog("--job", "1.srv", "--user", "alice", "--uid", "1000", "--ngpus", "1").code)
+	require.NoError(t, os.Lchown(n.stateDir, 12345, 12345))
+	want := "state dir " + n.stateDir + " is owned by uid 12345; want a directory owned by root and writable by root only (such as mode 0755)"
+
+	r := n.prolog("--job", "2.srv", "--user", "alice", "--uid", "1000", "--ngpus", "1")
+	require.Equal(t, result{ExitError, "", "canhazgpu: error: pbs job 2.srv: " + want + "\n"}, r)
+	envFile := filepath.Join(n.dir, "1.env")
+	require.NoError(t, os.WriteFile(envFile, []byte(envText(0)), 0o644))
+	e := n.epilog("--job", "1.srv", "--env-file", envFile)
+	require.Equal(t, result{ExitError, "", "canhazgpu: error: pbs job 1.srv: " + want + "\n"}, e)
+	require.Equal(t, map[int]string{0: "pbs 1.srv alice"}, n.held(), "nothing reserved or released")
+	require.FileExists(t, envFile, "nothing removed")
+}
+
+// TestLeftoverMarkersSettled: a release recorded while the store was down
+// is applied by the next prolog or epilog that reaches the store.
+func TestLeftoverMarkersSettled(t *testing.T) {
+	n := newTestNode(t, nodeOpts{gpus: 3})
+	require.Equal(t, ExitOK, n.prolog("--job", "3.srv", "--user", "alice", "--uid", "1000", "--ngpus", "1").code)
+	require.Equal(t, ExitOK, n.prolog("--job", "4.srv", "--user", "alice", "--uid", "1000", "--ngpus", "1").code)
+	// As the epilogs left them during an outage.
+	for _, job := range []string{"3.srv", "4.srv"} {
+		require.NoError(t, jobstate.WriteMarker(n.stateDir, jobstate.Marker{Op: jobstate.OpRelease, Kind: allocator.KindPBS,
+			JobID: job, At: time.Now()}))
+	}
+	require.NoError(t, jobstate.RemoveJob(n.stateDir, allocator.KindPBS, "3.srv"))
+
+	r := n.prolog("--job", "5.srv", "--user", "bob", "--uid", "1001", "--ngpus", "1")
+	require.Equal(t, ExitOK, r.code, r.stderr)
+	require.Contains(t, r.stderr, "canhazgpu: settled the pending release of pbs job 3.srv, release of pbs job 4.srv\n")
+	require.Equal(t, map[int]string{2: "pbs 5.srv bob"}, n.held(), "the prolog settles after its own grant")
+	ms, err := jobstate.Markers(n.stateDir)
+	require.NoError(t, err)
+	require.Empty(t, ms)
+
+	require.NoError(t, jobstate.WriteMarker(n.stateDir, jobstate.Marker{Op: jobstate.OpRelease, Kind: allocator.KindPBS,
+		JobID: "5.srv", At: time.Now()}))
+	e := n.epilog("--job", "6.srv")
+	require.Equal(t, ExitOK, e.code, e.stderr)
+	require.Equal(t, "canhazgpu: pbs job 6.srv held no GPUs on this host\ncanhazgpu: settled the pending release of pbs job 5.srv\n", e.stderr)
+	require.Empty(t, n.held())
+}

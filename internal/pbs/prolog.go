@@ -53,6 +53,11 @@ type prolog struct {
 
 func (p *prolog) run(ctx context.Context) int {
 	a := p.args
+	// Before anything changes: a state directory others could write stops
+	// the prolog with nothing done.
+	if err := jobstate.Prepare(p.cfg.PBS.StateDir); err != nil {
+		return p.fail(err)
+	}
 	p.ngpus = a.ngpus
 	if p.ngpus < 0 {
 		host, _ := os.Hostname() // "" only matches nothing
@@ -105,6 +110,9 @@ func (p *prolog) run(ctx context.Context) int {
 			return p.fail(err)
 		}
 		logf(p.stderr, "pbs job %s of %s: reserved GPUs %s", a.job, a.user, indexList(grant.GPUs, devs))
+		if more := jobstate.SettleLeftovers(ctx, node.Store, p.cfg.PBS.StateDir); more != "" {
+			logf(p.stderr, "%s", more)
+		}
 		return ExitOK
 	case errors.As(err, &short):
 		return p.shortage(ctx, node, devs, short)

@@ -24,6 +24,11 @@ func (h *Hook) Epilog(ctx context.Context) (string, error) {
 		return "", err
 	}
 	prefix := "job " + job.ID + ": "
+	// Before anything changes: a state directory others could write
+	// stops the Epilog with the store untouched.
+	if err := jobstate.Prepare(cfg.StateDir); err != nil {
+		return "", fmt.Errorf("%s%w", prefix, err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Deadline)
 	defer cancel()
 	st, err := h.openStore(ctx)
@@ -52,10 +57,14 @@ func (h *Hook) Epilog(ctx context.Context) (string, error) {
 	if err := jobstate.RemoveJob(cfg.StateDir, allocator.KindSlurm, job.ID); err != nil {
 		return "", fmt.Errorf("%s%w", prefix, err)
 	}
+	line := prefix + "released " + strings.Join(rel.GPUs, " ")
 	if len(rel.GPUs) == 0 {
-		return prefix + "nothing to release", nil
+		line = prefix + "nothing to release"
 	}
-	return prefix + "released " + strings.Join(rel.GPUs, " "), nil
+	if more := jobstate.SettleLeftovers(ctx, st, cfg.StateDir); more != "" {
+		line += "; " + more
+	}
+	return line, nil
 }
 
 func (h *Hook) epilogStoreDown(job Job, prefix string, cause error) (string, error) {

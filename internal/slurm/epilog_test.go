@@ -58,11 +58,60 @@ func TestEpilogClearsMarkers(t *testing.T) {
 		Kind: allocator.KindSlurm, JobID: "94", User: "bob", GPUs: []string{slurmUUID(1)}, At: testNow}))
 	line, err := f.hook(jobEnv("93", "0")...).Epilog(ctx)
 	require.NoError(t, err)
-	require.Equal(t, "job 93: nothing to release", line)
+	// Job 93's marker is dropped; job 94 still runs, and with the store
+	// back its reservation is made now.
+	require.Equal(t, "job 93: nothing to release; settled the pending reserve of slurm job 94", line)
 	markers, err := jobstate.Markers(f.stateDir())
 	require.NoError(t, err)
-	require.Len(t, markers, 1)
-	require.Equal(t, "94", markers[0].JobID)
+	require.Empty(t, markers)
+	require.Empty(t, f.jobGPUs("93"))
+	require.Equal(t, []string{slurmUUID(1)}, f.jobGPUs("94"))
+}
+
+// TestLeftoverReleaseSettled: a release recorded while the store was down
+// is applied by the next Prolog or Epilog that reaches the store, on nodes
+// where no health check runs.
+func TestLeftoverReleaseSettled(t *testing.T) {
+	ctx := context.Background()
+	for _, next := range []string{"prolog", "epilog"} {
+		t.Run(next, func(t *testing.T) {
+			f := newFixture(t, `deadline = "300ms"`)
+			_, err := f.hook(jobEnv("97", "0,1")...).Prolog(ctx)
+			require.NoError(t, err)
+			up := f.cfg.Redis.URL
+			f.cfg.Redis.URL = "redis://127.0.0.1:1/0"
+			line, err := f.hook(jobEnv("97", "0,1")...).Epilog(ctx)
+			require.NoError(t, err)
+			require.Contains(t, line, "release pending")
+			require.Len(t, f.jobGPUs("97"), 2, "still held")
+
+			f.cfg.Redis.URL = up
+			if next == "prolog" {
+				line, err = f.hook(jobEnv("98", "2")...).Prolog(ctx)
+				require.NoError(t, err)
+				require.Equal(t, "job 98: reserved "+slurmUUID(2)+" (index 0, slurm 2); settled the pending release of slurm job 97", line)
+				require.Equal(t, []string{slurmUUID(2)}, f.jobGPUs("98"))
+			} else {
+				line, err = f.hook(jobEnv("98", "")...).Epilog(ctx)
+				require.NoError(t, err)
+				require.Equal(t, "job 98: nothing to release; settled the pending release of slurm job 97", line)
+			}
+			require.Empty(t, f.jobGPUs("97"))
+			markers, err := jobstate.Markers(f.stateDir())
+			require.NoError(t, err)
+			require.Empty(t, markers)
+
+			// With no marker left, nothing more is said and no store call
+			// is added.
+			_, err = f.hook(jobEnv("99", "")...).Epilog(ctx) // loads the release script into the server
+			require.NoError(t, err)
+			f.calls.Store(0)
+			line, err = f.hook(jobEnv("98", "")...).Epilog(ctx)
+			require.NoError(t, err)
+			require.NotContains(t, line, "settled")
+			require.Equal(t, int64(1), f.calls.Load())
+		})
+	}
 }
 
 func TestEpilogStoreDown(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 
 	"canhazgpu/allocator"
@@ -41,9 +40,14 @@ func (h *Hook) Prolog(ctx context.Context) (string, error) {
 	if jobErr == nil && len(job.GPUs) == 0 {
 		return "", nil // no GPUs on this node: nothing to reserve, nothing to say
 	}
+	p := &prologRun{Hook: h, job: job, prefix: "job " + job.ID + ": ", requestID: "slurm-prolog-" + job.ID + "-" + allocator.NewRequestID()}
+	// Before anything changes: a state directory others could write
+	// stops the Prolog with the store untouched.
+	if err := jobstate.Prepare(cfg.StateDir); err != nil {
+		return "", fmt.Errorf("%s%w", p.prefix, err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Deadline)
 	defer cancel()
-	p := &prologRun{Hook: h, job: job, prefix: "job " + job.ID + ": "}
 	if jobErr != nil {
 		return p.unusable(jobErr)
 	}
@@ -66,7 +70,14 @@ func (h *Hook) Prolog(ctx context.Context) (string, error) {
 	}
 	p.slots = slots
 	p.boot, _ = jobstate.BootID(h.BootIDPath) // without it the health check ages the reservation by job state alone
-	return p.reserve(ctx)
+	line, err := p.reserve(ctx)
+	if err != nil || p.storeWasDown {
+		return line, err
+	}
+	if more := jobstate.SettleLeftovers(ctx, node.Store, cfg.StateDir); more != "" {
+		line += "; " + more
+	}
+	return line, nil
 }
 
 // prologRun is one Prolog's state between its steps.
@@ -74,27 +85,22 @@ type prologRun struct {
 	*Hook
 	job    Job
 	prefix string
-	node   *localnode.Node
-	devs   []gpu.Device
-	slots  []gpu.Device // the GPUs Slurm chose, in SLURM_JOB_GPUS order
-	boot   string
-}
-
-// requestID is the same for every run of the Prolog of one job attempt:
-// slurmd does not retry a Prolog, but an admin or a wrapper may, and the
-// stored reply makes such a retry return what the first run got. Slurm
-// 23.02 and later also give the attempt's start time, which keeps a job
-// id that a reset controller hands out again from meeting an old reply.
-func (p *prologRun) requestID(step string) string {
-	id := "slurm-prolog-" + p.job.ID + "-" + strconv.Itoa(p.job.Restart)
-	if t := p.Env["SLURM_JOB_START_TIME"]; t != "" {
-		id += "-" + t
-	}
-	return id + step
+	// requestID names this run's grants. It is fresh for every run: the
+	// store keeps a reply per request id for minutes, and a Prolog run
+	// again for the same job after its Epilog must reserve again rather
+	// than be told what an earlier run got. A retry stays harmless without
+	// it, because the store keeps the GPUs a job already holds. (The job id
+	// in it lets a stored reply be traced to its job.)
+	requestID    string
+	node         *localnode.Node
+	devs         []gpu.Device
+	slots        []gpu.Device // the GPUs Slurm chose, in SLURM_JOB_GPUS order
+	boot         string
+	storeWasDown bool // on_store_error = "allow" let the job run unreserved
 }
 
 func (p *prologRun) request(step string) allocator.Request {
-	return allocator.Request{RequestID: p.requestID(step), Kind: allocator.KindSlurm, User: p.job.User,
+	return allocator.Request{RequestID: p.requestID + step, Kind: allocator.KindSlurm, User: p.job.User,
 		UID: p.job.UID, JobID: p.job.ID, Restart: p.job.Restart, BootID: p.boot}
 }
 
@@ -296,6 +302,7 @@ func (p *prologRun) storeDown(cause error) (string, error) {
 	if err := p.writeJob(gpus, nil, true); err != nil {
 		return "", err
 	}
+	p.storeWasDown = true
 	return fmt.Sprintf("%s%v; on_store_error=allow: running on Slurm's GPUs %s, reservation pending",
 		p.prefix, cause, describe(gpus)), nil
 }

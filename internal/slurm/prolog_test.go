@@ -70,6 +70,30 @@ func TestPrologPlacementSlurm(t *testing.T) {
 	require.Equal(t, 1, readJob(t, f, "11").Restart)
 }
 
+// TestPrologRerunAfterEpilog: a Prolog run again for the same job attempt
+// soon after its Epilog (within the store's memory of replies) reserves
+// the GPUs again rather than replaying the first run's reply.
+func TestPrologRerunAfterEpilog(t *testing.T) {
+	ctx := context.Background()
+	for _, placement := range []string{"slurm", "canhazgpu"} {
+		t.Run(placement, func(t *testing.T) {
+			f := newFixture(t, `placement = "`+placement+`"`)
+			env := jobEnv("12", "0,1", "SLURM_JOB_START_TIME=1767225600")
+			first, err := f.hook(env...).Prolog(ctx)
+			require.NoError(t, err)
+			_, err = f.hook(env...).Epilog(ctx)
+			require.NoError(t, err)
+			require.Empty(t, f.jobGPUs("12"))
+
+			again, err := f.hook(env...).Prolog(ctx)
+			require.NoError(t, err)
+			require.Equal(t, first, again)
+			require.ElementsMatch(t, []string{slurmUUID(0), slurmUUID(1)}, f.jobGPUs("12"), "what it says it reserved is held")
+			require.Len(t, readJob(t, f, "12").GPUs, 2)
+		})
+	}
+}
+
 func TestPrologNothingToDo(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
