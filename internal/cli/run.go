@@ -38,8 +38,10 @@ reservation alive by heartbeat while CMD runs, and releases it when CMD ends,
 even when CMD could not be started. The exit status is CMD's own (128+N when
 a signal N ended it; 127 when CMD was not found, 126 when it is not
 executable). CMD runs in its own process group with your terminal: signals
-sent to canhazgpu (INT, TERM, HUP, QUIT) reach CMD and everything it started.
-If the reservation is lost while CMD runs (released by an administrator, or
+sent to canhazgpu (INT, TERM, HUP, QUIT) reach CMD's process group. What CMD
+leaves running, in its group or not, is stopped before the GPUs are
+released, and everything CMD started is killed if canhazgpu is killed. If
+the reservation is lost while CMD runs (released by an administrator, or
 taken over after missed heartbeats), canhazgpu warns and stops CMD.`,
 		examples: []string{
 			"canhazgpu run --gpus 2 -- python train.py",
@@ -166,7 +168,8 @@ type supervision struct {
 
 // supervise runs the command to its end and returns its exit status. It
 // forwards signals to the command's process group, renews the lease on a
-// timer, and stops the command on --timeout or when the lease is lost. A
+// timer, and stops the command on --timeout or when the lease is lost.
+// The lease is held until every process the command started is gone. A
 // non-nil error replaces the exit status (the command could not start, or
 // ran without its reservation).
 func supervise(ctx context.Context, s supervision) (int, error) {
@@ -183,7 +186,7 @@ func supervise(ctx context.Context, s supervision) (int, error) {
 	signal.Notify(pipe, syscall.SIGPIPE)
 	defer signal.Stop(pipe)
 
-	j, err := startJob(s.path, s.argv, s.environ, s.env.Stdin, s.env.Stdout, s.env.Stderr)
+	j, err := startJob(s.path, s.argv, s.environ, s.env.Stdin, s.env.Stdout, s.env.Stderr, s.grace, warn)
 	if err != nil {
 		return 0, startError(s.argv[0], err)
 	}
@@ -213,7 +216,7 @@ func supervise(ctx context.Context, s supervision) (int, error) {
 	var ws syscall.WaitStatus
 	for done := false; !done; {
 		select {
-		case ws = <-j.events:
+		case ws = <-j.tree.Events:
 			if ws.Stopped() {
 				j.suspend()
 				continue
@@ -232,12 +235,16 @@ func supervise(ctx context.Context, s supervision) (int, error) {
 			j.signal(syscall.SIGKILL)
 		}
 	}
+	// Renewing goes on while what the command left running is stopped.
+	keeperErr := j.finish(s.grace)
 	stopRenewing()
 	<-renewed
-	j.finish(s.grace, warn)
 	code := exitCode(ws)
-	if lostErr != nil {
+	switch {
+	case lostErr != nil:
 		return code, &exitStatus{code: code, msg: fmt.Sprintf("the command was stopped because its reservation was lost: %v", lostErr)}
+	case keeperErr != nil:
+		return code, &exitStatus{code: code, msg: keeperErr.Error()}
 	}
 	return code, nil
 }
