@@ -61,19 +61,26 @@ var nodeSeq atomic.Int64
 // node is one fake node in the shared server, named after its test so
 // that tests never see each other's reservations.
 type node struct {
-	t       testing.TB
-	name    string
-	dir     string // world-readable: fake GPU file and config
-	gpuFile string
-	environ []string
+	t        testing.TB
+	name     string
+	dir      string // world-readable: fake GPU file and config
+	gpuFile  string
+	redisURL string
+	environ  []string
 }
 
 func newNode(t testing.TB, gpusJSON string, env ...string) *node {
 	t.Helper()
+	return newNodeOn(t, srv, gpusJSON, env...)
+}
+
+// newNodeOn is newNode in the given server, for tests that restart it.
+func newNodeOn(t testing.TB, server *redistest.Server, gpusJSON string, env ...string) *node {
+	t.Helper()
 	dir, err := os.MkdirTemp(shared, "node-")
 	require.NoError(t, err)
 	require.NoError(t, os.Chmod(dir, 0o755))
-	n := &node{t: t, name: fmt.Sprintf("e2e%d", nodeSeq.Add(1)), dir: dir, gpuFile: filepath.Join(dir, "gpus.json")}
+	n := &node{t: t, name: fmt.Sprintf("e2e%d", nodeSeq.Add(1)), dir: dir, gpuFile: filepath.Join(dir, "gpus.json"), redisURL: server.URL()}
 	n.setGPUs(gpusJSON)
 	cfg := filepath.Join(dir, "config.toml")
 	require.NoError(t, os.WriteFile(cfg, nil, 0o644))
@@ -81,7 +88,7 @@ func newNode(t testing.TB, gpusJSON string, env ...string) *node {
 		"PATH=" + shared + ":/usr/local/bin:/usr/bin:/bin",
 		"CANHAZGPU_CONFIG=" + cfg,
 		// TCP rather than the socket: the socket's directory is private.
-		"CANHAZGPU_REDIS_URL=" + srv.URL(),
+		"CANHAZGPU_REDIS_URL=" + n.redisURL,
 		"CANHAZGPU_NODE=" + n.name,
 		"CANHAZGPU_GPU_PROVIDER=fake",
 		"CANHAZGPU_GPU_FAKE_FILE=" + n.gpuFile,
@@ -152,7 +159,7 @@ func runCmd(t testing.TB, cmd *exec.Cmd) result {
 // store opens the node in the store, for checks behind the binary's back.
 func (n *node) store() *store.Store {
 	n.t.Helper()
-	st, err := store.Open(context.Background(), store.Conn{URL: srv.URL(), DialTimeout: time.Second, OpTimeout: 2 * time.Second}, n.name, store.Options{})
+	st, err := store.Open(context.Background(), store.Conn{URL: n.redisURL, DialTimeout: time.Second, OpTimeout: 2 * time.Second}, n.name, store.Options{})
 	require.NoError(n.t, err)
 	n.t.Cleanup(func() { st.Close() })
 	return st
