@@ -8,9 +8,13 @@ import (
 	"os"
 
 	"canhazgpu/internal/cli"
+	"canhazgpu/internal/keeper"
 )
 
 func main() {
+	if keeper.Invoked(os.Args) {
+		os.Exit(keeper.Main(os.Args))
+	}
 	env, err := cli.OSEnv()
 	if err == nil {
 		err = cli.Run(context.Background(), os.Args[1:], env)

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -10,20 +9,20 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 	"unsafe"
+
+	"canhazgpu/internal/keeper"
 )
 
 // The command of `run` is started like a shell starts a job: in its own
 // process group, given the terminal's foreground when canhazgpu has it,
 // so that Ctrl-C, Ctrl-Z and full-screen programs behave as without
-// canhazgpu, and so that one signal reaches everything the command started.
+// canhazgpu, and so that one signal reaches the command's whole group.
 
 // lookPath finds the program like a shell does: a name with a slash as
 // is, otherwise along PATH (relative PATH entries are skipped, as
@@ -134,16 +133,16 @@ func takeTerminal(fd int) {
 
 // job is the started command.
 type job struct {
-	pid     int                       // also its process group id
+	tree    *keeper.Tree              // the command's pid (and process group), its events
 	tty     int                       // terminal handed to it, -1 when none
-	events  chan syscall.WaitStatus   // every stop and the final exit
 	closeIO func(limit time.Duration) // waits for output copied through pipes
 }
 
-// startJob starts the command in its own process group. When the
-// terminal on stdin has canhazgpu in its foreground, the command gets the
-// foreground instead.
-func startJob(path string, argv, environ []string, stdin *os.File, stdout, stderr io.Writer) (*job, error) {
+// startJob starts the command in its own process group, under a keeper
+// that owns every process the command starts. When the terminal on stdin
+// has canhazgpu in its foreground, the command gets the foreground
+// instead.
+func startJob(path string, argv, environ []string, stdin *os.File, stdout, stderr io.Writer, grace time.Duration, warn func(string)) (*job, error) {
 	var opened []*os.File
 	closeAll := func() {
 		for _, f := range opened {
@@ -159,7 +158,7 @@ func startJob(path string, argv, environ []string, stdin *os.File, stdout, stder
 		stdin = f
 	}
 	var copies sync.WaitGroup
-	files := []*os.File{stdin}
+	var files []*os.File
 	for _, w := range []io.Writer{stdout, stderr} {
 		if f, ok := w.(*os.File); ok {
 			files = append(files, f)
@@ -180,65 +179,34 @@ func startJob(path string, argv, environ []string, stdin *os.File, stdout, stder
 			r.Close()
 		}()
 	}
-	j := &job{tty: -1, events: make(chan syscall.WaitStatus, 4)}
+	j := &job{tty: -1}
 	if pg, err := tcgetpgrp(int(stdin.Fd())); err == nil && pg == syscall.Getpgrp() {
 		j.tty = int(stdin.Fd())
 	}
-	started := make(chan error, 1)
-	go func() {
-		// Pdeathsig kills the command when the thread that started it
-		// ends, so that a canhazgpu killed with SIGKILL leaves nothing
-		// running on GPUs whose reservation will lapse. The thread stays
-		// locked until the command is reaped.
-		runtime.LockOSThread()
-		attr := &os.ProcAttr{Env: environ, Files: files, Sys: &syscall.SysProcAttr{
-			Setpgid: true, Pdeathsig: syscall.SIGKILL, Foreground: j.tty >= 0, Ctty: max(j.tty, 0)}}
-		p, err := os.StartProcess(path, argv, attr)
-		if err != nil {
-			started <- err
-			return
-		}
-		j.pid = p.Pid
-		started <- nil
-		for {
-			var ws syscall.WaitStatus
-			_, err := syscall.Wait4(p.Pid, &ws, syscall.WUNTRACED, nil)
-			if errors.Is(err, syscall.EINTR) {
-				continue
-			}
-			if err != nil {
-				// Cannot happen for our own child; report a failure.
-				ws = syscall.WaitStatus(255 << 8)
-			}
-			j.events <- ws
-			if !ws.Stopped() {
-				_ = p.Release()
-				return
-			}
-		}
-	}()
-	err := <-started
-	closeAll() // the child has its copies now
+	tree, err := keeper.Start(keeper.Options{Path: path, Argv: argv, Environ: environ, Stdin: stdin, Stdout: files[0], Stderr: files[1],
+		Foreground: j.tty >= 0, Grace: grace, Warn: warn})
+	closeAll() // the keeper has its copies now
 	j.closeIO = func(limit time.Duration) {
 		done := make(chan struct{})
 		go func() { copies.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(limit):
-			// A process outside the group (a daemon that called setsid)
-			// still holds the output open; do not wait for it.
+			// A process that runs as another account (set-user-ID) was
+			// spared and still holds the output open; do not wait for it.
 		}
 	}
 	if err != nil {
 		j.closeIO(time.Second)
 		return nil, err
 	}
+	j.tree = tree
 	return j, nil
 }
 
 // signal sends sig to the command's whole process group.
 func (j *job) signal(sig syscall.Signal) {
-	_ = syscall.Kill(-j.pid, sig)
+	_ = syscall.Kill(-j.tree.Pid, sig)
 }
 
 // suspend follows the command into the background when it was stopped
@@ -259,59 +227,22 @@ func (j *job) suspend() {
 	<-cont
 	signal.Stop(cont)
 	if pg, err := tcgetpgrp(j.tty); err == nil && pg == syscall.Getpgrp() {
-		_ = tcsetpgrp(j.tty, j.pid)
+		_ = tcsetpgrp(j.tty, j.tree.Pid)
 	}
 	j.signal(syscall.SIGCONT)
 }
 
-// finish takes the terminal back and stops what the command left running
-// in its process group (TERM, then KILL after grace): nothing may keep
-// using the GPUs once they are released.
-func (j *job) finish(grace time.Duration, warn func(string)) {
+// finish takes the terminal back and has the keeper stop every process
+// the command left running, its own process group or not (TERM, then KILL
+// after the grace given to startJob): nothing may keep using the GPUs
+// once they are released. It returns when they are all gone.
+func (j *job) finish(grace time.Duration) error {
 	if j.tty >= 0 {
 		takeTerminal(j.tty)
 	}
-	if groupAlive(j.pid) {
-		warn("stopping the processes the command left running")
-		j.signal(syscall.SIGTERM)
-		deadline := time.Now().Add(grace)
-		for groupAlive(j.pid) {
-			if time.Now().After(deadline) {
-				j.signal(syscall.SIGKILL)
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	err := j.tree.Finish()
 	j.closeIO(grace)
-}
-
-// groupAlive reports whether a process group has a member that is not a
-// zombie. kill(-pgid, 0) cannot tell: members orphaned by the command are
-// reaped by init, late or, in some containers, never.
-func groupAlive(pgid int) bool {
-	dir, err := os.Open("/proc")
-	if err != nil {
-		return syscall.Kill(-pgid, 0) == nil
-	}
-	defer dir.Close()
-	names, _ := dir.Readdirnames(-1)
-	for _, name := range names {
-		if name[0] < '0' || name[0] > '9' {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + name + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid pgrp ...: comm may hold spaces and parens.
-		rest := string(stat[bytes.LastIndexByte(stat, ')')+1:])
-		f := strings.Fields(rest)
-		if len(f) >= 3 && f[0] != "Z" && f[2] == strconv.Itoa(pgid) {
-			return true
-		}
-	}
-	return false
+	return err
 }
 
 // exitCode is a shell's $? for a finished process.

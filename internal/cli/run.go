@@ -38,9 +38,14 @@ reservation alive by heartbeat while CMD runs, and releases it when CMD ends,
 even when CMD could not be started. The exit status is CMD's own (128+N when
 a signal N ended it; 127 when CMD was not found, 126 when it is not
 executable). CMD runs in its own process group with your terminal: signals
-sent to canhazgpu (INT, TERM, HUP, QUIT) reach CMD and everything it started.
-If the reservation is lost while CMD runs (released by an administrator, or
-taken over after missed heartbeats), canhazgpu warns and stops CMD.`,
+sent to canhazgpu (INT, TERM, HUP, QUIT) reach CMD's process group. What CMD
+leaves running, in its group or not, is stopped before the GPUs are
+released, and everything CMD started is killed if canhazgpu is killed. If
+the store lost the reservation (Redis restarted without its data),
+canhazgpu takes the same GPUs again and CMD runs on; if the reservation was
+ended (released by an administrator, or taken over after missed
+heartbeats) or the GPUs are someone else's now, canhazgpu warns and stops
+CMD.`,
 		examples: []string{
 			"canhazgpu run --gpus 2 -- python train.py",
 			"canhazgpu run --gpu-ids 1 --timeout 2h -- ./benchmark.sh",
@@ -105,7 +110,8 @@ func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) err
 		return err
 	}
 	ids := newGPUNamer(devs, nil).list(g.GPUs)
-	l := &runLease{store: node.Store, user: user, token: g.Token, gpus: g.GPUs, timeout: cfg.Run.HeartbeatTimeout}
+	l := &runLease{store: node.Store, user: user, uid: p.uid, note: a.note.s, token: g.Token, gpus: g.GPUs, names: ids,
+		timeout: cfg.Run.HeartbeatTimeout}
 	environ := withEnv(env.Environ, map[string]string{"CUDA_VISIBLE_DEVICES": ids, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
 	stderr := &lockedWriter{w: env.Stderr}
 	code, runErr := supervise(ctx, supervision{env: env, stderr: stderr, path: path, argv: argv, environ: environ,
@@ -120,18 +126,87 @@ func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) err
 	return &exitStatus{code: code}
 }
 
-// runLease is the run reservation held while the command runs.
+// runLease is the run reservation held while the command runs. Only
+// keepAlive changes it while the command runs; release reads it after.
 type runLease struct {
 	store   *store.Store
 	user    string
+	uid     int
+	note    string
 	token   int64 // fencing token of the grant: renewals and the release need it
 	gpus    []string
+	names   string // the GPUs' indices, for messages
 	timeout time.Duration
+	// beat is the store's time of the last renewal; zero before the first.
+	beat time.Time
 }
 
 func (l *runLease) renew(ctx context.Context) error {
-	_, err := l.store.Renew(ctx, l.user, l.token, l.gpus, l.timeout)
+	expires, err := l.store.Renew(ctx, l.user, l.token, l.gpus, l.timeout)
+	if err == nil {
+		l.beat = expires.Add(-l.timeout)
+	}
 	return err
+}
+
+// forgottenError: the store no longer has the lease, without having ended
+// it, and the GPUs could not be taken again yet.
+type forgottenError struct {
+	names string
+	err   error
+}
+
+func (e *forgottenError) Error() string {
+	return fmt.Sprintf("the store lost the reservation of GPU %s and it cannot be taken again yet: %v", e.names, e.err)
+}
+
+func (e *forgottenError) Unwrap() error { return e.err }
+
+// hold renews the lease. When the store no longer has it and never ended
+// it (a Redis that restarted without its data, or a replica promoted
+// before it had the lease), hold takes the same GPUs again for the same
+// user and reports retaken. The errors: *allocator.LeaseLostError when
+// the lease is over for good (ended in the store, or the GPUs are someone
+// else's), *forgottenError when the GPUs could not be taken again yet
+// (the node is not registered again yet, or someone waits in the queue),
+// anything else when the store could not be asked.
+func (l *runLease) hold(ctx context.Context) (retaken bool, err error) {
+	err = l.renew(ctx)
+	var lost *allocator.LeaseLostError
+	if !errors.As(err, &lost) || lost.Holder != nil {
+		return false, err
+	}
+	snap, serr := l.store.Snapshot(ctx)
+	if serr != nil {
+		return false, serr
+	}
+	// Every end of a reservation (a release, a reclaim after missed
+	// heartbeats) records when its GPU was freed. A GPU freed since our
+	// last renewal was taken from us on purpose; a store that lost its
+	// data has no such record.
+	for _, g := range l.gpus {
+		if at, ok := snap.LastReleased[g]; ok && !at.Before(l.beat) {
+			return false, err
+		}
+	}
+	g, aerr := l.store.Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindRun,
+		User: l.user, UID: l.uid, GPUs: l.gpus, Lease: l.timeout, Note: l.note})
+	var short *allocator.ShortageError
+	if errors.As(aerr, &short) {
+		for _, c := range short.Conflicts {
+			if c.Holder != nil {
+				return false, &allocator.LeaseLostError{GPU: c.GPU, Holder: c.Holder}
+			}
+		}
+	}
+	switch {
+	case aerr == nil:
+		l.token = g.Token
+		return true, nil
+	case errors.Is(aerr, allocator.ErrUnavailable):
+		return false, aerr
+	}
+	return false, &forgottenError{names: l.names, err: aerr}
 }
 
 // release ends the lease, retrying with the same request id so that a
@@ -170,7 +245,8 @@ type supervision struct {
 
 // supervise runs the command to its end and returns its exit status. It
 // forwards signals to the command's process group, renews the lease on a
-// timer, and stops the command on --timeout or when the lease is lost. A
+// timer, and stops the command on --timeout or when the lease is lost.
+// The lease is held until every process the command started is gone. A
 // non-nil error replaces the exit status (the command could not start, or
 // ran without its reservation).
 func supervise(ctx context.Context, s supervision) (int, error) {
@@ -187,7 +263,7 @@ func supervise(ctx context.Context, s supervision) (int, error) {
 	signal.Notify(pipe, syscall.SIGPIPE)
 	defer signal.Stop(pipe)
 
-	j, err := startJob(s.path, s.argv, s.environ, s.env.Stdin, s.env.Stdout, s.env.Stderr)
+	j, err := startJob(s.path, s.argv, s.environ, s.env.Stdin, s.env.Stdout, s.env.Stderr, s.grace, warn)
 	if err != nil {
 		return 0, startError(s.argv[0], err)
 	}
@@ -217,7 +293,7 @@ func supervise(ctx context.Context, s supervision) (int, error) {
 	var ws syscall.WaitStatus
 	for done := false; !done; {
 		select {
-		case ws = <-j.events:
+		case ws = <-j.tree.Events:
 			if ws.Stopped() {
 				j.suspend()
 				continue
@@ -236,12 +312,16 @@ func supervise(ctx context.Context, s supervision) (int, error) {
 			j.signal(syscall.SIGKILL)
 		}
 	}
+	// Renewing goes on while what the command left running is stopped.
+	keeperErr := j.finish(s.grace)
 	stopRenewing()
 	<-renewed
-	j.finish(s.grace, warn)
 	code := exitCode(ws)
-	if lostErr != nil {
+	switch {
+	case lostErr != nil:
 		return code, &exitStatus{code: code, msg: fmt.Sprintf("the command was stopped because its reservation was lost: %v", lostErr)}
+	case keeperErr != nil:
+		return code, &exitStatus{code: code, msg: keeperErr.Error()}
 	}
 	return code, nil
 }
@@ -249,31 +329,44 @@ func supervise(ctx context.Context, s supervision) (int, error) {
 // keepAlive renews the lease every interval until ctx ends or the lease
 // is lost. A store that cannot be reached is retried: the lease only
 // lapses after heartbeat_timeout, and renew succeeds again if nobody
-// took the GPUs meanwhile.
+// took the GPUs meanwhile. A store that forgot the lease gets it back;
+// when that fails for longer than heartbeat_timeout since the store last
+// confirmed the lease, the lease is lost.
 func keepAlive(ctx context.Context, l *runLease, interval time.Duration, lost chan<- error, warn func(string)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	failing := false
+	confirmed := time.Now()
+	shown := "" // the problem last reported, so that each is said once
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		err := l.renew(ctx)
+		retaken, err := l.hold(ctx)
 		var ll *allocator.LeaseLostError
+		var forgotten *forgottenError
 		switch {
 		case ctx.Err() != nil:
 			return
 		case errors.As(err, &ll):
 			lost <- err
 			return
-		case err != nil && !failing:
-			warn(fmt.Sprintf("warning: could not renew the reservation: %v; retrying", err))
-			failing = true
-		case err == nil && failing:
+		case errors.As(err, &forgotten) && time.Since(confirmed) >= l.timeout:
+			lost <- fmt.Errorf("the store lost the reservation of GPU %s and it could not be taken again within run.heartbeat_timeout (%s): %w",
+				l.names, config.Duration(l.timeout), forgotten.err)
+			return
+		case err != nil:
+			if err.Error() != shown {
+				warn(fmt.Sprintf("warning: could not renew the reservation: %v; retrying", err))
+				shown = err.Error()
+			}
+			continue
+		case retaken:
+			warn(fmt.Sprintf("the store had lost the reservation of GPU %s; it is held again", l.names))
+		case shown != "":
 			warn("the reservation is renewed again")
-			failing = false
 		}
+		confirmed, shown = time.Now(), ""
 	}
 }

@@ -62,13 +62,14 @@ var nodeSeq atomic.Int64
 // node is one fake node in the shared server, named after its test so
 // that tests never see each other's reservations.
 type node struct {
-	t       testing.TB
-	name    string
-	dir     string // world-readable: fake GPU file and config
-	gpuFile string
-	cfgFile string // the node's system config, root's alone
-	environ []string
-	userBin string // canhazgpu with cfgFile compiled in, built on first use
+	t        testing.TB
+	name     string
+	dir      string // world-readable: fake GPU file and config
+	gpuFile  string
+	cfgFile  string // the node's system config, root's alone
+	redisURL string
+	environ  []string
+	userBin  string // canhazgpu with cfgFile compiled in, built on first use
 }
 
 // newNode makes a node whose system config names the test server and the
@@ -77,16 +78,22 @@ type node struct {
 // else an environment variable.
 func newNode(t testing.TB, gpusJSON string, extra ...string) *node {
 	t.Helper()
+	return newNodeOn(t, srv, gpusJSON, extra...)
+}
+
+// newNodeOn is newNode in the given server, for tests that restart it.
+func newNodeOn(t testing.TB, server *redistest.Server, gpusJSON string, extra ...string) *node {
+	t.Helper()
 	dir, err := os.MkdirTemp(shared, "node-")
 	require.NoError(t, err)
 	require.NoError(t, os.Chmod(dir, 0o755))
 	n := &node{t: t, name: fmt.Sprintf("e2e%d", nodeSeq.Add(1)), dir: dir, gpuFile: filepath.Join(dir, "gpus.json"),
-		cfgFile: filepath.Join(dir, "config.toml")}
+		cfgFile: filepath.Join(dir, "config.toml"), redisURL: server.URL()}
 	n.setGPUs(gpusJSON)
 	lines := []string{
 		fmt.Sprintf("node = %q", n.name),
 		// TCP rather than the socket: the socket's directory is private.
-		fmt.Sprintf("redis.url = %q", srv.URL()),
+		fmt.Sprintf("redis.url = %q", n.redisURL),
 		`gpu.provider = "fake"`,
 		fmt.Sprintf("gpu.fake_file = %q", n.gpuFile),
 	}
@@ -189,7 +196,7 @@ func runCmd(t testing.TB, cmd *exec.Cmd) result {
 // store opens the node in the store, for checks behind the binary's back.
 func (n *node) store() *store.Store {
 	n.t.Helper()
-	st, err := store.Open(context.Background(), store.Conn{URL: srv.URL(), DialTimeout: time.Second, OpTimeout: 2 * time.Second}, n.name, store.Options{})
+	st, err := store.Open(context.Background(), store.Conn{URL: n.redisURL, DialTimeout: time.Second, OpTimeout: 2 * time.Second}, n.name, store.Options{})
 	require.NoError(n.t, err)
 	n.t.Cleanup(func() { st.Close() })
 	return st
