@@ -121,6 +121,11 @@ func runAdmin(ctx context.Context, inv *invocation, a *adminArgs) error {
 			"%d, the number of GPUs the provider detects on node %s (with --force, the detected GPUs are registered whatever N says)",
 			len(devs), cfg.Node))
 	}
+	// Loaded explicitly, so that users' CLIs (whose role may not load them)
+	// find this version's functions before their first call.
+	if err := node.Store.LoadFunctions(ctx); err != nil {
+		return err
+	}
 	changed, err := node.Store.Register(ctx, usage.Registration(devs), a.force)
 	if err != nil {
 		return err

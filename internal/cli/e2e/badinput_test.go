@@ -145,7 +145,7 @@ func TestBadInputs(t *testing.T) {
 		{"", []string{"queue", "--json=maybe"}, 2, `invalid --json "maybe": want true or false`},
 		{"", []string{"report", "--days", "0"}, 2, `invalid --days "0": want a whole number of days from 1 to 3650`},
 		{"", []string{"report", "--days", "99999"}, 2, `invalid --days "99999": want a whole number of days from 1 to 3650`},
-		{"", []string{"admin"}, 2, "canhazgpu admin needs one of --register, --gpus N (register GPUs) or --release (release reservations)"},
+		{"", []string{"admin"}, 2, "canhazgpu admin needs one of --register, --gpus N (register GPUs), --release (release reservations) or --acl (store credentials)"},
 		{"", []string{"admin", "--gpus", "8"}, 2, `invalid --gpus "8": want 4, the number of GPUs the provider detects on node ` + n.name},
 		{userB, []string{"admin", "--gpus", "4"}, 1, "canhazgpu admin: only root may (no admin.group is configured); you are chg-bob"},
 		{"", []string{"admin", "--release"}, 2, "--release needs --gpu-ids LIST, --user NAME or both"},
