@@ -12,6 +12,9 @@ export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
 PROGRAMS := canhazgpu:./cmd/canhazgpu canhazgpu-prolog:./prolog canhazgpu-epilog:./epilog canhazgpu-healthcheck:./cmd/canhazgpu-healthcheck
 
+# staticcheck, pinned, through the Go module proxy like nfpm.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 .PHONY: build test demo bench lint clean deps package
 
 build:
@@ -45,6 +48,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 clean:
 	rm -rf $(BIN) dist

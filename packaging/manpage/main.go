@@ -37,7 +37,7 @@ func run(args []string) error {
 		return err
 	}
 	if *out == "" || fs.NArg() == 0 {
-		return errors.New("usage: manpage -out DIR [-version V] [-date YYYY-MM-DD] BIN:SECTION...")
+		return errors.New("usage: manpage -out DIR [-version V] [-date YYYY-MM-DD] BIN:SECTION (one or more)")
 	}
 	docs, err := commandDocs()
 	if err != nil {

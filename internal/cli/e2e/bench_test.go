@@ -113,8 +113,7 @@ func TestStatusAllNodesCommands(t *testing.T) {
 	n := newNode(t, idleGPUs(8))
 	n.environ = append(n.environ, "CANHAZGPU_NODE="+names[0])
 	require.Equal(t, 0, n.run("status").code) // the scan matches the registration from here on
-	var cmds []string
-	cmds = clientCommands(t, func() {
+	cmds := clientCommands(t, func() {
 		r := n.run("status", "--all-nodes")
 		require.Equal(t, 0, r.code, r.stderr)
 		require.Contains(t, r.stdout, names[0]+" (this node)\n")
