@@ -84,5 +84,9 @@ local reply = {released = table.concat(ending, ',')}
 if #refused > 0 then reply.refused = cjson.encode(refused) end
 if #dequeued > 0 then reply.dequeued = cjson.encode(dequeued) end
 reply = cjson.encode(reply)
-redis.call('SET', k.req, reply, 'PX', ttl)
+-- Kept for a retry only when something changed: a release that changed
+-- nothing gives the same answer again, and a refused one leaves no trace.
+if #ending > 0 or #dequeued > 0 then
+  redis.call('SET', k.req, reply, 'PX', ttl)
+end
 return reply
