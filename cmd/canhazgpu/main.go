@@ -13,6 +13,13 @@ import (
 
 func main() {
 	if keeper.Invoked(os.Args) {
+		// run re-executes this program as the keeper, and the setgid bit
+		// applies again: the keeper never needs the group, and the command
+		// it starts must not inherit it.
+		if err := cli.DropGroup(); err != nil {
+			fmt.Fprintln(os.Stderr, cli.ErrorLine(err))
+			os.Exit(1)
+		}
 		os.Exit(keeper.Main(os.Args))
 	}
 	env, err := cli.OSEnv()

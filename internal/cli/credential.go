@@ -40,12 +40,12 @@ func readCLICredential() *Credential {
 	return c
 }
 
-// dropGroup gives up the effective group the binary was installed setgid
+// DropGroup gives up the effective group the binary was installed setgid
 // to, real, effective and saved alike, so that nothing later (and no
 // command `run` starts) can read the credential again. Changing the
 // effective group also leaves the process non-dumpable, so the caller
 // cannot read the password from its memory either.
-func dropGroup() error {
+func DropGroup() error {
 	gid := os.Getgid()
 	if os.Getegid() == gid {
 		return nil

@@ -57,7 +57,7 @@ func OSEnv() (*Env, error) {
 	if uid != 0 {
 		cred = readCLICredential()
 	}
-	if err := dropGroup(); err != nil {
+	if err := DropGroup(); err != nil {
 		return nil, err
 	}
 	id, home, err := lookupIdentity(uid)
