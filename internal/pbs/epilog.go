@@ -53,8 +53,7 @@ func RunEpilog(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	ctx, cancel := withDeadline(ctx)
 	defer cancel()
 	// The epilog needs no GPU scan: the store alone says what the job holds.
-	st, err := store.Open(ctx, localnode.Conn(cfg.Redis), cfg.Node, store.Options{Policy: allocator.Policy{
-		HistoryMaxAge: cfg.History.MaxAge, HistoryMaxRecords: cfg.History.MaxRecords}})
+	st, err := store.Open(ctx, localnode.Conn(cfg.Redis), cfg.Node, store.Options{Policy: localnode.Policy(cfg)})
 	if err != nil {
 		return fail(err)
 	}

@@ -67,8 +67,7 @@ func (h *Hook) openStore(ctx context.Context) (*store.Store, error) {
 
 // OpenStore opens the node's store as configured, without the GPU provider.
 func OpenStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
-	return store.Open(ctx, localnode.Conn(cfg.Redis), cfg.Node, store.Options{Policy: allocator.Policy{
-		HistoryMaxAge: cfg.History.MaxAge, HistoryMaxRecords: cfg.History.MaxRecords}})
+	return store.Open(ctx, localnode.Conn(cfg.Redis), cfg.Node, store.Options{Policy: localnode.Policy(cfg)})
 }
 
 // unreachable reports whether err means the store did not answer in time,

@@ -149,7 +149,8 @@ func (f *fixture) openNode(ctx context.Context, cfg *config.Config) (*localnode.
 	if err != nil {
 		return nil, err
 	}
-	return &localnode.Node{Config: cfg, Store: st, GPUs: prov}, nil
+	// The Prolog runs as root, which registers the node's GPUs.
+	return &localnode.Node{Config: cfg, Store: st, GPUs: prov, MayRegister: true}, nil
 }
 
 var testNow = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
