@@ -1,18 +1,18 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"canhazgpu/internal/proctest"
 
 	"canhazgpu/allocator/store"
 	"canhazgpu/internal/keeper"
@@ -112,26 +112,8 @@ type result struct {
 	err            error
 }
 
-// syncBuffer lets a command's output be read while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (f *fixture) env(id Identity) (*Env, *syncBuffer, *syncBuffer) {
-	var out, errw syncBuffer
+func (f *fixture) env(id Identity) (*Env, *proctest.SyncBuffer, *proctest.SyncBuffer) {
+	var out, errw proctest.SyncBuffer
 	return &Env{Stdout: &out, Stderr: &errw, Environ: f.environ, User: id, SystemFile: f.cfgFile}, &out, &errw
 }
 

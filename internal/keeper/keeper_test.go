@@ -4,8 +4,6 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -13,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"canhazgpu/internal/proctest"
 )
 
 // Start re-executes this test binary as the keeper.
@@ -53,25 +53,6 @@ func start(t *testing.T, dir, script string, w *warnings) *Tree {
 	return tree
 }
 
-// pids waits until each file in dir holds a pid and returns them.
-func pids(t *testing.T, dir string, names ...string) []int {
-	t.Helper()
-	out := make([]int, len(names))
-	require.Eventually(t, func() bool {
-		for i, n := range names {
-			b, err := os.ReadFile(filepath.Join(dir, n))
-			if err != nil {
-				return false
-			}
-			if out[i], err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
-				return false
-			}
-		}
-		return true
-	}, 10*time.Second, 10*time.Millisecond)
-	return out
-}
-
 // alive reports a process that exists and is not a zombie.
 func alive(pid int) bool {
 	p, err := readProc(pid)
@@ -91,7 +72,7 @@ func TestFinishStopsWhatTheCommandLeftRunning(t *testing.T) {
 	// A background child, a setsid'd one, and one that double-forked so
 	// that its parent is gone: all outlive the command.
 	tree := start(t, dir, `sleep 300 & echo $! > bg; `+daemon("sid")+` (`+daemon("orphan")+`); exit 3`, &w)
-	left := pids(t, dir, "bg", "sid", "orphan")
+	left := proctest.PIDs(t, dir, "bg", "sid", "orphan")
 	ws := <-tree.Events
 	require.True(t, ws.Exited(), "%v", ws)
 	require.Equal(t, 3, ws.ExitStatus())
@@ -123,7 +104,7 @@ func TestTheTreeDiesWithRun(t *testing.T) {
 	dir := t.TempDir()
 	var w warnings
 	tree := start(t, dir, `echo $$ > cmd; sleep 300 & echo $! > bg; `+daemon("sid")+` wait`, &w)
-	procs := pids(t, dir, "cmd", "bg", "sid")
+	procs := proctest.PIDs(t, dir, "cmd", "bg", "sid")
 	keeperPid := tree.keeper.Pid
 	below, err := descendants(keeperPid)
 	require.NoError(t, err)
@@ -150,7 +131,7 @@ func TestALostKeeperTakesTheCommandWithIt(t *testing.T) {
 	dir := t.TempDir()
 	var w warnings
 	tree := start(t, dir, `echo $$ > cmd; sleep 300 & echo $! > bg; wait`, &w)
-	procs := pids(t, dir, "cmd", "bg")
+	procs := proctest.PIDs(t, dir, "cmd", "bg")
 	require.NoError(t, tree.keeper.Kill())
 	ws := <-tree.Events
 	require.Equal(t, syscall.SIGKILL, ws.Signal())

@@ -11,6 +11,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"canhazgpu/internal/proctest"
+
 	"canhazgpu/allocator"
 	"canhazgpu/internal/redistest"
 )
@@ -46,7 +48,7 @@ func restartEmpty(t *testing.T, s *redistest.Server) {
 
 // runHeld starts `canhazgpu run` with script and waits until it holds GPU
 // 0; it returns the store's state then.
-func runHeld(t *testing.T, n *node, stdout, stderr *syncBuffer, args ...string) (*allocator.Snapshot, func() int) {
+func runHeld(t *testing.T, n *node, stdout, stderr *proctest.SyncBuffer, args ...string) (*allocator.Snapshot, func() int) {
 	t.Helper()
 	cmd := n.command("", append([]string{"run", "--"}, args...)...)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
@@ -76,10 +78,10 @@ func TestRunReassertsItsHoldWhenTheStoreLostItsData(t *testing.T) {
 	ctx := context.Background()
 	own := privateServer(t)
 	n := newNodeOn(t, own, idleGPUs(1), "CANHAZGPU_RUN_HEARTBEAT_INTERVAL=100ms", "CANHAZGPU_RUN_HEARTBEAT_TIMEOUT=1m", "CANHAZGPU_RUN_KILL_GRACE=500ms")
-	var out, errw syncBuffer
+	var out, errw proctest.SyncBuffer
 	before, wait := runHeld(t, n, &out, &errw, "sh", "-c",
 		`trap 'echo TERM > signalled' TERM; echo $$ > cmd; while [ ! -e stop ]; do sleep 0.05; done; echo finished`)
-	pid := readPIDs(t, n.dir, "cmd")[0]
+	pid := proctest.PIDs(t, n.dir, "cmd")[0]
 	uuid := before.GPUs[0].UUID
 
 	restartEmpty(t, own)
@@ -115,7 +117,7 @@ func TestRunReassertsItsHoldWhenTheStoreLostItsData(t *testing.T) {
 func TestRunStopsWhenTheNodeIsNotRegisteredAgainInTime(t *testing.T) {
 	own := privateServer(t)
 	n := newNodeOn(t, own, idleGPUs(1), "CANHAZGPU_RUN_HEARTBEAT_INTERVAL=100ms", "CANHAZGPU_RUN_HEARTBEAT_TIMEOUT=1s", "CANHAZGPU_RUN_KILL_GRACE=500ms")
-	var out, errw syncBuffer
+	var out, errw proctest.SyncBuffer
 	_, wait := runHeld(t, n, &out, &errw, "sleep", "300")
 	defer func() { require.Empty(t, out.String()) }()
 
@@ -131,7 +133,7 @@ func TestRunStopsWhenSomeoneElseHoldsItsGPUAfterTheStoreLostItsData(t *testing.T
 	ctx := context.Background()
 	own := privateServer(t)
 	n := newNodeOn(t, own, idleGPUs(1), "CANHAZGPU_RUN_HEARTBEAT_INTERVAL=100ms", "CANHAZGPU_RUN_HEARTBEAT_TIMEOUT=1m", "CANHAZGPU_RUN_KILL_GRACE=500ms")
-	var errw syncBuffer
+	var errw proctest.SyncBuffer
 	cmd := n.command("", "run", "--", "sleep", "300")
 	cmd.Stderr = &errw
 	require.NoError(t, cmd.Start())

@@ -3,53 +3,16 @@ package e2e
 import (
 	"bytes"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"canhazgpu/internal/proctest"
 )
-
-// syncBuffer takes the output of a canhazgpu that still runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// readPIDs waits until each named file in dir holds a pid.
-func readPIDs(t *testing.T, dir string, names ...string) []int {
-	t.Helper()
-	out := make([]int, len(names))
-	require.Eventually(t, func() bool {
-		for i, name := range names {
-			b, err := os.ReadFile(filepath.Join(dir, name))
-			if err != nil {
-				return false
-			}
-			if out[i], err = strconv.Atoi(strings.TrimSpace(string(b))); err != nil {
-				return false
-			}
-		}
-		return true
-	}, 10*time.Second, 20*time.Millisecond, "pid files %v", names)
-	return out
-}
 
 // descendants lists the live processes below pid, from /proc.
 func descendants(t *testing.T, pid int) []int {
@@ -109,7 +72,7 @@ func TestRunKilledWithSIGKILLTakesItsWholeTreeDown(t *testing.T) {
 					_ = cmd.Wait()
 				}
 			}()
-			pids := readPIDs(t, n.dir, append([]string{"cmd"}, c.files...)...)
+			pids := proctest.PIDs(t, n.dir, append([]string{"cmd"}, c.files...)...)
 			require.Eventually(t, func() bool { return n.reservations()[0] == "root" }, 5*time.Second, 20*time.Millisecond)
 			tree := descendants(t, cmd.Process.Pid)
 			require.Subset(t, tree, pids)
@@ -151,7 +114,7 @@ func TestRunStopsProcessesThatLeftItsProcessGroup(t *testing.T) {
 			cmd.WaitDelay = 10 * time.Second
 			require.NoError(t, cmd.Start())
 			defer func() { _ = cmd.Process.Kill() }()
-			pids := readPIDs(t, n.dir, "cmd", "sid")
+			pids := proctest.PIDs(t, n.dir, "cmd", "sid")
 			if c.term {
 				require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 			}
