@@ -63,10 +63,6 @@ const (
 // for the program (20 s), so the program's own message is what gets logged.
 const deadline = 10 * time.Second
 
-// bootIDFile names the current boot, so that the health check can tell a
-// reservation made before a reboot from a live one.
-const bootIDFile = "/proc/sys/kernel/random/boot_id"
-
 // loadConfig reads the system settings as every scheduler program does:
 // flags, then CANHAZGPU_* variables, then the system file.
 func loadConfig(cf *config.Flags, env []string) (*config.Config, error) {
