@@ -129,10 +129,17 @@ func (h *hcSite) bobOnGPU1() {
 // gets (SLURMD_NODENAME only) plus what a site's wrapper adds.
 func (h *hcSite) check(args ...string) (code int, out string, took time.Duration) {
 	h.t.Helper()
+	return runHealthCheck(h.t, []string{"SLURMD_NODENAME=" + hcNode, "CANHAZGPU_CONFIG=" + h.cfg, "SLURM_CONF=" + h.c.Conf}, args...)
+}
+
+// runHealthCheck runs canhazgpu-healthcheck with exactly env and returns
+// its exit status, its output (stdout and stderr) and how long it took.
+func runHealthCheck(t *testing.T, env []string, args ...string) (code int, out string, took time.Duration) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin("canhazgpu-healthcheck"), args...)
-	cmd.Env = []string{"SLURMD_NODENAME=" + hcNode, "CANHAZGPU_CONFIG=" + h.cfg, "SLURM_CONF=" + h.c.Conf}
+	cmd.Env = env
 	var b bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &b, &b
 	start := time.Now()
@@ -140,7 +147,7 @@ func (h *hcSite) check(args ...string) (code int, out string, took time.Duration
 	took = time.Since(start)
 	code = cmd.ProcessState.ExitCode()
 	if code < 0 {
-		require.NoError(h.t, err)
+		require.NoError(t, err)
 	}
 	return code, b.String(), took
 }

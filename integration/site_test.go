@@ -77,7 +77,7 @@ func newSite(t *testing.T) *site {
 		ctl: filepath.Join(dir, "ctl"), events: filepath.Join(dir, "events.log"), fake: filepath.Join(dir, "gpus.json"),
 		user: jobUser, uid: uid}
 	require.NoError(t, os.Mkdir(s.ctl, 0o755))
-	s.writeFakeGPUs()
+	s.writeFakeGPUs(nil)
 
 	// Slurm runs Prolog, Epilog and TaskProlog with an environment of its
 	// own: wrappers name the config file. The Prolog and Epilog wrappers
@@ -146,20 +146,40 @@ func contribSlurmConf(t *testing.T) []string {
 	return lines
 }
 
-func (s *site) writeFakeGPUs() {
+// writeFakeGPUs describes the node's GPUs. busy maps a GPU's UUID to the
+// Slurm job whose process, run by the site's job user, uses 4 GB of it.
+// The file is replaced atomically: programs of running jobs read it.
+func (s *site) writeFakeGPUs(busy map[string]string) {
+	type proc struct {
+		PID     int      `json:"pid"`
+		Name    string   `json:"name"`
+		User    string   `json:"user"`
+		UID     int      `json:"uid"`
+		MB      int64    `json:"used_memory_mb"`
+		Cmdline []string `json:"cmdline"`
+		JobID   string   `json:"job_id"`
+	}
 	type fake struct {
-		Index int    `json:"index"`
-		UUID  string `json:"uuid"`
-		Minor int    `json:"minor"`
-		Name  string `json:"name"`
+		Index     int    `json:"index"`
+		UUID      string `json:"uuid"`
+		Minor     int    `json:"minor"`
+		Name      string `json:"name"`
+		Processes []proc `json:"processes"`
 	}
 	var gpus []fake
 	for i := range siteGPUs {
-		gpus = append(gpus, fake{Index: i, UUID: siteUUID(i), Minor: siteMinor(i), Name: "NVIDIA H100 80GB HBM3"})
+		g := fake{Index: i, UUID: siteUUID(i), Minor: siteMinor(i), Name: "NVIDIA H100 80GB HBM3", Processes: []proc{}}
+		if job, ok := busy[g.UUID]; ok {
+			g.Processes = append(g.Processes, proc{PID: 7000 + i, Name: "python3", User: s.user, UID: s.uid, MB: 4096,
+				Cmdline: []string{"python3", "train.py"}, JobID: job})
+		}
+		gpus = append(gpus, g)
 	}
 	data, err := json.Marshal(map[string]any{"gpus": gpus})
 	require.NoError(s.t, err)
-	require.NoError(s.t, os.WriteFile(s.fake, data, 0o644))
+	tmp := s.fake + ".tmp"
+	require.NoError(s.t, os.WriteFile(tmp, data, 0o644))
+	require.NoError(s.t, os.Rename(tmp, s.fake))
 }
 
 // configure writes the config file the programs read at every run, with

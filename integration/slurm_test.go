@@ -314,6 +314,54 @@ func TestSlurm(t *testing.T) {
 		s.finish(next, "COMPLETED")
 		s.requireClean()
 	})
+
+	// Redis comes back without its data (no AOF): one health-check run
+	// gives the running job its GPUs back from its job file, so its own
+	// processes are not unreserved use and the node is not drained; the
+	// Epilog then releases them as usual.
+	t.Run("store restarted without its data", func(t *testing.T) {
+		s := s.on(t)
+		id := s.submit("--gres=gpu:2", "--wrap", s.jobScript())
+		s.seen(id, "BATCH", "STEP0")
+		held := keys(s.jobGPUs(id))
+		require.Equal(t, sorted(slurmUUID(0), slurmUUID(1)), held)
+		s.writeFakeGPUs(map[string]string{slurmUUID(0): id, slurmUUID(1): id})
+		defer s.writeFakeGPUs(nil)
+
+		require.NoError(t, srv.RestartEmpty())
+		snap, err := s.st.Snapshot(context.Background())
+		require.NoError(t, err)
+		require.Empty(t, snap.GPUs, "the node is not even registered any more")
+		require.Empty(t, snap.Reservations)
+
+		scontrol, err := exec.LookPath("scontrol")
+		require.NoError(t, err)
+		code, out, _ := runHealthCheck(t, []string{"SLURMD_NODENAME=" + siteNode, "SLURM_CONF=" + s.c.Conf,
+			"CANHAZGPU_CONFIG=" + s.cfg, "CANHAZGPU_HEALTH_ACTION=drain", "CANHAZGPU_HEALTH_SCONTROL=" + scontrol,
+			"CANHAZGPU_HEALTH_SLURMD_SPOOL_DIR=" + s.c.Spool})
+		require.Equal(t, 0, code, out)
+		require.Contains(t, out, fmt.Sprintf("settled: restored GPUs %d, %d of slurm job %s: the store had lost them\n",
+			min(nvmlOf(0), nvmlOf(1)), max(nvmlOf(0), nvmlOf(1)), id))
+		restored := s.jobGPUs(id)
+		require.Equal(t, held, keys(restored))
+		for _, r := range restored {
+			require.Equal(t, s.user, r.User)
+			require.Equal(t, s.uid, r.UID)
+			require.Equal(t, boot, r.BootID)
+		}
+		st, reason, err := s.c.NodeState()
+		require.NoError(t, err)
+		require.NotContains(t, st, "drain")
+		require.Equal(t, "none", reason)
+
+		s.letGo(id, 0)
+		s.finish(id, "COMPLETED")
+		ev := s.waitEvent("epilog", id)
+		require.Equal(t, "0", ev.RC)
+		require.Contains(t, ev.Out, "released")
+		require.Empty(t, s.jobGPUs(id))
+		s.requireClean()
+	})
 }
 
 func snapshotUser(t *testing.T, s *site, uuid string) string {

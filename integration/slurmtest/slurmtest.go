@@ -497,13 +497,23 @@ func JobState(states ...string) func(map[string]string) bool {
 
 // NodeState is the node's state as sinfo prints it (%T: idle, mixed,
 // allocated, drained, idle* …) and its reason ("none" when there is none).
+//
+// It asks for every node and picks this one: slurmctld (22.05) answers a
+// query for one node (sinfo -n, scontrol show node NAME) with the CPU
+// allocation it worked out at the last query for all nodes, so a node
+// whose job ended since then stays "mixed" until someone asks for all.
 func (c *Cluster) NodeState() (state, reason string, err error) {
-	out, err := c.Run("sinfo", "-h", "-N", "-n", c.Node, "-o", "%T|%E")
+	out, err := c.Run("sinfo", "-h", "-N", "-o", "%N|%T|%E")
 	if err != nil {
 		return "", "", err
 	}
-	state, reason, _ = strings.Cut(strings.TrimSpace(out), "|")
-	return state, reason, nil
+	for line := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
+		if node, rest, ok := strings.Cut(line, "|"); ok && node == c.Node {
+			state, reason, _ = strings.Cut(rest, "|")
+			return state, reason, nil
+		}
+	}
+	return "", "", fmt.Errorf("slurmtest: sinfo does not list node %s: %q", c.Node, out)
 }
 
 // Ready reports whether a node in this state takes jobs: idle, mixed or

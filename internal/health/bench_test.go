@@ -34,8 +34,8 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 }
 
 // benchNode is a node of 8 GPUs with 8 processes each, every GPU held
-// by a running Slurm job whose processes run inside it; with bad, GPU 7 is
-// in unreserved use by bob instead.
+// by a running Slurm job whose processes run inside it and whose Prolog
+// left its job file; with bad, GPU 7 is in unreserved use by bob instead.
 func benchNode(b *testing.B, action string, bad bool, boot string) *testNode {
 	n := newTestNode(b, map[string]string{"health.action": action})
 	procs := map[int][]fakeProc{}
@@ -44,6 +44,7 @@ func benchNode(b *testing.B, action string, bad bool, boot string) *testNode {
 		job := fmt.Sprint(100 + g)
 		if !(bad && g == 7) {
 			n.reserve(allocator.KindSlurm, "alice", 1002, job, boot, g)
+			n.jobFile(allocator.KindSlurm, job, jobstate.JobFile{User: "alice", UID: 1002, BootID: boot}, g)
 		}
 		l, err := net.Listen("unix", n.spool+"/n1_"+job+".0")
 		require.NoError(b, err)
@@ -62,8 +63,9 @@ func benchNode(b *testing.B, action string, bad bool, boot string) *testNode {
 // BenchmarkRun is one health check of a node with 8 GPUs and 64 processes
 // (8 per GPU), from the fake GPU file and a real Redis:
 //
-//   - clean: every GPU reserved by a Slurm job whose step runs (socket) and
-//     whose processes run inside it; action none.
+//   - clean: every GPU reserved by a Slurm job whose step runs (socket),
+//     whose processes run inside it and whose job file is in place;
+//     action none.
 //   - violations: one GPU in unreserved use, the rest as above; action
 //     drain, with Slurm (a stand-in scontrol) already showing the drain, so
 //     the steady state of a node that stays unhealthy: one scontrol call.

@@ -98,23 +98,32 @@ func (c *check) run(ctx context.Context, rep *Report) error {
 }
 
 // settle applies pending markers first (a Prolog's marker makes its job's
-// GPUs reserved), then releases gone jobs from the state that results.
+// GPUs reserved), then releases gone jobs, then restores running jobs'
+// lost reservations, each step judging the state the one before left (a
+// GPU released from a gone job can be restored to the job now on it).
 func (c *check) settle(ctx context.Context, snap *allocator.Snapshot, devs []gpu.Device) ([]Settled, error) {
+	steps := []struct {
+		name string
+		run  func(context.Context, *allocator.Snapshot, []gpu.Device) ([]Settled, error)
+	}{
+		{"settle pending markers", func(ctx context.Context, _ *allocator.Snapshot, _ []gpu.Device) ([]Settled, error) {
+			return c.applyMarkers(ctx)
+		}},
+		{"settle stale jobs", c.releaseStale},
+		{"restore lost batch reservations", c.restoreJobs},
+	}
 	var out []Settled
-	applied, err := c.applyMarkers(ctx)
-	out = append(out, applied...)
-	if err != nil {
-		return out, fmt.Errorf("settle pending markers: %w", err)
-	}
-	if changed(applied) {
-		if snap, err = c.deps.Store.Snapshot(ctx); err != nil {
-			return out, err
+	for i, step := range steps {
+		s, err := step.run(ctx, snap, devs)
+		out = append(out, s...)
+		if err != nil {
+			return out, fmt.Errorf("%s: %w", step.name, err)
 		}
-	}
-	s, err := c.releaseStale(ctx, snap, devs)
-	out = append(out, s...)
-	if err != nil {
-		return out, fmt.Errorf("settle stale jobs: %w", err)
+		if changed(s) && i < len(steps)-1 {
+			if snap, err = c.deps.Store.Snapshot(ctx); err != nil {
+				return out, err
+			}
+		}
 	}
 	return out, nil
 }
@@ -157,5 +166,5 @@ func gpuStates(gpus []usage.GPU, vs []Violation) []GPUState {
 
 // changed: something was written to the store while settling.
 func changed(s []Settled) bool {
-	return slices.ContainsFunc(s, func(x Settled) bool { return x.What != "unsettled" })
+	return slices.ContainsFunc(s, func(x Settled) bool { return x.What != "unsettled" && x.What != "unrestored" })
 }

@@ -323,7 +323,7 @@ func TestRunAppliesPendingMarkers(t *testing.T) {
 	require.Empty(t, r.Error)
 	require.Equal(t, StatusHealthy, r.Status)
 	require.Len(t, r.Settled, 3)
-	require.Equal(t, Settled{What: "marker", JobID: "30", GPUs: []string{testUUID(0), testUUID(1)},
+	require.Equal(t, Settled{What: "marker", Kind: allocator.KindSlurm, JobID: "30", GPUs: []string{testUUID(0), testUUID(1)},
 		Message: "applied the pending reserve of slurm job 30 (2 GPUs)"}, r.Settled[0])
 	require.Equal(t, "applied the pending release of slurm job 31", r.Settled[1].Message)
 	require.Equal(t, "unsettled", r.Settled[2].What)

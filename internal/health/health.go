@@ -60,14 +60,22 @@ func reportProcess(p gpu.Process) Process {
 }
 
 // Settled is one change the check made to bring the store in line with
-// this node: a pending marker applied, or a gone job's reservations
-// released.
+// this node (a pending marker applied, a gone job's reservations released,
+// a running job's lost reservations restored), or one it could not make.
 type Settled struct {
-	What    string   `json:"what"` // "marker" or "stale_job"
-	JobID   string   `json:"job_id"`
-	GPUs    []string `json:"gpus,omitempty"`
-	Message string   `json:"message"`
+	What    string         `json:"what"`           // one of SettleKinds
+	Kind    allocator.Kind `json:"kind,omitempty"` // the job's scheduler: slurm or pbs
+	JobID   string         `json:"job_id"`
+	GPUs    []string       `json:"gpus,omitempty"`
+	Message string         `json:"message"`
 }
+
+// SettleKinds are the values of Settled.What: "marker" (a pending marker
+// applied), "stale_job" (a gone Slurm job's GPUs released), "restored" (a
+// running batch job given back the reservations the store had lost), and
+// what could not be done: "unsettled" (a marker left for the next round)
+// and "unrestored" (a running job's GPUs that could not be given back).
+var SettleKinds = []string{"marker", "stale_job", "restored", "unsettled", "unrestored"}
 
 // Action is what the check did, or chose not to do, about the node in
 // Slurm and in the store.

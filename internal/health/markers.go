@@ -30,7 +30,7 @@ func (c *check) applyMarkers(ctx context.Context) ([]Settled, error) {
 			if m.Op == jobstate.OpReserve {
 				msg += " (" + plural(len(m.GPUs), "GPU") + ")"
 			}
-			out = append(out, Settled{What: "marker", JobID: m.JobID, GPUs: m.GPUs, Message: msg})
+			out = append(out, Settled{What: "marker", Kind: m.Kind, JobID: m.JobID, GPUs: m.GPUs, Message: msg})
 		}
 		if errors.Is(err, allocator.ErrUnavailable) || ctx.Err() != nil {
 			return out, err

@@ -15,7 +15,8 @@ import (
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata")
 
-// sampleReport is a run with one violation on GPU 1 and one settled job.
+// sampleReport is a run with one violation on GPU 1, one job restored and
+// one released.
 func sampleReport() *Report {
 	return &Report{
 		Node:   "n1",
@@ -29,8 +30,12 @@ func sampleReport() *Report {
 		Violations: []Violation{{Kind: Unreserved, GPU: 1, UUID: testUUID(1), MemoryUsedMB: 2048,
 			Processes: []Process{{PID: 4242, Name: "python3", User: "bob", UID: 1001, UsedMemoryMB: 2048}},
 			Message:   "GPU 1 used by bob (pid 4242) without reservation"}},
-		Settled: []Settled{{What: "stale_job", JobID: "18", GPUs: []string{testUUID(2)},
-			Message: "released GPU 2 of slurm job 18: the job no longer runs on this node"}},
+		Settled: []Settled{
+			{What: "stale_job", Kind: allocator.KindSlurm, JobID: "18", GPUs: []string{testUUID(2)},
+				Message: "released GPU 2 of slurm job 18: the job no longer runs on this node"},
+			{What: "restored", Kind: allocator.KindSlurm, JobID: "17", GPUs: []string{testUUID(0)},
+				Message: "restored GPU 0 of slurm job 17: the store had lost it"},
+		},
 		Actions:  []Action{{What: "drain", Message: "drained: " + bobReason}},
 		Duration: 0.0125,
 	}
@@ -52,6 +57,7 @@ func TestWriteHuman(t *testing.T) {
 	require.NoError(t, WriteHuman(&b, sampleReport()))
 	require.Equal(t, "problem: GPU 1 used by bob (pid 4242) without reservation\n"+
 		"settled: released GPU 2 of slurm job 18: the job no longer runs on this node\n"+
+		"settled: restored GPU 0 of slurm job 17: the store had lost it\n"+
 		"drain: drained: "+bobReason+"\n"+
 		"unhealthy: 1 problem on n1\n", b.String())
 
@@ -120,6 +126,9 @@ func TestWriteJSON(t *testing.T) {
 	require.Equal(t, "alice", v["reservation"].(map[string]any)["user"])
 	require.Equal(t, 0.0125, got["duration_seconds"])
 	require.Len(t, got["gpus"], 3)
+	restored := got["settled"].([]any)[1].(map[string]any)
+	require.Equal(t, map[string]any{"what": "restored", "kind": "slurm", "job_id": "17", "gpus": []any{testUUID(0)},
+		"message": "restored GPU 0 of slurm job 17: the store had lost it"}, restored)
 }
 
 func TestWriteMetrics(t *testing.T) {
@@ -129,7 +138,12 @@ func TestWriteMetrics(t *testing.T) {
 
 	b.Reset()
 	require.NoError(t, WriteMetrics(&b, &Report{Status: StatusError, Duration: 2}))
-	require.Equal(t, "# HELP canhazgpu_health_check_success Whether the health check could check the node (1) or not (0).\n"+
+	require.Equal(t, "# HELP canhazgpu_health_check_settled Changes this run made to bring the store in line with the node, and those it could not make, by kind.\n"+
+		"# TYPE canhazgpu_health_check_settled gauge\n"+
+		"canhazgpu_health_check_settled{what=\"marker\"} 0\ncanhazgpu_health_check_settled{what=\"stale_job\"} 0\n"+
+		"canhazgpu_health_check_settled{what=\"restored\"} 0\ncanhazgpu_health_check_settled{what=\"unsettled\"} 0\n"+
+		"canhazgpu_health_check_settled{what=\"unrestored\"} 0\n"+
+		"# HELP canhazgpu_health_check_success Whether the health check could check the node (1) or not (0).\n"+
 		"# TYPE canhazgpu_health_check_success gauge\ncanhazgpu_health_check_success 0\n"+
 		"# HELP canhazgpu_health_check_duration_seconds How long the health check took.\n"+
 		"# TYPE canhazgpu_health_check_duration_seconds gauge\ncanhazgpu_health_check_duration_seconds 2\n", b.String())

@@ -84,14 +84,7 @@ type staleJob struct {
 // stale whatever else says. Other kinds are never touched.
 func findStale(snap *allocator.Snapshot, devs []gpu.Device, places jobPlaces, sockets map[string]bool,
 	bootID string, startGrace time.Duration) []staleJob {
-	procs := map[string]bool{}
-	for _, d := range devs {
-		for _, p := range d.Processes {
-			if p.JobID != "" {
-				procs[p.JobID] = true
-			}
-		}
-	}
+	procs := jobsOnGPUs(devs)
 	byGrant := map[string]*staleJob{}
 	for _, r := range snap.Reservations {
 		if r.Kind != allocator.KindSlurm || r.Queued {
@@ -127,23 +120,45 @@ func findStale(snap *allocator.Snapshot, devs []gpu.Device, places jobPlaces, so
 	return out
 }
 
+// jobsOnGPUs lists the Slurm jobs that have a process on one of the GPUs.
+func jobsOnGPUs(devs []gpu.Device) map[string]bool {
+	jobs := map[string]bool{}
+	for _, d := range devs {
+		for _, p := range d.Processes {
+			if p.JobID != "" {
+				jobs[p.JobID] = true
+			}
+		}
+	}
+	return jobs
+}
+
+func (c *check) slurmPlaces() jobPlaces {
+	return jobPlaces{spoolDir: c.cfg.Health.SlurmdSpoolDir, slurmNode: c.deps.SlurmNode, stateDir: c.cfg.Slurm.StateDir}
+}
+
+// slurmSockets lists the jobs with a step socket here. Without a spool
+// dir (no slurmd here, or slurmd_spool_dir points elsewhere) it returns
+// nil and no error: a missing socket then proves nothing.
+func (c *check) slurmSockets() (map[string]bool, error) {
+	sockets, err := c.slurmPlaces().stepSockets()
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return sockets, err
+}
+
 // releaseStale releases stale grants and says what it did. A failing
 // release stops the rest: the store is not answering.
 func (c *check) releaseStale(ctx context.Context, snap *allocator.Snapshot, devs []gpu.Device) ([]Settled, error) {
-	places := jobPlaces{spoolDir: c.cfg.Health.SlurmdSpoolDir, slurmNode: c.deps.SlurmNode, stateDir: c.cfg.Slurm.StateDir}
 	if !hasKind(snap, allocator.KindSlurm) {
 		return nil, nil // nothing to settle: skip reading the spool dir
 	}
-	sockets, err := places.stepSockets()
-	if errors.Is(err, fs.ErrNotExist) {
-		// No spool dir (no slurmd here, or slurmd_spool_dir points
-		// elsewhere): a missing socket proves nothing, only the boot id
-		// can tell.
-		sockets, err = nil, nil
-	}
+	sockets, err := c.slurmSockets()
 	if err != nil {
 		return nil, err
 	}
+	places := c.slurmPlaces()
 	var out []Settled
 	verdicts := map[string]string{} // job -> why it ended, "" while it runs
 	for _, s := range findStale(snap, devs, places, sockets, c.deps.BootID, c.cfg.Slurm.Deadline) {
@@ -166,22 +181,33 @@ func (c *check) releaseStale(ctx context.Context, snap *allocator.Snapshot, devs
 		if len(rel.GPUs) == 0 {
 			continue // granted again since the snapshot
 		}
-		out = append(out, Settled{What: "stale_job", JobID: s.JobID, GPUs: rel.GPUs,
+		out = append(out, Settled{What: "stale_job", Kind: allocator.KindSlurm, JobID: s.JobID, GPUs: rel.GPUs,
 			Message: fmt.Sprintf("released %s of slurm job %s: %s", gpuList(snap, rel.GPUs), s.JobID, s.Why)})
 	}
 	return out, nil
+}
+
+// askSlurm reads a job's state from Slurm (see Scontrol.JobEnded). ok is
+// false when Slurm cannot be asked: under NHC, which makes no scontrol
+// calls of ours, or when scontrol gives no answer.
+func (c *check) askSlurm(ctx context.Context, job string) (state string, ended, ok bool) {
+	if c.deps.NHC {
+		return "", false, false
+	}
+	ended, state, err := c.scontrol().JobEnded(ctx, job)
+	if err != nil {
+		return "", false, false
+	}
+	return state, ended, true
 }
 
 // slurmEnded says why a job Slurm reports as ended is stale, or "" when
 // it runs, or Slurm cannot be asked (under NHC, or no answer): then the
 // job keeps its GPUs this round.
 func (c *check) slurmEnded(ctx context.Context, job string) string {
-	if c.deps.NHC {
-		return ""
-	}
-	ended, state, err := c.scontrol().JobEnded(ctx, job)
+	state, ended, ok := c.askSlurm(ctx, job)
 	switch {
-	case err != nil || !ended:
+	case !ok || !ended:
 		return ""
 	case state == "":
 		return "Slurm no longer knows the job"

@@ -10,9 +10,10 @@ import (
 )
 
 // WriteMetrics renders the report in the Prometheus text format for
-// node_exporter's textfile collector: per-GPU series, then whether the
-// check could run and how long it took. No timestamps: the collector
-// rejects a file that has them.
+// node_exporter's textfile collector: per-GPU series, then what settling
+// did (a "restored" job means the store had lost its reservations), then
+// whether the check could run and how long it took. No timestamps: the
+// collector rejects a file that has them.
 func WriteMetrics(w io.Writer, r *Report) error {
 	ew := &errWriter{w: w}
 	type series struct {
@@ -38,6 +39,17 @@ func WriteMetrics(w io.Writer, r *Report) error {
 				ew.printf("%s{gpu=\"%d\",uuid=\"%s\"} %d\n", s.name, g.Index, escapeLabel(g.UUID), s.value(g))
 			}
 		}
+	}
+	ew.printf("# HELP canhazgpu_health_check_settled Changes this run made to bring the store in line with the node, and those it could not make, by kind.\n")
+	ew.printf("# TYPE canhazgpu_health_check_settled gauge\n")
+	for _, what := range SettleKinds {
+		n := 0
+		for _, s := range r.Settled {
+			if s.What == what {
+				n++
+			}
+		}
+		ew.printf("canhazgpu_health_check_settled{what=\"%s\"} %d\n", what, n)
 	}
 	ew.printf("# HELP canhazgpu_health_check_success Whether the health check could check the node (1) or not (0).\n")
 	ew.printf("# TYPE canhazgpu_health_check_success gauge\n")

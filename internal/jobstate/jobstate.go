@@ -71,8 +71,13 @@ type JobFile struct {
 	Conflicts []Conflict `json:"conflicts,omitempty"`
 	// Pending: the store was unreachable; a reserve marker stands in for
 	// the reservation until it is settled.
-	Pending bool      `json:"pending,omitempty"`
-	At      time.Time `json:"at"`
+	Pending bool `json:"pending,omitempty"`
+	// BootID is the node's boot id when the Prolog ran ("" in files of
+	// older releases). The health check restores a job's reservations
+	// from its file after the store lost them, and never from a file of
+	// an earlier boot: no job survives a reboot.
+	BootID string    `json:"boot_id,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 // Op is what a pending marker asks the store to do.

@@ -171,6 +171,9 @@ func TestPrologReservesPrintsAndRecords(t *testing.T) {
 	require.Equal(t, 3, f.Restart)
 	require.False(t, f.Pending)
 	require.Equal(t, []jobstate.GPU{{UUID: uuid(0), Index: 0, SchedIndex: -1}, {UUID: uuid(1), Index: 1, SchedIndex: -1}}, f.GPUs)
+	boot, err := jobstate.BootID("")
+	require.NoError(t, err)
+	require.Equal(t, boot, f.BootID, "the health check restores only jobs of this boot")
 
 	snap, err := n.st.Snapshot(context.Background())
 	require.NoError(t, err)

@@ -241,7 +241,7 @@ func (p *prolog) record(uuids []string, devs []gpu.Device, conflicts []jobstate.
 	a := p.args
 	byIndex := sortByIndex(uuids, devs)
 	f := jobstate.JobFile{User: a.user, UID: a.uid, Restart: max(a.runCount, 0), Conflicts: conflicts,
-		Pending: pending, At: time.Now()}
+		Pending: pending, BootID: p.boot, At: time.Now()}
 	indices := make([]int, len(byIndex))
 	for i, d := range byIndex {
 		f.GPUs = append(f.GPUs, jobstate.GPU{UUID: d.UUID, Index: d.Index, SchedIndex: -1})

@@ -220,6 +220,24 @@ func (s *Server) Restart() error {
 	return s.launch(bin)
 }
 
+// RestartEmpty halts the server and starts it again on the same port and
+// socket without its data, as a server run without persistence comes back
+// after a crash or a reboot. Clients reconnect to an empty store.
+func (s *Server) RestartEmpty() error {
+	s.Halt()
+	// The append-only file (a directory since Redis 7) and the snapshot.
+	for _, name := range []string{"appendonlydir", "appendonly.aof", "dump.rdb"} {
+		if err := os.RemoveAll(filepath.Join(s.Dir, name)); err != nil {
+			return fmt.Errorf("redistest: remove the data: %w", err)
+		}
+	}
+	bin, err := Binary()
+	if err != nil {
+		return err
+	}
+	return s.launch(bin)
+}
+
 func (s *Server) kill() {
 	if s.cmd == nil {
 		return

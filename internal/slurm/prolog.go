@@ -309,7 +309,7 @@ func (p *prologRun) storeDown(cause error) (string, error) {
 
 func (p *prologRun) writeJob(gpus []jobstate.GPU, conflicts []jobstate.Conflict, pending bool) error {
 	f := jobstate.JobFile{User: p.job.User, UID: p.job.UID, Restart: p.job.Restart, GPUs: gpus,
-		Conflicts: conflicts, Pending: pending, At: p.now()}
+		Conflicts: conflicts, Pending: pending, BootID: p.boot, At: p.now()}
 	if err := jobstate.WriteJob(p.Config.Slurm.StateDir, allocator.KindSlurm, p.job.ID, f); err != nil {
 		return fmt.Errorf("%s%w", p.prefix, err)
 	}

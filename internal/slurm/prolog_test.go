@@ -54,7 +54,7 @@ func TestPrologPlacementSlurm(t *testing.T) {
 		require.True(t, r.ExpiresAt.IsZero(), "batch reservations end with the job")
 	}
 	jf := readJob(t, f, "11")
-	require.Equal(t, jobstate.JobFile{Kind: allocator.KindSlurm, JobID: "11", User: "bob", UID: 1001, At: testNow,
+	require.Equal(t, jobstate.JobFile{Kind: allocator.KindSlurm, JobID: "11", User: "bob", UID: 1001, BootID: "boot-1", At: testNow,
 		GPUs: []jobstate.GPU{{UUID: slurmUUID(0), Index: 2, SchedIndex: 0}, {UUID: slurmUUID(1), Index: 3, SchedIndex: 1}}}, jf)
 
 	// A retried Prolog of the same attempt gets the same answer.

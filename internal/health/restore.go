@@ -1,0 +1,328 @@
+package health
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"canhazgpu/allocator"
+	"canhazgpu/allocator/gpu"
+	"canhazgpu/internal/jobstate"
+)
+
+// restoreJobs gives running batch jobs back the reservations the store
+// lost. After Redis restarts without its data (no AOF), or a failover
+// loses acknowledged writes, every job the Prologs reserved for runs on
+// GPUs the store calls free, and the check would report the jobs' own use
+// as unreserved. The job files the Prologs wrote name each job's GPUs: a
+// job that still runs here gets back those that nobody holds and nobody
+// released. A GPU someone else holds by now is reported ("unrestored"),
+// never taken.
+//
+// The usual run makes no store call here: the snapshot shows every job
+// file's GPUs held by its job. Only a job that lacks a reservation is
+// checked against its scheduler.
+func (c *check) restoreJobs(ctx context.Context, snap *allocator.Snapshot, devs []gpu.Device) ([]Settled, error) {
+	lv := &liveness{check: c, procs: jobsOnGPUs(devs)}
+	var out []Settled
+	for _, src := range []struct {
+		kind allocator.Kind
+		dir  string
+	}{{allocator.KindSlurm, c.cfg.Slurm.StateDir}, {allocator.KindPBS, c.cfg.PBS.StateDir}} {
+		s, err := c.restoreKind(ctx, snap, src.kind, src.dir, lv)
+		out = append(out, s...)
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// restoreKind restores the jobs of one scheduler from its job files. An
+// unreadable file is reported and the others still restored; only a store
+// that does not answer stops the run.
+func (c *check) restoreKind(ctx context.Context, snap *allocator.Snapshot, kind allocator.Kind, dir string,
+	lv *liveness) ([]Settled, error) {
+	ids, err := jobstate.Jobs(dir, kind)
+	if err != nil {
+		return []Settled{{What: "unrestored", Kind: kind, Message: fmt.Sprintf("could not list the %s jobs: %v", kind, err)}}, nil
+	}
+	var out []Settled
+	var pending map[string]bool
+	for _, id := range ids {
+		f, err := jobstate.ReadJob(dir, kind, id)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // the job's Epilog removed it meanwhile
+		}
+		if err != nil {
+			out = append(out, Settled{What: "unrestored", Kind: kind, JobID: id,
+				Message: fmt.Sprintf("could not check %s job %s: %v", kind, id, err)})
+			continue
+		}
+		p := planRestore(snap, kind, id, f)
+		if len(p.free) == 0 && len(p.blocked) == 0 {
+			continue // the store holds every GPU of the job for it
+		}
+		if pending == nil {
+			pending = pendingReserves(dir, kind)
+		}
+		if pending[id] || !lv.runs(ctx, kind, id, f) {
+			continue
+		}
+		if p, err = c.dropEnded(ctx, kind, id, f, p); err != nil {
+			return out, err
+		}
+		s, err := c.restore(ctx, snap, kind, id, f, p)
+		out = append(out, s...)
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// blockedGPU is a GPU of a job that cannot be given back to it, and why.
+type blockedGPU struct{ uuid, why string }
+
+// restorePlan sorts the GPUs a job file names by what the store shows.
+type restorePlan struct {
+	free    []string // nobody holds them: to reserve for the job again
+	blocked []blockedGPU
+	held    int // the store's reservations of the job, on any GPU
+}
+
+// planRestore compares a job file with the snapshot. The GPUs recorded as
+// conflicts were never the job's to hold (on_conflict = "warn" let it run
+// on GPUs others held), so they are not asked for.
+func planRestore(snap *allocator.Snapshot, kind allocator.Kind, id string, f jobstate.JobFile) restorePlan {
+	var p restorePlan
+	for _, r := range snap.Reservations {
+		if r.Kind == kind && r.JobID == id {
+			p.held++
+		}
+	}
+	// In index order, as the messages name them (files keep the
+	// scheduler's order).
+	gpus := slices.Clone(f.GPUs)
+	slices.SortStableFunc(gpus, func(a, b jobstate.GPU) int { return cmp.Compare(a.Index, b.Index) })
+	for _, g := range gpus {
+		if g.UUID == "" || slices.ContainsFunc(f.Conflicts, func(c jobstate.Conflict) bool { return c.GPU == g.UUID }) {
+			continue
+		}
+		r, reserved := snap.Reservations[g.UUID]
+		_, known := snap.GPUByUUID(g.UUID)
+		switch {
+		case reserved && r.Kind == kind && r.JobID == id:
+		case reserved:
+			p.blocked = append(p.blocked, blockedGPU{g.UUID, "reserved by " + holderOf(r)})
+		case !known:
+			p.blocked = append(p.blocked, blockedGPU{g.UUID, "not on this node"})
+		default:
+			p.free = append(p.free, g.UUID)
+		}
+	}
+	return p
+}
+
+// clockSlack is how far the node's clock (a job file's time) and the
+// store's (the history's times) may disagree.
+const clockSlack = 10 * time.Minute
+
+// dropEnded takes out of the plan the GPUs whose reservation for the job
+// the store's history shows ended since the job file was written: the
+// job's Epilog released them and is about to remove the file, or an admin
+// or settling did. The store lost nothing there, so nothing is restored.
+// One store round trip.
+func (c *check) dropEnded(ctx context.Context, kind allocator.Kind, id string, f jobstate.JobFile,
+	p restorePlan) (restorePlan, error) {
+	if len(p.free) == 0 {
+		return p, nil
+	}
+	recs, err := c.deps.Store.History(ctx, f.At.Add(-clockSlack))
+	if err != nil {
+		return p, fmt.Errorf("%s job %s: %w", kind, id, err)
+	}
+	p.free = slices.DeleteFunc(p.free, func(u string) bool {
+		return slices.ContainsFunc(recs, func(r allocator.Record) bool { return r.GPU == u && r.Kind == kind && r.JobID == id })
+	})
+	return p, nil
+}
+
+// holderOf names a reservation's holder for messages.
+func holderOf(r allocator.Reservation) string {
+	if r.Kind.Batch() {
+		return fmt.Sprintf("%s job %s of %s", r.Kind, r.JobID, r.User)
+	}
+	return fmt.Sprintf("%s (%s)", r.User, r.Kind)
+}
+
+// restore reserves the plan's free GPUs for the job again, as its Prolog
+// did: batch kind, job id, user, restart count, and this boot's id.
+//
+// The store is asked for a count of GPUs, the job's free ones preferred,
+// not for the GPUs by UUID: by UUID it would take a GPU over from another
+// job of the same scheduler that reserved it since the snapshot (the rule
+// that lets a requeued job's Prolog replace a stale grant), and restoring
+// never takes anything from anyone. A GPU the grant had to include
+// instead is given back at once, and the GPU it stood for is reported.
+// Like a pending reserve marker, the grant does not exclude GPUs in use:
+// the job's own processes use them.
+func (c *check) restore(ctx context.Context, snap *allocator.Snapshot, kind allocator.Kind, id string,
+	f jobstate.JobFile, p restorePlan) ([]Settled, error) {
+	blocked := p.blocked
+	var restored []string
+	var fatal error
+	if len(p.free) > 0 {
+		var err error
+		restored, err = c.reserveAgain(ctx, kind, id, f, p)
+		why := "reserved by someone else meanwhile"
+		var short *allocator.ShortageError
+		switch {
+		case err == nil, errors.As(err, &short):
+		case errors.Is(err, allocator.ErrUnavailable) || ctx.Err() != nil:
+			fatal = fmt.Errorf("%s job %s: %w", kind, id, err)
+		default:
+			why = err.Error()
+		}
+		for _, u := range p.free {
+			if fatal == nil && !slices.Contains(restored, u) {
+				blocked = append(blocked, blockedGPU{u, why})
+			}
+		}
+	}
+	var out []Settled
+	if len(restored) > 0 {
+		it := "it"
+		if len(restored) > 1 {
+			it = "them"
+		}
+		out = append(out, Settled{What: "restored", Kind: kind, JobID: id, GPUs: restored,
+			Message: fmt.Sprintf("restored %s of %s job %s: the store had lost %s", gpuList(snap, restored), kind, id, it)})
+	}
+	if len(blocked) > 0 {
+		out = append(out, unrestored(snap, kind, id, blocked))
+	}
+	return out, fatal
+}
+
+// reserveAgain makes the grant and gives back what it got beyond the
+// plan's GPUs. It returns the plan's GPUs now held again.
+func (c *check) reserveAgain(ctx context.Context, kind allocator.Kind, id string, f jobstate.JobFile,
+	p restorePlan) ([]string, error) {
+	user := f.User
+	if user == "" {
+		user = "uid:" + strconv.Itoa(f.UID)
+	}
+	// The Prologs' ids start with the scheduler's name ("slurm-prolog-",
+	// "pbs-"); the random part keeps a reply stored for an earlier
+	// restore of the same job from being replayed.
+	req := allocator.Request{RequestID: "healthcheck-restore-" + allocator.NewRequestID(), Kind: kind, User: user,
+		UID: f.UID, JobID: id, Count: p.held + len(p.free), Prefer: p.free, Restart: f.Restart, BootID: c.deps.BootID}
+	g, err := c.deps.Store.Allocate(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	var restored, extra []string
+	for _, u := range p.free {
+		if slices.Contains(g.GPUs, u) {
+			restored = append(restored, u)
+		}
+	}
+	for _, u := range g.GPUs {
+		if !slices.ContainsFunc(f.GPUs, func(x jobstate.GPU) bool { return x.UUID == u }) {
+			extra = append(extra, u)
+		}
+	}
+	if len(extra) > 0 {
+		_, err := c.deps.Store.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(),
+			Kinds: []allocator.Kind{kind}, JobID: id, Token: g.Token, GPUs: extra})
+		if err != nil {
+			return restored, fmt.Errorf("give back GPUs granted beyond %s job %s: %w", kind, id, err)
+		}
+	}
+	return restored, nil
+}
+
+// unrestored reports the GPUs of a running job that stay without its
+// reservation: "could not restore GPU 1 of slurm job 13: reserved by bob
+// (manual)".
+func unrestored(snap *allocator.Snapshot, kind allocator.Kind, id string, blocked []blockedGPU) Settled {
+	uuids := make([]string, len(blocked))
+	whys := make([]string, len(blocked))
+	for i, b := range blocked {
+		uuids[i] = b.uuid
+		whys[i] = gpuList(snap, []string{b.uuid}) + " " + b.why
+	}
+	why := strings.Join(whys, "; ")
+	if len(blocked) == 1 {
+		why = blocked[0].why
+	}
+	return Settled{What: "unrestored", Kind: kind, JobID: id, GPUs: uuids,
+		Message: fmt.Sprintf("could not restore %s of %s job %s: %s", gpuList(snap, uuids), kind, id, why)}
+}
+
+// pendingReserves lists the jobs of a kind whose reserve marker is still
+// pending: settling the marker reserves them, and why it could not yet is
+// reported with the marker.
+func pendingReserves(dir string, kind allocator.Kind) map[string]bool {
+	markers, _ := jobstate.Markers(dir) // unreadable markers are reported by applyMarkers
+	out := map[string]bool{}
+	for _, m := range markers {
+		if m.Kind == kind && m.Op == jobstate.OpReserve {
+			out[m.JobID] = true
+		}
+	}
+	return out
+}
+
+// holdingStates are the Slurm job states in which a job holds its GPUs
+// and its Epilog has not begun (a COMPLETING job's Epilog is releasing
+// them).
+var holdingStates = map[string]bool{"RUNNING": true, "SUSPENDED": true, "STOPPED": true, "CONFIGURING": true}
+
+// liveness says whether the job of a job file still runs on this node,
+// reading slurmd's spool dir at most once per run.
+type liveness struct {
+	*check
+	procs   map[string]bool // Slurm jobs with a process on a GPU
+	sockets map[string]bool
+	read    bool
+}
+
+// runs judges a job whose file names GPUs the store does not hold for it.
+//
+// Slurm: the file is of this boot (files of older releases carry no boot
+// id), and the job has a step socket or a process on a GPU here, or Slurm
+// reports it in a state that holds its GPUs (not under NHC, which makes no
+// scontrol calls of ours). These are the signs settling uses to keep a
+// job's reservations.
+//
+// PBS offers nothing to ask whether a job runs on this host, so the file
+// alone counts while its boot id is this boot's: the PBS epilog removes
+// the file when the job ends, and no job outlives a reboot. A file without
+// a boot id is not trusted.
+func (l *liveness) runs(ctx context.Context, kind allocator.Kind, id string, f jobstate.JobFile) bool {
+	boot := l.deps.BootID
+	if kind == allocator.KindPBS {
+		return boot != "" && f.BootID == boot
+	}
+	if boot != "" && f.BootID != "" && f.BootID != boot {
+		return false
+	}
+	if !l.read {
+		// An unreadable spool dir proves nothing: Slurm is still asked.
+		l.sockets, _ = l.slurmSockets()
+		l.read = true
+	}
+	if l.sockets[id] || l.procs[id] {
+		return true
+	}
+	state, _, ok := l.askSlurm(ctx, id)
+	return ok && holdingStates[state]
+}
