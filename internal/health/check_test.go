@@ -270,8 +270,12 @@ func TestRunIgnoresForeignJobFiles(t *testing.T) {
 	n.sc.touch("job.25", "JobId=25 JobName=wrap\n   JobState=RUNNING Reason=None\n")
 	r := n.run()
 	require.Empty(t, r.Error)
-	require.Len(t, r.Settled, 1)
+	require.Len(t, r.Settled, 2)
 	require.Equal(t, "released GPU 1 of slurm job 25: the job no longer runs on this node", r.Settled[0].Message)
+	// The planted file is reported, not trusted, when the lost
+	// reservations are looked for too.
+	require.Equal(t, "unrestored", r.Settled[1].What)
+	require.Contains(t, r.Settled[1].Message, "is owned by uid 12345; want a regular file owned by root")
 	require.Empty(t, n.sc.calls(), "Slurm is not asked about a job only a foreign file speaks for")
 }
 

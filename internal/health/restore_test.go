@@ -268,8 +268,12 @@ func TestRunReportsUnreadableJobFiles(t *testing.T) {
 	r := n.run()
 	require.Empty(t, r.Error)
 	require.Len(t, r.Settled, 2)
-	require.Equal(t, "unrestored", r.Settled[0].What)
-	require.Equal(t, "12", r.Settled[0].JobID)
-	require.Contains(t, r.Settled[0].Message, "could not check slurm job 12: job file "+filepath.Join(n.stateDir, "slurm", "12"))
-	require.Equal(t, "restored GPU 0 of slurm job 13: the store had lost it", r.Settled[1].Message)
+	// In the order the jobs were judged; which comes first is not the point.
+	byJob := map[string]Settled{}
+	for _, st := range r.Settled {
+		byJob[st.JobID] = st
+	}
+	require.Equal(t, "unrestored", byJob["12"].What)
+	require.Contains(t, byJob["12"].Message, "could not check slurm job 12: job file "+filepath.Join(n.stateDir, "slurm", "12"))
+	require.Equal(t, "restored GPU 0 of slurm job 13: the store had lost it", byJob["13"].Message)
 }
