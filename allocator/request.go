@@ -33,6 +33,10 @@ type Request struct {
 	// QueueEntry is set when the caller waits in the node's queue: only the
 	// head entry may take GPUs.
 	QueueEntry string
+	// Retake: a run taking back, by their ids, the GPUs it held when the
+	// store lost its data. It does not wait behind the queue: it held them
+	// before anyone who waits now asked.
+	Retake bool
 }
 
 // MaxNoteLen bounds notes so a reservation stays small in the store.
@@ -50,6 +54,10 @@ func (r *Request) Validate() error {
 	}
 	if _, err := ParseKind(string(r.Kind)); err != nil {
 		return err
+	}
+	if r.Retake && (r.Kind != KindRun || len(r.GPUs) == 0 || r.QueueEntry != "") {
+		return &InputError{Field: "retake", Value: fmt.Sprintf("kind %s, gpus %v, queue entry %q", r.Kind, r.GPUs, r.QueueEntry),
+			Accepted: "a run request naming the GPUs it held, outside the queue"}
 	}
 	if err := ValidateUser(r.User); err != nil {
 		return err

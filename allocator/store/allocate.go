@@ -48,7 +48,7 @@ func (s *Store) Allocate(ctx context.Context, r allocator.Request) (allocator.Gr
 	keys := []string{k.res, k.mru, k.hist, k.meta, k.q, k.qe, k.reply(r.RequestID, r.Kind.Batch())}
 	args := []any{string(r.Kind), r.User, r.UID, r.JobID, r.Count, joinList(r.GPUs), joinList(r.Prefer),
 		joinList(r.Exclude), r.Lease.Milliseconds(), r.Note, r.Restart, r.BootID, r.QueueEntry,
-		replyTTL.Milliseconds()}
+		replyTTL.Milliseconds(), flag01(r.Retake)}
 	raw, err := s.run.run(ctx, allocateOp, keys, args...).Text()
 	if err != nil {
 		return allocator.Grant{}, s.wrap("allocate", err)
@@ -92,4 +92,12 @@ func (s *Store) Allocate(ctx context.Context, r allocator.Request) (allocator.Gr
 		return allocator.Grant{}, allocator.ErrNotQueued
 	}
 	return allocator.Grant{}, fmt.Errorf("allocate: unexpected reply %q", raw)
+}
+
+// flag01 is how a boolean travels to the operations.
+func flag01(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
 }

@@ -149,3 +149,33 @@ func TestAdminReleaseAlsoClearsTheQueue(t *testing.T) {
 	var in *allocator.InputError
 	require.ErrorAs(t, err, &in, "queue entries have no GPU ids")
 }
+
+// A run taking back the GPUs the store forgot does not queue behind
+// requests made after it held them; anyone else still does.
+func TestRetakeDoesNotWaitBehindTheQueue(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 2)
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	gpu0 := snap.GPUs[0].UUID
+	_, err = s.Enqueue(ctx, allocator.QueueEntry{ID: "bob-1", Kind: allocator.KindManual, User: "bob", Count: 2}, time.Minute)
+	require.NoError(t, err)
+
+	plain := allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindRun, User: "alice", GPUs: []string{gpu0}, Lease: time.Minute}
+	_, err = s.Allocate(ctx, plain)
+	var short *allocator.ShortageError
+	require.ErrorAs(t, err, &short, "an ordinary request waits behind bob")
+	require.Equal(t, 1, short.Waiting)
+
+	retake := plain
+	retake.RequestID, retake.Retake = allocator.NewRequestID(), true
+	g, err := s.Allocate(ctx, retake)
+	require.NoError(t, err)
+	require.Equal(t, []string{gpu0}, g.GPUs)
+
+	bad := retake
+	bad.RequestID, bad.Kind = allocator.NewRequestID(), allocator.KindManual
+	_, err = s.Allocate(ctx, bad)
+	var input *allocator.InputError
+	require.ErrorAs(t, err, &input, "only a run retakes")
+}

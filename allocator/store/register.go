@@ -35,11 +35,7 @@ func (s *Store) Register(ctx context.Context, gpus []allocator.GPU, force bool) 
 		}
 		seenUUID[g.UUID], seenIndex[g.Index] = true, true
 	}
-	force01 := "0"
-	if force {
-		force01 = "1"
-	}
-	args := append([]any{force01}, policyArgs(s.policy)...)
+	args := append([]any{flag01(force)}, policyArgs(s.policy)...)
 	for _, g := range gpus {
 		args = append(args, g.UUID, g.Index, g.Minor, g.Name)
 	}

@@ -28,13 +28,9 @@ func (s *Store) Release(ctx context.Context, r allocator.Release) (allocator.Rel
 	for i, k := range r.Kinds {
 		kinds[i] = string(k)
 	}
-	queue := "0"
-	if r.Queue {
-		queue = "1"
-	}
 	k := s.keys
 	keys := []string{k.res, k.mru, k.hist, k.q, k.qe, k.reply(r.RequestID, batchOnly(r.Kinds))}
-	args := []any{r.User, joinList(kinds), joinList(r.GPUs), r.JobID, r.Token, queue, replyTTL.Milliseconds()}
+	args := []any{r.User, joinList(kinds), joinList(r.GPUs), r.JobID, r.Token, flag01(r.Queue), replyTTL.Milliseconds()}
 	raw, err := s.run.run(ctx, releaseOp, keys, args...).Text()
 	if err != nil {
 		return allocator.Released{}, s.wrap("release", err)

@@ -190,7 +190,7 @@ func (l *runLease) hold(ctx context.Context) (retaken bool, err error) {
 		}
 	}
 	g, aerr := l.store.Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindRun,
-		User: l.user, UID: l.uid, GPUs: l.gpus, Lease: l.timeout, Note: l.note})
+		User: l.user, UID: l.uid, GPUs: l.gpus, Lease: l.timeout, Note: l.note, Retake: true})
 	var short *allocator.ShortageError
 	if errors.As(aerr, &short) {
 		for _, c := range short.Conflicts {

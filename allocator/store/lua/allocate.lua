@@ -17,6 +17,8 @@
 -- bounded by the policy: run_lease_ms for run, max_duration_ms for manual)
 -- ARGV[10] note  ARGV[11] restart count  ARGV[12] boot id
 -- ARGV[13] queue entry ("" when not waiting)  ARGV[14] reply ttl ms
+-- ARGV[15] "1": a run taking back the GPUs it held before the store lost
+--          them, which does not wait behind the queue
 --
 -- Returns JSON:
 --   {ok=1, gpus="u1,u2", token=N, expires=ms (0 for batch), taken="<JSON list of replaced reservations>"}
@@ -34,6 +36,7 @@ local ids, prefer, exclude = split(ARGV[6]), split(ARGV[7]), set_of(split(ARGV[8
 local lease, note, restart, boot = tonumber(ARGV[9]), ARGV[10], tonumber(ARGV[11]), ARGV[12]
 local entry = ARGV[13]
 local ttl = tonumber(ARGV[14])
+local retake = ARGV[15] == '1'
 local batch = is_batch(kind)
 
 local done = redis.call('GET', k.req)
@@ -61,7 +64,7 @@ reclaim(k, res, now, pol)
 -- while anyone waits. Batch jobs got their GPUs from the scheduler and
 -- never wait behind interactive users.
 local waiting, head = 0, false
-if not batch then
+if not batch and not retake then
   if entry ~= '' then
     local pos = 0
     for i, id in ipairs(live) do if id == entry then pos = i end end
