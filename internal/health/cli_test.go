@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -86,6 +88,25 @@ func TestMainCouldNotCheck(t *testing.T) {
 	require.Equal(t, 1, strings.Count(out, "\n"))
 }
 
+// Under NHC the check, store connection included, ends within half of NHC's
+// own limit, whatever [health] timeout and the store's timeouts say: a
+// frozen store (a listener that never answers) must not let NHC's watchdog
+// fire and drain the node.
+func TestMainEndsWithinHalfOfNHCsTimeout(t *testing.T) {
+	frozen, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { frozen.Close() })
+	n := newTestNode(t, map[string]string{"redis.url": "redis://" + frozen.Addr().String() + "/0",
+		"redis.op_timeout": "120s", "redis.dial_timeout": "120s", "health.timeout": "120s"})
+	start := time.Now()
+	code, out, _ := n.runMain("--nhc", "--nhc-timeout", "4")
+	took := time.Since(start)
+	require.Equal(t, 2, code)
+	require.True(t, strings.HasPrefix(out, "ERROR:  canhazgpu:  could not check: "), out)
+	require.Less(t, took, 4*time.Second, "NHC's watchdog would have fired")
+	require.GreaterOrEqual(t, took, 2*time.Second, "the check had half of NHC's time")
+}
+
 func TestMainBadInput(t *testing.T) {
 	n := newTestNode(t, nil)
 	tests := []struct {
@@ -97,6 +118,8 @@ func TestMainBadInput(t *testing.T) {
 		{"unknown flag", []string{"--drain"}, nil, "Error: unknown flag: --drain (see canhazgpu-healthcheck --help)\n"},
 		{"argument", []string{"now"}, nil, "Error: unexpected argument \"now\": canhazgpu-healthcheck takes only flags\n"},
 		{"two outputs", []string{"--nhc", "--json"}, nil, "Error: --nhc and --json cannot be used together: choose one output\n"},
+		{"negative NHC timeout", []string{"--nhc", "--nhc-timeout", "-5"}, nil, "Error: --nhc-timeout -5: NHC's timeout is a whole number of seconds, 0 or more\n"},
+		{"NHC timeout without NHC", []string{"--nhc-timeout", "30"}, nil, "Error: --nhc-timeout is NHC's time limit: use it with --nhc\n"},
 		{"bad setting", nil, []string{"CANHAZGPU_HEALTH_ACTION=reboot"}, "Error: config: CANHAZGPU_HEALTH_ACTION: health.action: "},
 	}
 	for _, tc := range tests {
