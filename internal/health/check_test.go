@@ -163,9 +163,13 @@ func TestRunSkipsActionsWhenSlurmHangs(t *testing.T) {
 	require.Empty(t, n.sc.updates())
 }
 
+// As Slurm's HealthCheckProgram, a check that could not run changes
+// nothing: a node it drained earlier stays drained (the violation may
+// still be there), a node in service stays in service.
 func TestRunStoreUnreachable(t *testing.T) {
 	n := newTestNode(t, map[string]string{"health.action": "drain", "redis.url": "redis://127.0.0.1:1/0", "redis.dial_timeout": "200ms"})
 	n.gpus(4, bobOnGPU1)
+	n.sc.show("IDLE+DRAIN", bobReason, "")
 	r := n.run()
 	require.Equal(t, StatusError, r.Status)
 	require.Equal(t, 2, r.ExitCode())
