@@ -64,6 +64,12 @@ func Main(ctx context.Context, args, env []string, stdout, stderr io.Writer) int
 		return 0
 	}
 
+	if *prom != "" {
+		if err := checkTextfilePath(*prom); err != nil {
+			fmt.Fprintf(stderr, "Error: --prometheus %s\n", termsafe.Escape(err.Error()))
+			return 2
+		}
+	}
 	rep, textfile := checkNode(ctx, env, *nhc, time.Duration(*nhcTimeout)*time.Second, *prom, cfgFlags)
 	var werr error
 	switch {
@@ -88,7 +94,10 @@ func Main(ctx context.Context, args, env []string, stdout, stderr io.Writer) int
 	}
 	if textfile != "" {
 		if err := WriteTextfile(textfile, rep); err != nil {
-			fmt.Fprintf(stderr, "Error: %v\n", err)
+			fmt.Fprintf(stderr, "Error: %s\n", termsafe.Escape(err.Error()))
+			if code == 0 { // violations keep their status
+				code = 2
+			}
 		}
 	}
 	return code
@@ -109,7 +118,10 @@ func checkNode(ctx context.Context, env []string, nhc bool, nhcLimit time.Durati
 	if err != nil {
 		return fail("", err), prom
 	}
-	if prom == "" {
+	if prom == "" && cfg.Health.PrometheusFile != "" {
+		if err := checkTextfilePath(cfg.Health.PrometheusFile); err != nil {
+			return fail("", fmt.Errorf("[health] prometheus_file %w", err)), ""
+		}
 		prom = cfg.Health.PrometheusFile
 	}
 	if nhcLimit > 0 {
