@@ -274,8 +274,10 @@ func TestRunIgnoresForeignJobFiles(t *testing.T) {
 	n.sc.touch("job.25", "JobId=25 JobName=wrap\n   JobState=RUNNING Reason=None\n")
 	r := n.run()
 	require.Empty(t, r.Error)
-	require.Len(t, r.Settled, 1)
+	require.Len(t, r.Settled, 2)
 	require.Equal(t, "released GPU 1 of slurm job 25: the job no longer runs on this node", r.Settled[0].Message)
+	require.Equal(t, "unrestored", r.Settled[1].What, "the foreign file is reported, and restores nothing")
+	require.Contains(t, r.Settled[1].Message, "slurm job files: state file "+jobstate.JobPath(n.stateDir, allocator.KindSlurm, "25")+" is owned by uid 12345")
 	require.Empty(t, n.sc.calls(), "Slurm is not asked about a job only a foreign file speaks for")
 }
 
