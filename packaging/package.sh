@@ -26,11 +26,13 @@ export PKG_MAINTAINER=${PKG_MAINTAINER:-canhazgpu maintainers <canhazgpu@example
 
 # Debian and RPM versions start with a digit and keep '-' for the
 # revision: v1.2.3 -> 1.2.3, v1.2.3-4-gabc1234 -> 1.2.3+4.gabc1234, and an
-# untagged tree (abc1234-dirty) -> 0.0.0~abc1234+dirty, which sorts before
-# any release.
+# untagged tree (abc1234-dirty, or a hash that starts with a digit, such as
+# 65c9700) -> 0.0.0~gitabc1234+dirty, which sorts before any release.
+# Releases are tagged vMAJOR.MINOR[.PATCH]: a version is a release's only
+# when it starts with digits, a dot and a digit, which no hash does.
 pkg_version() {
 	local v=${1#v}
-	case $v in [0-9]*) ;; *) v="0.0.0~$v" ;; esac
+	[[ $v =~ ^[0-9]+\.[0-9] ]] || v="0.0.0~git$v"
 	v=${v/-/+}
 	v=${v//-/.}
 	printf '%s' "$v" | tr -c 'A-Za-z0-9.+~' '.'

@@ -73,8 +73,14 @@ func (c *check) run(ctx context.Context, rep *Report) error {
 	node := &localnode.Node{Config: c.cfg, Store: c.deps.Store, GPUs: c.deps.GPUs, MayRegister: os.Geteuid() == 0}
 	snap, devs, err := node.Look(ctx)
 	if err != nil {
+		// The store may be down while the GPUs answer: their usage, which
+		// needs no store, still goes into the report and the textfile.
+		if devs, derr := node.Devices(ctx); derr == nil {
+			rep.GPUs = deviceStates(devs, c.cfg.GPU.MemoryThresholdMB)
+		}
 		return err
 	}
+	rep.StoreUp = true
 	settled, settleErr := c.settle(ctx, snap, devs)
 	rep.Settled = append(rep.Settled, settled...)
 	if settleErr != nil {
@@ -160,6 +166,17 @@ func gpuStates(gpus []usage.GPU, vs []Violation) []GPUState {
 			s.Owner, s.Kind, s.JobID = r.User, string(r.Kind), r.JobID
 		}
 		out = append(out, s)
+	}
+	return out
+}
+
+// deviceStates are the GPUs' lines without the store: usage only, no
+// state, reservation or violations.
+func deviceStates(devs []gpu.Device, thresholdMB int64) []GPUState {
+	out := make([]GPUState, 0, len(devs))
+	for _, d := range devs {
+		out = append(out, GPUState{Index: d.Index, UUID: d.UUID, Busy: d.MemoryUsedMB >= thresholdMB,
+			MemoryUsedMB: d.MemoryUsedMB, Processes: len(d.Processes)})
 	}
 	return out
 }

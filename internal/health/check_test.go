@@ -163,9 +163,13 @@ func TestRunSkipsActionsWhenSlurmHangs(t *testing.T) {
 	require.Empty(t, n.sc.updates())
 }
 
+// As Slurm's HealthCheckProgram, a check that could not run changes
+// nothing: a node it drained earlier stays drained (the violation may
+// still be there), a node in service stays in service.
 func TestRunStoreUnreachable(t *testing.T) {
 	n := newTestNode(t, map[string]string{"health.action": "drain", "redis.url": "redis://127.0.0.1:1/0", "redis.dial_timeout": "200ms"})
 	n.gpus(4, bobOnGPU1)
+	n.sc.show("IDLE+DRAIN", bobReason, "")
 	r := n.run()
 	require.Equal(t, StatusError, r.Status)
 	require.Equal(t, 2, r.ExitCode())
@@ -272,10 +276,8 @@ func TestRunIgnoresForeignJobFiles(t *testing.T) {
 	require.Empty(t, r.Error)
 	require.Len(t, r.Settled, 2)
 	require.Equal(t, "released GPU 1 of slurm job 25: the job no longer runs on this node", r.Settled[0].Message)
-	// The planted file is reported, not trusted, when the lost
-	// reservations are looked for too.
-	require.Equal(t, "unrestored", r.Settled[1].What)
-	require.Contains(t, r.Settled[1].Message, "is owned by uid 12345; want a regular file owned by root")
+	require.Equal(t, "unrestored", r.Settled[1].What, "the foreign file is reported, and restores nothing")
+	require.Contains(t, r.Settled[1].Message, "slurm job files: state file "+jobstate.JobPath(n.stateDir, allocator.KindSlurm, "25")+" is owned by uid 12345")
 	require.Empty(t, n.sc.calls(), "Slurm is not asked about a job only a foreign file speaks for")
 }
 

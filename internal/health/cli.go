@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -34,6 +35,7 @@ func Main(ctx context.Context, args, env []string, stdout, stderr io.Writer) int
 	fs.SetOutput(io.Discard)
 	nhc := fs.Bool("nhc", false, "print only problems, as NHC lines (ERROR:  canhazgpu:  …), and leave marking the node to NHC")
 	asJSON := fs.Bool("json", false, "print the whole report as JSON")
+	nhcTimeout := fs.Int("nhc-timeout", 0, "NHC's own time limit for its whole run, in `seconds` (its TIMEOUT): the check takes at most half of it, leaving the rest to NHC's other checks (0: no limit)")
 	prom := fs.String("prometheus", "", "also write a node-exporter textfile to `file` (default [health] prometheus_file)")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	cfgFlags := config.AddFlags(fs)
@@ -51,12 +53,24 @@ func Main(ctx context.Context, args, env []string, stdout, stderr io.Writer) int
 	case *nhc && *asJSON:
 		fmt.Fprintln(stderr, "Error: --nhc and --json cannot be used together: choose one output")
 		return 2
+	case *nhcTimeout < 0:
+		fmt.Fprintf(stderr, "Error: --nhc-timeout %d: NHC's timeout is a whole number of seconds, 0 or more\n", *nhcTimeout)
+		return 2
+	case *nhcTimeout > 0 && !*nhc:
+		fmt.Fprintln(stderr, "Error: --nhc-timeout is NHC's time limit: use it with --nhc")
+		return 2
 	case *showVersion:
 		fmt.Fprintln(stdout, "canhazgpu-healthcheck "+version.String())
 		return 0
 	}
 
-	rep, textfile := checkNode(ctx, env, *nhc, *prom, cfgFlags)
+	if *prom != "" {
+		if err := checkTextfilePath(*prom); err != nil {
+			fmt.Fprintf(stderr, "Error: --prometheus %s\n", termsafe.Escape(err.Error()))
+			return 2
+		}
+	}
+	rep, textfile := checkNode(ctx, env, *nhc, time.Duration(*nhcTimeout)*time.Second, *prom, cfgFlags)
 	var werr error
 	switch {
 	case *asJSON:
@@ -80,15 +94,22 @@ func Main(ctx context.Context, args, env []string, stdout, stderr io.Writer) int
 	}
 	if textfile != "" {
 		if err := WriteTextfile(textfile, rep); err != nil {
-			fmt.Fprintf(stderr, "Error: %v\n", err)
+			fmt.Fprintf(stderr, "Error: %s\n", termsafe.Escape(err.Error()))
+			if code == 0 { // violations keep their status
+				code = 2
+			}
 		}
 	}
 	return code
 }
 
 // checkNode loads the settings, opens the node and runs one check. It returns
-// the report and the textfile to write ("" for none).
-func checkNode(ctx context.Context, env []string, nhc bool, prom string, flags *config.Flags) (*Report, string) {
+// the report and the textfile to write ("" for none). nhcLimit is NHC's
+// limit for its whole run (0: none): the check, store connection included,
+// takes at most [health] timeout and at most half of nhcLimit, so that
+// NHC's watchdog never fires inside it (NHC would drain the node with
+// "Script timed out") and the other checks keep the other half.
+func checkNode(ctx context.Context, env []string, nhc bool, nhcLimit time.Duration, prom string, flags *config.Flags) (*Report, string) {
 	fail := func(node string, err error) *Report {
 		return &Report{Node: node, Status: StatusError, Error: err.Error(), GPUs: []GPUState{},
 			Violations: []Violation{}, Settled: []Settled{}, Actions: []Action{}}
@@ -97,9 +118,17 @@ func checkNode(ctx context.Context, env []string, nhc bool, prom string, flags *
 	if err != nil {
 		return fail("", err), prom
 	}
-	if prom == "" {
+	if prom == "" && cfg.Health.PrometheusFile != "" {
+		if err := checkTextfilePath(cfg.Health.PrometheusFile); err != nil {
+			return fail("", fmt.Errorf("[health] prometheus_file %w", err)), ""
+		}
 		prom = cfg.Health.PrometheusFile
 	}
+	if nhcLimit > 0 {
+		cfg.Health.Timeout = min(cfg.Health.Timeout, nhcLimit/2)
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Health.Timeout)
+	defer cancel()
 	node, err := localnode.Open(ctx, cfg)
 	if err != nil {
 		return fail(cfg.Node, err), prom

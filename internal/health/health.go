@@ -88,7 +88,7 @@ type Action struct {
 type GPUState struct {
 	Index        int    `json:"index"`
 	UUID         string `json:"uuid"`
-	State        string `json:"state"` // available, in_use, unreserved (usage.State)
+	State        string `json:"state,omitempty"` // available, in_use, unreserved (usage.State); "" when the store did not answer
 	Reserved     bool   `json:"reserved"`
 	Owner        string `json:"owner,omitempty"` // reservation's user
 	Kind         string `json:"kind,omitempty"`  // reservation's kind
@@ -104,6 +104,7 @@ type Report struct {
 	Node       string      `json:"node"`
 	Status     string      `json:"status"` // healthy, violations, error
 	Error      string      `json:"error,omitempty"`
+	StoreUp    bool        `json:"store_up"` // the store answered this run
 	GPUs       []GPUState  `json:"gpus"`
 	Violations []Violation `json:"violations"`
 	Settled    []Settled   `json:"settled"`

@@ -1,12 +1,14 @@
 package health
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -31,57 +33,196 @@ func healthcheckBinary(t testing.TB) string {
 	return binPath
 }
 
-// nhcStandIn loads contrib/nhc/canhazgpu.nhc into bash next to stand-ins
-// for the NHC functions it calls, runs check_canhazgpu and records every
-// call and the function's return status.
-const nhcStandIn = `
-die() { echo "die $1 $2" >> "$NHC_RECORD"; }
-log() { echo "log $*" >> "$NHC_RECORD"; }
-dbg() { echo "dbg $*" >> "$NHC_RECORD"; }
-. "$NHC_SCRIPT"
-check_canhazgpu "$@"
-echo "return $?" >> "$NHC_RECORD"
-`
+// nhcDriver runs contrib/nhc/canhazgpu.nhc the way NHC does, through
+// testdata/nhc/nhc (NHC's calling convention, its die and its
+// node-mark-offline/online helpers for Slurm) with stand-in sinfo and
+// scontrol that keep the node's state and record every call.
+type nhcDriver struct {
+	t      *testing.T
+	dir    string
+	bin    string
+	script string
+}
 
-func TestNHCCheck(t *testing.T) {
-	bin := healthcheckBinary(t)
+func newNHCDriver(t *testing.T) *nhcDriver {
+	t.Helper()
 	script, err := filepath.Abs("../../contrib/nhc/canhazgpu.nhc")
 	require.NoError(t, err)
-	n := newTestNode(t, map[string]string{"health.action": "drain"})
-	down := newTestNode(t, map[string]string{"redis.url": "redis://127.0.0.1:1/0", "redis.dial_timeout": "200ms"})
+	d := &nhcDriver{t: t, dir: t.TempDir(), bin: healthcheckBinary(t), script: script}
+	d.setNode("idle none")
+	return d
+}
 
-	run := func(extraEnv ...string) string {
-		t.Helper()
-		record := filepath.Join(t.TempDir(), "record")
-		cmd := exec.Command("/bin/bash", "-c", nhcStandIn, "nhc")
-		// NHC's own environment: a fixed PATH, root, the check's settings.
-		cmd.Env = append([]string{"PATH=/sbin:/usr/sbin:/bin:/usr/bin", "NHC_RECORD=" + record, "NHC_SCRIPT=" + script,
-			"CANHAZGPU_HEALTHCHECK=" + bin}, extraEnv...)
-		out, err := cmd.CombinedOutput()
-		require.NoError(t, err, string(out))
-		require.Empty(t, string(out), "the check prints nothing itself")
-		data, err := os.ReadFile(record)
-		require.NoError(t, err)
-		return string(data)
+// setNode sets the node's state and reason as sinfo -o '%t %E' prints them.
+func (d *nhcDriver) setNode(line string) {
+	require.NoError(d.t, os.WriteFile(filepath.Join(d.dir, "node"), []byte(line+"\n"), 0o644))
+}
+
+func (d *nhcDriver) node() string {
+	data, err := os.ReadFile(filepath.Join(d.dir, "node"))
+	require.NoError(d.t, err)
+	return strings.TrimSuffix(string(data), "\n")
+}
+
+// nhcRun is one NHC run: its exit status, its log, and the scontrol
+// updates it made (each one's arguments), which are then forgotten.
+type nhcRun struct {
+	code    int
+	log     string
+	updates [][]string
+}
+
+// run runs NHC with the check lines (default "check_canhazgpu") and env
+// added to NHC's environment (NHC_RM=slurm, as the sysconfig file sets it).
+func (d *nhcDriver) run(env []string, checks ...string) nhcRun {
+	d.t.Helper()
+	if len(checks) == 0 {
+		checks = []string{"check_canhazgpu"}
 	}
+	testdata, err := filepath.Abs("testdata/nhc")
+	require.NoError(d.t, err)
+	logFile, calls := filepath.Join(d.dir, "nhc.log"), filepath.Join(d.dir, "calls")
+	os.Remove(logFile)
+	os.Remove(calls)
+	cmd := exec.Command(filepath.Join(testdata, "nhc"), append([]string{d.script}, checks...)...)
+	cmd.Env = append([]string{"HOSTNAME=node7", "NHC_RM=slurm", "HELPERDIR=" + testdata, "LOGFILE=" + logFile,
+		"SLURM_SINFO=" + filepath.Join(testdata, "sinfo"), "SLURM_SCONTROL=" + filepath.Join(testdata, "scontrol"),
+		"NHC_NODE=" + filepath.Join(d.dir, "node"), "NHC_CALLS=" + calls, "CANHAZGPU_HEALTHCHECK=" + d.bin}, env...)
+	out, err := cmd.CombinedOutput()
+	require.Empty(d.t, string(out), "NHC's output goes to its log")
+	r := nhcRun{}
+	if err != nil {
+		var exit *exec.ExitError
+		require.ErrorAs(d.t, err, &exit)
+		r.code = exit.ExitCode()
+	}
+	data, err := os.ReadFile(logFile)
+	require.NoError(d.t, err)
+	r.log = string(data)
+	data, err = os.ReadFile(calls)
+	if !os.IsNotExist(err) {
+		require.NoError(d.t, err)
+	}
+	for _, call := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(call, "sinfo ") || call == "" {
+			continue
+		}
+		if call == "update" {
+			r.updates = append(r.updates, nil)
+		}
+		r.updates[len(r.updates)-1] = append(r.updates[len(r.updates)-1], call)
+	}
+	return r
+}
 
-	require.Equal(t, "dbg check_canhazgpu:  no GPU used without its reservation\nreturn 0\n",
-		run("CANHAZGPU_CONFIG="+n.cfgFile))
+// The node's whole life under NHC: clean, drained for every violation with
+// any character in the names, kept drained while the check cannot run,
+// resumed when clean.
+func TestNHCCheckDrainsKeepsAndResumes(t *testing.T) {
+	d := newNHCDriver(t)
+	n := newTestNode(t, nil)
+	cfg := []string{"CANHAZGPU_CONFIG=" + n.cfgFile}
 
+	r := d.run(cfg)
+	require.Equal(t, 0, r.code, r.log)
+	require.Empty(t, r.updates)
+	require.Contains(t, r.log, "Node node7 is already online.")
+
+	// Names a user can choose: a quote ends NHC's single-quoted eval, the
+	// rest would run or break the line if they reached a shell.
+	marker := filepath.Join(t.TempDir(), "ran")
 	n.gpus(4, map[int][]fakeProc{
-		1: {{PID: 4242, User: "bob", UID: 1001, MB: 2048}},
-		2: {{PID: 4243, User: "carol", UID: 1003, MB: 2048}},
+		1: {{PID: 4242, User: "o'brien", UID: 1001, MB: 2048}},
+		2: {{PID: 4243, User: `b"ob$(touch ` + marker + ")", UID: 1002, MB: 2048}},
+		3: {{PID: 4244, User: "jürgen`touch " + marker + "`\nx", UID: 1003, MB: 2048}},
 	})
-	require.Equal(t, "die 1 check_canhazgpu:  GPU 1 used by bob (pid 4242) without reservation\nreturn 1\n",
-		run("CANHAZGPU_CONFIG="+n.cfgFile))
+	reason := `NHC: check_canhazgpu:  GPU 1 used by o\x27brien (pid 4242) without reservation (+2 more)`
+	r = d.run(cfg)
+	require.Equal(t, 1, r.code, r.log)
+	require.Equal(t, [][]string{{"update", "State=DRAIN", "NodeName=node7", "Reason=" + reason}}, r.updates)
+	require.Equal(t, "drain "+reason, d.node())
+	require.Contains(t, r.log, `check_canhazgpu:  also:  GPU 2 used by b\x22ob\x24(touch `+marker+`) (pid 4243) without reservation`)
+	require.Contains(t, r.log, "check_canhazgpu:  also:  GPU 3 used by jürgen\\x60touch "+marker+"\\x60 x (pid 4244) without reservation")
+	require.NoFileExists(t, marker)
 	require.Empty(t, n.sc.calls(), "NHC marks the node, not the check")
 
-	got := run("CANHAZGPU_CONFIG=" + down.cfgFile)
-	require.True(t, strings.HasPrefix(got, "log check_canhazgpu:  "+bin+" could not check (exit status 2):  could not check: "), got)
-	require.Contains(t, got, "reservation store unavailable")
-	require.True(t, strings.HasSuffix(got, "\nreturn 0\n"), "a store outage does not fail the check")
+	// Could not check, the violation still there: the drain stays, and
+	// NHC's log says why.
+	down := newTestNode(t, map[string]string{"redis.url": "redis://127.0.0.1:1/0", "redis.dial_timeout": "200ms"})
+	for _, tc := range []struct {
+		name, status string
+		env          []string
+	}{
+		{"store down", "2", []string{"CANHAZGPU_CONFIG=" + down.cfgFile}},
+		{"no config", "2", []string{"CANHAZGPU_CONFIG=" + filepath.Join(t.TempDir(), "missing.toml")}},
+		{"no program", "127", []string{"CANHAZGPU_CONFIG=" + n.cfgFile, "CANHAZGPU_HEALTHCHECK=/nonexistent/canhazgpu-healthcheck"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := d.run(tc.env)
+			require.Equal(t, 0, r.code, r.log)
+			require.Empty(t, r.updates, r.log)
+			require.Equal(t, "drain "+reason, d.node())
+			require.Regexp(t, `check_canhazgpu:  \S+ could not check \(exit status `+tc.status+`\):  .+; node left as it is\n`, r.log)
+		})
+	}
 
-	got = run("CANHAZGPU_CONFIG="+n.cfgFile, "CANHAZGPU_HEALTHCHECK_TIMEOUT=soon")
-	require.Contains(t, got, "CANHAZGPU_HEALTH_TIMEOUT", "the timeout reaches the program")
-	require.True(t, strings.HasSuffix(got, "\nreturn 0\n"))
+	// A node in service stays in service through an outage, and a later
+	// check that fails still drains it.
+	d.setNode("idle none")
+	r = d.run([]string{"CANHAZGPU_CONFIG=" + down.cfgFile})
+	require.Equal(t, 0, r.code, r.log)
+	require.Empty(t, r.updates)
+	r = d.run([]string{"CANHAZGPU_CONFIG=" + down.cfgFile}, "check_canhazgpu", "false")
+	require.Equal(t, 1, r.code, r.log)
+	require.Equal(t, [][]string{{"update", "State=DRAIN", "NodeName=node7", "Reason=NHC: Check false returned 1"}}, r.updates)
+
+	// Clean again: NHC resumes the node it drained.
+	d.setNode("drain " + reason)
+	n.gpus(4, nil)
+	r = d.run(cfg)
+	require.Equal(t, 0, r.code, r.log)
+	require.Equal(t, [][]string{{"update", "State=RESUME", "NodeName=node7"}}, r.updates)
+	require.Equal(t, "idle none", d.node())
+}
+
+// The check's time limit: [health] timeout, but at most half of NHC's
+// TIMEOUT, so that a frozen store (a listener that never answers) ends the
+// check before NHC's watchdog; CANHAZGPU_HEALTHCHECK_TIMEOUT overrides
+// both.
+func TestNHCCheckTimeLimit(t *testing.T) {
+	d := newNHCDriver(t)
+	frozen, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { frozen.Close() })
+	store := map[string]string{"redis.url": "redis://" + frozen.Addr().String() + "/0",
+		"redis.op_timeout": "120s", "redis.dial_timeout": "120s"}
+	n := newTestNode(t, store)
+	d.setNode("drain NHC: check_canhazgpu:  GPU 1 used by bob (pid 4242) without reservation")
+
+	for _, tc := range []struct {
+		name     string
+		settings map[string]string
+		env      []string
+	}{
+		{"half of NHC's", map[string]string{"health.timeout": "120s"}, []string{"TIMEOUT=6"}},
+		{"the config's when shorter", map[string]string{"health.timeout": "1s"}, []string{"TIMEOUT=120"}},
+		{"the explicit one", map[string]string{"health.timeout": "120s"}, []string{"TIMEOUT=120", "CANHAZGPU_HEALTHCHECK_TIMEOUT=1s"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.settings {
+				n.settings[k] = v
+			}
+			n.writeConfig()
+			start := time.Now()
+			r := d.run(append([]string{"CANHAZGPU_CONFIG=" + n.cfgFile}, tc.env...))
+			require.Less(t, time.Since(start), 5*time.Second)
+			require.Equal(t, 0, r.code, r.log)
+			require.NotContains(t, r.log, "timed out")
+			require.Contains(t, r.log, "could not check (exit status 2)")
+			require.Empty(t, r.updates)
+		})
+	}
+
+	r := d.run([]string{"CANHAZGPU_CONFIG=" + n.cfgFile, "CANHAZGPU_HEALTHCHECK_TIMEOUT=soon"})
+	require.Contains(t, r.log, "CANHAZGPU_HEALTH_TIMEOUT", "the explicit timeout reaches the program")
 }

@@ -41,10 +41,10 @@ const NHCPrefix = "ERROR:  canhazgpu:  "
 func WriteNHC(w io.Writer, r *Report) error {
 	ew := &errWriter{w: w}
 	if r.Status == StatusError {
-		ew.printf("%scould not check: %s\n", NHCPrefix, oneLine(r.Error))
+		ew.printf("%scould not check: %s\n", NHCPrefix, markText(r.Error))
 	}
 	for _, v := range r.Violations {
-		ew.printf("%s%s\n", NHCPrefix, oneLine(v.Message))
+		ew.printf("%s%s\n", NHCPrefix, markText(v.Message))
 	}
 	return ew.err
 }

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/allocator"
+	"canhazgpu/allocator/gpu"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -19,8 +21,9 @@ var updateGolden = flag.Bool("update", false, "rewrite the golden files in testd
 // one released.
 func sampleReport() *Report {
 	return &Report{
-		Node:   "n1",
-		Status: StatusViolations,
+		Node:    "n1",
+		Status:  StatusViolations,
+		StoreUp: true,
 		GPUs: []GPUState{
 			{Index: 0, UUID: testUUID(0), State: "in_use", Reserved: true, Owner: "alice", Kind: "slurm", JobID: "17",
 				Busy: true, MemoryUsedMB: 4096, Processes: 1},
@@ -136,17 +139,45 @@ func TestWriteMetrics(t *testing.T) {
 	require.NoError(t, WriteMetrics(&b, sampleReport()))
 	golden(t, "metrics.golden", b.Bytes())
 
+	promtoolCheck(t, b.Bytes())
+
+	// The store down: the GPU scan still gives usage, nothing that needs the
+	// store (reservations, violations) is written.
 	b.Reset()
-	require.NoError(t, WriteMetrics(&b, &Report{Status: StatusError, Duration: 2}))
-	require.Equal(t, "# HELP canhazgpu_health_check_settled Changes this run made to bring the store in line with the node, and those it could not make, by kind.\n"+
+	require.NoError(t, WriteMetrics(&b, &Report{Status: StatusError, Duration: 2, GPUs: deviceStates([]gpu.Device{
+		{Index: 0, UUID: testUUID(0), MemoryUsedMB: 4096}, {Index: 1, UUID: testUUID(1)}}, 1024)}))
+	require.Equal(t, "# HELP canhazgpu_gpu_in_use Whether the GPU's memory use reached the in-use threshold (1) or not (0).\n"+
+		"# TYPE canhazgpu_gpu_in_use gauge\n"+
+		"canhazgpu_gpu_in_use{gpu=\"0\",uuid=\""+testUUID(0)+"\"} 1\ncanhazgpu_gpu_in_use{gpu=\"1\",uuid=\""+testUUID(1)+"\"} 0\n"+
+		"# HELP canhazgpu_gpu_memory_used_bytes GPU memory in use, in bytes.\n"+
+		"# TYPE canhazgpu_gpu_memory_used_bytes gauge\n"+
+		"canhazgpu_gpu_memory_used_bytes{gpu=\"0\",uuid=\""+testUUID(0)+"\"} 4294967296\ncanhazgpu_gpu_memory_used_bytes{gpu=\"1\",uuid=\""+testUUID(1)+"\"} 0\n"+
+		"# HELP canhazgpu_health_check_settled Changes this run made to bring the store in line with the node, and those it could not make, by kind.\n"+
 		"# TYPE canhazgpu_health_check_settled gauge\n"+
 		"canhazgpu_health_check_settled{what=\"marker\"} 0\ncanhazgpu_health_check_settled{what=\"stale_job\"} 0\n"+
 		"canhazgpu_health_check_settled{what=\"restored\"} 0\ncanhazgpu_health_check_settled{what=\"unsettled\"} 0\n"+
 		"canhazgpu_health_check_settled{what=\"unrestored\"} 0\n"+
+		"# HELP canhazgpu_store_up Whether the reservation store answered this run (1) or not (0: down, or not reached).\n"+
+		"# TYPE canhazgpu_store_up gauge\ncanhazgpu_store_up 0\n"+
 		"# HELP canhazgpu_health_check_success Whether the health check could check the node (1) or not (0).\n"+
 		"# TYPE canhazgpu_health_check_success gauge\ncanhazgpu_health_check_success 0\n"+
 		"# HELP canhazgpu_health_check_duration_seconds How long the health check took.\n"+
 		"# TYPE canhazgpu_health_check_duration_seconds gauge\ncanhazgpu_health_check_duration_seconds 2\n", b.String())
+	promtoolCheck(t, b.Bytes())
+}
+
+// promtoolCheck runs promtool from Debian's prometheus package (installed
+// by scripts/install-deps.sh) on a textfile: no errors and no lint
+// warnings, as node_exporter's textfile collector reads it.
+func promtoolCheck(t *testing.T, text []byte) {
+	t.Helper()
+	promtool, err := exec.LookPath("promtool")
+	require.NoError(t, err, "promtool is missing: install Debian's prometheus package (scripts/install-deps.sh does)")
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(text)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "promtool check metrics: %s", out)
+	require.Empty(t, string(out), "promtool warnings")
 }
 
 func TestWriteTextfileIsAtomic(t *testing.T) {

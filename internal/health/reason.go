@@ -68,24 +68,40 @@ func Reason(vs []Violation) string {
 	}
 	head := Prefix + " "
 	room := maxReasonLen - len(head) - len(more)
-	return head + truncate(oneLine(vs[0].Message), room) + more
+	return head + truncate(markText(vs[0].Message), room) + more
 }
 
-// oneLine makes text safe for a reason: Slurm stores it verbatim and NHC
-// and sinfo print it in one column, so no line breaks or other controls,
-// nothing else that acts on a terminal (escaped by termsafe), and no double
-// quotes (shell wrappers quote reasons with them).
-func oneLine(s string) string {
-	return termsafe.Escape(strings.Map(func(r rune) rune {
-		switch {
-		case r < ' ' || r == 0x7f:
-			return ' '
-		case r == '"':
-			return '\''
+// markText makes text safe for a node mark: a Slurm drain reason or node
+// comment, an NHC line and the PBS comment made from it. Slurm stores a
+// reason verbatim and sinfo prints it in one column, so line breaks and
+// other C0 controls become spaces, and anything else a terminal would act
+// on or hide is escaped (termsafe). NHC hands the message of a failed
+// check to its marking helper through eval inside single quotes, and site
+// wrappers quote reasons for a shell too, so every character a shell
+// treats specially inside quotes (' " ` $ \) is written as a visible
+// escape such as \x27: a user named o'brien would otherwise end the quote,
+// stop NHC from draining, or run what follows.
+func markText(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	// Byte by byte: every character replaced here is ASCII, and bytes
+	// that are not UTF-8 are left for termsafe to show.
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < ' ' || c == 0x7f:
+			b.WriteByte(' ')
+		case strings.IndexByte(shellQuoted, c) >= 0:
+			fmt.Fprintf(&b, `\x%02x`, c)
+		default:
+			b.WriteByte(c)
 		}
-		return r
-	}, s))
+	}
+	return termsafe.Escape(b.String())
 }
+
+// shellQuoted are the characters that end or act inside a shell's single
+// or double quotes.
+const shellQuoted = "'\"`$\\"
 
 // truncate cuts s to at most n bytes on a rune boundary, marking the cut.
 func truncate(s string, n int) string {

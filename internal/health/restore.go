@@ -49,11 +49,14 @@ func (c *check) restoreJobs(ctx context.Context, snap *allocator.Snapshot, devs 
 // that does not answer stops the run.
 func (c *check) restoreKind(ctx context.Context, snap *allocator.Snapshot, kind allocator.Kind, dir string,
 	lv *liveness) ([]Settled, error) {
+	// Jobs returns the good ids along with an error naming the files it
+	// left out (not root's): those are reported, the others restored.
 	ids, err := jobstate.Jobs(dir, kind)
-	if err != nil {
-		return []Settled{{What: "unrestored", Kind: kind, Message: fmt.Sprintf("could not list the %s jobs: %v", kind, err)}}, nil
-	}
 	var out []Settled
+	if err != nil {
+		out = append(out, Settled{What: "unrestored", Kind: kind, Message: fmt.Sprintf("%s job files: %v", kind, err)})
+	}
+	slices.Sort(ids) // directory order is arbitrary: report jobs in a stable order
 	var pending map[string]bool
 	for _, id := range ids {
 		f, err := jobstate.ReadJob(dir, kind, id)

@@ -255,8 +255,8 @@ func TestRunRestoresBySlurmOnlyWhenItAnswers(t *testing.T) {
 	}
 }
 
-// A job file that cannot be read is reported; the other jobs are still
-// restored.
+// A job file that cannot be read, or is not root's, is reported; the other
+// jobs are still restored.
 func TestRunReportsUnreadableJobFiles(t *testing.T) {
 	n := newTestNode(t, nil)
 	n.register()
@@ -264,16 +264,16 @@ func TestRunReportsUnreadableJobFiles(t *testing.T) {
 	n.jobFile(allocator.KindSlurm, "13", alice, 0)
 	n.jobFile(allocator.KindSlurm, "12", bob, 1)
 	require.NoError(t, os.WriteFile(jobstate.JobPath(n.stateDir, allocator.KindSlurm, "12"), []byte("{"), 0o644))
+	n.jobFile(allocator.KindSlurm, "14", bob, 2)
+	require.NoError(t, os.Lchown(jobstate.JobPath(n.stateDir, allocator.KindSlurm, "14"), 12345, 12345))
 
 	r := n.run()
 	require.Empty(t, r.Error)
-	require.Len(t, r.Settled, 2)
-	// In the order the jobs were judged; which comes first is not the point.
-	byJob := map[string]Settled{}
-	for _, st := range r.Settled {
-		byJob[st.JobID] = st
-	}
-	require.Equal(t, "unrestored", byJob["12"].What)
-	require.Contains(t, byJob["12"].Message, "could not check slurm job 12: job file "+filepath.Join(n.stateDir, "slurm", "12"))
-	require.Equal(t, "restored GPU 0 of slurm job 13: the store had lost it", byJob["13"].Message)
+	require.Len(t, r.Settled, 3)
+	require.Equal(t, "unrestored", r.Settled[0].What)
+	require.Contains(t, r.Settled[0].Message, "slurm job files: state file "+filepath.Join(n.stateDir, "slurm", "14")+" is owned by uid 12345")
+	require.Equal(t, "unrestored", r.Settled[1].What)
+	require.Equal(t, "12", r.Settled[1].JobID)
+	require.Contains(t, r.Settled[1].Message, "could not check slurm job 12: job file "+filepath.Join(n.stateDir, "slurm", "12"))
+	require.Equal(t, "restored GPU 0 of slurm job 13: the store had lost it", r.Settled[2].Message)
 }
