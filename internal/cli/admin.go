@@ -12,13 +12,14 @@ import (
 )
 
 type adminArgs struct {
-	acl      bool
-	gpus     countValue
-	force    bool
-	register bool
-	release  bool
-	ids      idsValue
-	user     userValue
+	acl         bool
+	checkConfig bool
+	gpus        countValue
+	force       bool
+	register    bool
+	release     bool
+	ids         idsValue
+	user        userValue
 }
 
 func adminCommand() *command {
@@ -27,13 +28,14 @@ func adminCommand() *command {
 	fs.VarP(&a.gpus, "gpus", "g", "register this node's GPUs: `N` must be the number the GPU provider detects")
 	fs.BoolVar(&a.force, "force", false, "with --gpus: register exactly the detected GPUs even when N differs, and drop registered GPUs no longer detected (their reservations end)")
 	fs.BoolVar(&a.acl, "acl", false, "create the store roles' passwords in "+SecretsDir+" where missing, with their modes, and print the Redis ACL users for them (root only; docs/security.md)")
+	fs.BoolVar(&a.checkConfig, "check-config", false, "check the system config file (or the FILE given) as the scheduler programs and the health check read it; run it after every edit")
 	fs.BoolVar(&a.register, "register", false, "register the GPUs the provider detects and the site's limits, as root's programs do when they find them changed (root only; the boot unit runs it)")
 	fs.BoolVar(&a.release, "release", false, "release reservations of any user: those on --gpu-ids, or all of --user")
 	fs.VarP(&a.ids, "gpu-ids", "G", "with --release: the GPUs, a comma-separated `LIST` of indices")
 	fs.VarP(&a.user, "user", "u", "with --release: only the reservations of account `NAME`")
 	return &command{
 		name:  "admin",
-		usage: "canhazgpu admin --register | --gpus N [--force] | --release [--gpu-ids LIST] [--user NAME] | --acl",
+		usage: "canhazgpu admin --register | --gpus N [--force] | --release [--gpu-ids LIST] [--user NAME] | --acl | --check-config [FILE]",
 		short: "Register this node's GPUs, or release anyone's reservations",
 		long: `Registering is for root only: the GPUs in the store are what everyone is
 handed. --register records what the provider detects, with the site's limits
@@ -47,7 +49,11 @@ and GPUs no longer present are dropped. --release, for root and members of
 admin.group, ends reservations of any user and, without --gpu-ids, their
 places in the queue; reservations of batch jobs only root can end. --acl
 (root) makes the store credentials of the admin, cli and monitor roles and
-prints their Redis ACL users (docs/security.md).`,
+prints their Redis ACL users (docs/security.md). --check-config loads the
+system config file (or FILE) exactly as the Prolog, Epilog and health check
+will, ownership check included, and names the file and line of the first
+mistake: run it after every edit, before a job's Prolog finds the mistake
+and drains the node.`,
 		examples: []string{
 			"canhazgpu admin --register",
 			"canhazgpu admin --gpus 8",
@@ -55,9 +61,17 @@ prints their Redis ACL users (docs/security.md).`,
 			"canhazgpu admin --release --gpu-ids 1",
 			"canhazgpu admin --release --user bob",
 			"canhazgpu admin --acl > canhazgpu.acl",
+			"canhazgpu admin --check-config",
+			"canhazgpu admin --check-config /etc/canhazgpu/config.toml.new",
 		},
 		flags: fs,
 		run: func(ctx context.Context, inv *invocation, args []string) error {
+			if a.checkConfig {
+				if fs.NFlag() > 1 {
+					return usagef("--check-config goes alone: want canhazgpu admin --check-config [FILE]")
+				}
+				return runCheckConfig(inv.env, args)
+			}
 			if err := noArgs("admin", args); err != nil {
 				return err
 			}
