@@ -52,7 +52,7 @@ _canhazgpu() {
 	release) flags="--gpu-ids --user" ;;
 	queue) flags="--json" ;;
 	report) flags="--days --json" ;;
-	admin) flags="--register --gpus --force --release --gpu-ids --user --acl --check-config" ;;
+	admin) flags="--register --gpus --force --release --gpu-ids --user --acl --check-config --forget-node" ;;
 	version) flags="" ;;
 	help) mapfile -t COMPREPLY < <(compgen -W "$commands" -- "$cur"); return ;;
 	esac
