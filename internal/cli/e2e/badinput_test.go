@@ -128,7 +128,7 @@ func TestBadInputs(t *testing.T) {
 		{"", []string{"reserve", "--note", "two\nlines"}, 2, `invalid --note "two\nlines": want one line`},
 		{"", []string{"reserve", "--user", "bad,name"}, 2, `invalid --user "bad,name": want an account name without commas`},
 		{"", []string{"reserve", "--gpus", "3"}, 1, "Not enough GPUs available. Requested: 3, Available: 1 (1 GPUs in use without reservation - run 'canhazgpu status' for details)"},
-		{"", []string{"reserve", "--gpu-ids", "0"}, 1, "Not enough GPUs available. Requested: 1, Available: 0"},
+		{"", []string{"reserve", "--gpu-ids", "0"}, 1, "Not enough GPUs available. Requested: 1, Available: 0: GPU 0 is reserved by holder (manual)"},
 		{userB, []string{"reserve", "--user", "holder"}, 1, "--user holder: only root may (no admin.group is configured) act for another user; you are chg-bob"},
 		{"", []string{"run"}, 2, "no command given: want canhazgpu run [flags] -- CMD ARGS..."},
 		{"", []string{"run", "--"}, 2, "no command given: want canhazgpu run [flags] -- CMD ARGS..."},
