@@ -467,3 +467,29 @@ func TestAdminACLMakesTheCredentials(t *testing.T) {
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "only root may make the store credentials")
 }
+
+func TestReserveHintReleasesWhatWasReserved(t *testing.T) {
+	f := registered(t, idleGPUs(2))
+	r := f.run(alice, "reserve", "--gpus", "1")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "\nRelease it earlier with: canhazgpu release\n")
+
+	// Made for another user on a named node: the hint names both, and
+	// running it releases the reservation.
+	r = f.run(root, "--node", f.node, "reserve", "--user", "bob", "--gpus", "1")
+	require.Equal(t, 0, r.code, r.stderr)
+	hint := "canhazgpu release --node " + f.node + " --user bob"
+	require.Contains(t, r.stdout, "\nRelease it earlier with: "+hint+"\n")
+	r = f.run(root, strings.Fields(hint)[1:]...)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "Released 1 GPU on node "+f.node)
+	snap, err := f.store().Snapshot(context.Background())
+	require.NoError(t, err)
+	require.Len(t, snap.Reservations, 1)
+	for _, res := range snap.Reservations {
+		require.Equal(t, "alice", res.User)
+	}
+
+	require.Equal(t, "gpu-07", shellWord("gpu-07"))
+	require.Equal(t, `'o'"'"'brien x'`, shellWord("o'brien x"))
+}
