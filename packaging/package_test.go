@@ -228,7 +228,7 @@ func readRepo(t *testing.T, path string) []byte {
 func TestMetadata(t *testing.T) {
 	needDeb(t)
 	fields := output(t, "dpkg-deb", "-f", debFile, "Package", "Version", "Depends", "Recommends", "Suggests")
-	require.Equal(t, "Package: canhazgpu\nVersion: "+testPkgVersion+"\nDepends: libc6, passwd\nRecommends: redis-server\nSuggests: python3\n", fields)
+	require.Equal(t, "Package: canhazgpu\nVersion: "+testPkgVersion+"\nDepends: libc6, passwd\nRecommends: redis-server, bash-completion\nSuggests: python3\n", fields)
 
 	needTool(t, "rpm")
 	require.Equal(t, "canhazgpu "+testPkgVersion+"\n", output(t, "rpm", "-qp", "--qf", "%{NAME} %{VERSION}\n", rpmFile))
@@ -239,7 +239,7 @@ func TestMetadata(t *testing.T) {
 		}
 	}
 	require.Equal(t, []string{"glibc", "shadow-utils"}, requires, "no dependency on a GPU driver; groupadd for the canhazgpu group")
-	require.Equal(t, "redis\n", output(t, "rpm", "-qp", "--recommends", rpmFile))
+	require.Equal(t, "redis\nbash-completion\n", output(t, "rpm", "-qp", "--recommends", rpmFile))
 	require.Equal(t, "python3\n", output(t, "rpm", "-qp", "--suggests", rpmFile))
 }
 
