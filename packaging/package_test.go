@@ -457,6 +457,18 @@ func TestInstall(t *testing.T) {
 		}
 	})
 
+	t.Run("check-config reads the installed config as the hooks do", func(t *testing.T) {
+		out := output(t, "/usr/bin/canhazgpu", "admin", "--check-config")
+		require.True(t, strings.HasPrefix(out, "config OK: /etc/canhazgpu/config.toml loads as the scheduler programs"), out)
+		bad := filepath.Join(t.TempDir(), "bad.toml")
+		require.NoError(t, os.WriteFile(bad, []byte("[slurm]\non_store_eror = \"fail\"\n"), 0o644))
+		cmd := exec.Command("/usr/bin/canhazgpu", "admin", "--check-config", bad)
+		b, err := cmd.CombinedOutput()
+		require.Error(t, err)
+		require.Equal(t, 1, cmd.ProcessState.ExitCode(), "%s", b)
+		require.Contains(t, string(b), "Error: config: "+bad+":2: slurm.on_store_eror: unknown key (known in [slurm]: ")
+	})
+
 	t.Run("programs read the installed config", func(t *testing.T) {
 		srv, err := redistest.Start(redistest.Options{})
 		require.NoError(t, err)
