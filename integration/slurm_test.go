@@ -162,7 +162,7 @@ func TestSlurm(t *testing.T) {
 
 		ev := s.waitEvent("prolog", id)
 		require.Equal(t, "1", ev.RC)
-		require.Contains(t, ev.Out, "GPU "+slurmUUID(0)+" reserved by alice (manual")
+		require.Contains(t, ev.Out, fmt.Sprintf("GPU %d (%s) reserved by alice (manual", nvmlOf(0), slurmUUID(0)), "by index and UUID")
 		require.Contains(t, ev.Out, "on_conflict=fail: nothing reserved")
 		// A failed Prolog is followed by the Epilog, which has nothing to do.
 		ev = s.waitEvent("epilog", id)

@@ -228,7 +228,7 @@ func readRepo(t *testing.T, path string) []byte {
 func TestMetadata(t *testing.T) {
 	needDeb(t)
 	fields := output(t, "dpkg-deb", "-f", debFile, "Package", "Version", "Depends", "Recommends", "Suggests")
-	require.Equal(t, "Package: canhazgpu\nVersion: "+testPkgVersion+"\nDepends: libc6, passwd\nRecommends: redis-server\nSuggests: python3\n", fields)
+	require.Equal(t, "Package: canhazgpu\nVersion: "+testPkgVersion+"\nDepends: libc6, passwd\nRecommends: redis-server, bash-completion\nSuggests: python3\n", fields)
 
 	needTool(t, "rpm")
 	require.Equal(t, "canhazgpu "+testPkgVersion+"\n", output(t, "rpm", "-qp", "--qf", "%{NAME} %{VERSION}\n", rpmFile))
@@ -239,7 +239,7 @@ func TestMetadata(t *testing.T) {
 		}
 	}
 	require.Equal(t, []string{"glibc", "shadow-utils"}, requires, "no dependency on a GPU driver; groupadd for the canhazgpu group")
-	require.Equal(t, "redis\n", output(t, "rpm", "-qp", "--recommends", rpmFile))
+	require.Equal(t, "redis\nbash-completion\n", output(t, "rpm", "-qp", "--recommends", rpmFile))
 	require.Equal(t, "python3\n", output(t, "rpm", "-qp", "--suggests", rpmFile))
 }
 
@@ -455,6 +455,18 @@ func TestInstall(t *testing.T) {
 		for _, s := range []string{testVersion, testCommit, testDate} {
 			require.Contains(t, out, s)
 		}
+	})
+
+	t.Run("check-config reads the installed config as the hooks do", func(t *testing.T) {
+		out := output(t, "/usr/bin/canhazgpu", "admin", "--check-config")
+		require.True(t, strings.HasPrefix(out, "config OK: /etc/canhazgpu/config.toml loads as the scheduler programs"), out)
+		bad := filepath.Join(t.TempDir(), "bad.toml")
+		require.NoError(t, os.WriteFile(bad, []byte("[slurm]\non_store_eror = \"fail\"\n"), 0o644))
+		cmd := exec.Command("/usr/bin/canhazgpu", "admin", "--check-config", bad)
+		b, err := cmd.CombinedOutput()
+		require.Error(t, err)
+		require.Equal(t, 1, cmd.ProcessState.ExitCode(), "%s", b)
+		require.Contains(t, string(b), "Error: config: "+bad+":2: slurm.on_store_eror: unknown key (known in [slurm]: ")
 	})
 
 	t.Run("programs read the installed config", func(t *testing.T) {

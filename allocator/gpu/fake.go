@@ -17,7 +17,7 @@ const (
 	fakeDefaultMemoryTotalMB = 81920
 )
 
-// fakeProvider reads the fake GPU file (spec/config.md) at every call, so that
+// fakeProvider reads the fake GPU file (docs/fake-gpus.md) at every call, so that
 // a test can change GPU usage while the system runs.
 type fakeProvider struct {
 	path     string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -260,4 +261,37 @@ func TestOpenAutoWithoutDriver(t *testing.T) {
 		}
 		require.ErrorContains(t, err, `use gpu provider "fake"`)
 	}
+}
+
+// TestFakeFileDocExampleLoads loads the example of docs/fake-gpus.md
+// through the provider, so that the page cannot drift from the code.
+func TestFakeFileDocExampleLoads(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "fake-gpus.md"))
+	require.NoError(t, err)
+	_, rest, ok := strings.Cut(string(doc), "```json\n")
+	require.True(t, ok, "docs/fake-gpus.md has a json example")
+	example, _, ok := strings.Cut(rest, "```")
+	require.True(t, ok)
+
+	p, _ := openFake(t, example, t.TempDir())
+	devs, err := p.Devices(context.Background())
+	require.NoError(t, err)
+	require.Len(t, devs, 4)
+	for i, minor := range []int{3, 2, 1, 0} {
+		require.Equal(t, i, devs[i].Index)
+		require.Equal(t, minor, devs[i].Minor, "gpu %d", i)
+	}
+	require.Equal(t, "NVIDIA A100-SXM4-80GB", devs[0].Name)
+	require.Equal(t, fakeUUID(0), devs[0].UUID)
+	require.Equal(t, int64(0), devs[0].MemoryUsedMB)
+	require.Equal(t, []Process{{PID: 4242, Name: "python3", User: "alice", UID: 2001, UsedMemoryMB: 30000,
+		Cmdline: []string{"python3", "train.py"}, JobID: "42"}}, devs[1].Processes)
+	require.Equal(t, int64(30000), devs[1].MemoryUsedMB, "the processes' sum")
+	require.Equal(t, "GPU-4d1c2a7e-0000-4000-8000-000000000002", devs[2].UUID)
+	require.Equal(t, "Fake GPU", devs[2].Name)
+	require.Equal(t, int64(81920), devs[2].MemoryTotalMB)
+	require.Equal(t, int64(40960), devs[3].MemoryTotalMB)
+	require.Equal(t, int64(20480), devs[3].MemoryUsedMB, "given, not the sum")
+	require.Equal(t, []Process{{PID: 4711, Name: "jupyter", User: "bob", UID: -1, UsedMemoryMB: -1,
+		Cmdline: []string{"jupyter", "lab"}}}, devs[3].Processes)
 }

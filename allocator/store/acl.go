@@ -42,9 +42,9 @@ var (
 	readCommands = []string{"time", "get", "hget", "hgetall", "hmget", "hexists", "zrange", "zrangebyscore", "smembers"}
 	// interactiveWrites are the writes of the operations the CLI runs.
 	interactiveWrites = []string{"set", "hset", "hdel", "hincrby", "zadd", "zrem", "zremrangebyrank", "zremrangebyscore"}
-	// adminWrites are the writes only root programs make: flags.lua's
-	// DEL, the node registry and loading the function library.
-	adminWrites = []string{"del", "sadd", "function|load"}
+	// adminWrites are the writes only root programs make: DEL (flags.lua,
+	// forget.lua), the node registry and loading the function library.
+	adminWrites = []string{"del", "sadd", "srem", "function|load"}
 )
 
 // ACLRules returns the Redis 7 ACL rules of a role, to follow the user's

@@ -34,9 +34,11 @@ var (
 	queueBeatOp = &op{name: "queue_beat"}
 	leaveOp     = &op{name: "leave"}
 	flagsOp     = &op{name: "flags"}
+	forgetOp    = &op{name: "forget"}
 
-	library = buildLibrary([]*op{allocateOp, renewOp, releaseOp, registerOp, snapshotOp,
-		enqueueOp, queueBeatOp, leaveOp, flagsOp})
+	// ops is every operation, in the library's order.
+	ops     = []*op{allocateOp, renewOp, releaseOp, registerOp, snapshotOp, enqueueOp, queueBeatOp, leaveOp, flagsOp, forgetOp}
+	library = buildLibrary(ops)
 )
 
 // functionLibrary is the Redis function library of this build.

@@ -21,7 +21,9 @@ _canhazgpu() {
 	# After `run ... --`: the program, then its own arguments.
 	if ((dash > 0)) && [[ $cmd == run ]]; then
 		if ((COMP_CWORD == dash + 1)); then
-			mapfile -t COMPREPLY < <(compgen -c -- "$cur")
+			# compgen -c lists a program once per PATH directory that has
+			# it, and again as an alias, function or builtin: once is enough.
+			mapfile -t COMPREPLY < <(compgen -c -- "$cur" | sort -u)
 		else
 			mapfile -t COMPREPLY < <(compgen -f -- "$cur")
 		fi
@@ -52,7 +54,7 @@ _canhazgpu() {
 	release) flags="--gpu-ids --user" ;;
 	queue) flags="--json" ;;
 	report) flags="--days --json" ;;
-	admin) flags="--register --gpus --force --release --gpu-ids --user --acl" ;;
+	admin) flags="--register --gpus --force --release --gpu-ids --user --acl --check-config --forget-node" ;;
 	version) flags="" ;;
 	help) mapfile -t COMPREPLY < <(compgen -W "$commands" -- "$cur"); return ;;
 	esac

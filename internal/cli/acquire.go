@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -113,10 +115,63 @@ func acquire(ctx context.Context, env *Env, cfg *config.Config, node *localnode.
 	req.RequestID = allocator.NewRequestID()
 	g, err := node.Allocate(ctx, req, devs)
 	var short *allocator.ShortageError
-	if err == nil || !w.set || !errors.As(err, &short) {
+	switch {
+	case err == nil:
+		return g, nil
+	case !errors.As(err, &short):
 		return g, err
+	case !w.set:
+		return g, explainShortage(short, devs)
 	}
 	return waitInQueue(ctx, env, cfg, node, req, w.bound)
+}
+
+// namedShortage is a refusal of GPUs named by index, with who holds each.
+type namedShortage struct {
+	*allocator.ShortageError
+	detail string
+}
+
+func (e *namedShortage) Error() string { return e.ShortageError.Error() + ": " + e.detail }
+func (e *namedShortage) Unwrap() error { return e.ShortageError }
+
+// explainShortage says, for a request of named GPUs, who holds each GPU
+// that could not be granted, so that the user knows whom to ask; a
+// request by count gets the counts alone.
+func explainShortage(short *allocator.ShortageError, devs []gpu.Device) error {
+	if len(short.Conflicts) == 0 {
+		return short
+	}
+	names := newGPUNamer(devs, nil)
+	parts := make([]string, len(short.Conflicts))
+	for i, c := range short.Conflicts {
+		name := "GPU " + names.name(c.GPU)
+		if c.Holder != nil {
+			parts[i] = fmt.Sprintf("%s is reserved by %s (%s)", name, c.Holder.User, holding(*c.Holder))
+			continue
+		}
+		parts[i] = name + " is in use without reservation"
+		if users := processUsers(devs, c.GPU); users != "" {
+			parts[i] += " by " + users
+		}
+	}
+	return &namedShortage{ShortageError: short, detail: strings.Join(parts, "; ")}
+}
+
+// processUsers lists the accounts of the processes on a GPU, each once.
+func processUsers(devs []gpu.Device, uuid string) string {
+	var users []string
+	for _, d := range devs {
+		if d.UUID != uuid {
+			continue
+		}
+		for _, p := range d.Processes {
+			if p.User != "" && !slices.Contains(users, p.User) {
+				users = append(users, p.User)
+			}
+		}
+	}
+	return strings.Join(users, ", ")
 }
 
 // waitInQueue joins the queue and polls until the request is granted, the

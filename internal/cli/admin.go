@@ -12,28 +12,32 @@ import (
 )
 
 type adminArgs struct {
-	acl      bool
-	gpus     countValue
-	force    bool
-	register bool
-	release  bool
-	ids      idsValue
-	user     userValue
+	acl         bool
+	checkConfig bool
+	forgetNode  string
+	gpus        countValue
+	force       bool
+	register    bool
+	release     bool
+	ids         idsValue
+	user        userValue
 }
 
 func adminCommand() *command {
 	a := adminArgs{gpus: gpuCount()}
 	fs := newFlagSet("admin")
 	fs.VarP(&a.gpus, "gpus", "g", "register this node's GPUs: `N` must be the number the GPU provider detects")
-	fs.BoolVar(&a.force, "force", false, "with --gpus: register exactly the detected GPUs even when N differs, and drop registered GPUs no longer detected (their reservations end)")
+	fs.BoolVar(&a.force, "force", false, "with --gpus: register exactly the detected GPUs even when N differs, and drop registered GPUs no longer detected (their reservations end); with --forget-node: forget the node even while it holds reservations (they end)")
 	fs.BoolVar(&a.acl, "acl", false, "create the store roles' passwords in "+SecretsDir+" where missing, with their modes, and print the Redis ACL users for them (root only; docs/security.md)")
+	fs.BoolVar(&a.checkConfig, "check-config", false, "check the system config file (or the FILE given) as the scheduler programs and the health check read it; run it after every edit")
+	fs.StringVar(&a.forgetNode, "forget-node", "", "remove the decommissioned node `NAME` from the store; refused while it holds reservations unless --force (root only)")
 	fs.BoolVar(&a.register, "register", false, "register the GPUs the provider detects and the site's limits, as root's programs do when they find them changed (root only; the boot unit runs it)")
 	fs.BoolVar(&a.release, "release", false, "release reservations of any user: those on --gpu-ids, or all of --user")
 	fs.VarP(&a.ids, "gpu-ids", "G", "with --release: the GPUs, a comma-separated `LIST` of indices")
 	fs.VarP(&a.user, "user", "u", "with --release: only the reservations of account `NAME`")
 	return &command{
 		name:  "admin",
-		usage: "canhazgpu admin --register | --gpus N [--force] | --release [--gpu-ids LIST] [--user NAME] | --acl",
+		usage: "canhazgpu admin --register | --gpus N [--force] | --release [--gpu-ids LIST] [--user NAME] | --acl | --check-config [FILE] | --forget-node NAME [--force]",
 		short: "Register this node's GPUs, or release anyone's reservations",
 		long: `Registering is for root only: the GPUs in the store are what everyone is
 handed. --register records what the provider detects, with the site's limits
@@ -47,7 +51,14 @@ and GPUs no longer present are dropped. --release, for root and members of
 admin.group, ends reservations of any user and, without --gpu-ids, their
 places in the queue; reservations of batch jobs only root can end. --acl
 (root) makes the store credentials of the admin, cli and monitor roles and
-prints their Redis ACL users (docs/security.md).`,
+prints their Redis ACL users (docs/security.md). --check-config loads the
+system config file (or FILE) exactly as the Prolog, Epilog and health check
+will, ownership check included, and names the file and line of the first
+mistake: run it after every edit, before a job's Prolog finds the mistake
+and drains the node. --forget-node (root) removes a decommissioned or
+renamed node, with its reservations, queue, findings and history, from the
+store and from status --all-nodes; while the node holds reservations it is
+refused unless --force.`,
 		examples: []string{
 			"canhazgpu admin --register",
 			"canhazgpu admin --gpus 8",
@@ -55,9 +66,27 @@ prints their Redis ACL users (docs/security.md).`,
 			"canhazgpu admin --release --gpu-ids 1",
 			"canhazgpu admin --release --user bob",
 			"canhazgpu admin --acl > canhazgpu.acl",
+			"canhazgpu admin --check-config",
+			"canhazgpu admin --check-config /etc/canhazgpu/config.toml.new",
+			"canhazgpu admin --forget-node gpu02",
 		},
 		flags: fs,
 		run: func(ctx context.Context, inv *invocation, args []string) error {
+			if a.checkConfig {
+				if fs.NFlag() > 1 {
+					return usagef("--check-config goes alone: want canhazgpu admin --check-config [FILE]")
+				}
+				return runCheckConfig(inv.env, args)
+			}
+			if fs.Changed("forget-node") {
+				if err := noArgs("admin", args); err != nil {
+					return err
+				}
+				if n := fs.NFlag(); n > 2 || (n == 2 && !a.force) {
+					return usagef("--forget-node goes alone or with --force: want canhazgpu admin --forget-node NAME [--force]")
+				}
+				return runForgetNode(ctx, inv, a.forgetNode, a.force)
+			}
 			if err := noArgs("admin", args); err != nil {
 				return err
 			}
@@ -78,7 +107,7 @@ prints their Redis ACL users (docs/security.md).`,
 func (a *adminArgs) check(gpusSet bool) error {
 	switch {
 	case gpusSet == a.release:
-		return usagef("canhazgpu admin needs one of --register, --gpus N (register GPUs), --release (release reservations) or --acl (store credentials)")
+		return usagef("canhazgpu admin needs one of --register, --gpus N (register GPUs), --release (release reservations), --acl (store credentials), --check-config (check the config file) or --forget-node NAME (remove a node)")
 	case a.register && a.gpus.n != 0:
 		return usagef("--register and --gpus %d conflict: --register takes what is detected, --gpus N checks the count first", a.gpus.n)
 	case a.force && a.gpus.n == 0:

@@ -97,6 +97,18 @@ func (inv *invocation) config() (*config.Config, error) {
 	return cfg, nil
 }
 
+// flagSetting is the value a global flag gave the setting key ("node"),
+// the last one winning as in config; "" when no flag set it.
+func (inv *invocation) flagSetting(key string) string {
+	v := ""
+	for _, g := range inv.global {
+		if s, ok := g.Overrides()[key]; ok {
+			v = s
+		}
+	}
+	return v
+}
+
 // Run runs the canhazgpu command line args (without the program name).
 func Run(ctx context.Context, args []string, env *Env) error {
 	cmds := commands()

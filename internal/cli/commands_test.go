@@ -45,6 +45,11 @@ func TestReserveReleaseAndOwnership(t *testing.T) {
 	r = f.run(bob, "release", "--gpu-ids", aliceIdx[0])
 	require.Equal(t, 1, r.code)
 	require.Equal(t, "Error: GPU "+aliceIdx[0]+" is reserved by alice (manual), not by bob: only the owner, root or the admin group may release it\n", r.stderr)
+	// Asking for them by index says who holds each.
+	r = f.run(bob, "reserve", "--gpu-ids", aliceIdx[0]+","+aliceIdx[1])
+	require.Equal(t, 1, r.code)
+	require.Equal(t, "Error: Not enough GPUs available. Requested: 2, Available: 0: GPU "+aliceIdx[0]+" is reserved by alice (manual); GPU "+
+		aliceIdx[1]+" is reserved by alice (manual)\n", r.stderr)
 	r = f.run(bob, "release", "--user", "alice")
 	require.Equal(t, 1, r.code)
 	require.Equal(t, "Error: --user alice: only root may (no admin.group is configured) act for another user; you are bob\n", r.stderr)
@@ -126,7 +131,8 @@ func TestUnreservedUseIsExcludedWithTheSeedMessage(t *testing.T) {
 	require.Equal(t, "Error: Not enough GPUs available. Requested: 3, Available: 2 (2 GPUs in use without reservation - run 'canhazgpu status' for details)\n", r.stderr)
 	r = f.run(alice, "reserve", "--gpu-ids", "1")
 	require.Equal(t, 1, r.code)
-	require.Contains(t, r.stderr, "(1 GPUs in use without reservation")
+	require.Equal(t, "Error: Not enough GPUs available. Requested: 1, Available: 0 (1 GPUs in use without reservation - run 'canhazgpu status' for details): "+
+		"GPU 1 is in use without reservation by carol\n", r.stderr, "a named GPU's refusal says who uses it")
 	// The threshold is a setting: at 4096 MB nothing here is in use.
 	r = f.run(root, "--memory-threshold", "4096", "reserve", "--gpus", "4", "--short")
 	require.Equal(t, 0, r.code, r.stderr)
@@ -460,4 +466,30 @@ func TestAdminACLMakesTheCredentials(t *testing.T) {
 	r := f.run(alice, "admin", "--acl")
 	require.Equal(t, 1, r.code)
 	require.Contains(t, r.stderr, "only root may make the store credentials")
+}
+
+func TestReserveHintReleasesWhatWasReserved(t *testing.T) {
+	f := registered(t, idleGPUs(2))
+	r := f.run(alice, "reserve", "--gpus", "1")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "\nRelease it earlier with: canhazgpu release\n")
+
+	// Made for another user on a named node: the hint names both, and
+	// running it releases the reservation.
+	r = f.run(root, "--node", f.node, "reserve", "--user", "bob", "--gpus", "1")
+	require.Equal(t, 0, r.code, r.stderr)
+	hint := "canhazgpu release --node " + f.node + " --user bob"
+	require.Contains(t, r.stdout, "\nRelease it earlier with: "+hint+"\n")
+	r = f.run(root, strings.Fields(hint)[1:]...)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "Released 1 GPU on node "+f.node)
+	snap, err := f.store().Snapshot(context.Background())
+	require.NoError(t, err)
+	require.Len(t, snap.Reservations, 1)
+	for _, res := range snap.Reservations {
+		require.Equal(t, "alice", res.User)
+	}
+
+	require.Equal(t, "gpu-07", shellWord("gpu-07"))
+	require.Equal(t, `'o'"'"'brien x'`, shellWord("o'brien x"))
 }

@@ -56,6 +56,14 @@ func TestBashCompletionKnowsEveryCommandAndFlag(t *testing.T) {
 	require.Equal(t, []string{"--duration"}, complete("canhazgpu reserve --gpus 2 --du"))
 	require.Equal(t, []string{"auto", "nvml", "fake"}, complete("canhazgpu status --gpu-provider "))
 	require.Contains(t, complete("canhazgpu run --gpus 1 -- bas"), "bash", "after --, programs")
+	// Each program once, even when PATH lists its directory twice and it
+	// is also a builtin (echo).
+	script = `source "$1"; PATH="$PATH:$PATH"; COMP_WORDS=(canhazgpu run -- ech); COMP_CWORD=3; _canhazgpu; printf '%s\n' "${COMPREPLY[@]}"`
+	out, err := exec.Command("bash", "-c", script, "bash", filepath.Join(completionDir, "canhazgpu.bash")).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	programs := strings.Fields(string(out))
+	require.Contains(t, programs, "echo")
+	require.Equal(t, slices.Compact(slices.Sorted(slices.Values(programs))), programs, "no duplicates")
 	require.Equal(t, []string{"--json"}, complete("canhazgpu --node n1 queue --j"))
 }
 

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"canhazgpu/allocator"
 	"canhazgpu/internal/config"
@@ -81,7 +82,30 @@ func runReserve(ctx context.Context, inv *invocation, a *reserveArgs) error {
 	}
 	_, err = fmt.Fprintf(env.Stdout, "Reserved %s%s on node %s for %s: %s\n"+
 		"Use %s with: export CUDA_VISIBLE_DEVICES=%s CUDA_DEVICE_ORDER=PCI_BUS_ID\n"+
-		"Release %s earlier with: canhazgpu release\n",
-		plural(len(g.GPUs), "GPU"), who, cfg.Node, config.Duration(lease), ids, them, ids, them)
+		"Release %s earlier with: %s\n",
+		plural(len(g.GPUs), "GPU"), who, cfg.Node, config.Duration(lease), ids, them, ids, them, releaseHint(inv, user))
 	return err
+}
+
+// releaseHint is the command that ends a reservation early, with the
+// --node and --user the reservation was made with: a plain `canhazgpu
+// release` would look on the caller's own node, for the caller's own
+// reservations.
+func releaseHint(inv *invocation, user string) string {
+	hint := "canhazgpu release"
+	if node := inv.flagSetting("node"); node != "" {
+		hint += " --node " + shellWord(node)
+	}
+	if user != inv.env.User.Name {
+		hint += " --user " + shellWord(user)
+	}
+	return hint
+}
+
+// shellWord quotes s for a POSIX shell unless it is plainly one word.
+func shellWord(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@+=:/") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'"'"'`) + "'"
 }

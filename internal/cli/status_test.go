@@ -237,18 +237,25 @@ func TestStatusHealthFindingsAndOtherNodes(t *testing.T) {
 		"  GPU 4: used without reservation (2000MB, no process information) (found 1m ago)\n")
 
 	// Another node: the store's view only, no usage columns.
-	remote := v
-	remote.Local, remote.Node = false, "gpu-node-02"
-	remote.GPUs = usage.Classify(&allocator.Snapshot{Node: "gpu-node-02", Now: statusNow, GPUs: []allocator.GPU{{UUID: "GPU-x", Index: 0}},
+	// Its health check found GPU 1 in use without a reservation; GPU 2 is
+	// free as far as anyone knows.
+	remoteSnap := &allocator.Snapshot{Node: "gpu-node-02", Now: statusNow,
+		GPUs: []allocator.GPU{{UUID: "GPU-x", Index: 0}, {UUID: "GPU-y", Index: 1}, {UUID: "GPU-z", Index: 2}},
 		Reservations: map[string]allocator.Reservation{"GPU-x": {GPU: "GPU-x", Kind: allocator.KindManual, User: "zoe",
-			StartedAt: statusNow.Add(-time.Hour), ExpiresAt: statusNow.Add(time.Hour)}}}, nil, 1024)
-	remote.Flags = nil
+			StartedAt: statusNow.Add(-time.Hour), ExpiresAt: statusNow.Add(time.Hour)}},
+		Flags: []allocator.Flag{{GPU: "GPU-y", Message: "GPU 1 used by yves (pid 4242) without a reservation", At: statusNow.Add(-2 * time.Minute)}}}
+	remote := viewNode(remoteSnap, nil, false, 1024)
 	out.Reset()
 	require.NoError(t, writeAllNodes(&out, []nodeView{v, remote}))
 	golden(t, "status/all-nodes.golden", out.Bytes())
+	require.Contains(t, out.String(), "  GPU 1 used by yves (pid 4242) without a reservation (found 2m ago)\n", "no doubled \"GPU 1:\"")
+	require.Regexp(t, `\n1 +in use +WITHOUT RESERVATION *\n`, out.String(), "the finding's GPU shows in use, as on the node itself")
+	require.Regexp(t, `\n2 +available +free, never reserved *\n`, out.String())
 	j := jsonNodeOf(remote)
 	require.Nil(t, j.GPUs[0].MemoryUsedMB, "usage of another node is unknown here")
 	require.Equal(t, "in_use", j.GPUs[0].Status)
+	require.Equal(t, string(usage.Unreserved), j.GPUs[1].Status)
+	require.Equal(t, string(usage.Available), j.GPUs[2].Status)
 }
 
 func TestDurationFormats(t *testing.T) {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,7 +25,23 @@ type nodeView struct {
 // viewNode joins a node's store state with the devices scanned on this
 // machine; devs is nil for other nodes, whose usage cannot be seen here.
 func viewNode(snap *allocator.Snapshot, devs []gpu.Device, local bool, thresholdMB int64) nodeView {
-	return nodeView{Node: snap.Node, Local: local, Now: snap.Now, GPUs: usage.Classify(snap, devs, thresholdMB), Flags: snap.Flags}
+	gpus := usage.Classify(snap, devs, thresholdMB)
+	if !local {
+		// Another node's usage is known here only from its health check's
+		// findings: a free GPU it found in use shows in use without
+		// reservation, as on the node itself, not available.
+		for i, g := range gpus {
+			if g.State == usage.Available && flagged(snap.Flags, g.UUID) {
+				gpus[i].State = usage.Unreserved
+			}
+		}
+	}
+	return nodeView{Node: snap.Node, Local: local, Now: snap.Now, GPUs: gpus, Flags: snap.Flags}
+}
+
+// flagged reports whether the health check has a finding about a GPU.
+func flagged(flags []allocator.Flag, uuid string) bool {
+	return slices.ContainsFunc(flags, func(f allocator.Flag) bool { return f.GPU == uuid })
 }
 
 var statusHeader = []string{"GPU", "STATUS", "USER", "DURATION", "TYPE", "MODEL", "DETAILS", "VALIDATION"}
@@ -143,7 +160,11 @@ func flagLines(v nodeView) []string {
 				}
 			}
 		}
-		out = append(out, fmt.Sprintf("  %s: %s (found %s ago)", where, f.Message, coarse(v.Now.Sub(f.At))))
+		line := where + ": " + f.Message
+		if strings.HasPrefix(f.Message, where+" ") {
+			line = f.Message // the finding names its GPU already: "GPU 3 used by ..."
+		}
+		out = append(out, fmt.Sprintf("  %s (found %s ago)", line, coarse(v.Now.Sub(f.At))))
 	}
 	return out
 }

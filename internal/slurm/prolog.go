@@ -158,13 +158,14 @@ func (p *prologRun) granted(g allocator.Grant, conflicts []jobstate.Conflict) (s
 	}
 	fmt.Fprintf(&b, "reserved %s", describe(held))
 	for _, r := range g.TakenOver {
-		fmt.Fprintf(&b, "; took over %s from stale slurm job %s (%s)", r.GPU, r.JobID, r.User)
+		fmt.Fprintf(&b, "; took over %s from stale slurm job %s (%s)", p.gpuName(r.GPU), r.JobID, r.User)
 	}
 	if len(conflicts) > 0 {
-		b.WriteString("; on_conflict=warn: running without a reservation on")
-		for _, c := range conflicts {
-			fmt.Fprintf(&b, " %s (%s)", c.GPU, c.Reason)
+		parts := make([]string, len(conflicts))
+		for i, c := range conflicts {
+			parts[i] = p.gpuName(c.GPU) + " " + c.Reason
 		}
+		b.WriteString("; on_conflict=warn: running without a reservation on " + strings.Join(parts, ", "))
 	}
 	return b.String(), nil
 }
@@ -194,6 +195,15 @@ func (p *prologRun) place(granted []string) []jobstate.GPU {
 		out[i].UUID, out[i].Index, out[i].Moved = uuid, p.indexOf(uuid), true
 	}
 	return out
+}
+
+// gpuName names a GPU for an admin: by the index status shows and the
+// UUID the store and NVML tools use ("GPU 3 (GPU-6f2b…)").
+func (p *prologRun) gpuName(uuid string) string {
+	if i := p.indexOf(uuid); i >= 0 {
+		return fmt.Sprintf("GPU %d (%s)", i, uuid)
+	}
+	return "GPU " + uuid
 }
 
 func (p *prologRun) indexOf(uuid string) int {
@@ -258,7 +268,7 @@ func (p *prologRun) describeShortage(short *allocator.ShortageError) string {
 	}
 	parts := make([]string, len(short.Conflicts))
 	for i, c := range short.Conflicts {
-		parts[i] = fmt.Sprintf("GPU %s %s", c.GPU, conflictReason(c))
+		parts[i] = p.gpuName(c.GPU) + " " + conflictReason(c)
 	}
 	return strings.Join(parts, ", ")
 }

@@ -132,9 +132,9 @@ func TestPrologConflictFail(t *testing.T) {
 		want      string
 	}{
 		{"reserved interactively", "slurm", func(f *fixture) { f.reserveManual(slurmUUID(1)) },
-			"job 21: GPU " + slurmUUID(1) + " reserved by alice (manual since"},
+			"job 21: GPU 3 (" + slurmUUID(1) + ") reserved by alice (manual since"},
 		{"used without reservation", "slurm", func(f *fixture) { f.register(); f.setBusy(2) },
-			"job 21: GPU " + slurmUUID(0) + " in use without reservation; on_conflict=fail: nothing reserved"},
+			"job 21: GPU 2 (" + slurmUUID(0) + ") in use without reservation; on_conflict=fail: nothing reserved"},
 		{"canhazgpu finds too few", "canhazgpu", func(f *fixture) { f.reserveManual(fakeUUID(0), fakeUUID(1), fakeUUID(2)) },
 			"job 21: 2 GPUs wanted, 1 free (0 in use without reservation); on_conflict=fail: nothing reserved"},
 	} {
@@ -161,7 +161,7 @@ func TestPrologConflictWarn(t *testing.T) {
 		f.reserveManual(slurmUUID(1))
 		line, err := f.hook(jobEnv("22", "0,1")...).Prolog(ctx)
 		require.NoError(t, err)
-		require.Contains(t, line, "job 22: reserved "+slurmUUID(0)+" (index 2, slurm 0); on_conflict=warn: running without a reservation on "+slurmUUID(1)+" (reserved by alice (manual")
+		require.Contains(t, line, "job 22: reserved "+slurmUUID(0)+" (index 2, slurm 0); on_conflict=warn: running without a reservation on GPU 3 ("+slurmUUID(1)+") reserved by alice (manual since")
 		require.Equal(t, []string{slurmUUID(0)}, f.jobGPUs("22"))
 		require.Equal(t, "alice", f.reservations()[slurmUUID(1)].User)
 		require.LessOrEqual(t, f.calls.Load(), int64(2))
@@ -221,7 +221,7 @@ func TestPrologTakesOverStaleJob(t *testing.T) {
 	// Job 41's Epilog never ran; Slurm gives its GPU to job 42.
 	line, err := f.hook(jobEnv("42", "0,1")...).Prolog(ctx)
 	require.NoError(t, err)
-	require.Contains(t, line, "took over "+slurmUUID(0)+" from stale slurm job 41 (bob)")
+	require.Contains(t, line, "took over GPU 2 ("+slurmUUID(0)+") from stale slurm job 41 (bob)")
 	require.ElementsMatch(t, []string{slurmUUID(0), slurmUUID(1)}, f.jobGPUs("42"))
 	require.Empty(t, f.jobGPUs("41"))
 }

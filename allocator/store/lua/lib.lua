@@ -211,3 +211,27 @@ local function leave_queue(q, qe, res, id)
   end
   return e
 end
+
+-- node_snapshot reads everything `status` needs about one node: snapshot.lua
+-- returns it, forget.lua returns what it is about to delete. The reply is
+-- {now ms, gpus flat hash, res flat hash, bres flat hash, last release per
+-- GPU as a flat hash, queue ids in order, queue entries flat hash, flags
+-- flat hash, policy flat hash}.
+local function node_snapshot(gpus_key, res, bres, mru, q, qe, flags, policy)
+  local gpus = redis.call('HGETALL', gpus_key)
+  local rel = {}
+  if #gpus > 0 then
+    local ids = {}
+    for i = 1, #gpus, 2 do ids[#ids + 1] = gpus[i] end
+    local times = hmget(mru, ids)
+    for i, id in ipairs(ids) do
+      if times[i] then
+        rel[#rel + 1] = id
+        rel[#rel + 1] = times[i]
+      end
+    end
+  end
+  return {now_ms(), gpus, redis.call('HGETALL', res), redis.call('HGETALL', bres), rel,
+          redis.call('ZRANGE', q, 0, -1), redis.call('HGETALL', qe), redis.call('HGETALL', flags),
+          redis.call('HGETALL', policy)}
+end

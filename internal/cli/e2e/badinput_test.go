@@ -128,7 +128,7 @@ func TestBadInputs(t *testing.T) {
 		{"", []string{"reserve", "--note", "two\nlines"}, 2, `invalid --note "two\nlines": want one line`},
 		{"", []string{"reserve", "--user", "bad,name"}, 2, `invalid --user "bad,name": want an account name without commas`},
 		{"", []string{"reserve", "--gpus", "3"}, 1, "Not enough GPUs available. Requested: 3, Available: 1 (1 GPUs in use without reservation - run 'canhazgpu status' for details)"},
-		{"", []string{"reserve", "--gpu-ids", "0"}, 1, "Not enough GPUs available. Requested: 1, Available: 0"},
+		{"", []string{"reserve", "--gpu-ids", "0"}, 1, "Not enough GPUs available. Requested: 1, Available: 0: GPU 0 is reserved by holder (manual)"},
 		{userB, []string{"reserve", "--user", "holder"}, 1, "--user holder: only root may (no admin.group is configured) act for another user; you are chg-bob"},
 		{"", []string{"run"}, 2, "no command given: want canhazgpu run [flags] -- CMD ARGS..."},
 		{"", []string{"run", "--"}, 2, "no command given: want canhazgpu run [flags] -- CMD ARGS..."},
@@ -145,7 +145,7 @@ func TestBadInputs(t *testing.T) {
 		{"", []string{"queue", "--json=maybe"}, 2, `invalid --json "maybe": want true or false`},
 		{"", []string{"report", "--days", "0"}, 2, `invalid --days "0": want a whole number of days from 1 to 3650`},
 		{"", []string{"report", "--days", "99999"}, 2, `invalid --days "99999": want a whole number of days from 1 to 3650`},
-		{"", []string{"admin"}, 2, "canhazgpu admin needs one of --register, --gpus N (register GPUs), --release (release reservations) or --acl (store credentials)"},
+		{"", []string{"admin"}, 2, "canhazgpu admin needs one of --register, --gpus N (register GPUs), --release (release reservations), --acl (store credentials), --check-config (check the config file) or --forget-node NAME (remove a node)"},
 		{"", []string{"admin", "--gpus", "8"}, 2, `invalid --gpus "8": want 4, the number of GPUs the provider detects on node ` + n.name},
 		{userB, []string{"admin", "--gpus", "4"}, 1, "canhazgpu admin: only root may (no admin.group is configured); you are chg-bob"},
 		{"", []string{"admin", "--release"}, 2, "--release needs --gpu-ids LIST, --user NAME or both"},
@@ -165,6 +165,12 @@ func TestBadInputs(t *testing.T) {
 		{userB, []string{"--memory-threshold", "999999", "reserve"}, 2, "config: --memory-threshold: only root may set gpu.memory_threshold_mb"},
 		{userB, []string{"reserve", "--duration", "8d"}, 2, `invalid --duration "8d": want at most 7d, this site's reserve.max_duration`},
 		{userB, []string{"admin", "--register"}, 1, "canhazgpu admin: only root may (no admin.group is configured); you are chg-bob"},
+		{"", []string{"admin", "--forget-node", "bad&name"}, 2, `invalid --forget-node "bad&name": want 1-63 letters, digits`},
+		{"", []string{"admin", "--forget-node", "no-such-node"}, 2, `invalid --forget-node "no-such-node": want a node in the store: `},
+		{"", []string{"admin", "--forget-node", n.name, "--gpus", "4"}, 2, "--forget-node goes alone or with --force: want canhazgpu admin --forget-node NAME [--force]"},
+		{userB, []string{"admin", "--forget-node", n.name}, 1, "canhazgpu admin --forget-node: only root may remove a node from the store; you are chg-bob"},
+		{"", []string{"admin", "--forget-node", n.name}, 1, "node " + n.name + " holds 2 reservations (GPU 0 (GPU-"},
+		{"", []string{"admin", "--check-config", "/nonexistent/canhazgpu.toml"}, 1, "config: file named by --config: open /nonexistent/canhazgpu.toml: no such file or directory"},
 	}
 	require.GreaterOrEqual(t, len(cases), 30)
 	for _, c := range cases {

@@ -70,7 +70,7 @@ func TestAccountsCannotReleaseOrRenewEachOthersReservations(t *testing.T) {
 	// Asking for alice's GPU neither takes it nor extends it.
 	r = n.runAs(userB, "reserve", "--gpu-ids", "0", "--duration", "8h")
 	require.Equal(t, 1, r.code)
-	require.Equal(t, "Error: Not enough GPUs available. Requested: 1, Available: 0", oneErrorLine(t, r))
+	require.Equal(t, "Error: Not enough GPUs available. Requested: 1, Available: 0: GPU 0 is reserved by chg-alice (manual)", oneErrorLine(t, r))
 	r = n.runAs(userB, "admin", "--release", "--gpu-ids", "0")
 	require.Equal(t, 1, r.code)
 	require.Equal(t, "Error: canhazgpu admin: only root may (no admin.group is configured); you are chg-bob", oneErrorLine(t, r))
