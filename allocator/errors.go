@@ -11,11 +11,16 @@ type InputError struct {
 	Field    string
 	Value    string
 	Accepted string
+	// Err, when set, says what kind of bad value this is (ErrUnknownGPU),
+	// so that callers branch on errors.Is rather than on the text.
+	Err error
 }
 
 func (e *InputError) Error() string {
 	return fmt.Sprintf("invalid %s %q: want %s", e.Field, e.Value, e.Accepted)
 }
+
+func (e *InputError) Unwrap() error { return e.Err }
 
 // Conflict says why one GPU could not be granted.
 type Conflict struct {
@@ -83,6 +88,10 @@ func (e *LeaseLostError) Error() string {
 var (
 	// ErrNotRegistered: the node has no GPUs in the store yet.
 	ErrNotRegistered = errors.New("node has no GPUs registered")
+	// ErrUnknownGPU: a request named a GPU the node's registration lacks
+	// (the node's GPUs changed since root registered them). It comes
+	// inside an InputError naming the GPU.
+	ErrUnknownGPU = errors.New("GPU not registered for this node")
 	// ErrNotQueued: the queue entry is gone (left, or dropped after missing
 	// heartbeats).
 	ErrNotQueued = errors.New("queue entry no longer exists")

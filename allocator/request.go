@@ -196,4 +196,7 @@ type Released struct {
 	// Dequeued lists the queue entries removed (Release.Queue); the GPUs
 	// they held so far were freed with them and are not in GPUs.
 	Dequeued []QueueEntry
+	// Indices is the registered index of each GPU in GPUs and Refused
+	// (a GPU no longer registered has none).
+	Indices map[string]int
 }

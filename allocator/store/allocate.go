@@ -37,7 +37,9 @@ type wireConflict struct {
 // node's stored policy (Grant.ExpiresAt says what was granted). It returns a *allocator.ShortageError
 // when the request cannot be met now, a *allocator.PendingError when the
 // caller heads the queue and holds part of its request, and
-// allocator.ErrNotRegistered when the node has no GPUs in the store, and
+// allocator.ErrNotRegistered when the node has no GPUs in the store, an
+// *allocator.InputError wrapping allocator.ErrUnknownGPU for a GPU the
+// registration lacks, and
 // allocator.ErrNotPermitted, writing nothing, for a batch kind through a
 // credential that may not write batch reservations.
 func (s *Store) Allocate(ctx context.Context, r allocator.Request) (allocator.Grant, error) {
@@ -87,7 +89,8 @@ func (s *Store) Allocate(ctx context.Context, r allocator.Request) (allocator.Gr
 	case "not_registered":
 		return allocator.Grant{}, fmt.Errorf("node %s: %w", s.node, allocator.ErrNotRegistered)
 	case "unknown_gpu":
-		return allocator.Grant{}, &allocator.InputError{Field: "gpu id", Value: rep.Value, Accepted: "a GPU registered for node " + s.node}
+		return allocator.Grant{}, &allocator.InputError{Field: "gpu id", Value: rep.Value, Accepted: "a GPU registered for node " + s.node,
+			Err: allocator.ErrUnknownGPU}
 	case "not_queued":
 		return allocator.Grant{}, allocator.ErrNotQueued
 	}

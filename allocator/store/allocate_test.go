@@ -197,6 +197,7 @@ func TestReleaseOnlyOwnAndRefusesNamedOthers(t *testing.T) {
 	require.Len(t, r.Refused, 1)
 	require.Equal(t, "alice", r.Refused[0].User)
 	require.Equal(t, uuid(0), r.Refused[0].GPU)
+	require.Equal(t, map[string]int{uuid(0): 0, uuid(2): 2}, r.Indices, "the reply names released and refused GPUs by index")
 
 	r, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: "bob"})
 	require.NoError(t, err)
@@ -209,6 +210,7 @@ func TestReleaseOnlyOwnAndRefusesNamedOthers(t *testing.T) {
 	r, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID()})
 	require.NoError(t, err)
 	require.Len(t, r.GPUs, 2, "admin release of anyone's")
+	require.Equal(t, map[string]int{uuid(0): 0, uuid(1): 1}, r.Indices)
 }
 
 // A named GPU of someone else is refused whatever holds it: a batch job or

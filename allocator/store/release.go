@@ -9,9 +9,10 @@ import (
 )
 
 type releaseReply struct {
-	Released string `json:"released"`
-	Refused  string `json:"refused"`
-	Dequeued string `json:"dequeued"`
+	Released string         `json:"released"`
+	Refused  string         `json:"refused"`
+	Dequeued string         `json:"dequeued"`
+	Indices  map[string]int `json:"indices"`
 }
 
 // Release ends the reservations r selects, records them in the history and
@@ -43,7 +44,7 @@ func (s *Store) Release(ctx context.Context, r allocator.Release) (allocator.Rel
 	if err != nil {
 		return allocator.Released{}, err
 	}
-	out := allocator.Released{GPUs: splitList(rep.Released), Refused: refused}
+	out := allocator.Released{GPUs: splitList(rep.Released), Refused: refused, Indices: rep.Indices}
 	if rep.Dequeued != "" {
 		var ws []wireQueueEntry
 		if err := json.Unmarshal([]byte(rep.Dequeued), &ws); err != nil {

@@ -195,15 +195,13 @@ func adminRelease(ctx context.Context, env *Env, nodeName string, st *store.Stor
 		rel.Kinds = []allocator.Kind{allocator.KindManual, allocator.KindRun}
 	}
 	names := newGPUNamer(nil, snap.GPUs)
-	for _, i := range a.ids.ids {
-		g, ok := snap.GPUByIndex(i)
-		if !ok {
-			return badValue("--gpu-ids", a.ids.raw, registeredIndices(snap))
+	if rel.GPUs, err = registeredUUIDs(snap, a.ids); err != nil {
+		return err
+	}
+	for _, u := range rel.GPUs {
+		if r, held := snap.Reservations[u]; held && r.Kind.Batch() && !env.User.Root() {
+			return fmt.Errorf("GPU %s is held by %s job %s of %s: only root may end a batch job's reservation", names.name(u), r.Kind, r.JobID, r.User)
 		}
-		if r, held := snap.Reservations[g.UUID]; held && r.Kind.Batch() && !env.User.Root() {
-			return fmt.Errorf("GPU %d is held by %s job %s of %s: only root may end a batch job's reservation", i, r.Kind, r.JobID, r.User)
-		}
-		rel.GPUs = append(rel.GPUs, g.UUID)
 	}
 	done, err := st.Release(ctx, rel)
 	if err != nil {

@@ -493,3 +493,27 @@ func TestReserveHintReleasesWhatWasReserved(t *testing.T) {
 	require.Equal(t, "gpu-07", shellWord("gpu-07"))
 	require.Equal(t, `'o'"'"'brien x'`, shellWord("o'brien x"))
 }
+
+// TestGPUIDsOfANewGPU: a GPU added since the node was registered can be
+// asked for by index; root's request registers it and is granted, a
+// user's is refused saying who registers, and changes nothing.
+func TestGPUIDsOfANewGPU(t *testing.T) {
+	f := registered(t, idleGPUs(1))
+	f.setGPUs(idleGPUs(2))
+
+	r := f.run(alice, "reserve", "--gpu-ids", "1")
+	require.Equal(t, 2, r.code, r.stdout)
+	require.Contains(t, r.stderr, "want a GPU registered for node "+f.node+"; root registers them")
+	snap, err := f.store().Snapshot(context.Background())
+	require.NoError(t, err)
+	require.Len(t, snap.GPUs, 1)
+
+	r = f.run(root, "reserve", "--gpu-ids", "1")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "Reserved 1 GPU")
+	snap, err = f.store().Snapshot(context.Background())
+	require.NoError(t, err)
+	require.Len(t, snap.GPUs, 2)
+	g, _ := snap.GPUByIndex(1)
+	require.Equal(t, "root", snap.Reservations[g.UUID].User)
+}

@@ -14,7 +14,9 @@ import (
 	"canhazgpu/internal/localnode"
 )
 
-// openNode loads the settings and opens this node's store and GPU provider.
+// openNode loads the settings and opens this node's store; the GPU
+// provider starts only when a command scans, so the commands that only
+// read or release what the store holds work on machines without GPUs.
 func (inv *invocation) openNode(ctx context.Context) (*config.Config, *localnode.Node, error) {
 	cfg, err := inv.config()
 	if err != nil {
@@ -71,6 +73,20 @@ func uuidsOf(devs []gpu.Device, ids idsValue) ([]string, error) {
 		return nil, badValue("--gpu-ids", ids.raw, nodeIndices(devs))
 	}
 	return uuids, err
+}
+
+// registeredUUIDs maps --gpu-ids to UUIDs through the node's registration
+// in the store, which needs no GPU scan.
+func registeredUUIDs(snap *allocator.Snapshot, ids idsValue) ([]string, error) {
+	out := make([]string, 0, len(ids.ids))
+	for _, i := range ids.ids {
+		g, ok := snap.GPUByIndex(i)
+		if !ok {
+			return nil, badValue("--gpu-ids", ids.raw, registeredIndices(snap))
+		}
+		out = append(out, g.UUID)
+	}
+	return out, nil
 }
 
 // nodeIndices says which indices this node has, for error messages.

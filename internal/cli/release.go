@@ -56,21 +56,30 @@ func runRelease(ctx context.Context, inv *invocation, a *releaseArgs) error {
 		return err
 	}
 	rel := allocator.Release{RequestID: allocator.NewRequestID(), User: user, Kinds: []allocator.Kind{allocator.KindManual}}
-	devs, err := node.Devices(ctx)
-	if err != nil {
-		return err
-	}
+	// The store's registration names the GPUs: release scans nothing, so it
+	// works wherever the store can be reached. Without --gpu-ids it is one
+	// round trip, the reply naming the GPUs by index.
+	var registered []allocator.GPU
 	if len(a.ids.ids) > 0 {
-		if rel.GPUs, err = uuidsOf(devs, a.ids); err != nil {
+		snap, err := node.Store.Snapshot(ctx)
+		if err != nil {
+			return err
+		}
+		if rel.GPUs, err = registeredUUIDs(snap, a.ids); err != nil {
 			return err
 		}
 		rel.Kinds = append(rel.Kinds, allocator.KindRun)
+		registered = snap.GPUs
 	}
 	done, err := node.Store.Release(ctx, rel)
 	if err != nil {
 		return err
 	}
-	return reportRelease(env, newGPUNamer(devs, nil), cfg.Node, user, rel.GPUs, done)
+	names := newGPUNamer(nil, registered)
+	for u, i := range done.Indices {
+		names.byUUID[u] = i
+	}
+	return reportRelease(env, names, cfg.Node, user, rel.GPUs, done)
 }
 
 // reportRelease prints what was released, notes named GPUs that had

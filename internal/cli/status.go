@@ -67,14 +67,21 @@ func runStatus(ctx context.Context, inv *invocation, a statusArgs) error {
 		return writeNodeStatus(out, v)
 	}
 
-	// Every node in two round trips; only this node's GPUs can be scanned.
-	snaps, devs, err := node.LookAll(ctx)
+	// Every node in two round trips; only this node's GPUs can be scanned,
+	// and a machine that has none (a login node) still shows the others.
+	devs, scanErr := node.Devices(ctx)
+	if scanErr != nil {
+		if err := writeLine(inv.env.Stderr, "canhazgpu: note: %v; showing what the store holds, without this node's GPU usage", scanErr); err != nil {
+			return err
+		}
+	}
+	snaps, err := node.LookAll(ctx, devs)
 	if err != nil {
 		return err
 	}
 	views := make([]nodeView, len(snaps))
 	for i, s := range snaps {
-		if s.Node == cfg.Node {
+		if s.Node == cfg.Node && scanErr == nil {
 			views[i] = viewNode(s, devs, true, threshold)
 		} else {
 			views[i] = viewNode(s, nil, false, threshold)

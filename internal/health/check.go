@@ -70,7 +70,7 @@ func Run(ctx context.Context, deps *Deps) *Report {
 
 func (c *check) run(ctx context.Context, rep *Report) error {
 	// Registering is root's: run by anyone else, the check only reads.
-	node := &localnode.Node{Config: c.cfg, Store: c.deps.Store, GPUs: c.deps.GPUs, MayRegister: os.Geteuid() == 0}
+	node := localnode.New(c.cfg, c.deps.Store, c.deps.GPUs)
 	snap, devs, err := node.Look(ctx)
 	if err != nil {
 		// The store may be down while the GPUs answer: their usage, which

@@ -134,7 +134,7 @@ func checkNode(ctx context.Context, env []string, nhc bool, nhcLimit time.Durati
 		return fail(cfg.Node, err), prom
 	}
 	defer node.Close()
-	deps := &Deps{Config: cfg, Store: node.Store, GPUs: node.GPUs, Env: env, NHC: nhc,
+	deps := &Deps{Config: cfg, Store: node.Store, GPUs: node.GPUs(), Env: env, NHC: nhc,
 		SlurmNode: lookupEnv(env, "SLURMD_NODENAME"), StateDirs: []string{cfg.Slurm.StateDir, cfg.PBS.StateDir}}
 	if id, err := jobstate.BootID(""); err == nil {
 		deps.BootID = id

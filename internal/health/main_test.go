@@ -166,7 +166,7 @@ func (n *testNode) store() *store.Store { return n.open().Store }
 // deps is what one run gets: Slurm node "n1", boot "boot-now".
 func (n *testNode) deps() *Deps {
 	node := n.open()
-	return &Deps{Config: node.Config, Store: node.Store, GPUs: node.GPUs, SlurmNode: "n1", Env: n.sc.env(),
+	return &Deps{Config: node.Config, Store: node.Store, GPUs: node.GPUs(), SlurmNode: "n1", Env: n.sc.env(),
 		BootID: "boot-now", StateDirs: []string{n.stateDir}}
 }
 

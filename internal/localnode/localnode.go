@@ -1,7 +1,11 @@
-// Package localnode wires what every program of this node needs: the
-// settings, the reservation store and the GPU provider, with the steps
-// they always take together (register the node's GPUs when the store lacks
-// them; exclude GPUs in unreserved use from every grant).
+// Package localnode is every program's one door to this node: it opens
+// the reservation store (OpenStore, the only opener there is), starts the
+// GPU provider only when something scans, and keeps the steps that always
+// go together: register the node's GPUs when the store lacks them, then try
+// once more; exclude GPUs in unreserved use from every grant.
+//
+// Opening costs no GPU work, so the commands that only read or release
+// what the store holds work on a machine without GPUs or NVML.
 //
 // Only root registers: the node's GPUs in the store are what everyone is
 // handed, so an ordinary user's scan (whatever provider or file they might
@@ -14,7 +18,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strings"
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
@@ -27,13 +30,14 @@ import (
 type Node struct {
 	Config *config.Config
 	Store  *store.Store
-	GPUs   gpu.Provider
 	// MayRegister: this program runs as root and so may write the node's
 	// GPUs to the store.
 	MayRegister bool
+	gpus        gpu.Provider
 }
 
-// ErrNeedsRoot wraps allocator.ErrNotRegistered for a caller that may not
+// ErrNeedsRoot is joined to a call's error when the store's registration
+// of this node lacks what the call needed and the caller may not
 // register: it says who does.
 var ErrNeedsRoot = errors.New("root registers them: at boot (canhazgpu-register.service), in the Prolog or the health check, or with 'canhazgpu admin --register'")
 
@@ -44,19 +48,37 @@ func Conn(c config.RedisConfig) store.Conn {
 		TLSCAFile: c.TLSCAFile, DialTimeout: c.DialTimeout, OpTimeout: c.OpTimeout}
 }
 
-// Open opens the provider and the store. Nothing is sent to Redis yet.
-func Open(ctx context.Context, cfg *config.Config) (*Node, error) {
-	st, err := store.Open(ctx, Conn(cfg.Redis), cfg.Node, store.Options{Policy: Policy(cfg)})
-	if err != nil {
-		return nil, err
-	}
-	prov, err := gpu.Open(gpu.Options{Provider: cfg.GPU.Provider, FakeFile: cfg.GPU.FakeFile})
-	if err != nil {
-		st.Close()
-		return nil, err
-	}
-	return &Node{Config: cfg, Store: st, GPUs: prov, MayRegister: os.Geteuid() == 0}, nil
+// OpenStore opens this node's store as the settings name it, holding
+// every client to the site's policy. Nothing is sent to Redis yet.
+func OpenStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
+	return store.Open(ctx, Conn(cfg.Redis), cfg.Node, store.Options{Policy: Policy(cfg)})
 }
+
+// Open opens the node's store; the GPU provider starts at the first scan.
+// Nothing is sent to Redis yet.
+func Open(ctx context.Context, cfg *config.Config) (*Node, error) {
+	st, err := OpenStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return New(cfg, st, nil), nil
+}
+
+// New is a node on a store opened elsewhere (OpenStore, or a test's) and
+// the given provider; nil gpus: the configured provider, started at the
+// first scan. The node may register when the program runs as root.
+func New(cfg *config.Config, st *store.Store, gpus gpu.Provider) *Node {
+	if gpus == nil {
+		gpus = &lazyProvider{open: func() (gpu.Provider, error) {
+			return gpu.Open(gpu.Options{Provider: cfg.GPU.Provider, FakeFile: cfg.GPU.FakeFile})
+		}}
+	}
+	return &Node{Config: cfg, Store: st, gpus: gpus, MayRegister: os.Geteuid() == 0}
+}
+
+// GPUs is the node's GPU provider. Scanning through it starts it (once);
+// Close closes it.
+func (n *Node) GPUs() gpu.Provider { return n.gpus }
 
 // Policy is the node's policy from the site's settings: what root's
 // programs register, and what the store then holds every client to.
@@ -73,18 +95,48 @@ func (n *Node) outdated(snap *allocator.Snapshot, devs []gpu.Device) bool {
 		(len(devs) > 0 && snap.Policy != Policy(n.Config).WithDefaults())
 }
 
-// Close releases the provider and the connection.
+// Close releases the provider (when a scan started it) and the connection.
 func (n *Node) Close() error {
-	return errors.Join(n.GPUs.Close(), n.Store.Close())
+	return errors.Join(n.gpus.Close(), n.Store.Close())
 }
 
-// Devices scans the GPUs now.
+// Devices scans the GPUs now, starting the provider on the first scan.
 func (n *Node) Devices(ctx context.Context) ([]gpu.Device, error) {
-	devs, err := n.GPUs.Devices(ctx)
+	devs, err := n.gpus.Devices(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("scan GPUs: %w", err)
 	}
 	return devs, nil
+}
+
+// lacksRegistration: a call failed because the store's registration of
+// this node lacks what it needed: the node is not registered at all, or a
+// GPU named is not among its registered ones.
+func lacksRegistration(err error) bool {
+	return errors.Is(err, allocator.ErrNotRegistered) || errors.Is(err, allocator.ErrUnknownGPU)
+}
+
+// registering runs op and, when stale says that the store's registration of
+// this node is what stood in op's way, registers the scan devs and runs op
+// once more. It is the one place where "register when needed, then retry
+// once" lives, for the CLI, the hooks and the health check alike. Only root
+// registers: for anyone else, a call that failed for want of registration
+// says who does, and a read is returned as the store has it.
+func registering[T any](ctx context.Context, n *Node, devs []gpu.Device, op func() (T, error), stale func(T, error) bool) (T, error) {
+	v, err := op()
+	switch {
+	case !stale(v, err):
+		return v, err
+	case !n.MayRegister && err != nil:
+		return v, fmt.Errorf("%w; %w", err, ErrNeedsRoot)
+	case !n.MayRegister, len(devs) == 0: // nothing detected is never registered
+		return v, err
+	}
+	if _, err := n.Store.Register(ctx, usage.Registration(devs), false); err != nil {
+		var zero T
+		return zero, err
+	}
+	return op()
 }
 
 // Look scans the GPUs and reads the node's store state, registering the
@@ -96,52 +148,30 @@ func (n *Node) Look(ctx context.Context) (*allocator.Snapshot, []gpu.Device, err
 	if err != nil {
 		return nil, nil, err
 	}
-	snap, err := n.Store.Snapshot(ctx)
+	snap, err := registering(ctx, n, devs, func() (*allocator.Snapshot, error) { return n.Store.Snapshot(ctx) },
+		func(snap *allocator.Snapshot, err error) bool { return err == nil && n.outdated(snap, devs) })
 	if err != nil {
 		return nil, nil, err
-	}
-	if n.MayRegister && n.outdated(snap, devs) {
-		if _, err := n.Store.Register(ctx, usage.Registration(devs), false); err != nil {
-			return nil, nil, err
-		}
-		if snap, err = n.Store.Snapshot(ctx); err != nil {
-			return nil, nil, err
-		}
 	}
 	return snap, devs, nil
 }
 
-// LookAll is Look for every node in the store: this node's GPUs are
-// scanned (and registered when the store lacks them), the others are read
-// as the store has them. Two round trips however many nodes there are,
-// plus two when this node must be registered.
-func (n *Node) LookAll(ctx context.Context) ([]*allocator.Snapshot, []gpu.Device, error) {
-	devs, err := n.Devices(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	snaps, err := n.Store.Snapshots(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	i := slices.IndexFunc(snaps, func(s *allocator.Snapshot) bool { return s.Node == n.Store.Node() })
-	if len(devs) == 0 || !n.MayRegister || (i >= 0 && !n.outdated(snaps[i], devs)) {
-		return snaps, devs, nil
-	}
-	if _, err := n.Store.Register(ctx, usage.Registration(devs), false); err != nil {
-		return nil, nil, err
-	}
-	local, err := n.Store.Snapshot(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	if i >= 0 {
-		snaps[i] = local
-		return snaps, devs, nil
-	}
-	snaps = append(snaps, local)
-	slices.SortFunc(snaps, func(a, b *allocator.Snapshot) int { return strings.Compare(a.Node, b.Node) })
-	return snaps, devs, nil
+// LookAll reads every node in the store, this one registered first when
+// the scan devs (nil where nothing could be scanned) says the store lacks
+// it as it is and the caller may register. Two round trips however many
+// nodes there are, plus four when this node is registered.
+func (n *Node) LookAll(ctx context.Context, devs []gpu.Device) ([]*allocator.Snapshot, error) {
+	return registering(ctx, n, devs, func() ([]*allocator.Snapshot, error) { return n.Store.Snapshots(ctx) },
+		func(snaps []*allocator.Snapshot, err error) bool {
+			if err != nil {
+				return false
+			}
+			local := &allocator.Snapshot{Node: n.Store.Node()}
+			if i := slices.IndexFunc(snaps, func(s *allocator.Snapshot) bool { return s.Node == local.Node }); i >= 0 {
+				local = snaps[i]
+			}
+			return n.outdated(local, devs)
+		})
 }
 
 // Classify is Look followed by usage.Classify with the configured
@@ -155,9 +185,10 @@ func (n *Node) Classify(ctx context.Context) (*allocator.Snapshot, []usage.GPU, 
 }
 
 // Allocate grants req with the GPUs in unreserved use by others excluded,
-// from the given scan (nil: scan now). A node the store does not know yet
-// is registered and the request tried again, with the same request id, so
-// the usual grant costs one round trip.
+// from the given scan (nil: scan now). When the store does not know the
+// node, or a GPU the request names, root's call registers the scan and
+// tries again with the same request id, so the usual grant costs one
+// round trip.
 func (n *Node) Allocate(ctx context.Context, req allocator.Request, devs []gpu.Device) (allocator.Grant, error) {
 	if devs == nil {
 		var err error
@@ -166,17 +197,8 @@ func (n *Node) Allocate(ctx context.Context, req allocator.Request, devs []gpu.D
 		}
 	}
 	req.Exclude = usage.BusyFor(devs, n.Config.GPU.MemoryThresholdMB, req.User)
-	g, err := n.Store.Allocate(ctx, req)
-	if errors.Is(err, allocator.ErrNotRegistered) && !n.MayRegister {
-		return g, fmt.Errorf("%w; %w", err, ErrNeedsRoot)
-	}
-	if errors.Is(err, allocator.ErrNotRegistered) && len(devs) > 0 {
-		if _, err := n.Store.Register(ctx, usage.Registration(devs), false); err != nil {
-			return allocator.Grant{}, err
-		}
-		g, err = n.Store.Allocate(ctx, req)
-	}
-	return g, err
+	return registering(ctx, n, devs, func() (allocator.Grant, error) { return n.Store.Allocate(ctx, req) },
+		func(_ allocator.Grant, err error) bool { return lacksRegistration(err) })
 }
 
 // Drift says, for a caller that may not register, how the scan differs

@@ -111,10 +111,12 @@ func TestLookAllRegistersThisNodeAmongOthers(t *testing.T) {
 	_, _, err := other.Look(ctx)
 	require.NoError(t, err)
 	n, _ := openNode(t, "lookall-b", twoGPUs)
+	n.MayRegister = true
 
-	snaps, devs, err := n.LookAll(ctx)
+	devs, err := n.Devices(ctx)
 	require.NoError(t, err)
-	require.Len(t, devs, 2)
+	snaps, err := n.LookAll(ctx, devs)
+	require.NoError(t, err)
 	var names []string
 	for _, s := range snaps {
 		names = append(names, s.Node)
@@ -147,4 +149,104 @@ func TestRootRegistersTheSitePolicyAndUpdatesIt(t *testing.T) {
 	snap, _, err = again.Look(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, 2*time.Hour, snap.Policy.MaxDuration)
+}
+
+// configFor loads the settings of a node on the test server with the
+// given GPU settings.
+func configFor(t *testing.T, node string, gpuEnv ...string) *config.Config {
+	t.Helper()
+	cfg, err := config.Load(config.Options{Env: append([]string{"CANHAZGPU_NODE=" + node, "CANHAZGPU_REDIS_URL=" + srv.SocketURL()}, gpuEnv...),
+		DefaultFile: filepath.Join(t.TempDir(), "none.toml"), MayOverride: true})
+	require.NoError(t, err)
+	return cfg
+}
+
+// TestOpenNeedsNoGPUs: opening the node starts no provider, so what only
+// the store answers works where GPUs cannot be scanned; the first scan
+// reports why it cannot.
+func TestOpenNeedsNoGPUs(t *testing.T) {
+	ctx := context.Background()
+	missing := filepath.Join(t.TempDir(), "no-such-gpus.json")
+	for name, env := range map[string][]string{
+		"nvml":             {"CANHAZGPU_GPU_PROVIDER=nvml"},
+		"unreadable scans": {"CANHAZGPU_GPU_PROVIDER=fake", "CANHAZGPU_GPU_FAKE_FILE=" + missing},
+	} {
+		t.Run(name, func(t *testing.T) {
+			n, err := Open(ctx, configFor(t, "nogpus-"+name[:4], env...))
+			require.NoError(t, err)
+			t.Cleanup(func() { require.NoError(t, n.Close()) })
+			snap, err := n.Store.Snapshot(ctx)
+			require.NoError(t, err)
+			require.Empty(t, snap.GPUs)
+			snaps, err := n.LookAll(ctx, nil)
+			require.NoError(t, err)
+			require.NotContains(t, nodeNames(snaps), n.Store.Node(), "nothing scanned, nothing registered")
+			if name != "nvml" { // NVML is there on GPU machines
+				_, err = n.Devices(ctx)
+				require.ErrorContains(t, err, missing)
+			}
+		})
+	}
+}
+
+func nodeNames(snaps []*allocator.Snapshot) []string {
+	var out []string
+	for _, s := range snaps {
+		out = append(out, s.Node)
+	}
+	return out
+}
+
+const oneGPU = `{"gpus": [{"index": 0, "uuid": "GPU-a"}]}`
+
+// TestRootRegistersAGPUTheStoreLacksAndRetries: a request naming a GPU
+// added since the node was registered is granted once root's call has
+// registered it; anyone else is told who registers, and nothing changes.
+func TestRootRegistersAGPUTheStoreLacksAndRetries(t *testing.T) {
+	ctx := context.Background()
+	n, file := openNode(t, "grow1", oneGPU)
+	n.MayRegister = true
+	_, _, err := n.Look(ctx)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(file, []byte(twoGPUs), 0o644))
+	// GPU-b's processes are bob's, so bob may reserve it.
+	req := allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindManual, User: "bob", GPUs: []string{"GPU-b"}, Lease: time.Hour}
+
+	n.MayRegister = false
+	_, err = n.Allocate(ctx, req, nil)
+	require.ErrorIs(t, err, allocator.ErrUnknownGPU)
+	require.ErrorIs(t, err, ErrNeedsRoot)
+	var input *allocator.InputError
+	require.ErrorAs(t, err, &input, "still a bad value of the request")
+	snap, err := n.Store.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Len(t, snap.GPUs, 1, "a user's scan is never registered")
+
+	n.MayRegister = true
+	g, err := n.Allocate(ctx, req, nil)
+	require.NoError(t, err)
+	require.Equal(t, []string{"GPU-b"}, g.GPUs)
+	snap, err = n.Store.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Len(t, snap.GPUs, 2)
+}
+
+func TestUnregisteredNodeNeedsRoot(t *testing.T) {
+	ctx := context.Background()
+	n, _ := openNode(t, "unreg1", twoGPUs)
+	n.MayRegister = false
+	req := allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindManual, User: "alice", Count: 1, Lease: time.Hour}
+	_, err := n.Allocate(ctx, req, nil)
+	require.ErrorIs(t, err, allocator.ErrNotRegistered)
+	require.ErrorIs(t, err, ErrNeedsRoot)
+
+	devs, err := n.Devices(ctx)
+	require.NoError(t, err)
+	snaps, err := n.LookAll(ctx, devs)
+	require.NoError(t, err)
+	require.NotContains(t, nodeNames(snaps), "unreg1")
+	snap, _, err := n.Look(ctx)
+	require.NoError(t, err)
+	require.Empty(t, snap.GPUs)
+	require.Empty(t, n.Drift(snap, devs), "not registered at all: Allocate says so")
 }

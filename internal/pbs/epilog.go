@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"canhazgpu/allocator"
-	"canhazgpu/allocator/store"
 	"canhazgpu/internal/jobstate"
 	"canhazgpu/internal/localnode"
 )
@@ -53,7 +52,7 @@ func RunEpilog(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	ctx, cancel := withDeadline(ctx)
 	defer cancel()
 	// The epilog needs no GPU scan: the store alone says what the job holds.
-	st, err := store.Open(ctx, localnode.Conn(cfg.Redis), cfg.Node, store.Options{Policy: localnode.Policy(cfg)})
+	st, err := localnode.OpenStore(ctx, cfg)
 	if err != nil {
 		return fail(err)
 	}

@@ -32,11 +32,8 @@ import (
 type Hook struct {
 	Config *config.Config
 	Env    Env
-	// OpenNode opens the store and the GPU provider for the Prolog; nil:
-	// localnode.Open.
-	OpenNode func(ctx context.Context, cfg *config.Config) (*localnode.Node, error)
-	// OpenStore opens only the store, for the Epilog (it needs no GPU
-	// scan); nil: the store the [redis] settings name.
+	// OpenStore opens the store; nil: localnode.OpenStore. The Prolog
+	// scans the GPUs through the configured provider, the Epilog never.
 	OpenStore func(ctx context.Context, cfg *config.Config) (*store.Store, error)
 	// BootIDPath is read for the node's boot id; "": the kernel's.
 	BootIDPath string
@@ -51,23 +48,21 @@ func (h *Hook) now() time.Time {
 	return time.Now()
 }
 
-func (h *Hook) openNode(ctx context.Context) (*localnode.Node, error) {
-	if h.OpenNode != nil {
-		return h.OpenNode(ctx, h.Config)
-	}
-	return localnode.Open(ctx, h.Config)
-}
-
 func (h *Hook) openStore(ctx context.Context) (*store.Store, error) {
 	if h.OpenStore != nil {
 		return h.OpenStore(ctx, h.Config)
 	}
-	return OpenStore(ctx, h.Config)
+	return localnode.OpenStore(ctx, h.Config)
 }
 
-// OpenStore opens the node's store as configured, without the GPU provider.
-func OpenStore(ctx context.Context, cfg *config.Config) (*store.Store, error) {
-	return store.Open(ctx, localnode.Conn(cfg.Redis), cfg.Node, store.Options{Policy: localnode.Policy(cfg)})
+// openNode is the Prolog's node: the store and, at its first scan, the
+// configured GPU provider. Run as root (by slurmd), it registers.
+func (h *Hook) openNode(ctx context.Context) (*localnode.Node, error) {
+	st, err := h.openStore(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return localnode.New(h.Config, st, nil), nil
 }
 
 // unreachable reports whether err means the store did not answer in time,

@@ -15,7 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/allocator"
-	"canhazgpu/allocator/gpu"
 	"canhazgpu/allocator/store"
 	"canhazgpu/internal/config"
 	"canhazgpu/internal/localnode"
@@ -140,19 +139,6 @@ func (f *fixture) openStore(_ context.Context, cfg *config.Config) (*store.Store
 	return store.New(rdb, cfg.Redis.URL, cfg.Node, store.Options{})
 }
 
-func (f *fixture) openNode(ctx context.Context, cfg *config.Config) (*localnode.Node, error) {
-	st, err := f.openStore(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
-	prov, err := gpu.Open(gpu.Options{Provider: cfg.GPU.Provider, FakeFile: cfg.GPU.FakeFile})
-	if err != nil {
-		return nil, err
-	}
-	// The Prolog runs as root, which registers the node's GPUs.
-	return &localnode.Node{Config: cfg, Store: st, GPUs: prov, MayRegister: true}, nil
-}
-
 var testNow = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 
 // hook is a program run with a Slurm-like environment.
@@ -161,7 +147,7 @@ func (f *fixture) hook(env ...string) *Hook {
 	if _, err := os.Stat(bootFile); err != nil {
 		require.NoError(f.t, os.WriteFile(bootFile, []byte("boot-1\n"), 0o644))
 	}
-	return &Hook{Config: f.cfg, Env: ParseEnv(env), OpenNode: f.openNode, OpenStore: f.openStore,
+	return &Hook{Config: f.cfg, Env: ParseEnv(env), OpenStore: f.openStore,
 		BootIDPath: bootFile, Now: func() time.Time { return testNow }}
 }
 

@@ -9,7 +9,6 @@ import (
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
-	"canhazgpu/allocator/usage"
 	"canhazgpu/internal/jobstate"
 	"canhazgpu/internal/localnode"
 )
@@ -112,7 +111,7 @@ func (p *prologRun) reserve(ctx context.Context) (string, error) {
 	} else {
 		req.GPUs = chosen
 	}
-	grant, err := p.allocate(ctx, req)
+	grant, err := p.node.Allocate(ctx, req, p.devs)
 	var short *allocator.ShortageError
 	switch {
 	case err == nil:
@@ -124,21 +123,6 @@ func (p *prologRun) reserve(ctx context.Context) (string, error) {
 	default:
 		return "", fmt.Errorf("%s%w", p.prefix, err)
 	}
-}
-
-// allocate grants req with GPUs in unreserved use excluded. A GPU the store
-// does not know (the node's GPUs changed since they were registered) is
-// registered and the grant tried once more under the same request id.
-func (p *prologRun) allocate(ctx context.Context, req allocator.Request) (allocator.Grant, error) {
-	g, err := p.node.Allocate(ctx, req, p.devs)
-	var in *allocator.InputError
-	if errors.As(err, &in) && in.Field == "gpu id" {
-		if _, rerr := p.node.Store.Register(ctx, usage.Registration(p.devs), false); rerr != nil {
-			return g, rerr
-		}
-		g, err = p.node.Allocate(ctx, req, p.devs)
-	}
-	return g, err
 }
 
 // granted writes the job file for a grant and says what happened.
@@ -240,7 +224,7 @@ func (p *prologRun) conflict(ctx context.Context, short *allocator.ShortageError
 	var grant allocator.Grant
 	if req.Count > 0 || len(req.GPUs) > 0 {
 		var err error
-		grant, err = p.allocate(ctx, req)
+		grant, err = p.node.Allocate(ctx, req, p.devs)
 		switch {
 		case unreachable(err):
 			return p.storeDown(err)

@@ -5,7 +5,7 @@
 -- KEYS[6] req  this request's stored reply: req:ID, or breq:ID when the
 --              release may end batch reservations
 -- Read, not declared (see lib.lua): bres (written when a batch reservation
--- ends), policy.
+-- ends), policy, gpus.
 -- --
 -- ARGV[1] user ("" = anyone's: admins and scheduler hooks)
 -- ARGV[2] kinds (comma-joined, "" = any)  ARGV[3] ids ("" = all matching)
@@ -15,7 +15,10 @@
 -- ARGV[7] reply ttl ms
 --
 -- Returns JSON: {released="u1,u2", refused="<JSON list of reservations>",
--- dequeued="<JSON list of queue entries with their id>"}, or a NOPERM
+-- dequeued="<JSON list of queue entries with their id>",
+-- indices={u1=0, ...}: the registered index of each released or refused
+-- GPU, so that callers name GPUs as users know them without reading the
+-- registration or scanning the GPUs}, or a NOPERM
 -- error, before any write, when a matching reservation is a batch one and
 -- the caller may not write batch reservations.
 -- Named GPUs held by another user are refused, never released, whatever
@@ -81,6 +84,15 @@ if dequeue then
   end
 end
 local reply = {released = table.concat(ending, ',')}
+local shown = {}
+for _, uuid in ipairs(ending) do shown[#shown + 1] = uuid end
+for _, r in ipairs(refused) do shown[#shown + 1] = r.gpu end
+if #shown > 0 then
+  reply.indices = {}
+  for i, v in ipairs(hmget(node_key(k.res, 'gpus'), shown)) do
+    if v then reply.indices[shown[i]] = gpu_index(v) end
+  end
+end
 if #refused > 0 then reply.refused = cjson.encode(refused) end
 if #dequeued > 0 then reply.dequeued = cjson.encode(dequeued) end
 reply = cjson.encode(reply)
