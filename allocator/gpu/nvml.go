@@ -59,7 +59,13 @@ type nvmlProvider struct {
 var _ Provider = (*nvmlProvider)(nil)
 
 func openNVML(procRoot string) (Provider, error) {
-	return newNVMLProvider(nvml.New(), procRoot)
+	p, err := newNVMLProvider(nvml.New(), procRoot)
+	if err != nil {
+		// Not p itself: a nil *nvmlProvider in a Provider is no nil
+		// Provider, and closing it would crash.
+		return nil, err
+	}
+	return p, nil
 }
 
 // newNVMLProvider initialises lib; Close shuts it down again.

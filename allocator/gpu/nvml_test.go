@@ -553,3 +553,15 @@ func TestNVMLOnRealGPU(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, again, len(devs))
 }
+
+// Where NVML cannot start (no driver, as on machines without GPUs), Open
+// fails with no provider at all, not a provider wrapping nothing.
+func TestOpenWithoutNVMLGivesNoProvider(t *testing.T) {
+	p, err := Open(Options{Provider: "nvml"})
+	if err == nil {
+		require.NoError(t, p.Close(), "NVML is here: the provider works")
+		return
+	}
+	require.Nil(t, p)
+	require.Contains(t, err.Error(), "NVML unavailable")
+}
