@@ -26,6 +26,7 @@ import (
 	"canhazgpu/allocator/store"
 	"canhazgpu/internal/config"
 	"canhazgpu/internal/localnode"
+	"canhazgpu/internal/syslogline"
 )
 
 // Hook runs one Slurm program with everything it touches injected.
@@ -39,6 +40,9 @@ type Hook struct {
 	BootIDPath string
 	// Now stamps the state files; nil: time.Now.
 	Now func() time.Time
+	// SyslogPath is the syslog socket the Prolog's and Epilog's line also
+	// goes to; "": the system's (/dev/log), skipped where there is none.
+	SyslogPath string
 }
 
 func (h *Hook) now() time.Time {
@@ -97,9 +101,8 @@ func PrologMain(ctx context.Context, environ []string, stdout io.Writer) int {
 	case ContextProlog:
 		return runLogged(stdout, "canhazgpu-prolog", environ, func(h *Hook) (string, error) { return h.Prolog(ctx) })
 	default:
-		printLine(stdout, "canhazgpu-prolog", fmt.Sprintf("SLURM_SCRIPT_CONTEXT=%q: want %s (as Prolog=) or %s (as TaskProlog=); the Epilog is canhazgpu-epilog",
+		return (&Hook{}).report(stdout, "canhazgpu-prolog", "", fmt.Errorf("SLURM_SCRIPT_CONTEXT=%q: want %s (as Prolog=) or %s (as TaskProlog=); the Epilog is canhazgpu-epilog",
 			c, ContextProlog, ContextTaskProlog))
-		return 1
 	}
 }
 
@@ -107,27 +110,38 @@ func PrologMain(ctx context.Context, environ []string, stdout io.Writer) int {
 func EpilogMain(ctx context.Context, environ []string, stdout io.Writer) int {
 	env := ParseEnv(environ)
 	if c := env["SLURM_SCRIPT_CONTEXT"]; c != ContextEpilog {
-		printLine(stdout, "canhazgpu-epilog", fmt.Sprintf("SLURM_SCRIPT_CONTEXT=%q: want %s (as Epilog=); the Prolog and TaskProlog are canhazgpu-prolog",
+		return (&Hook{}).report(stdout, "canhazgpu-epilog", "", fmt.Errorf("SLURM_SCRIPT_CONTEXT=%q: want %s (as Epilog=); the Prolog and TaskProlog are canhazgpu-prolog",
 			c, ContextEpilog))
-		return 1
 	}
 	return runLogged(stdout, "canhazgpu-epilog", environ, func(h *Hook) (string, error) { return h.Epilog(ctx) })
 }
 
-// runLogged loads the settings, runs one program and prints its one line.
+// runLogged loads the settings, runs one program and reports its one line.
 func runLogged(stdout io.Writer, program string, environ []string, run func(*Hook) (string, error)) int {
 	cfg, err := LoadConfig(environ)
+	h := &Hook{Config: cfg, Env: ParseEnv(environ)}
 	if err != nil {
-		printLine(stdout, program, err.Error())
-		return 1
+		return h.report(stdout, program, "", err)
 	}
-	line, err := run(&Hook{Config: cfg, Env: ParseEnv(environ)})
+	line, err := run(h)
+	return h.report(stdout, program, line, err)
+}
+
+// report prints the program's one line for slurmd and sends the same line
+// to syslog: slurmd logs a Prolog's output only at debug levels when it
+// succeeds, so without syslog the GPUs a job got (or had moved) show
+// nowhere. It returns the exit status: 1 on err.
+func (h *Hook) report(stdout io.Writer, program, line string, err error) int {
+	sys := syslogline.Open(h.SyslogPath, program)
+	defer sys.Close()
 	if err != nil {
 		printLine(stdout, program, err.Error())
+		sys.Warning(err.Error())
 		return 1
 	}
 	if line != "" {
 		printLine(stdout, program, line)
+		sys.Info(line)
 	}
 	return 0
 }
