@@ -36,7 +36,10 @@ type Deps struct {
 	StateDirs []string
 	// NHC: NHC does the marking, so no scontrol calls of our own.
 	NHC bool
-	Now func() time.Time // default time.Now
+	// SyslogPath is the syslog socket the check's findings and changes
+	// also go to; "": the system's (/dev/log), skipped where there is none.
+	SyslogPath string
+	Now        func() time.Time // default time.Now
 }
 
 type check struct {
@@ -64,6 +67,7 @@ func Run(ctx context.Context, deps *Deps) *Report {
 	if err := c.run(ctx, rep); err != nil {
 		rep.Status, rep.Error = StatusError, err.Error()
 	}
+	c.logReport(rep)
 	rep.Duration = d.Now().Sub(rep.Started).Seconds()
 	return rep
 }

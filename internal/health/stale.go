@@ -60,6 +60,9 @@ func (p jobPlaces) hasJobFile(job string) bool {
 	return err == nil
 }
 
+// whyEarlierBoot is why a grant from another boot is stale.
+const whyEarlierBoot = "granted before this boot"
+
 // staleJob is one grant of a Slurm job to release: its GPUs share the
 // grant's token, which fences the release against a new grant of a reused
 // job id made after the snapshot.
@@ -93,7 +96,7 @@ func findStale(snap *allocator.Snapshot, devs []gpu.Device, places jobPlaces, so
 		why, ask := "", false
 		switch {
 		case r.BootID != "" && bootID != "" && r.BootID != bootID:
-			why = "granted before this boot"
+			why = whyEarlierBoot
 		case sockets == nil, sockets[r.JobID], procs[r.JobID], snap.Now.Sub(r.StartedAt) < startGrace:
 			continue
 		case places.hasJobFile(r.JobID):
@@ -181,10 +184,31 @@ func (c *check) releaseStale(ctx context.Context, snap *allocator.Snapshot, devs
 		if len(rel.GPUs) == 0 {
 			continue // granted again since the snapshot
 		}
-		out = append(out, Settled{What: "stale_job", Kind: allocator.KindSlurm, JobID: s.JobID, GPUs: rel.GPUs,
-			Message: fmt.Sprintf("released %s of slurm job %s: %s", gpuList(snap, rel.GPUs), s.JobID, s.Why)})
+		msg := fmt.Sprintf("released %s of slurm job %s: %s", gpuList(snap, rel.GPUs), s.JobID, s.Why)
+		if err := c.removeJobFile(places, s); err != nil {
+			msg += "; job file left: " + err.Error()
+		}
+		out = append(out, Settled{What: "stale_job", Kind: allocator.KindSlurm, JobID: s.JobID, GPUs: rel.GPUs, Message: msg})
 	}
 	return out, nil
+}
+
+// removeJobFile deletes the file of a job whose GPUs were just released,
+// as its Epilog would have: a released job's file would otherwise stay in
+// the state dir until reboot, telling admins and the next checks of a job
+// that is gone. Only a file the Prolog wrote goes; one planted by someone
+// else is reported by the restore step, not silently removed. A grant
+// from an earlier boot says nothing about a file written in this boot:
+// that is a new job with the same id, and keeps it.
+func (c *check) removeJobFile(places jobPlaces, s staleJob) error {
+	f, err := jobstate.ReadJob(places.stateDir, allocator.KindSlurm, s.JobID)
+	if err != nil {
+		return nil // none, or not the Prolog's
+	}
+	if s.Why == whyEarlierBoot && (f.BootID == "" || f.BootID == c.deps.BootID) {
+		return nil // maybe this boot's
+	}
+	return jobstate.RemoveJob(places.stateDir, allocator.KindSlurm, s.JobID)
 }
 
 // askSlurm reads a job's state from Slurm (see Scontrol.JobEnded). ok is
