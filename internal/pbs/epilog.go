@@ -20,6 +20,15 @@ import (
 // releases every reservation of the job on this node. Nothing to release
 // is success, so the epilogue and the end step may both run it.
 func RunEpilog(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return Modes{}.Epilog(ctx, args, stdout, stderr)
+}
+
+// Epilog is RunEpilog with the log lines also sent to m's syslog.
+func (m Modes) Epilog(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return m.logged("canhazgpu-epilog", stderr, func(stderr io.Writer) int { return runEpilog(ctx, args, stdout, stderr) })
+}
+
+func runEpilog(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	a, err := parseEpilog(args)
 	if errors.Is(err, pflag.ErrHelp) {
 		printUsage(a.fs, stdout)

@@ -45,9 +45,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"canhazgpu/internal/config"
+	"canhazgpu/internal/syslogline"
 )
 
 // Exit statuses of the PBS modes.
@@ -74,6 +76,51 @@ func loadConfig(cf *config.Flags, env []string) (*config.Config, error) {
 // withDeadline bounds ctx by the run's deadline.
 func withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, deadline)
+}
+
+// Modes runs the PBS modes; the zero Modes is what the programs run.
+type Modes struct {
+	// SyslogPath is the syslog socket every log line also goes to; "":
+	// the system's (/dev/log), skipped where there is none.
+	SyslogPath string
+}
+
+// logged runs one mode and sends the lines it logged to syslog as well:
+// the PBS hook and the Torque wrappers keep them only in the MoM's log or
+// the job's error file. They go at warning when the mode failed or the
+// line warns, at info otherwise.
+func (m Modes) logged(program string, stderr io.Writer, run func(stderr io.Writer) int) int {
+	c := &lineCopy{w: stderr}
+	code := run(c)
+	if len(c.lines) == 0 {
+		return code
+	}
+	sys := syslogline.Open(m.SyslogPath, program)
+	defer sys.Close()
+	for _, line := range c.lines {
+		line = strings.TrimPrefix(strings.TrimPrefix(line, program+": "), "canhazgpu: ")
+		if code != ExitOK || strings.HasPrefix(line, "warning: ") || strings.HasPrefix(line, "error: ") {
+			sys.Warning(line)
+		} else {
+			sys.Info(line)
+		}
+	}
+	return code
+}
+
+// lineCopy passes writes through and keeps their lines.
+type lineCopy struct {
+	w     io.Writer
+	lines []string
+}
+
+func (c *lineCopy) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		if line != "" {
+			c.lines = append(c.lines, line)
+		}
+	}
+	return c.w.Write(p)
 }
 
 // logf writes one line to the program's log stream (the hook logs it, the

@@ -24,6 +24,15 @@ import (
 // RunProlog is canhazgpu-prolog --pbs; args are the flags after --pbs. It
 // returns the exit status (see the package comment).
 func RunProlog(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return Modes{}.Prolog(ctx, args, stdout, stderr)
+}
+
+// Prolog is RunProlog with the log lines also sent to m's syslog.
+func (m Modes) Prolog(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return m.logged("canhazgpu-prolog", stderr, func(stderr io.Writer) int { return runProlog(ctx, args, stdout, stderr) })
+}
+
+func runProlog(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	a, err := parseProlog(args)
 	if errors.Is(err, pflag.ErrHelp) {
 		printUsage(a.fs, stdout)
