@@ -24,6 +24,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"canhazgpu/allocator"
+	"canhazgpu/internal/jobstate"
 	"canhazgpu/internal/redistest"
 )
 
@@ -582,9 +584,15 @@ func TestInstall(t *testing.T) {
 		}
 	})
 
+	// A job whose Epilog never ran leaves its file: remove keeps it (the
+	// package may come back and release the job), purge removes it.
+	require.NoError(t, jobstate.WriteJob("/run/canhazgpu", allocator.KindSlurm, "41", jobstate.JobFile{User: "alice"}))
+
 	// dpkg -r keeps the edited config file (policy: conffiles stay until
 	// purge) and nothing else.
 	dpkg("-r", "canhazgpu")
+	_, err := jobstate.ReadJob("/run/canhazgpu", allocator.KindSlurm, "41")
+	require.NoError(t, err, "remove keeps the job files")
 	require.Equal(t, "deinstall ok config-files", status())
 	require.Equal(t, []string{"/etc/canhazgpu", "/etc/canhazgpu/config.toml"}, left())
 	edited, err := os.ReadFile("/etc/canhazgpu/config.toml")
@@ -595,6 +603,8 @@ func TestInstall(t *testing.T) {
 	require.Empty(t, left())
 	_, err = os.Stat("/etc/canhazgpu")
 	require.ErrorIs(t, err, fs.ErrNotExist, "purge removes the secrets directory too")
+	_, err = os.Stat("/run/canhazgpu")
+	require.ErrorIs(t, err, fs.ErrNotExist, "purge removes the job files")
 	out, err := exec.Command("dpkg-statoverride", "--list", "/usr/bin/canhazgpu").CombinedOutput()
 	require.Error(t, err, "no mode override is left: %s", out)
 	// dpkg forgets the package, or remembers it as not installed.

@@ -17,4 +17,14 @@ remove | purge)
 	fi
 	;;
 esac
+
+# Purged (dpkg) or erased (rpm, which has no purge): the job files and
+# pending markers of the hooks under the default state_dir would only
+# outlive every program that reads or settles them. A state_dir
+# configured elsewhere is the admin's.
+case "$1" in
+purge | 0)
+	rm -rf /run/canhazgpu
+	;;
+esac
 exit 0
