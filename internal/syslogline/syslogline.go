@@ -62,14 +62,19 @@ func (s *Sender) send(msg string, write func(*syslog.Writer, string) error) {
 		return
 	}
 	line := termsafe.Escape(strings.Join(strings.Fields(msg), " "))
+	w := s.w
 	done := make(chan struct{})
 	go func() {
-		_ = write(s.w, line) // best effort: see the package comment
+		_ = write(w, line) // best effort: see the package comment
 		close(done)
 	}()
 	select {
 	case <-done:
 	case <-time.After(sendTimeout):
+		// The write holds the Writer's lock until syslog drains: drop
+		// the rest, and leave the socket to the process's exit rather
+		// than wait on it in Close.
+		s.w = nil
 	}
 }
 

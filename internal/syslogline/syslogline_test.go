@@ -1,9 +1,11 @@
 package syslogline_test
 
 import (
+	"net"
 	"path/filepath"
 	"regexp"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -36,4 +38,22 @@ func TestNoSocketDropsLines(t *testing.T) {
 	var zero *syslogline.Sender
 	zero.Info("dropped")
 	zero.Close()
+}
+
+// A syslog that stops reading (a stalled journald) fills the socket's
+// queue; a Sender then gives up on it rather than hold up a Prolog: the
+// line that blocks costs at most sendTimeout, the ones after it nothing,
+// and Close does not wait for the blocked write.
+func TestStalledSyslogDoesNotBlock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	require.NoError(t, err)
+	defer conn.Close() // never read
+	s := syslogline.Open(path, "canhazgpu-prolog")
+	start := time.Now()
+	for range 5000 { // far above the queue of a unix datagram socket (net.unix.max_dgram_qlen)
+		s.Info("job 7: reserved GPU 0")
+	}
+	s.Close()
+	require.Less(t, time.Since(start), 10*time.Second)
 }
