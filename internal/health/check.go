@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"canhazgpu/allocator"
@@ -42,6 +43,15 @@ type Deps struct {
 type check struct {
 	deps *Deps
 	cfg  *config.Config
+	// slurmd's spool dir and the step sockets in it, read once per run
+	spool       string
+	sockets     map[string]bool
+	socketsErr  error
+	socketsRead bool
+	// blind: what the run could not see (slurmd's spool dir, a job's
+	// state in Slurm). The check still finds violations and acts, but its
+	// status is "error": stale jobs may keep GPUs nobody uses.
+	blind []string
 }
 
 // Run checks the node once within [health] timeout. Problems reaching the
@@ -100,6 +110,9 @@ func (c *check) run(ctx context.Context, rep *Report) error {
 		rep.Status = StatusViolations
 	}
 	rep.Actions = append(rep.Actions, c.act(ctx, snap.Flags, rep.Violations)...)
+	if len(c.blind) > 0 {
+		return errors.New("cannot judge slurm jobs: " + strings.Join(c.blind, "; "))
+	}
 	return nil
 }
 
