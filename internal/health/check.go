@@ -68,7 +68,7 @@ func Run(ctx context.Context, deps *Deps) *Report {
 	}
 	c := &check{deps: &d, cfg: d.Config}
 	rep := &Report{Node: c.cfg.Node, Started: d.Now(), GPUs: []GPUState{}, Violations: []Violation{},
-		Settled: []Settled{}, Actions: []Action{}}
+		Settled: []Settled{}, Warned: []WarnedUse{}, Actions: []Action{}}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Health.Timeout)
 	defer cancel()
 	if err := c.run(ctx, rep); err != nil {
@@ -103,7 +103,9 @@ func (c *check) run(ctx context.Context, rep *Report) error {
 		}
 	}
 	gpus := usage.Classify(snap, devs, c.cfg.GPU.MemoryThresholdMB)
-	rep.Violations = append(rep.Violations, Find(gpus, c.cfg.Health.ExemptUsers)...)
+	warned, allowed := c.warnedUses(snap)
+	rep.Warned = append(rep.Warned, warned...)
+	rep.Violations = append(rep.Violations, Find(gpus, c.cfg.Health.ExemptUsers, allowed)...)
 	rep.GPUs = gpuStates(gpus, rep.Violations)
 	rep.Status = StatusHealthy
 	if len(rep.Violations) > 0 {

@@ -318,14 +318,15 @@ func TestRunWithoutSpoolDirJudgesByBootOnly(t *testing.T) {
 // SlurmdSpoolDir, once per run, with %n expanded to the node's name.
 func TestRunAsksSlurmForSpoolDir(t *testing.T) {
 	n := newTestNode(t, map[string]string{"health.slurmd_spool_dir": ""})
+	// Reserved first: older than [slurm] deadline by the time the check runs.
+	n.reserve(allocator.KindSlurm, "alice", 1002, "18", "boot-now", 1)
+	n.reserve(allocator.KindSlurm, "alice", 1002, "21", "boot-now", 2)
 	require.NoError(t, os.Mkdir(filepath.Join(n.spool, "n1"), 0o755))
 	n.sc.touch("config", "Configuration data as of 2026-11-30T17:00:00\nSlurmctldPort           = 6817\n"+
 		"SlurmdSpoolDir          = "+n.spool+"/%n\nSlurmdTimeout           = 300 sec\n")
 	l, err := net.Listen("unix", filepath.Join(n.spool, "n1", "n1_18.0"))
 	require.NoError(t, err)
 	t.Cleanup(func() { l.Close() })
-	n.reserve(allocator.KindSlurm, "alice", 1002, "18", "boot-now", 1)
-	n.reserve(allocator.KindSlurm, "alice", 1002, "21", "boot-now", 2)
 	deps := n.deps()
 	deps.SlurmNode = "n1"
 	r := Run(context.Background(), deps)
