@@ -66,7 +66,9 @@ func newHCSite(t *testing.T, interval int) *hcSite {
 	h := &hcSite{t: t, dir: dir, cfg: filepath.Join(dir, "config.toml"), fake: filepath.Join(dir, "gpus.json"),
 		state: filepath.Join(dir, "state"), confFile: filepath.Join(dir, "slurm-conf-path"), hcLog: filepath.Join(dir, "hc.log")}
 	h.gpus(nil)
-	opts := slurmtest.Options{Node: hcNode, GPUs: 4, CPUs: 4}
+	// Where Debian's slurmd package spools: the check finds it by asking
+	// Slurm, as [health] slurmd_spool_dir is left to its default.
+	opts := slurmtest.Options{Node: hcNode, GPUs: 4, CPUs: 4, SpoolDir: "var/lib/slurm/slurmd"}
 	if interval > 0 {
 		wrapper := filepath.Join(dir, "healthcheck.sh")
 		script := fmt.Sprintf("#!/bin/sh\n[ -r %[1]s ] && export SLURM_CONF=\"$(cat %[1]s)\"\n"+
@@ -94,8 +96,8 @@ func (h *hcSite) configure() {
 	require.NoError(h.t, err)
 	text := fmt.Sprintf("node = %q\n\n[redis]\nurl = %q\n\n[gpu]\nprovider = \"fake\"\nfake_file = %q\n\n"+
 		"[slurm]\nstate_dir = %q\ndeadline = \"1s\"\n\n"+
-		"[health]\naction = \"drain\"\nscontrol = %q\nscontrol_timeout = \"2s\"\nslurmd_spool_dir = %q\ntimeout = \"10s\"\n",
-		hcNode, srv.URL(), h.fake, h.state, scontrol, h.c.Spool)
+		"[health]\naction = \"drain\"\nscontrol = %q\nscontrol_timeout = \"2s\"\ntimeout = \"10s\"\n",
+		hcNode, srv.URL(), h.fake, h.state, scontrol)
 	tmp := h.cfg + ".tmp"
 	require.NoError(h.t, os.WriteFile(tmp, []byte(text), 0o644))
 	require.NoError(h.t, os.Rename(tmp, h.cfg))
@@ -249,7 +251,8 @@ func TestHealthCheckProgram(t *testing.T) {
 }
 
 // TestHealthCheckSettlesAndOutlivesSlurm runs the check by hand on a live
-// node: Slurm reservations of gone jobs are released, running jobs and
+// node whose slurmd spools where Debian's package does (found by asking
+// Slurm): Slurm reservations of gone jobs are released, running jobs and
 // interactive reservations kept; with slurmctld stopped it still finishes
 // within its timeout and leaves nothing running.
 func TestHealthCheckSettlesAndOutlivesSlurm(t *testing.T) {
@@ -289,6 +292,16 @@ func TestHealthCheckSettlesAndOutlivesSlurm(t *testing.T) {
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, "settled: released GPU 1 of slurm job 999999: the job no longer runs on this node\n")
 	require.Contains(t, out, "settled: released GPU 2 of slurm job "+finished+": the job is COMPLETED in Slurm\n")
+	require.Equal(t, map[int]string{0: "slurm " + hcJobUser + " " + running, 3: "manual alice "}, h.holders())
+
+	// A spool dir that is not slurmd's: the check cannot see the job's
+	// steps and says so, never "healthy"; the running job keeps its GPU.
+	code, out, _ = runHealthCheck(t, []string{"SLURMD_NODENAME=" + hcNode, "CANHAZGPU_CONFIG=" + h.cfg,
+		"SLURM_CONF=" + h.c.Conf, "CANHAZGPU_HEALTH_SLURMD_SPOOL_DIR=/nonexistent/slurmd"})
+	require.Equal(t, 2, code, out)
+	require.Contains(t, out, "Error: could not check node "+hcNode+": cannot judge slurm jobs: the slurmd spool directory "+
+		"/nonexistent/slurmd does not exist: set [health] slurmd_spool_dir to the SlurmdSpoolDir of slurm.conf\n")
+	require.NotContains(t, out, "healthy")
 	require.Equal(t, map[int]string{0: "slurm " + hcJobUser + " " + running, 3: "manual alice "}, h.holders())
 
 	_, err = h.c.Run("scancel", running)

@@ -182,6 +182,46 @@ func TestSlurm(t *testing.T) {
 		s.requireClean()
 	})
 
+	// on_conflict = "warn": the job runs on the GPU alice holds, the
+	// health check (action drain, as healthcheck.md suggests) reports the
+	// shared GPU from the job file and leaves the node in service.
+	t.Run("interactive reservation with on_conflict warn", func(t *testing.T) {
+		s := s.on(t)
+		s.configure(`on_conflict = "warn"`)
+		defer s.configure()
+		s.reserveInteractive("alice", slurmUUID(0))
+		defer s.releaseInteractive("alice")
+
+		id := s.submit("--gres=gpu:2", "--wrap", s.jobScript())
+		s.seen(id, "BATCH", "STEP0")
+		require.Equal(t, "0", s.waitEvent("prolog", id).RC)
+		f, err := jobstate.ReadJob(s.state, allocator.KindSlurm, id)
+		require.NoError(t, err)
+		require.Len(t, f.Conflicts, 1)
+		require.Equal(t, slurmUUID(0), f.Conflicts[0].GPU)
+		s.writeFakeGPUs(map[string]string{slurmUUID(0): id, slurmUUID(1): id})
+		defer s.writeFakeGPUs(nil)
+
+		scontrol, err := exec.LookPath("scontrol")
+		require.NoError(t, err)
+		code, out, _ := runHealthCheck(t, []string{"SLURMD_NODENAME=" + siteNode, "SLURM_CONF=" + s.c.Conf,
+			"CANHAZGPU_CONFIG=" + s.cfg, "CANHAZGPU_HEALTH_ACTION=drain", "CANHAZGPU_HEALTH_SCONTROL=" + scontrol})
+		require.Equal(t, 0, code, out)
+		require.Contains(t, out, fmt.Sprintf("warned: slurm job %s of %s uses GPU %d without a reservation (on_conflict=warn): reserved by alice (manual",
+			id, s.user, nvmlOf(0)))
+		require.Contains(t, out, "healthy: ")
+		require.NotContains(t, out, "problem:")
+		st, reason, err := s.c.NodeState()
+		require.NoError(t, err)
+		require.NotContains(t, st, "drain")
+		require.Equal(t, "none", reason)
+
+		s.letGo(id, 0)
+		s.finish(id, "COMPLETED")
+		require.Equal(t, "0", s.waitEvent("epilog", id).RC)
+		require.Empty(t, s.jobGPUs(id), "the Epilog released the GPU the job held")
+	})
+
 	t.Run("placement canhazgpu flows around an interactive reservation", func(t *testing.T) {
 		s := s.on(t)
 		s.configure(`placement = "canhazgpu"`)

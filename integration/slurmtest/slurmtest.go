@@ -69,6 +69,11 @@ type Options struct {
 	// Extra slurm.conf lines; one replaces a setting of the same key.
 	Extra []string
 
+	// SpoolDir is SlurmdSpoolDir below the cluster's directory, as
+	// slurm.conf gives it (slurmd expands %n to the node's name), e.g.
+	// "var/lib/slurm/slurmd" where Debian's package puts it; default "spool".
+	SpoolDir string
+
 	Base         string        // parent of the cluster's directory; default os.TempDir()
 	StartTimeout time.Duration // default 60 s
 }
@@ -160,12 +165,15 @@ func Start(opts Options) (*Cluster, error) {
 	if opts.StartTimeout == 0 {
 		opts.StartTimeout = 60 * time.Second
 	}
+	if opts.SpoolDir == "" {
+		opts.SpoolDir = "spool"
+	}
 	dir, err := os.MkdirTemp(opts.Base, "canhazgpu-slurm-")
 	if err != nil {
 		return nil, fmt.Errorf("slurmtest: %w", err)
 	}
 	c := &Cluster{Dir: dir, Conf: filepath.Join(dir, "etc", "slurm.conf"), Node: opts.Node,
-		Spool: filepath.Join(dir, "spool"), LogDir: filepath.Join(dir, "log"), OutDir: filepath.Join(dir, "out"), bins: bins}
+		Spool: filepath.Join(dir, strings.ReplaceAll(opts.SpoolDir, "%n", opts.Node)), LogDir: filepath.Join(dir, "log"), OutDir: filepath.Join(dir, "out"), bins: bins}
 	if err := c.layout(opts); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -183,7 +191,7 @@ func Start(opts Options) (*Cluster, error) {
 // by all; the key and the controller state are root's alone.
 func (c *Cluster) layout(opts Options) error {
 	dirs := map[string]os.FileMode{"": 0o755, "etc": 0o755, "munge": 0o755, "munge/key": 0o700, "munge/run": 0o755,
-		"state": 0o700, "spool": 0o755, "log": 0o755, "run": 0o755, "dev": 0o755, "out": 0o1777, "tmp": 0o1777}
+		"state": 0o700, "log": 0o755, "run": 0o755, "dev": 0o755, "out": 0o1777, "tmp": 0o1777}
 	for d, mode := range dirs {
 		p := filepath.Join(c.Dir, d)
 		if err := os.MkdirAll(p, 0o755); err != nil {
@@ -192,6 +200,9 @@ func (c *Cluster) layout(opts Options) error {
 		if err := os.Chmod(p, mode); err != nil {
 			return fmt.Errorf("slurmtest: %w", err)
 		}
+	}
+	if err := os.MkdirAll(c.Spool, 0o755); err != nil {
+		return fmt.Errorf("slurmtest: %w", err)
 	}
 	key := make([]byte, 1024)
 	_, _ = rand.Read(key)
@@ -231,7 +242,7 @@ func (c *Cluster) layout(opts Options) error {
 		// with "Job credential revoked"). Ten seconds keeps requeue tests short.
 		"AuthInfo=socket=" + c.mungeSocket() + ",cred_expire=10",
 		"StateSaveLocation=" + c.path("state"),
-		"SlurmdSpoolDir=" + c.Spool,
+		"SlurmdSpoolDir=" + filepath.Join(c.Dir, opts.SpoolDir),
 		"SlurmctldPidFile=" + c.path("run", "slurmctld.pid"),
 		"SlurmdPidFile=" + c.path("run", "slurmd.pid"),
 		"SlurmctldLogFile=" + c.path("log", "slurmctld.log"),

@@ -138,7 +138,7 @@ type HealthConfig struct {
 	ExemptUsers     []string // users whose GPU use is never a violation
 	Scontrol        string
 	ScontrolTimeout time.Duration
-	SlurmdSpoolDir  string
+	SlurmdSpoolDir  string // "": Slurm's SlurmdSpoolDir
 	PrometheusFile  string // "" for no textfile output
 	Timeout         time.Duration
 }
@@ -175,7 +175,7 @@ func defaults() Config {
 			ExemptUsers:     []string{"root", "nvidia-mps"},
 			Scontrol:        "/usr/bin/scontrol",
 			ScontrolTimeout: 5 * time.Second,
-			SlurmdSpoolDir:  "/var/spool/slurmd",
+			SlurmdSpoolDir:  "",
 			Timeout:         30 * time.Second,
 		},
 	}

@@ -67,7 +67,7 @@ func TestDefaults(t *testing.T) {
 			ExemptUsers:     []string{"root", "nvidia-mps"},
 			Scontrol:        "/usr/bin/scontrol",
 			ScontrolTimeout: 5 * time.Second,
-			SlurmdSpoolDir:  "/var/spool/slurmd",
+			SlurmdSpoolDir:  "",
 			Timeout:         30 * time.Second,
 		},
 	}, cfg)

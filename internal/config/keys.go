@@ -114,7 +114,7 @@ var settings = []setting{
 	list("health.exempt_users", func(c *Config) *[]string { return &c.Health.ExemptUsers }, checkNotEmpty),
 	str("health.scontrol", func(c *Config) *string { return &c.Health.Scontrol }, checkAbsPath),
 	duration("health.scontrol_timeout", func(c *Config) *time.Duration { return &c.Health.ScontrolTimeout }),
-	str("health.slurmd_spool_dir", func(c *Config) *string { return &c.Health.SlurmdSpoolDir }, checkAbsPath),
+	str("health.slurmd_spool_dir", func(c *Config) *string { return &c.Health.SlurmdSpoolDir }, checkAbsPathOrEmpty),
 	str("health.prometheus_file", func(c *Config) *string { return &c.Health.PrometheusFile }, nil),
 	duration("health.timeout", func(c *Config) *time.Duration { return &c.Health.Timeout }),
 }

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"canhazgpu/allocator"
@@ -45,6 +46,15 @@ type Deps struct {
 type check struct {
 	deps *Deps
 	cfg  *config.Config
+	// slurmd's spool dir and the step sockets in it, read once per run
+	spool       string
+	sockets     map[string]bool
+	socketsErr  error
+	socketsRead bool
+	// blind: what the run could not see (slurmd's spool dir, a job's
+	// state in Slurm). The check still finds violations and acts, but its
+	// status is "error": stale jobs may keep GPUs nobody uses.
+	blind []string
 }
 
 // Run checks the node once within [health] timeout. Problems reaching the
@@ -61,7 +71,7 @@ func Run(ctx context.Context, deps *Deps) *Report {
 	}
 	c := &check{deps: &d, cfg: d.Config}
 	rep := &Report{Node: c.cfg.Node, Started: d.Now(), GPUs: []GPUState{}, Violations: []Violation{},
-		Settled: []Settled{}, Actions: []Action{}}
+		Settled: []Settled{}, Warned: []WarnedUse{}, Actions: []Action{}}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Health.Timeout)
 	defer cancel()
 	if err := c.run(ctx, rep); err != nil {
@@ -97,13 +107,18 @@ func (c *check) run(ctx context.Context, rep *Report) error {
 		}
 	}
 	gpus := usage.Classify(snap, devs, c.cfg.GPU.MemoryThresholdMB)
-	rep.Violations = append(rep.Violations, Find(gpus, c.cfg.Health.ExemptUsers)...)
+	warned, allowed := c.warnedUses(snap)
+	rep.Warned = append(rep.Warned, warned...)
+	rep.Violations = append(rep.Violations, Find(gpus, c.cfg.Health.ExemptUsers, allowed)...)
 	rep.GPUs = gpuStates(gpus, rep.Violations)
 	rep.Status = StatusHealthy
 	if len(rep.Violations) > 0 {
 		rep.Status = StatusViolations
 	}
 	rep.Actions = append(rep.Actions, c.act(ctx, snap.Flags, rep.Violations)...)
+	if len(c.blind) > 0 {
+		return errors.New("cannot judge slurm jobs: " + strings.Join(c.blind, "; "))
+	}
 	return nil
 }
 

@@ -1,7 +1,9 @@
 package health
 
 import (
+	"bytes"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -236,7 +238,8 @@ func TestRunSettlesStaleSlurmJobs(t *testing.T) {
 }
 
 // A job kept only by its file keeps its GPUs when Slurm cannot be asked:
-// under NHC (no scontrol of our own), or when scontrol does not answer.
+// under NHC (no scontrol of our own), or when scontrol does not answer,
+// which the run reports: it is never healthy then.
 func TestRunKeepsJobsSlurmCannotJudge(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -254,7 +257,14 @@ func TestRunKeepsJobsSlurmCannotJudge(t *testing.T) {
 			deps := n.deps()
 			deps.NHC = tc.nhc
 			r := Run(context.Background(), deps)
-			require.Empty(t, r.Error)
+			if tc.hang {
+				require.Equal(t, StatusError, r.Status)
+				require.Equal(t, "cannot judge slurm jobs: cannot learn the state of slurm job 23 (scontrol show: no answer within 200ms): it keeps its GPUs", r.Error)
+				require.True(t, r.StoreUp)
+				require.Len(t, r.GPUs, 4, "the GPUs are still checked")
+			} else {
+				require.Empty(t, r.Error)
+			}
 			require.Empty(t, r.Settled)
 			require.Equal(t, map[int]string{1: "slurm alice 23"}, n.holders())
 			if tc.nhc {
@@ -282,16 +292,63 @@ func TestRunIgnoresForeignJobFiles(t *testing.T) {
 }
 
 // Without slurmd's spool dir a missing socket proves nothing: only an
-// older boot makes a job stale.
+// older boot makes a job stale, and the run says loudly that it is blind.
 func TestRunWithoutSpoolDirJudgesByBootOnly(t *testing.T) {
 	n := newTestNode(t, map[string]string{"health.slurmd_spool_dir": "/nonexistent/spool"})
 	n.reserve(allocator.KindSlurm, "alice", 1002, "18", "boot-now", 1)
 	n.reserve(allocator.KindSlurm, "alice", 1002, "21", "boot-old", 2)
+	n.gpus(4, map[int][]fakeProc{3: {{PID: 70, User: "eve", UID: 1005, MB: 4096}}})
 	r := n.run()
-	require.Empty(t, r.Error)
+	require.Equal(t, StatusError, r.Status)
+	require.Equal(t, "cannot judge slurm jobs: the slurmd spool directory /nonexistent/spool does not exist: "+
+		"set [health] slurmd_spool_dir to the SlurmdSpoolDir of slurm.conf", r.Error)
+	require.Len(t, r.Violations, 1, "violations are still found")
 	require.Len(t, r.Settled, 1)
 	require.Equal(t, "released GPU 2 of slurm job 21: granted before this boot", r.Settled[0].Message)
 	require.Equal(t, map[int]string{1: "slurm alice 18"}, n.holders())
+
+	var nhc, prom bytes.Buffer
+	require.NoError(t, WriteNHC(&nhc, r))
+	require.Contains(t, nhc.String(), NHCPrefix+"could not check: cannot judge slurm jobs: the slurmd spool directory /nonexistent/spool does not exist")
+	require.NoError(t, WriteMetrics(&prom, r))
+	require.Contains(t, prom.String(), "canhazgpu_health_check_success 0\n")
+}
+
+// With slurmd_spool_dir empty (the default) the check asks Slurm for its
+// SlurmdSpoolDir, once per run, with %n expanded to the node's name.
+func TestRunAsksSlurmForSpoolDir(t *testing.T) {
+	n := newTestNode(t, map[string]string{"health.slurmd_spool_dir": ""})
+	// Reserved first: older than [slurm] deadline by the time the check runs.
+	n.reserve(allocator.KindSlurm, "alice", 1002, "18", "boot-now", 1)
+	n.reserve(allocator.KindSlurm, "alice", 1002, "21", "boot-now", 2)
+	require.NoError(t, os.Mkdir(filepath.Join(n.spool, "n1"), 0o755))
+	n.sc.touch("config", "Configuration data as of 2026-11-30T17:00:00\nSlurmctldPort           = 6817\n"+
+		"SlurmdSpoolDir          = "+n.spool+"/%n\nSlurmdTimeout           = 300 sec\n")
+	l, err := net.Listen("unix", filepath.Join(n.spool, "n1", "n1_18.0"))
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	deps := n.deps()
+	deps.SlurmNode = "n1"
+	r := Run(context.Background(), deps)
+	require.Empty(t, r.Error)
+	require.Equal(t, StatusHealthy, r.Status)
+	require.Len(t, r.Settled, 1)
+	require.Equal(t, "released GPU 2 of slurm job 21: the job no longer runs on this node", r.Settled[0].Message)
+	require.Equal(t, map[int]string{1: "slurm alice 18"}, n.holders())
+	require.Equal(t, [][]string{{"show", "config"}}, n.sc.calls())
+}
+
+// When Slurm cannot say where its spool dir is, the run says so: never
+// healthy, and no job is released for a missing socket.
+func TestRunSpoolDirUnknown(t *testing.T) {
+	n := newTestNode(t, map[string]string{"health.slurmd_spool_dir": ""})
+	n.reserve(allocator.KindSlurm, "alice", 1002, "21", "boot-now", 2)
+	r := n.run()
+	require.Equal(t, StatusError, r.Status)
+	require.Equal(t, "cannot judge slurm jobs: cannot find the slurmd spool directory (scontrol show: exit status 1: "+
+		"slurm_load_ctl_conf error: Unable to contact slurm controller (connect failure)): set [health] slurmd_spool_dir", r.Error)
+	require.Empty(t, r.Settled)
+	require.Equal(t, map[int]string{2: "slurm alice 21"}, n.holders())
 }
 
 // A reservation younger than the Prolog's deadline may belong to a Prolog

@@ -112,7 +112,7 @@ func Main(ctx context.Context, args, env []string, stdout, stderr io.Writer) int
 func checkNode(ctx context.Context, env []string, nhc bool, nhcLimit time.Duration, prom string, flags *config.Flags) (*Report, string) {
 	fail := func(node string, err error) *Report {
 		return &Report{Node: node, Status: StatusError, Error: err.Error(), GPUs: []GPUState{},
-			Violations: []Violation{}, Settled: []Settled{}, Actions: []Action{}}
+			Violations: []Violation{}, Settled: []Settled{}, Warned: []WarnedUse{}, Actions: []Action{}}
 	}
 	cfg, err := config.Load(config.Options{Env: env, System: true, ConfigFile: flags.ConfigFile(), Overrides: flags.Overrides(), MayOverride: true})
 	if err != nil {

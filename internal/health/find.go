@@ -18,8 +18,10 @@ import (
 // really in use (a process in another PID namespace, or one NVML cannot
 // name) and handing the GPU out would collide with it. On a reserved GPU
 // only processes whose owner is known can be judged: one that vanished
-// between the GPU scan and the /proc read must not drain a node.
-func Find(gpus []usage.GPU, exempt []string) []Violation {
+// between the GPU scan and the /proc read must not drain a node. A process
+// of a job that on_conflict = "warn" let run on the GPU without holding it
+// (allowed) counts no more than an exempt one.
+func Find(gpus []usage.GPU, exempt []string, allowed allowedUse) []Violation {
 	var out []Violation
 	for _, g := range gpus {
 		if !g.Seen {
@@ -27,7 +29,7 @@ func Find(gpus []usage.GPU, exempt []string) []Violation {
 		}
 		var counted []gpu.Process
 		for _, p := range g.Processes {
-			if !isExempt(p, exempt) {
+			if !isExempt(p, exempt) && !allowed.allows(g.UUID, p) {
 				counted = append(counted, p)
 			}
 		}

@@ -98,7 +98,7 @@ func TestFind(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			vs := Find(tc.gpus, exempt)
+			vs := Find(tc.gpus, exempt, nil)
 			var kinds []Kind
 			for _, v := range vs {
 				kinds = append(kinds, v.Kind)
@@ -127,8 +127,8 @@ func TestFind(t *testing.T) {
 
 func TestFindUsesTheConfiguredExemptions(t *testing.T) {
 	gpus := classify(nil, 2048, proc(1, "root", 0, "", 2048))
-	require.Len(t, Find(gpus, nil), 1, "root counts when nobody is exempt")
-	require.Empty(t, Find(classify(nil, 2048, bobProc()), []string{"bob"}))
+	require.Len(t, Find(gpus, nil, nil), 1, "root counts when nobody is exempt")
+	require.Empty(t, Find(classify(nil, 2048, bobProc()), []string{"bob"}, nil))
 }
 
 func bobProc() gpu.Process { return proc(4242, "bob", 1001, "", 2048) }

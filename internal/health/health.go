@@ -108,6 +108,7 @@ type Report struct {
 	GPUs       []GPUState  `json:"gpus"`
 	Violations []Violation `json:"violations"`
 	Settled    []Settled   `json:"settled"`
+	Warned     []WarnedUse `json:"warned"` // uses on_conflict = "warn" allowed: reported, no violation
 	Actions    []Action    `json:"actions"`
 	Started    time.Time   `json:"-"`
 	Duration   float64     `json:"duration_seconds"`

@@ -8,8 +8,8 @@ import (
 	"canhazgpu/internal/termsafe"
 )
 
-// WriteHuman prints one line per finding: problems, then what was settled
-// and done, then a summary. A run that could not check prints no summary:
+// WriteHuman prints one line per finding: problems, then what was settled,
+// the uses on_conflict = "warn" allowed, and what was done, then a summary. A run that could not check prints no summary:
 // its error belongs on stderr. Messages are escaped (termsafe): they quote
 // account names, job ids and errors that others chose.
 func WriteHuman(w io.Writer, r *Report) error {
@@ -19,6 +19,9 @@ func WriteHuman(w io.Writer, r *Report) error {
 	}
 	for _, s := range r.Settled {
 		ew.printf("settled: %s\n", termsafe.Escape(s.Message))
+	}
+	for _, u := range r.Warned {
+		ew.printf("warned: %s\n", termsafe.Escape(u.Message))
 	}
 	for _, a := range r.Actions {
 		ew.printf("%s: %s\n", a.What, termsafe.Escape(a.Message))

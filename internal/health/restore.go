@@ -289,13 +289,10 @@ func pendingReserves(dir string, kind allocator.Kind) map[string]bool {
 // them).
 var holdingStates = map[string]bool{"RUNNING": true, "SUSPENDED": true, "STOPPED": true, "CONFIGURING": true}
 
-// liveness says whether the job of a job file still runs on this node,
-// reading slurmd's spool dir at most once per run.
+// liveness says whether the job of a job file still runs on this node.
 type liveness struct {
 	*check
-	procs   map[string]bool // Slurm jobs with a process on a GPU
-	sockets map[string]bool
-	read    bool
+	procs map[string]bool // Slurm jobs with a process on a GPU
 }
 
 // runs judges a job whose file names GPUs the store does not hold for it.
@@ -318,12 +315,9 @@ func (l *liveness) runs(ctx context.Context, kind allocator.Kind, id string, f j
 	if boot != "" && f.BootID != "" && f.BootID != boot {
 		return false
 	}
-	if !l.read {
-		// An unreadable spool dir proves nothing: Slurm is still asked.
-		l.sockets, _ = l.slurmSockets()
-		l.read = true
-	}
-	if l.sockets[id] || l.procs[id] {
+	// An unreadable spool dir proves nothing: Slurm is still asked.
+	sockets, _ := l.slurmSockets(ctx)
+	if sockets[id] || l.procs[id] {
 		return true
 	}
 	state, _, ok := l.askSlurm(ctx, id)

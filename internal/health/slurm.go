@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -75,6 +76,27 @@ func (s *Scontrol) JobEnded(ctx context.Context, job string) (ended bool, state 
 		}
 	}
 	return false, "", errors.New("scontrol show job: no JobState in its output")
+}
+
+// SpoolDir reads slurmd's SlurmdSpoolDir from `scontrol show config`,
+// expanding %n to the node's name and %h to host, as slurmd does.
+func (s *Scontrol) SpoolDir(ctx context.Context, host string) (string, error) {
+	out, err := s.run(ctx, "show", "config")
+	if err != nil {
+		return "", err
+	}
+	for line := range strings.SplitSeq(out, "\n") {
+		key, val, ok := strings.Cut(line, "=")
+		if !ok || strings.TrimSpace(key) != "SlurmdSpoolDir" {
+			continue
+		}
+		dir := strings.NewReplacer("%n", s.Node, "%h", host).Replace(strings.TrimSpace(val))
+		if !filepath.IsAbs(dir) {
+			return "", fmt.Errorf("scontrol show config: SlurmdSpoolDir %q is not an absolute path", dir)
+		}
+		return filepath.Clean(dir), nil
+	}
+	return "", errors.New("scontrol show config: no SlurmdSpoolDir in its output")
 }
 
 // endedStates are the job states in which no step of the job runs.

@@ -241,3 +241,23 @@ func TestJobEnded(t *testing.T) {
 	_, _, err := s.scontrol(200*time.Millisecond).JobEnded(context.Background(), "100")
 	require.ErrorContains(t, err, "no answer within 200ms")
 }
+
+// SpoolDir expands %n and %h as slurmd does, and accepts only an
+// absolute path.
+func TestScontrolSpoolDir(t *testing.T) {
+	sc := newStandIn(t)
+	s := &Scontrol{Path: sc.path, Node: "gpu01", Timeout: 5 * time.Second, Env: sc.env()}
+	sc.touch("config", "Configuration data as of 2026-11-30T17:00:00\nSlurmdPort              = 6818\n"+
+		"SlurmdSpoolDir          = /var/spool/slurmd.%h/%n\nSlurmdTimeout           = 300 sec\n")
+	dir, err := s.SpoolDir(context.Background(), "host1")
+	require.NoError(t, err)
+	require.Equal(t, "/var/spool/slurmd.host1/gpu01", dir)
+
+	sc.touch("config", "SlurmdSpoolDir          = spool\n")
+	_, err = s.SpoolDir(context.Background(), "host1")
+	require.EqualError(t, err, `scontrol show config: SlurmdSpoolDir "spool" is not an absolute path`)
+
+	sc.touch("config", "SlurmdPort              = 6818\n")
+	_, err = s.SpoolDir(context.Background(), "host1")
+	require.EqualError(t, err, "scontrol show config: no SlurmdSpoolDir in its output")
+}

@@ -136,19 +136,54 @@ func jobsOnGPUs(devs []gpu.Device) map[string]bool {
 	return jobs
 }
 
+// slurmPlaces: spoolDir is known once slurmSockets has found it.
 func (c *check) slurmPlaces() jobPlaces {
-	return jobPlaces{spoolDir: c.cfg.Health.SlurmdSpoolDir, slurmNode: c.deps.SlurmNode, stateDir: c.cfg.Slurm.StateDir}
+	return jobPlaces{spoolDir: c.spool, slurmNode: c.deps.SlurmNode, stateDir: c.cfg.Slurm.StateDir}
 }
 
-// slurmSockets lists the jobs with a step socket here. Without a spool
-// dir (no slurmd here, or slurmd_spool_dir points elsewhere) it returns
-// nil and no error: a missing socket then proves nothing.
-func (c *check) slurmSockets() (map[string]bool, error) {
-	sockets, err := c.slurmPlaces().stepSockets()
-	if errors.Is(err, fs.ErrNotExist) {
+// slurmSockets lists the jobs with a step socket here, reading slurmd's
+// spool dir at most once per run. When the dir cannot be found (not
+// configured and Slurm does not say, or it does not exist) it returns nil
+// and no error, since a missing socket then proves nothing, and the run
+// says so loudly (blind): stale jobs may keep their GPUs.
+func (c *check) slurmSockets(ctx context.Context) (map[string]bool, error) {
+	if c.socketsRead {
+		return c.sockets, c.socketsErr
+	}
+	c.socketsRead = true
+	dir, err := c.spoolDir(ctx)
+	if err != nil {
+		c.blindTo(fmt.Sprintf("cannot find the slurmd spool directory (%v): set [health] slurmd_spool_dir", err))
 		return nil, nil
 	}
-	return sockets, err
+	c.spool = dir
+	c.sockets, c.socketsErr = c.slurmPlaces().stepSockets()
+	if errors.Is(c.socketsErr, fs.ErrNotExist) {
+		c.blindTo(fmt.Sprintf("the slurmd spool directory %s does not exist: set [health] slurmd_spool_dir to the SlurmdSpoolDir of slurm.conf", dir))
+		c.sockets, c.socketsErr = nil, nil
+	}
+	return c.sockets, c.socketsErr
+}
+
+// spoolDir is [health] slurmd_spool_dir, or when that is empty Slurm's own
+// SlurmdSpoolDir: packages put it in different places (Debian
+// /var/lib/slurm/slurmd, RHEL and source installs /var/spool/slurmd).
+// Asking is a read, so it is done under NHC too.
+func (c *check) spoolDir(ctx context.Context) (string, error) {
+	if dir := c.cfg.Health.SlurmdSpoolDir; dir != "" {
+		return dir, nil
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return "", err
+	}
+	return c.scontrol().SpoolDir(ctx, host)
+}
+
+// blindTo records something the run could not see; such a run is never
+// healthy (see Run).
+func (c *check) blindTo(what string) {
+	c.blind = append(c.blind, what)
 }
 
 // releaseStale releases stale grants and says what it did. A failing
@@ -157,7 +192,7 @@ func (c *check) releaseStale(ctx context.Context, snap *allocator.Snapshot, devs
 	if !hasKind(snap, allocator.KindSlurm) {
 		return nil, nil // nothing to settle: skip reading the spool dir
 	}
-	sockets, err := c.slurmSockets()
+	sockets, err := c.slurmSockets(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -213,13 +248,15 @@ func (c *check) removeJobFile(places jobPlaces, s staleJob) error {
 
 // askSlurm reads a job's state from Slurm (see Scontrol.JobEnded). ok is
 // false when Slurm cannot be asked: under NHC, which makes no scontrol
-// calls of ours, or when scontrol gives no answer.
+// calls of ours about jobs, or when scontrol gives no answer, which the
+// run reports (blind).
 func (c *check) askSlurm(ctx context.Context, job string) (state string, ended, ok bool) {
 	if c.deps.NHC {
 		return "", false, false
 	}
 	ended, state, err := c.scontrol().JobEnded(ctx, job)
 	if err != nil {
+		c.blindTo(fmt.Sprintf("cannot learn the state of slurm job %s (%v): it keeps its GPUs", job, err))
 		return "", false, false
 	}
 	return state, ended, true
