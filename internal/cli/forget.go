@@ -31,11 +31,15 @@ func runForgetNode(ctx context.Context, inv *invocation, name string, force bool
 	if err := store.ValidateNode(name); errors.As(err, &ie) {
 		return badValue("--forget-node", name, ie.Accepted)
 	}
-	st, err := store.Open(ctx, localnode.Conn(cfg.Redis), name, store.Options{})
+	own, err := localnode.OpenStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer own.Close()
+	st, err := own.ForNode(name)
+	if err != nil {
+		return err
+	}
 	nodes, err := st.Nodes(ctx)
 	if err != nil {
 		return err
