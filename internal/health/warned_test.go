@@ -54,7 +54,7 @@ func TestRunReportsWarnedUseWithoutDraining(t *testing.T) {
 	require.Equal(t, StatusViolations, r.Status)
 	require.Len(t, r.Violations, 1)
 	require.Equal(t, Unreserved, r.Violations[0].Kind)
-	require.Equal(t, []Process{{PID: 70, Name: r.Violations[0].Processes[0].Name, User: "bob", UID: 1001, JobID: "41",
+	require.Equal(t, []Process{{PID: 70, Name: "python3", User: "bob", UID: 1001, JobID: "41",
 		UsedMemoryMB: 1024}}, r.Violations[0].Processes)
 	require.NotEmpty(t, n.sc.updates(), "a use the policy did not allow still drains")
 }

@@ -26,19 +26,11 @@ func privateServer(t *testing.T) *redistest.Server {
 	return s
 }
 
-// restartEmpty restarts the server without its data, as a Redis without
-// persistence comes back after a crash.
+// restartEmpty restarts the server without its data (redistest) and
+// checks that the data is really gone.
 func restartEmpty(t *testing.T, s *redistest.Server) {
 	t.Helper()
-	s.Halt()
-	entries, err := os.ReadDir(s.Dir)
-	require.NoError(t, err)
-	for _, e := range entries {
-		if e.Name() != "redis.log" {
-			require.NoError(t, os.RemoveAll(filepath.Join(s.Dir, e.Name())))
-		}
-	}
-	require.NoError(t, s.Restart())
+	require.NoError(t, s.RestartEmpty())
 	c := s.Client()
 	defer c.Close()
 	keys, err := c.DBSize(context.Background()).Result()
