@@ -423,3 +423,22 @@ func Run(m *testing.M, srv **Server) int {
 	defer s.Stop()
 	return m.Run()
 }
+
+// Dump is every key of the server with its serialized value (DUMP): two
+// dumps are equal only when the data is byte for byte the same. The client
+// needs KEYS and DUMP, which no canhazgpu role has.
+func Dump(ctx context.Context, c *redis.Client) (map[string]string, error) {
+	keys, err := c.Keys(ctx, "*").Result()
+	if err != nil {
+		return nil, fmt.Errorf("redistest: keys: %w", err)
+	}
+	out := make(map[string]string, len(keys))
+	for _, k := range keys {
+		v, err := c.Dump(ctx, k).Result()
+		if err != nil {
+			return nil, fmt.Errorf("redistest: dump %s: %w", k, err)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
