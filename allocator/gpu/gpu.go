@@ -1,5 +1,6 @@
 // Package gpu says what the GPUs of this machine are and which processes use
-// them, from NVML on real nodes or from a JSON file on machines without GPUs.
+// them, from NVML or amd-smi on real nodes or from a JSON file on machines
+// without GPUs, and how a program is handed a set of them (Set, Vendor).
 package gpu
 
 import (
@@ -21,13 +22,25 @@ type Process struct {
 
 // Device is one GPU as seen now.
 type Device struct {
-	Index         int    // NVML index (PCI bus order)
+	Index         int    // the runtime's index: NVML's (PCI bus order), ROCm's (KFD node order)
 	UUID          string // the stable key: indices and minors differ between tools
 	Name          string
-	Minor         int // /dev/nvidia<minor>
+	Minor         int // the number of its device file (Vendor.DeviceFile); -1 when unknown
 	MemoryUsedMB  int64
 	MemoryTotalMB int64
 	Processes     []Process // sorted by PID; one PID appears once per device
+	// MIG are the MIG devices of an NVIDIA GPU in MIG mode, by slot. Their
+	// processes are also in Processes: the whole GPU is what is reserved.
+	MIG []MIGDevice
+}
+
+// MIGDevice is one MIG device (a GPU instance slice) of a GPU.
+type MIGDevice struct {
+	Slot          int // its place among the parent's MIG devices
+	UUID          string
+	MemoryUsedMB  int64
+	MemoryTotalMB int64
+	PIDs          []int // the processes on this slice, sorted
 }
 
 // Provider reports the GPUs of this machine and their processes.
@@ -39,12 +52,24 @@ type Provider interface {
 
 // Options choose and configure a Provider.
 type Options struct {
-	Provider string // "auto" (also ""), "nvml" or "fake"
-	FakeFile string // provider "fake": path of the JSON file
-	ProcRoot string // default "/proc"; tests point it at a fixture tree
+	Provider   string // "auto" (also ""), "nvml", "amdsmi" or "fake"
+	FakeFile   string // provider "fake": path of the JSON file
+	AMDSMIPath string // provider "amdsmi": the amd-smi program; default DefaultAMDSMIPath
+	ProcRoot   string // default "/proc"; tests point it at a fixture tree
+	SysRoot    string // default "/sys"; tests point it at a fixture tree
 }
 
-const defaultProcRoot = "/proc"
+// The provider names (gpu.provider) besides "auto".
+const (
+	ProviderNVML   = "nvml"
+	ProviderAMDSMI = "amdsmi"
+	ProviderFake   = "fake"
+)
+
+const (
+	defaultProcRoot = "/proc"
+	defaultSysRoot  = "/sys"
+)
 
 // Open returns the provider the options name. "auto" means NVML and fails when
 // NVML does not initialise: silently reporting no GPUs would let every GPU of
@@ -55,15 +80,25 @@ func Open(opts Options) (Provider, error) {
 		procRoot = defaultProcRoot
 	}
 	switch opts.Provider {
-	case "", "auto", "nvml":
+	case "", "auto", ProviderNVML:
 		return openNVML(procRoot)
-	case "fake":
+	case ProviderAMDSMI:
+		sysRoot := opts.SysRoot
+		if sysRoot == "" {
+			sysRoot = defaultSysRoot
+		}
+		path := opts.AMDSMIPath
+		if path == "" {
+			path = DefaultAMDSMIPath
+		}
+		return newAMDSMIProvider(path, procRoot, sysRoot), nil
+	case ProviderFake:
 		if opts.FakeFile == "" {
 			return nil, errors.New(`gpu provider "fake" needs a fake file (gpu.fake_file)`)
 		}
 		return newFakeProvider(opts.FakeFile, procRoot), nil
 	default:
-		return nil, fmt.Errorf("unknown gpu provider %q (accepted: \"auto\", \"nvml\", \"fake\")", opts.Provider)
+		return nil, fmt.Errorf("unknown gpu provider %q (accepted: \"auto\", \"nvml\", \"amdsmi\", \"fake\")", opts.Provider)
 	}
 }
 

@@ -145,7 +145,7 @@ func (p *nvmlProvider) device(index int) (Device, error) {
 		return d, err
 	}
 	d.MemoryUsedMB, d.MemoryTotalMB = bytesToMB(used), bytesToMB(total)
-	if d.Processes, err = p.processes(h, total); err != nil {
+	if d.Processes, d.MIG, err = p.processes(h, total); err != nil {
 		return d, err
 	}
 	return d, nil
@@ -175,21 +175,30 @@ func (p *nvmlProvider) memory(h nvml.Device) (used, total uint64, err error) {
 }
 
 // processes merges every list NVML keeps, from the GPU and from each of its
-// MIG devices: one process can be in several (nvidia-smi's C+G, M+C).
-func (p *nvmlProvider) processes(h nvml.Device, totalBytes uint64) ([]Process, error) {
+// MIG devices: one process can be in several (nvidia-smi's C+G, M+C). It
+// also describes the MIG devices, with the processes on each.
+func (p *nvmlProvider) processes(h nvml.Device, totalBytes uint64) ([]Process, []MIGDevice, error) {
 	memMB := make(map[uint32]int64) // -1: the driver does not say
 	if err := p.collect(h, totalBytes, memMB); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var migs []MIGDevice
 	if p.hasMIG {
-		migs, err := migDevices(h)
+		handles, err := migDevices(h)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		for _, m := range migs {
-			if err := p.collect(m.handle, totalBytes, memMB); err != nil {
-				return nil, fmt.Errorf("mig device %d: %w", m.slot, err)
+		for _, m := range handles {
+			own := make(map[uint32]int64)
+			if err := p.collect(m.handle, totalBytes, own); err != nil {
+				return nil, nil, fmt.Errorf("mig device %d: %w", m.slot, err)
 			}
+			for pid, mb := range own {
+				if prev, ok := memMB[pid]; !ok || mb > prev {
+					memMB[pid] = mb
+				}
+			}
+			migs = append(migs, describeMIG(m, own))
 		}
 	}
 
@@ -201,7 +210,24 @@ func (p *nvmlProvider) processes(h nvml.Device, totalBytes uint64) ([]Process, e
 		proc.UsedMemoryMB = memMB[pid]
 		procs = append(procs, proc)
 	}
-	return procs, nil
+	return procs, migs, nil
+}
+
+// describeMIG is what status shows of a MIG device. Its UUID and memory
+// are for people only, so a driver that refuses them leaves them empty
+// rather than failing the scan.
+func describeMIG(m migDevice, pids map[uint32]int64) MIGDevice {
+	d := MIGDevice{Slot: m.slot, MemoryUsedMB: -1, MemoryTotalMB: -1}
+	if uuid, ret := m.handle.GetUUID(); ret == nvml.SUCCESS {
+		d.UUID = uuid
+	}
+	if mem, ret := m.handle.GetMemoryInfo(); ret == nvml.SUCCESS {
+		d.MemoryUsedMB, d.MemoryTotalMB = bytesToMB(mem.Used), bytesToMB(mem.Total)
+	}
+	for _, pid := range slices.Sorted(maps.Keys(pids)) {
+		d.PIDs = append(d.PIDs, int(pid))
+	}
+	return d
 }
 
 type processList struct {

@@ -127,6 +127,18 @@ func vanished(pid int, memMB int64) Process {
 	return Process{PID: pid, UID: -1, UsedMemoryMB: memMB}
 }
 
+func init() {
+	contractProviders = append(contractProviders, contractProvider{"nvml mock", func(t *testing.T, procRoot string) Provider {
+		dev0 := newMockDevice("GPU-c0000000-0000-4000-8000-000000000000", 0, 3*mib)
+		dev1 := newMockDevice("GPU-c0000000-0000-4000-8000-000000000001", 1, contractMemMB*mib)
+		dev1.GetComputeRunningProcessesFunc = procs(pi(100, contractMemMB*mib))
+		lib, _ := newMockLib(nil, dev0, dev1)
+		p, err := newNVMLProvider(lib, procRoot)
+		require.NoError(t, err)
+		return p
+	}})
+}
+
 func TestNVMLDevices(t *testing.T) {
 	dev0 := newMockDevice("GPU-00000000-0000-0000-0000-000000000000", 1, 10*gib+mib-1)
 	dev0.GetComputeRunningProcessesFunc = procs(pi(100, 10*gib))
@@ -313,6 +325,10 @@ func TestNVMLMIG(t *testing.T) {
 			GetComputeRunningProcessesFunc:    compute,
 			GetGraphicsRunningProcessesFunc:   graphics,
 			GetMPSComputeRunningProcessesFunc: fails(nvml.ERROR_NOT_SUPPORTED),
+			GetUUIDFunc:                       func() (string, nvml.Return) { return "MIG-0d2f5a7c-1e3b-5d4f-9a8c-6b7e0f1d2c3a", nvml.SUCCESS },
+			GetMemoryInfoFunc: func() (nvml.Memory, nvml.Return) {
+				return nvml.Memory{Total: 20 * gib, Used: 3 * gib}, nvml.SUCCESS
+			},
 		}
 	}
 	// Slots 1 and 2 are empty; the parent refuses its own lists.
@@ -345,6 +361,20 @@ func TestNVMLMIG(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, []Process{proc100(3072), proc101(2048)}, got[0].Processes)
 		require.Len(t, dev.GetMigDeviceHandleByIndexCalls(), 4)
+	})
+
+	t.Run("MIG devices are described with their processes", func(t *testing.T) {
+		slot3 := migDevice(procs(pi(101, 2*gib)), procs())
+		slot3.GetUUIDFunc = func() (string, nvml.Return) { return "", nvml.ERROR_NOT_SUPPORTED }
+		slot3.GetMemoryInfoFunc = func() (nvml.Memory, nvml.Return) { return nvml.Memory{}, nvml.ERROR_NO_PERMISSION }
+		lib, _ := newMockLib(nil, migGPU(slot3))
+		got, err := newTestProvider(t, lib, newFixtureProcRoot(t)).Devices(context.Background())
+		require.NoError(t, err)
+		require.Equal(t, []MIGDevice{
+			{Slot: 0, UUID: "MIG-0d2f5a7c-1e3b-5d4f-9a8c-6b7e0f1d2c3a", MemoryUsedMB: 3072, MemoryTotalMB: 20480, PIDs: []int{100}},
+			{Slot: 3, MemoryUsedMB: -1, MemoryTotalMB: -1, PIDs: []int{101}},
+		}, got[0].MIG)
+		require.Equal(t, []Process{proc100(1024), proc101(2048)}, got[0].Processes)
 	})
 
 	t.Run("a failing MIG device list fails the scan", func(t *testing.T) {
