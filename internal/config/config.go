@@ -78,8 +78,9 @@ type RedisConfig struct {
 
 // GPUConfig chooses where GPU and process information comes from.
 type GPUConfig struct {
-	Provider          string // auto, nvml or fake
+	Provider          string // auto, nvml, amdsmi or fake
 	FakeFile          string // the fake provider's JSON file
+	AMDSMIPath        string // the amd-smi program the amdsmi provider runs (as root, for root programs)
 	MemoryThresholdMB int64  // a GPU with at least this much memory used is in use
 }
 
@@ -152,7 +153,7 @@ func defaults() Config {
 			DialTimeout: time.Second,
 			OpTimeout:   2 * time.Second,
 		},
-		GPU:     GPUConfig{Provider: "auto", MemoryThresholdMB: 1024},
+		GPU:     GPUConfig{Provider: "auto", AMDSMIPath: "/opt/rocm/bin/amd-smi", MemoryThresholdMB: 1024},
 		Reserve: ReserveConfig{Duration: 30 * time.Minute, MaxDuration: 7 * 24 * time.Hour},
 		Run: RunConfig{
 			HeartbeatInterval: 10 * time.Second,

@@ -8,7 +8,7 @@ var globalFlags = []struct{ flag, key, usage string }{
 	{"redis-url", "redis.url", "Redis store `URL`: redis://host:port/db, rediss://… (TLS) or unix:///path.sock"},
 	{"node", "node", "this node's `name` in the store (default: short hostname)"},
 	{"memory-threshold", "gpu.memory_threshold_mb", "GPU memory used, in `MB`, from which a GPU counts as in use"},
-	{"gpu-provider", "gpu.provider", "GPU information `source`: auto (NVML), nvml or fake"},
+	{"gpu-provider", "gpu.provider", "GPU information `source`: auto (NVML), nvml, amdsmi or fake"},
 	{"fake-file", "gpu.fake_file", "JSON `file` describing fake GPUs, for --gpu-provider=fake (format: /usr/share/doc/canhazgpu/fake-gpus.md)"},
 }
 

@@ -78,8 +78,9 @@ var settings = []setting{
 	duration("redis.dial_timeout", func(c *Config) *time.Duration { return &c.Redis.DialTimeout }),
 	duration("redis.op_timeout", func(c *Config) *time.Duration { return &c.Redis.OpTimeout }),
 
-	enum("gpu.provider", func(c *Config) *string { return &c.GPU.Provider }, "auto", "nvml", "fake"),
+	enum("gpu.provider", func(c *Config) *string { return &c.GPU.Provider }, "auto", "nvml", "amdsmi", "fake"),
 	str("gpu.fake_file", func(c *Config) *string { return &c.GPU.FakeFile }, nil),
+	str("gpu.amdsmi_path", func(c *Config) *string { return &c.GPU.AMDSMIPath }, checkAbsPath),
 	count("gpu.memory_threshold_mb", func(c *Config) *int64 { return &c.GPU.MemoryThresholdMB }),
 
 	userKey(duration("reserve.duration", func(c *Config) *time.Duration { return &c.Reserve.Duration })),

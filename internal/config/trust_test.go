@@ -39,6 +39,8 @@ func TestUserMaySetOnlyUserKeys(t *testing.T) {
 			wantErr: "config: --memory-threshold: only root may set gpu.memory_threshold_mb; site settings come from " + SystemFile},
 		{name: "fake GPUs by flag", flags: map[string]string{"gpu.fake_file": "/tmp/mine.json"},
 			wantErr: "config: --fake-file: only root may set gpu.fake_file; site settings come from " + SystemFile},
+		{name: "amd-smi program from the environment", env: []string{"CANHAZGPU_GPU_AMDSMI_PATH=/tmp/mine"},
+			wantErr: "config: CANHAZGPU_GPU_AMDSMI_PATH: only root may set gpu.amdsmi_path; site settings come from " + SystemFile},
 		{name: "node by flag", flags: map[string]string{"node": "other"},
 			wantErr: "config: --node: only root may set node; site settings come from " + SystemFile},
 	}

@@ -70,7 +70,7 @@ func Open(ctx context.Context, cfg *config.Config) (*Node, error) {
 func New(cfg *config.Config, st *store.Store, gpus gpu.Provider) *Node {
 	if gpus == nil {
 		gpus = &lazyProvider{open: func() (gpu.Provider, error) {
-			return gpu.Open(gpu.Options{Provider: cfg.GPU.Provider, FakeFile: cfg.GPU.FakeFile})
+			return gpu.Open(gpu.Options{Provider: cfg.GPU.Provider, FakeFile: cfg.GPU.FakeFile, AMDSMIPath: cfg.GPU.AMDSMIPath})
 		}}
 	}
 	return &Node{Config: cfg, Store: st, gpus: gpus, MayRegister: os.Geteuid() == 0}

@@ -153,7 +153,7 @@ func TestBadInputs(t *testing.T) {
 		{"", []string{"admin", "--release", "--gpu-ids", "9"}, 2, `invalid --gpu-ids "9": want indices of GPUs registered for node ` + n.name + ": 0,1,2,3"},
 		{"", []string{"--redis-url", "ftp://x", "status"}, 2, `--redis-url: redis.url: must be a redis://host:port/db, rediss://host:port/db or unix:///path.sock URL, got "ftp://x"`},
 		{"", []string{"status", "--memory-threshold", "-1"}, 2, "--memory-threshold: gpu.memory_threshold_mb: must be a positive integer, got -1"},
-		{"", []string{"--gpu-provider", "bogus", "status"}, 2, `--gpu-provider: gpu.provider: must be one of auto, nvml, fake, got "bogus"`},
+		{"", []string{"--gpu-provider", "bogus", "status"}, 2, `--gpu-provider: gpu.provider: must be one of auto, nvml, amdsmi, fake, got "bogus"`},
 		{"", []string{"--node", "bad&name", "status"}, 2, `invalid node name "bad&name": want 1-63 letters, digits`},
 		{"", []string{"--config", "/nonexistent/canhazgpu.toml", "status"}, 2, "file named by --config: open /nonexistent/canhazgpu.toml: no such file or directory"},
 		// Site policy is root's: a user's flags cannot name another config,
