@@ -223,14 +223,16 @@ func rocrIndices(gpus []amdGPU) (map[int]int, error) {
 }
 
 // renderMinor reads the GPU's render node (/dev/dri/renderD<minor>) from
-// its KFD topology node; -1 when that cannot be read.
+// its KFD topology node; 0 when that cannot be read. Render minors start
+// at 128, so 0 matches no device file gres.conf can list, and the Slurm
+// Prolog refuses the job naming the GPU rather than guess.
 func (p *amdsmiProvider) renderMinor(node int) int {
 	if node < 0 {
-		return -1
+		return 0
 	}
 	b, err := os.ReadFile(filepath.Join(p.sysRoot, "class", "kfd", "kfd", "topology", "nodes", strconv.Itoa(node), "properties"))
 	if err != nil {
-		return -1
+		return 0
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
 		if rest, ok := strings.CutPrefix(line, "drm_render_minor "); ok {
@@ -239,7 +241,7 @@ func (p *amdsmiProvider) renderMinor(node int) int {
 			}
 		}
 	}
-	return -1
+	return 0
 }
 
 // processes reads one GPU's "process_list". ROCm 6 wraps each process as

@@ -83,7 +83,7 @@ func TestProviderContract(t *testing.T) {
 				require.True(t, strings.HasPrefix(d.UUID, "GPU-"), "the store keys GPUs by GPU- ids: %q", d.UUID)
 				require.Positive(t, d.MemoryTotalMB)
 				require.NotEmpty(t, d.Name)
-				require.GreaterOrEqual(t, d.Minor, 0)
+				require.GreaterOrEqual(t, d.Minor, 0, "the store accepts no negative minor")
 			}
 			require.Empty(t, devs[0].Processes)
 			require.Equal(t, []Process{{PID: 100, Name: "python3", User: "root", UID: 0, UsedMemoryMB: contractMemMB,

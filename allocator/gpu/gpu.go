@@ -25,7 +25,7 @@ type Device struct {
 	Index         int    // the runtime's index: NVML's (PCI bus order), ROCm's (KFD node order)
 	UUID          string // the stable key: indices and minors differ between tools
 	Name          string
-	Minor         int // the number of its device file (Vendor.DeviceFile); -1 when unknown
+	Minor         int // the number of its device file (Vendor.DeviceFile); 0 for an AMD GPU without a known render node
 	MemoryUsedMB  int64
 	MemoryTotalMB int64
 	Processes     []Process // sorted by PID; one PID appears once per device

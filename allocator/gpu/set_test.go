@@ -48,8 +48,10 @@ func TestSetUnionPrefersTheLater(t *testing.T) {
 func TestVendorExports(t *testing.T) {
 	s := NewSet(ID{UUID: "GPU-b", Index: 3}, ID{UUID: "GPU-a", Index: 1})
 	nv := VendorOf(ProviderNVML)
-	require.Equal(t, []Env{{"CUDA_VISIBLE_DEVICES", "1,3"}, {"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}}, nv.Exports(s, ByIndex))
-	require.Equal(t, []Env{{"CUDA_VISIBLE_DEVICES", "GPU-a,GPU-b"}}, nv.Exports(s, ByUUID))
+	require.Equal(t, []Env{{"CUDA_VISIBLE_DEVICES", "1,3"}, {"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}}, nv.Exports(s.IDs(), ByIndex))
+	require.Equal(t, []Env{{"CUDA_VISIBLE_DEVICES", "GPU-a,GPU-b"}}, nv.Exports(s.IDs(), ByUUID))
+	slots := []ID{{"GPU-b", 3}, {"GPU-a", 1}}
+	require.Equal(t, []Env{{"CUDA_VISIBLE_DEVICES", "GPU-b,GPU-a"}}, nv.Exports(slots, ByUUID), "in the order given")
 	require.Equal(t, "NVIDIA", VendorOf(ProviderFake).Name)
 	require.Equal(t, "NVIDIA", VendorOf("auto").Name)
 	require.Equal(t, "AMD", VendorOf(ProviderAMDSMI).Name)
@@ -58,11 +60,12 @@ func TestVendorExports(t *testing.T) {
 
 	amd := VendorOf(ProviderAMDSMI)
 	want := []Env{{"ROCR_VISIBLE_DEVICES", "1,3"}, {"HIP_VISIBLE_DEVICES", "0,1"}}
-	require.Equal(t, want, amd.Exports(s, ByIndex))
-	require.Equal(t, want, amd.Exports(s, ByUUID), "amd-smi reports no UUID the ROCm runtime takes")
+	require.Equal(t, want, amd.Exports(s.IDs(), ByIndex))
+	require.Equal(t, want, amd.Exports(s.IDs(), ByUUID), "amd-smi reports no UUID the ROCm runtime takes")
+	require.Equal(t, []Env{{"ROCR_VISIBLE_DEVICES", "3,1"}, {"HIP_VISIBLE_DEVICES", "0,1"}}, amd.Exports(slots, ByIndex))
 	require.Equal(t, "/dev/dri/renderD129", amd.DeviceFile(129))
 	require.Equal(t, "/dev/dri/renderD130", amd.NthDeviceFile(2))
 	require.Equal(t, []string{"ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"}, amd.Variables())
 
-	require.Nil(t, amd.Exports(Set{}, ByIndex))
+	require.Nil(t, amd.Exports(nil, ByIndex))
 }

@@ -17,7 +17,7 @@ type Vendor struct {
 	// firstMinor is the Minor of the first GPU on a typical node, for a
 	// gres.conf that lists the device files in order.
 	firstMinor int
-	exports    func(s Set, form Form) []Env
+	exports    func(ids []ID, form Form) []Env
 	// variables are every name exports may set, first the one a
 	// scheduler sets too.
 	variables []string
@@ -47,13 +47,30 @@ func VendorOf(provider string) Vendor {
 	return nvidia
 }
 
-// Exports are the variables that give a program the GPUs of s, in index
-// order; nil for an empty set.
-func (v Vendor) Exports(s Set, form Form) []Env {
-	if s.Len() == 0 {
+// Exports are the variables that give a program the GPUs ids, in the
+// order given, which becomes the program's device 0, 1, …: a Set's IDs
+// (index order), or a scheduler's slots. nil for no GPUs.
+func (v Vendor) Exports(ids []ID, form Form) []Env {
+	if len(ids) == 0 {
 		return nil
 	}
-	return v.exports(s, form)
+	return v.exports(ids, form)
+}
+
+func joinUUIDs(ids []ID) string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = id.UUID
+	}
+	return strings.Join(out, ",")
+}
+
+func joinIndices(ids []ID) string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = strconv.Itoa(id.Index)
+	}
+	return strings.Join(out, ",")
 }
 
 // Variables names every variable Exports may set; the first is the one a
@@ -75,11 +92,11 @@ var nvidia = Vendor{
 	deviceFile: "/dev/nvidia",
 	firstMinor: 0,
 	variables:  []string{"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"},
-	exports: func(s Set, form Form) []Env {
+	exports: func(ids []ID, form Form) []Env {
 		if form == ByUUID {
-			return []Env{{"CUDA_VISIBLE_DEVICES", strings.Join(s.UUIDs(), ",")}}
+			return []Env{{"CUDA_VISIBLE_DEVICES", joinUUIDs(ids)}}
 		}
-		return []Env{{"CUDA_VISIBLE_DEVICES", s.IndexList()}, {"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}}
+		return []Env{{"CUDA_VISIBLE_DEVICES", joinIndices(ids)}, {"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}}
 	},
 }
 
@@ -96,11 +113,11 @@ var amd = Vendor{
 	deviceFile: "/dev/dri/renderD",
 	firstMinor: 128,
 	variables:  []string{"ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"},
-	exports: func(s Set, _ Form) []Env {
-		hip := make([]string, s.Len())
+	exports: func(ids []ID, _ Form) []Env {
+		hip := make([]string, len(ids))
 		for i := range hip {
 			hip[i] = strconv.Itoa(i)
 		}
-		return []Env{{"ROCR_VISIBLE_DEVICES", s.IndexList()}, {"HIP_VISIBLE_DEVICES", strings.Join(hip, ",")}}
+		return []Env{{"ROCR_VISIBLE_DEVICES", joinIndices(ids)}, {"HIP_VISIBLE_DEVICES", strings.Join(hip, ",")}}
 	},
 }

@@ -37,6 +37,9 @@ type GPU struct {
 	// Foreign lists processes on a reserved GPU run by someone other than
 	// the reservation's owner.
 	Foreign []gpu.Process
+	// MIG are the GPU's MIG devices; their processes are in Processes,
+	// since the whole GPU is what a reservation holds.
+	MIG []gpu.MIGDevice
 	// Busy: memory use reached the threshold.
 	Busy  bool
 	Model string
@@ -60,8 +63,9 @@ func Classify(snap *allocator.Snapshot, devices []gpu.Device, thresholdMB int64)
 			v.Processes = slices.Clone(d.Processes)
 			slices.SortFunc(v.Processes, func(a, b gpu.Process) int { return a.PID - b.PID })
 			v.Busy = d.MemoryUsedMB >= thresholdMB
+			v.MIG = d.MIG
 		}
-		v.Users = usersByLowestPID(v.Processes)
+		v.Users = UsersByLowestPID(v.Processes)
 		v.Model = modelOf(v.Processes)
 		if r, ok := snap.Reservations[g.UUID]; ok {
 			v.Reservation = &r
@@ -123,6 +127,16 @@ func Registration(devices []gpu.Device) []allocator.GPU {
 	return out
 }
 
+// Registered is the set of a node's registered GPUs, for naming GPUs
+// without a scan.
+func Registered(gpus []allocator.GPU) gpu.Set {
+	ids := make([]gpu.ID, len(gpus))
+	for i, g := range gpus {
+		ids[i] = gpu.ID{UUID: g.UUID, Index: g.Index}
+	}
+	return gpu.NewSet(ids...)
+}
+
 // NeedsRegistration reports whether the store's GPUs differ from the
 // devices, so callers register only when something changed.
 func NeedsRegistration(snap *allocator.Snapshot, devices []gpu.Device) bool {
@@ -138,7 +152,9 @@ func NeedsRegistration(snap *allocator.Snapshot, devices []gpu.Device) bool {
 	return false
 }
 
-func usersByLowestPID(procs []gpu.Process) []string {
+// UsersByLowestPID names the owners of procs (sorted by PID), each once,
+// in the order of their lowest PID.
+func UsersByLowestPID(procs []gpu.Process) []string {
 	var users []string
 	seen := map[string]bool{}
 	for _, p := range procs { // sorted by PID

@@ -142,10 +142,10 @@ func explainShortage(short *allocator.ShortageError, devs []gpu.Device) error {
 	if len(short.Conflicts) == 0 {
 		return short
 	}
-	names := newGPUNamer(devs, nil)
+	names := gpu.SetOf(devs)
 	parts := make([]string, len(short.Conflicts))
 	for i, c := range short.Conflicts {
-		name := "GPU " + names.name(c.GPU)
+		name := "GPU " + names.Name(c.GPU)
 		if c.Holder != nil {
 			parts[i] = fmt.Sprintf("%s is reserved by %s (%s)", name, c.Holder.User, holding(*c.Holder))
 			continue

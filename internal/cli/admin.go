@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/store"
@@ -170,17 +169,6 @@ func runAdmin(ctx context.Context, inv *invocation, a *adminArgs) error {
 	return writeTable(out, []string{"GPU", "UUID", "NAME"}, rows)
 }
 
-func registeredIndices(snap *allocator.Snapshot) string {
-	idx := make([]string, len(snap.GPUs))
-	for i, g := range snap.GPUs {
-		idx[i] = strconv.Itoa(g.Index)
-	}
-	if len(idx) == 0 {
-		return "a registered GPU, but node " + snap.Node + " has none"
-	}
-	return "indices of GPUs registered for node " + snap.Node + ": " + strings.Join(idx, ",")
-}
-
 // adminRelease ends reservations of any user (of --user) and, without
 // --gpu-ids, their places in the queue with what those hold. Root ends any
 // kind; the admin group, whose CLI credential may not write batch
@@ -194,13 +182,13 @@ func adminRelease(ctx context.Context, env *Env, nodeName string, st *store.Stor
 	if !env.User.Root() {
 		rel.Kinds = []allocator.Kind{allocator.KindManual, allocator.KindRun}
 	}
-	names := newGPUNamer(nil, snap.GPUs)
+	names := usage.Registered(snap.GPUs)
 	if rel.GPUs, err = registeredUUIDs(snap, a.ids); err != nil {
 		return err
 	}
 	for _, u := range rel.GPUs {
 		if r, held := snap.Reservations[u]; held && r.Kind.Batch() && !env.User.Root() {
-			return fmt.Errorf("GPU %s is held by %s job %s of %s: only root may end a batch job's reservation", names.name(u), r.Kind, r.JobID, r.User)
+			return fmt.Errorf("GPU %s is held by %s job %s of %s: only root may end a batch job's reservation", names.Name(u), r.Kind, r.JobID, r.User)
 		}
 	}
 	done, err := st.Release(ctx, rel)
@@ -210,7 +198,7 @@ func adminRelease(ctx context.Context, env *Env, nodeName string, st *store.Stor
 	out := env.Stdout
 	for _, u := range done.GPUs {
 		r := snap.Reservations[u]
-		if err := writeLine(out, "Released GPU %s on node %s (held by %s, %s).", names.name(u), nodeName, r.User, r.Kind); err != nil {
+		if err := writeLine(out, "Released GPU %s on node %s (held by %s, %s).", names.Name(u), nodeName, r.User, r.Kind); err != nil {
 			return err
 		}
 	}
@@ -226,7 +214,7 @@ func adminRelease(ctx context.Context, env *Env, nodeName string, st *store.Stor
 	}
 	if len(done.Refused) > 0 {
 		r := done.Refused[0]
-		return fmt.Errorf("GPU %s is reserved by %s (%s), not by %s: nothing of it was released", names.name(r.GPU), r.User, r.Kind, a.user.s)
+		return fmt.Errorf("GPU %s is reserved by %s (%s), not by %s: nothing of it was released", names.Name(r.GPU), r.User, r.Kind, a.user.s)
 	}
 	return nil
 }

@@ -2,14 +2,13 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
+	"canhazgpu/allocator/usage"
 	"canhazgpu/internal/config"
 	"canhazgpu/internal/localnode"
 )
@@ -65,28 +64,23 @@ func actingUser(env *Env, cfg *config.Config, requested string) (string, int, er
 	return requested, uidOf(requested), nil
 }
 
-// uuidsOf maps --gpu-ids (NVML indices) to UUIDs through the scan.
+// uuidsOf maps --gpu-ids (indices) to UUIDs through the scan.
 func uuidsOf(devs []gpu.Device, ids idsValue) ([]string, error) {
-	uuids, err := localnode.UUIDsOf(devs, ids.ids)
-	var ie *allocator.InputError
-	if errors.As(err, &ie) {
+	uuids, err := gpu.SetOf(devs).UUIDsAt(ids.ids)
+	if err != nil {
 		return nil, badValue("--gpu-ids", ids.raw, nodeIndices(devs))
 	}
-	return uuids, err
+	return uuids, nil
 }
 
 // registeredUUIDs maps --gpu-ids to UUIDs through the node's registration
 // in the store, which needs no GPU scan.
 func registeredUUIDs(snap *allocator.Snapshot, ids idsValue) ([]string, error) {
-	out := make([]string, 0, len(ids.ids))
-	for _, i := range ids.ids {
-		g, ok := snap.GPUByIndex(i)
-		if !ok {
-			return nil, badValue("--gpu-ids", ids.raw, registeredIndices(snap))
-		}
-		out = append(out, g.UUID)
+	uuids, err := usage.Registered(snap.GPUs).UUIDsAt(ids.ids)
+	if err != nil {
+		return nil, badValue("--gpu-ids", ids.raw, registeredIndices(snap))
 	}
-	return out, nil
+	return uuids, nil
 }
 
 // nodeIndices says which indices this node has, for error messages.
@@ -94,59 +88,25 @@ func nodeIndices(devs []gpu.Device) string {
 	if len(devs) == 0 {
 		return "an index of this node's GPUs, but the GPU provider reports none"
 	}
-	idx := make([]string, len(devs))
-	for i, d := range devs {
-		idx[i] = strconv.Itoa(d.Index)
-	}
-	return "indices of this node's GPUs: " + strings.Join(idx, ",")
+	return "indices of this node's GPUs: " + gpu.SetOf(devs).IndexList()
 }
 
-// gpuNamer turns UUIDs into the indices users know, from the scan or,
-// for GPUs the provider no longer reports, from the store's registration.
-type gpuNamer struct {
-	byUUID map[string]int
+// registeredIndices says which indices the node's registration has, for
+// error messages.
+func registeredIndices(snap *allocator.Snapshot) string {
+	if len(snap.GPUs) == 0 {
+		return "a registered GPU, but node " + snap.Node + " has none"
+	}
+	return "indices of GPUs registered for node " + snap.Node + ": " + usage.Registered(snap.GPUs).IndexList()
 }
 
-func newGPUNamer(devs []gpu.Device, registered []allocator.GPU) gpuNamer {
-	n := gpuNamer{byUUID: map[string]int{}}
-	for _, g := range registered {
-		n.byUUID[g.UUID] = g.Index
+// exportLine is the shell command that sets envs: "export A=1 B=2".
+func exportLine(envs []gpu.Env) string {
+	parts := make([]string, len(envs))
+	for i, e := range envs {
+		parts[i] = e.Name + "=" + e.Value
 	}
-	for _, d := range devs {
-		n.byUUID[d.UUID] = d.Index
-	}
-	return n
-}
-
-func (n gpuNamer) name(uuid string) string {
-	if i, ok := n.byUUID[uuid]; ok {
-		return strconv.Itoa(i)
-	}
-	return uuid
-}
-
-// list joins the indices of uuids in ascending order with commas: "0,1",
-// as CUDA_VISIBLE_DEVICES takes them.
-func (n gpuNamer) list(uuids []string) string {
-	sorted := slices.Clone(uuids)
-	slices.SortStableFunc(sorted, func(a, b string) int {
-		ia, oka := n.byUUID[a]
-		ib, okb := n.byUUID[b]
-		switch {
-		case oka && okb:
-			return ia - ib
-		case oka:
-			return -1
-		case okb:
-			return 1
-		}
-		return strings.Compare(a, b)
-	})
-	names := make([]string, len(sorted))
-	for i, u := range sorted {
-		names[i] = n.name(u)
-	}
-	return strings.Join(names, ",")
+	return "export " + strings.Join(parts, " ")
 }
 
 // plural writes "1 GPU" or "3 GPUs".

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"canhazgpu/allocator"
+	"canhazgpu/allocator/usage"
 )
 
 type queueArgs struct{ json bool }
@@ -73,22 +74,17 @@ type jsonEntry struct {
 	WaitingSeconds int64   `json:"waiting_seconds"`
 }
 
-// indicesOf maps registered UUIDs to indices; unknown ones are left out.
-func indicesOf(snap *allocator.Snapshot, uuids []string) []int {
-	out := []int{}
-	for _, u := range uuids {
-		if g, ok := snap.GPUByUUID(u); ok {
-			out = append(out, g.Index)
-		}
-	}
-	return out
-}
-
 func queueDocOf(snap *allocator.Snapshot) queueDoc {
+	registered := usage.Registered(snap.GPUs)
+	// Indices of the GPUs the registration knows, in index order.
+	indicesOf := func(uuids []string) []int {
+		known, _ := registered.Pick(uuids)
+		return known.Indices()
+	}
 	doc := queueDoc{Version: jsonVersion, Node: snap.Node, GeneratedAt: jsonTime(snap.Now), Queue: []jsonEntry{}}
 	for i, e := range snap.Queue {
 		doc.Queue = append(doc.Queue, jsonEntry{Position: i + 1, ID: e.ID, User: e.User, Kind: string(e.Kind),
-			Requested: e.Wanted(), GPUIDs: indicesOf(snap, e.GPUs), Held: indicesOf(snap, e.Allocated),
+			Requested: e.Wanted(), GPUIDs: indicesOf(e.GPUs), Held: indicesOf(e.Allocated),
 			EnqueuedAt: jsonTime(e.EnqueuedAt), HeartbeatAt: jsonTime(e.HeartbeatAt),
 			WaitingSeconds: int64(max(snap.Now.Sub(e.EnqueuedAt), 0) / time.Second)})
 	}
@@ -99,17 +95,17 @@ func writeQueue(w io.Writer, snap *allocator.Snapshot) error {
 	if len(snap.Queue) == 0 {
 		return writeLine(w, "No requests waiting on node %s.", snap.Node)
 	}
-	names := newGPUNamer(nil, snap.GPUs)
+	names := usage.Registered(snap.GPUs)
 	rows := make([][]string, 0, len(snap.Queue))
 	total := 0
 	for i, e := range snap.Queue {
 		requested := plural(e.Wanted(), "GPU")
 		if len(e.GPUs) > 0 {
-			requested = "GPU " + names.list(e.GPUs)
+			requested = "GPU " + names.List(e.GPUs)
 		}
 		held := ""
 		if len(e.Allocated) > 0 {
-			held = "GPU " + names.list(e.Allocated)
+			held = "GPU " + names.List(e.Allocated)
 		}
 		rows = append(rows, []string{strconv.Itoa(i + 1), e.User, string(e.Kind), requested, held, hms(snap.Now.Sub(e.EnqueuedAt))})
 		total += e.Wanted()

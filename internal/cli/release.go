@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"canhazgpu/allocator"
+	"canhazgpu/allocator/gpu"
+	"canhazgpu/allocator/usage"
 )
 
 type releaseArgs struct {
@@ -75,18 +77,19 @@ func runRelease(ctx context.Context, inv *invocation, a *releaseArgs) error {
 	if err != nil {
 		return err
 	}
-	names := newGPUNamer(nil, registered)
+	released := make([]gpu.ID, 0, len(done.Indices))
 	for u, i := range done.Indices {
-		names.byUUID[u] = i
+		released = append(released, gpu.ID{UUID: u, Index: i})
 	}
+	names := usage.Registered(registered).Union(gpu.NewSet(released...))
 	return reportRelease(env, names, cfg.Node, user, rel.GPUs, done)
 }
 
 // reportRelease prints what was released, notes named GPUs that had
 // nothing to release, and fails naming each GPU held by someone else.
-func reportRelease(env *Env, names gpuNamer, node, user string, named []string, done allocator.Released) error {
+func reportRelease(env *Env, names gpu.Set, node, user string, named []string, done allocator.Released) error {
 	if len(done.GPUs) > 0 {
-		writeLine(env.Stdout, "Released %s on node %s: %s", plural(len(done.GPUs), "GPU"), node, names.list(done.GPUs))
+		writeLine(env.Stdout, "Released %s on node %s: %s", plural(len(done.GPUs), "GPU"), node, names.List(done.GPUs))
 	}
 	var untouched []string
 	for _, u := range named {
@@ -97,7 +100,7 @@ func reportRelease(env *Env, names gpuNamer, node, user string, named []string, 
 	}
 	switch {
 	case len(untouched) > 0:
-		writeLine(env.Stdout, "No manual or run reservation of %s to release on GPU %s.", user, names.list(untouched))
+		writeLine(env.Stdout, "No manual or run reservation of %s to release on GPU %s.", user, names.List(untouched))
 	case len(named) == 0 && len(done.GPUs) == 0:
 		writeLine(env.Stdout, "No manual reservations of %s to release on node %s.", user, node)
 	}
@@ -106,7 +109,7 @@ func reportRelease(env *Env, names gpuNamer, node, user string, named []string, 
 	}
 	var parts []string
 	for _, r := range done.Refused {
-		parts = append(parts, fmt.Sprintf("GPU %s is reserved by %s (%s), not by %s", names.name(r.GPU), r.User, holding(r), user))
+		parts = append(parts, fmt.Sprintf("GPU %s is reserved by %s (%s), not by %s", names.Name(r.GPU), r.User, holding(r), user))
 	}
 	return errors.New(strings.Join(parts, "; ") + ": only the owner, root or the admin group may release it")
 }

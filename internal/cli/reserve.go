@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"canhazgpu/allocator"
+	"canhazgpu/allocator/gpu"
 	"canhazgpu/internal/config"
 )
 
@@ -20,7 +21,7 @@ func reserveCommand() *command {
 	fs := newFlagSet("reserve")
 	a.bind(fs)
 	fs.VarP(&a.duration, "duration", "d", "how long to hold the GPUs: `D` such as 30m, 4h, 1d (default reserve.duration, 30m)")
-	fs.BoolVar(&a.short, "short", false, "print only the GPU indices, comma-separated, for CUDA_VISIBLE_DEVICES")
+	fs.BoolVar(&a.short, "short", false, "print only the GPU indices, comma-separated, for CUDA_VISIBLE_DEVICES (ROCR_VISIBLE_DEVICES on AMD nodes)")
 	return &command{
 		name:  "reserve",
 		usage: "canhazgpu reserve [--gpus N | --gpu-ids LIST] [--duration D] [--wait[=D]] [--short] [--note TEXT]",
@@ -67,7 +68,8 @@ func runReserve(ctx context.Context, inv *invocation, a *reserveArgs) error {
 	if err != nil {
 		return err
 	}
-	ids := newGPUNamer(devs, nil).list(g.GPUs)
+	held, _ := gpu.SetOf(devs).Pick(g.GPUs)
+	ids := gpu.SetOf(devs).List(g.GPUs)
 	if a.short {
 		_, err := fmt.Fprintln(env.Stdout, ids)
 		return err
@@ -81,9 +83,10 @@ func runReserve(ctx context.Context, inv *invocation, a *reserveArgs) error {
 		them = "it"
 	}
 	_, err = fmt.Fprintf(env.Stdout, "Reserved %s%s on node %s for %s: %s\n"+
-		"Use %s with: export CUDA_VISIBLE_DEVICES=%s CUDA_DEVICE_ORDER=PCI_BUS_ID\n"+
+		"Use %s with: %s\n"+
 		"Release %s earlier with: %s\n",
-		plural(len(g.GPUs), "GPU"), who, cfg.Node, config.Duration(lease), ids, them, ids, them, releaseHint(inv, user))
+		plural(len(g.GPUs), "GPU"), who, cfg.Node, config.Duration(lease), ids, them,
+		exportLine(gpu.VendorOf(cfg.GPU.Provider).Exports(held.IDs(), gpu.ByIndex)), them, releaseHint(inv, user))
 	return err
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"canhazgpu/allocator"
+	"canhazgpu/allocator/gpu"
 	"canhazgpu/allocator/store"
 	"canhazgpu/internal/config"
 )
@@ -33,7 +34,8 @@ func runCommand() *command {
 		usage: "canhazgpu run [--gpus N | --gpu-ids LIST] [--timeout D] [--wait[=D]] [--note TEXT] -- CMD ARGS...",
 		short: "Run a command on reserved GPUs and release them when it ends",
 		long: `Reserves the GPUs, runs CMD with CUDA_VISIBLE_DEVICES set to their indices and
-CUDA_DEVICE_ORDER=PCI_BUS_ID (replacing any values you had), keeps the
+CUDA_DEVICE_ORDER=PCI_BUS_ID (on AMD nodes, ROCR_VISIBLE_DEVICES set to their
+indices and HIP_VISIBLE_DEVICES to 0..N-1), replacing any values you had, keeps the
 reservation alive by heartbeat while CMD runs, and releases it when CMD ends,
 even when CMD could not be started. The exit status is CMD's own (128+N when
 a signal N ended it; 127 when CMD was not found, 126 when it is not
@@ -109,10 +111,15 @@ func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) err
 	if err != nil {
 		return err
 	}
-	ids := newGPUNamer(devs, nil).list(g.GPUs)
+	ids := gpu.SetOf(devs).List(g.GPUs)
 	l := &runLease{store: node.Store, user: user, uid: p.uid, note: a.note.s, token: g.Token, gpus: g.GPUs, names: ids,
 		timeout: cfg.Run.HeartbeatTimeout}
-	environ := withEnv(env.Environ, map[string]string{"CUDA_VISIBLE_DEVICES": ids, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+	held, _ := gpu.SetOf(devs).Pick(g.GPUs)
+	exports := make(map[string]string)
+	for _, e := range gpu.VendorOf(cfg.GPU.Provider).Exports(held.IDs(), gpu.ByIndex) {
+		exports[e.Name] = e.Value
+	}
+	environ := withEnv(env.Environ, exports)
 	stderr := &lockedWriter{w: env.Stderr}
 	code, runErr := supervise(ctx, supervision{env: env, stderr: stderr, path: path, argv: argv, environ: environ,
 		timeout: timeout, grace: cfg.Run.KillGrace, interval: cfg.Run.HeartbeatInterval, lease: l})

@@ -14,6 +14,7 @@ import (
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
+	"canhazgpu/allocator/usage"
 	"canhazgpu/internal/jobstate"
 )
 
@@ -279,18 +280,11 @@ func (c *check) slurmEnded(ctx context.Context, job string) string {
 
 // gpuList names GPUs by index for messages ("GPU 1", "GPUs 1, 3").
 func gpuList(snap *allocator.Snapshot, uuids []string) string {
-	var idx []string
-	for _, u := range uuids {
-		if g, ok := snap.GPUByUUID(u); ok {
-			idx = append(idx, fmt.Sprint(g.Index))
-		} else {
-			idx = append(idx, u)
-		}
+	names := usage.Registered(snap.GPUs).Names(uuids)
+	if len(names) == 1 {
+		return "GPU " + names[0]
 	}
-	if len(idx) == 1 {
-		return "GPU " + idx[0]
-	}
-	return "GPUs " + strings.Join(idx, ", ")
+	return "GPUs " + strings.Join(names, ", ")
 }
 
 func hasKind(snap *allocator.Snapshot, k allocator.Kind) bool {

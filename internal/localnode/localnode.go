@@ -212,24 +212,3 @@ func (n *Node) Drift(snap *allocator.Snapshot, devs []gpu.Device) string {
 	return fmt.Sprintf("the GPUs detected here differ from node %s's registration in the store (%d registered, %d detected); "+
 		"the store's registration stands until root registers again ('canhazgpu admin --register')", snap.Node, len(snap.GPUs), len(devs))
 }
-
-// UUIDsOf maps NVML indices to UUIDs through a scan; an index the node
-// does not have is an input error naming it.
-func UUIDsOf(devs []gpu.Device, indices []int) ([]string, error) {
-	out := make([]string, 0, len(indices))
-	for _, i := range indices {
-		found := false
-		for _, d := range devs {
-			if d.Index == i {
-				out = append(out, d.UUID)
-				found = true
-				break
-			}
-		}
-		if !found {
-			return nil, &allocator.InputError{Field: "gpu id", Value: fmt.Sprint(i),
-				Accepted: fmt.Sprintf("an index of this node's GPUs (0-%d)", len(devs)-1)}
-		}
-	}
-	return out, nil
-}

@@ -72,17 +72,6 @@ func TestAllocateExcludesUnreservedUseAndRegisters(t *testing.T) {
 	require.Equal(t, "unreserved", string(classes[1].State))
 }
 
-func TestUUIDsOf(t *testing.T) {
-	n, _ := openNode(t, "ids1", twoGPUs)
-	devs, err := n.Devices(context.Background())
-	require.NoError(t, err)
-	ids, err := UUIDsOf(devs, []int{1, 0})
-	require.NoError(t, err)
-	require.Equal(t, []string{"GPU-b", "GPU-a"}, ids)
-	_, err = UUIDsOf(devs, []int{2})
-	require.EqualError(t, err, `invalid gpu id "2": want an index of this node's GPUs (0-1)`)
-}
-
 func TestBrokenFakeFileIsAnError(t *testing.T) {
 	n, file := openNode(t, "broken1", twoGPUs)
 	require.NoError(t, os.WriteFile(file, []byte("{"), 0o644))

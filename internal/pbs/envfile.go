@@ -7,17 +7,22 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"canhazgpu/allocator/gpu"
 )
 
-// envLines is the job's environment as the prolog prints it: UUIDs for
-// CUDA, the NVML indices in the same order for people.
-func envLines(uuids []string, indices []int) string {
-	idx := make([]string, len(indices))
-	for i, n := range indices {
-		idx[i] = fmt.Sprint(n)
+// envLines is the job's environment as the prolog prints it: the
+// vendor's variables (UUIDs where the runtime takes them, as they hold
+// whatever numbering the job sees), then the indices in the same order
+// for people. A GPU that vanished since the grant cannot be used and is
+// left out.
+func envLines(v gpu.Vendor, held gpu.Set) string {
+	var b strings.Builder
+	for _, e := range v.Exports(held.IDs(), gpu.ByUUID) {
+		b.WriteString(e.Name + "=" + e.Value + "\n")
 	}
-	return "CUDA_VISIBLE_DEVICES=" + strings.Join(uuids, ",") + "\n" +
-		"CANHAZGPU_GPU_INDICES=" + strings.Join(idx, ",") + "\n"
+	b.WriteString("CANHAZGPU_GPU_INDICES=" + held.IndexList() + "\n")
+	return b.String()
 }
 
 // writeEnvFile replaces path with text atomically (temp file and rename in

@@ -7,8 +7,6 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -118,7 +116,7 @@ func (p *prolog) run(ctx context.Context) int {
 			p.undo(ctx, node)
 			return p.fail(err)
 		}
-		logf(p.stderr, "pbs job %s of %s: reserved GPUs %s", a.job, a.user, indexList(grant.GPUs, devs))
+		logf(p.stderr, "pbs job %s of %s: reserved GPUs %s", a.job, a.user, gpu.SetOf(devs).List(grant.GPUs))
 		if more := jobstate.SettleLeftovers(ctx, node.Store, p.cfg.PBS.StateDir); more != "" {
 			logf(p.stderr, "%s", more)
 		}
@@ -195,7 +193,7 @@ func (p *prolog) shortage(ctx context.Context, node *localnode.Node, devs []gpu.
 		return p.fail(err)
 	}
 	logf(p.stderr, "warning: pbs job %s of %s runs on GPUs %s without holding all of them (on_conflict = warn): %v",
-		a.job, a.user, indexList(run, devs), short)
+		a.job, a.user, gpu.SetOf(devs).List(run), short)
 	return ExitOK
 }
 
@@ -234,7 +232,7 @@ func (p *prolog) storeDown(devs []gpu.Device, cause error) int {
 		return p.fail(err)
 	}
 	logf(p.stderr, "warning: pbs job %s of %s runs on GPUs %s unreserved (on_store_error = allow; pending marker written): %v",
-		a.job, a.user, indexList(pick, devs), cause)
+		a.job, a.user, gpu.SetOf(devs).List(pick), cause)
 	return ExitOK
 }
 
@@ -248,22 +246,21 @@ func boolRank(b bool) int {
 // record writes the job file and the env file and prints the environment.
 func (p *prolog) record(uuids []string, devs []gpu.Device, conflicts []jobstate.Conflict, pending bool) error {
 	a := p.args
-	byIndex := sortByIndex(uuids, devs)
+	// In index order, so that the runtime's device 0 is the job's lowest
+	// GPU; a GPU the scan lacks (it vanished since the grant) goes last.
+	held, vanished := gpu.SetOf(devs).Pick(uuids)
 	f := jobstate.JobFile{User: a.user, UID: a.uid, Restart: max(a.runCount, 0), Conflicts: conflicts,
 		Pending: pending, BootID: p.boot, At: time.Now()}
-	indices := make([]int, len(byIndex))
-	for i, d := range byIndex {
-		f.GPUs = append(f.GPUs, jobstate.GPU{UUID: d.UUID, Index: d.Index, SchedIndex: -1})
-		indices[i] = d.Index
+	for _, id := range held.IDs() {
+		f.GPUs = append(f.GPUs, jobstate.GPU{UUID: id.UUID, Index: id.Index, SchedIndex: -1})
+	}
+	for _, u := range vanished {
+		f.GPUs = append(f.GPUs, jobstate.GPU{UUID: u, Index: -1, SchedIndex: -1})
 	}
 	if err := jobstate.WriteJob(p.cfg.PBS.StateDir, allocator.KindPBS, a.job, f); err != nil {
 		return err
 	}
-	ids := make([]string, len(byIndex))
-	for i, d := range byIndex {
-		ids[i] = d.UUID
-	}
-	text := envLines(ids, indices)
+	text := envLines(gpu.VendorOf(p.cfg.GPU.Provider), held)
 	if a.envFile != "" {
 		if err := writeEnvFile(a.envFile, text); err != nil {
 			return err
@@ -289,40 +286,4 @@ func (p *prolog) undo(ctx context.Context, node *localnode.Node) {
 func (p *prolog) fail(err error) int {
 	logf(p.stderr, "error: pbs job %s: %v", p.args.job, err)
 	return ExitError
-}
-
-// sortByIndex returns the devices of uuids in NVML index order, so that
-// CUDA's device 0 is the job's lowest GPU. A UUID the scan lacks (the GPU
-// vanished since the grant) keeps index -1 and goes last.
-func sortByIndex(uuids []string, devs []gpu.Device) []gpu.Device {
-	out := make([]gpu.Device, 0, len(uuids))
-	for _, u := range uuids {
-		d := gpu.Device{UUID: u, Index: -1}
-		for _, x := range devs {
-			if x.UUID == u {
-				d = x
-			}
-		}
-		out = append(out, d)
-	}
-	slices.SortStableFunc(out, func(x, y gpu.Device) int {
-		if (x.Index < 0) != (y.Index < 0) {
-			return boolRank(x.Index < 0) - boolRank(y.Index < 0)
-		}
-		return x.Index - y.Index
-	})
-	return out
-}
-
-// indexList is "0,2" for log lines.
-func indexList(uuids []string, devs []gpu.Device) string {
-	var parts []string
-	for _, d := range sortByIndex(uuids, devs) {
-		if d.Index < 0 {
-			parts = append(parts, d.UUID)
-		} else {
-			parts = append(parts, strconv.Itoa(d.Index))
-		}
-	}
-	return strings.Join(parts, ",")
 }

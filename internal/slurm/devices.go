@@ -14,20 +14,22 @@ import (
 )
 
 // Slurm numbers a node's GPUs by their position in gres.conf, which need
-// not be NVML's order nor the /dev/nvidia<N> number. The one link that holds
-// on every node is the device file: gres.conf lists /dev/nvidia<minor>,
-// and NVML reports each GPU's minor number. So index → device file → minor
-// → the GPU with that minor → its UUID.
+// not be the provider's order nor the device file's number. The one link
+// that holds on every node is the device file: gres.conf lists
+// /dev/nvidia<minor> (NVIDIA) or /dev/dri/renderD<minor> (AMD), and the
+// provider reports each GPU's minor number. So index → device file →
+// minor → the GPU with that minor → its UUID.
 
 // DevicePath is the device file of Slurm's GPU index i: the i-th entry of
-// gres_devices, or /dev/nvidia<i> when gres_devices is not set (gres.conf
-// listing /dev/nvidia[0-N] in order, the common case).
-func DevicePath(gresDevices []string, i int) (string, error) {
+// gres_devices, or the vendor's i-th device file when gres_devices is not
+// set (gres.conf listing /dev/nvidia[0-N] or /dev/dri/renderD[128-…] in
+// order, the common case).
+func DevicePath(v gpu.Vendor, gresDevices []string, i int) (string, error) {
 	if i < 0 {
 		return "", &allocator.InputError{Field: "slurm gpu index", Value: strconv.Itoa(i), Accepted: "zero or more"}
 	}
 	if len(gresDevices) == 0 {
-		return "/dev/nvidia" + strconv.Itoa(i), nil
+		return v.NthDeviceFile(i), nil
 	}
 	if i >= len(gresDevices) {
 		return "", &allocator.InputError{Field: "slurm gpu index", Value: strconv.Itoa(i),
@@ -37,10 +39,11 @@ func DevicePath(gresDevices []string, i int) (string, error) {
 }
 
 // Minor is the minor number of a GPU device file: the digits that end its
-// name (/dev/nvidia3 → 3; NVIDIA's driver names its device files so), or,
+// name (/dev/nvidia3 → 3, /dev/dri/renderD129 → 129; the drivers name
+// their device files so), or,
 // for a name without them, the minor of the character device it is.
 // The name comes first because it needs no system call and holds for
-// NVIDIA device files, whose minor is always the number in the name.
+// NVIDIA and DRM render device files, whose minor is the number in the name.
 func Minor(path string) (int, error) {
 	base := filepath.Base(path)
 	digits := base[len(strings.TrimRight(base, "0123456789")):]
@@ -66,10 +69,10 @@ func linuxMinor(dev uint64) int {
 
 // Resolve maps Slurm's GPU indices to the devices of a scan, in the given
 // order. Every index must lead to exactly one scanned GPU.
-func Resolve(gresDevices []string, indices []int, devs []gpu.Device) ([]gpu.Device, error) {
+func Resolve(v gpu.Vendor, gresDevices []string, indices []int, devs []gpu.Device) ([]gpu.Device, error) {
 	out := make([]gpu.Device, 0, len(indices))
 	for _, i := range indices {
-		path, err := DevicePath(gresDevices, i)
+		path, err := DevicePath(v, gresDevices, i)
 		if err != nil {
 			return nil, err
 		}

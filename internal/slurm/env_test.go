@@ -82,16 +82,19 @@ func TestJobFromEnv(t *testing.T) {
 }
 
 func TestDevicePath(t *testing.T) {
-	p, err := DevicePath(nil, 5)
+	p, err := DevicePath(gpu.VendorOf(""), nil, 5)
 	require.NoError(t, err)
 	require.Equal(t, "/dev/nvidia5", p)
-	p, err = DevicePath([]string{"/dev/nvidia2", "/dev/nvidia0"}, 1)
+	p, err = DevicePath(gpu.VendorOf(""), []string{"/dev/nvidia2", "/dev/nvidia0"}, 1)
 	require.NoError(t, err)
 	require.Equal(t, "/dev/nvidia0", p)
-	_, err = DevicePath([]string{"/dev/nvidia2", "/dev/nvidia0"}, 2)
+	_, err = DevicePath(gpu.VendorOf(""), []string{"/dev/nvidia2", "/dev/nvidia0"}, 2)
 	require.ErrorContains(t, err, `invalid slurm gpu index "2": want 0-1`)
-	_, err = DevicePath(nil, -1)
+	_, err = DevicePath(gpu.VendorOf(""), nil, -1)
 	require.Error(t, err)
+	p, err = DevicePath(gpu.VendorOf(gpu.ProviderAMDSMI), nil, 1)
+	require.NoError(t, err)
+	require.Equal(t, "/dev/dri/renderD129", p)
 }
 
 func TestMinor(t *testing.T) {
@@ -132,18 +135,18 @@ func TestResolve(t *testing.T) {
 		{Index: 2, UUID: "GPU-c", Minor: 0}, {Index: 3, UUID: "GPU-d", Minor: 1}}
 	uuids := func(ds []gpu.Device) []string { return uuidsOf(ds) }
 
-	got, err := Resolve(nil, []int{0, 1}, devs)
+	got, err := Resolve(gpu.VendorOf(""), nil, []int{0, 1}, devs)
 	require.NoError(t, err)
 	require.Equal(t, []string{"GPU-c", "GPU-d"}, uuids(got))
 
 	// gres.conf in NVML order rather than minor order.
 	gres := []string{"/dev/nvidia2", "/dev/nvidia3", "/dev/nvidia0", "/dev/nvidia1"}
-	got, err = Resolve(gres, []int{3, 0}, devs)
+	got, err = Resolve(gpu.VendorOf(""), gres, []int{3, 0}, devs)
 	require.NoError(t, err)
 	require.Equal(t, []string{"GPU-d", "GPU-a"}, uuids(got))
 
-	_, err = Resolve(nil, []int{4}, devs)
+	_, err = Resolve(gpu.VendorOf(""), nil, []int{4}, devs)
 	require.ErrorContains(t, err, "slurm GPU 4: /dev/nvidia4 (minor 4) is no GPU of this node (minors 2,3,0,1)")
-	_, err = Resolve(gres, []int{4}, devs)
+	_, err = Resolve(gpu.VendorOf(""), gres, []int{4}, devs)
 	require.ErrorContains(t, err, "slurm gpu index")
 }

@@ -63,7 +63,7 @@ func (h *Hook) Prolog(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("%s%w", p.prefix, err)
 	}
 	p.node, p.devs = node, devs
-	slots, err := Resolve(cfg.GresDevices, job.GPUs, devs)
+	slots, err := Resolve(gpu.VendorOf(p.Config.GPU.Provider), cfg.GresDevices, job.GPUs, devs)
 	if err != nil {
 		return p.unusable(err)
 	}
@@ -176,7 +176,10 @@ func (p *prologRun) place(granted []string) []jobstate.GPU {
 		}
 		i := open[0]
 		open = open[1:]
-		out[i].UUID, out[i].Index, out[i].Moved = uuid, p.indexOf(uuid), true
+		out[i].UUID, out[i].Index, out[i].Moved = uuid, -1, true
+		if id, ok := gpu.SetOf(p.devs).ByUUID(uuid); ok {
+			out[i].Index = id.Index
+		}
 	}
 	return out
 }
@@ -184,19 +187,10 @@ func (p *prologRun) place(granted []string) []jobstate.GPU {
 // gpuName names a GPU for an admin: by the index status shows and the
 // UUID the store and NVML tools use ("GPU 3 (GPU-6f2b…)").
 func (p *prologRun) gpuName(uuid string) string {
-	if i := p.indexOf(uuid); i >= 0 {
-		return fmt.Sprintf("GPU %d (%s)", i, uuid)
+	if id, ok := gpu.SetOf(p.devs).ByUUID(uuid); ok {
+		return fmt.Sprintf("GPU %d (%s)", id.Index, uuid)
 	}
 	return "GPU " + uuid
-}
-
-func (p *prologRun) indexOf(uuid string) int {
-	for _, d := range p.devs {
-		if d.UUID == uuid {
-			return d.Index
-		}
-	}
-	return -1
 }
 
 // conflict handles GPUs that are held by others or in unreserved use.

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/allocator"
+	"canhazgpu/allocator/gpu"
 	"canhazgpu/internal/jobstate"
 )
 
@@ -115,9 +116,26 @@ func TestExportValid(t *testing.T) {
 		{export{"CUDA_VISIBLE_DEVICES", "01"}, false},
 		{export{"CUDA_VISIBLE_DEVICES", "GPU-"}, false},
 		{export{"CUDA_VISIBLE_DEVICES", "$(id)"}, false},
+		{export{"ROCR_VISIBLE_DEVICES", "0,2"}, false}, // not NVIDIA's
 	} {
 		t.Run(tc.e.name+"="+tc.e.value, func(t *testing.T) {
-			require.Equal(t, tc.want, tc.e.valid())
+			require.Equal(t, tc.want, tc.e.valid(gpu.VendorOf("")))
+		})
+	}
+	amd := gpu.VendorOf(gpu.ProviderAMDSMI)
+	for _, tc := range []struct {
+		e    export
+		want bool
+	}{
+		{export{"ROCR_VISIBLE_DEVICES", "0,2"}, true},
+		{export{"HIP_VISIBLE_DEVICES", "0,1"}, true},
+		{export{"HIP_VISIBLE_DEVICES", "0;id"}, false},
+		{export{"ROCR_VISIBLE_DEVICES", ""}, false},
+		{export{"CUDA_VISIBLE_DEVICES", "0"}, false},
+		{export{"CUDA_DEVICE_ORDER", "PCI_BUS_ID"}, false},
+	} {
+		t.Run("amd "+tc.e.name+"="+tc.e.value, func(t *testing.T) {
+			require.Equal(t, tc.want, tc.e.valid(amd))
 		})
 	}
 }

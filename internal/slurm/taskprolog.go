@@ -3,10 +3,12 @@ package slurm
 import (
 	"bytes"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
 	"canhazgpu/allocator"
+	"canhazgpu/allocator/gpu"
 	"canhazgpu/internal/jobstate"
 )
 
@@ -28,13 +30,14 @@ const (
 // canhazgpu writes (checked once more just before printing), and nothing
 // at all when any value is not.
 func (h *Hook) TaskProlog(out io.Writer) {
-	exports := h.taskExports()
+	vendor := gpu.VendorOf(h.Config.GPU.Provider)
+	exports := h.taskExports(vendor)
 	if len(exports) == 0 {
 		return
 	}
 	var b bytes.Buffer
 	for _, e := range exports {
-		if !e.valid() {
+		if !e.valid(vendor) {
 			return
 		}
 		b.WriteString("export " + e.name + "=" + e.value + "\n")
@@ -45,30 +48,29 @@ func (h *Hook) TaskProlog(out io.Writer) {
 // export is one variable the TaskProlog sets.
 type export struct{ name, value string }
 
-// The variables the TaskProlog may set, with the form of their values.
+// The TaskProlog sets only the vendor's variables (gpu.Vendor): each a
+// comma-separated list of GPU ids or indices, but for CUDA_DEVICE_ORDER,
+// which must say PCI_BUS_ID (so that CUDA numbers GPUs as NVML does).
 const (
-	envVisibleDevices = "CUDA_VISIBLE_DEVICES" // GPU ids or NVML indices, comma-separated
-	envDeviceOrder    = "CUDA_DEVICE_ORDER"    // PCI_BUS_ID, so that CUDA numbers GPUs as NVML does
-	pciBusOrder       = "PCI_BUS_ID"
+	envDeviceOrder = "CUDA_DEVICE_ORDER"
+	pciBusOrder    = "PCI_BUS_ID"
 )
 
-func (e export) valid() bool {
-	switch e.name {
-	case envVisibleDevices:
-		if e.value == "" {
-			return false
-		}
-		for _, item := range strings.Split(e.value, ",") {
-			if jobstate.CheckUUID(item) != nil && !isIndex(item) {
-				return false
-			}
-		}
-		return true
-	case envDeviceOrder:
+func (e export) valid(v gpu.Vendor) bool {
+	switch {
+	case !slices.Contains(v.Variables(), e.name):
+		return false
+	case e.name == envDeviceOrder:
 		return e.value == pciBusOrder
-	default:
+	case e.value == "":
 		return false
 	}
+	for _, item := range strings.Split(e.value, ",") {
+		if jobstate.CheckUUID(item) != nil && !isIndex(item) {
+			return false
+		}
+	}
+	return true
 }
 
 // isIndex accepts a GPU index as strconv.Itoa writes it.
@@ -78,7 +80,7 @@ func isIndex(s string) bool {
 }
 
 // taskExports decides the variables to export.
-func (h *Hook) taskExports() []export {
+func (h *Hook) taskExports(vendor gpu.Vendor) []export {
 	mode := h.Config.Slurm.Export
 	jobID := h.Env["SLURM_JOB_ID"]
 	if mode == exportNone || jobstate.CheckJobID(jobID) != nil {
@@ -106,24 +108,24 @@ func (h *Hook) taskExports() []export {
 	if len(gpus) == 0 {
 		return nil
 	}
+	form := gpu.ByUUID
 	switch mode {
 	case exportIndex:
-		idx := make([]string, len(gpus))
-		for i, g := range gpus {
-			idx[i] = strconv.Itoa(g.Index)
-		}
-		// NVML numbers GPUs in PCI bus order; CUDA does so only when told.
-		return []export{{envVisibleDevices, strings.Join(idx, ",")}, {envDeviceOrder, pciBusOrder}}
+		form = gpu.ByIndex
 	case exportAuto:
 		// Slurm's own value already names these GPUs, in whatever numbering
 		// the node uses (ConstrainDevices renumbers from 0): keep it.
-		if !moved && h.Env["CUDA_VISIBLE_DEVICES"] != "" {
+		if !moved && h.Env[vendor.Variables()[0]] != "" {
 			return nil
 		}
 	}
-	uuids := make([]string, len(gpus))
+	ids := make([]gpu.ID, len(gpus))
 	for i, g := range gpus {
-		uuids[i] = g.UUID
+		ids[i] = gpu.ID{UUID: g.UUID, Index: g.Index}
 	}
-	return []export{{envVisibleDevices, strings.Join(uuids, ",")}}
+	var out []export
+	for _, e := range vendor.Exports(ids, form) {
+		out = append(out, export{e.Name, e.Value})
+	}
+	return out
 }
