@@ -44,6 +44,15 @@ type fakeGPU struct {
 	MemoryUsedMB  *int64        `json:"memory_used_mb"`
 	MemoryTotalMB *int64        `json:"memory_total_mb"`
 	Processes     []fakeProcess `json:"processes"`
+	MIG           []fakeMIG     `json:"mig"`
+}
+
+type fakeMIG struct {
+	Slot          int    `json:"slot"`
+	UUID          string `json:"uuid"`
+	MemoryUsedMB  *int64 `json:"memory_used_mb"`
+	MemoryTotalMB *int64 `json:"memory_total_mb"`
+	PIDs          []int  `json:"pids"`
 }
 
 type fakeProcess struct {
@@ -189,6 +198,14 @@ func (f *fakeProvider) device(g fakeGPU) (Device, error) {
 	}
 	slices.SortFunc(d.Processes, func(a, b Process) int { return cmp.Compare(a.PID, b.PID) })
 
+	for _, fm := range g.MIG {
+		m, err := fakeMIGDevice(fm, seenPID)
+		if err != nil {
+			return d, fmt.Errorf("gpu %d: mig slot %d: %w", d.Index, fm.Slot, err)
+		}
+		d.MIG = append(d.MIG, m)
+	}
+
 	d.MemoryUsedMB = sum
 	if g.MemoryUsedMB != nil {
 		if *g.MemoryUsedMB < 0 {
@@ -197,6 +214,28 @@ func (f *fakeProvider) device(g fakeGPU) (Device, error) {
 		d.MemoryUsedMB = *g.MemoryUsedMB
 	}
 	return d, nil
+}
+
+// fakeMIGDevice checks one MIG device: its processes must be the parent
+// GPU's, as NVML lists a MIG device's processes under the parent too.
+func fakeMIGDevice(fm fakeMIG, parentPIDs map[int]bool) (MIGDevice, error) {
+	m := MIGDevice{Slot: fm.Slot, UUID: fm.UUID, MemoryUsedMB: -1, MemoryTotalMB: -1}
+	if fm.Slot < 0 {
+		return m, errors.New("negative slot")
+	}
+	if fm.MemoryTotalMB != nil && fm.MemoryUsedMB != nil {
+		if *fm.MemoryTotalMB < 0 || *fm.MemoryUsedMB < 0 {
+			return m, errors.New("negative memory")
+		}
+		m.MemoryUsedMB, m.MemoryTotalMB = *fm.MemoryUsedMB, *fm.MemoryTotalMB
+	}
+	for _, pid := range fm.PIDs {
+		if !parentPIDs[pid] {
+			return m, fmt.Errorf("pid %d is not among the GPU's processes", pid)
+		}
+	}
+	m.PIDs = slices.Sorted(slices.Values(fm.PIDs))
+	return m, nil
 }
 
 // fakeUUID is stable across runs so that reservations keyed by UUID survive a

@@ -170,6 +170,10 @@ func TestFakeErrors(t *testing.T) {
 		{name: "unknown gpu field", file: `{"gpus": [{"index": 0, "memory_mb": 1}]}`, wantErr: `unknown field "memory_mb"`},
 		{name: "unknown process field", file: `{"gpus": [{"index": 0, "processes": [{"pid": 1, "mem": 1}]}]}`, wantErr: `unknown field "mem"`},
 		{name: "missing index", file: `{"gpus": [{"uuid": "GPU-1"}]}`, wantErr: `gpus[0]: missing "index"`},
+		{name: "mig pid not the gpu's", file: `{"gpus": [{"index": 0, "mig": [{"slot": 1, "pids": [5]}]}]}`,
+			wantErr: "gpus[0]: gpu 0: mig slot 1: pid 5 is not among the GPU's processes"},
+		{name: "mig negative memory", file: `{"gpus": [{"index": 0, "mig": [{"memory_used_mb": -1, "memory_total_mb": 5}]}]}`,
+			wantErr: "gpus[0]: gpu 0: mig slot 0: negative memory"},
 		{name: "duplicate index", file: `{"gpus": [{"index": 1}, {"index": 1}]}`, wantErr: "gpus[1]: duplicate index 1"},
 		{
 			name:    "duplicate uuid",

@@ -47,6 +47,24 @@ type statusCase struct {
 
 var statusCases = []statusCase{
 	{
+		// Beyond the seed: a GPU in MIG mode shows its MIG devices under
+		// its row; the reservation is the whole GPU's, and bob's process
+		// on another slice of it is use without reservation.
+		name: "mig",
+		state: func(s *allocator.Snapshot, uuid func(int) string) {
+			s.Reservations[uuid(0)] = allocator.Reservation{GPU: uuid(0), Kind: allocator.KindManual, User: "alice", Token: 9,
+				StartedAt: statusNow.Add(-time.Hour), ExpiresAt: statusNow.Add(time.Hour)}
+		},
+		rows: []string{
+			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION",
+			"0 in use alice 1h 0m 0s manual expires in 1h 0m 0s; also used by bob WITHOUT RESERVATION (owner alice) 25000MB, 2 processes",
+			"0/mig0 alice MIG device MIG-2f6c0d3e-8a1b-5c4d-9e7f-0a1b2c3d4e5f 20000MB of 40192MB, PID 7001 (python3)",
+			"0/mig1 bob MIG device MIG-7b8c9d0e-1f2a-5b3c-8d4e-5f6a7b8c9d0e 5000MB of 19968MB, PID 7002 (jupyter)",
+			"0/mig2 MIG device MIG-0c1d2e3f-4a5b-5c6d-8e7f-9a0b1c2d3e4f 0MB of 19968MB, no processes",
+			"1 available free, never reserved 0MB used",
+		},
+	},
+	{
 		name: "single",
 		rows: []string{
 			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION",

@@ -61,8 +61,31 @@ func statusRows(v nodeView) [][]string {
 			row[1], row[6] = "available", freeDetails(v, g)
 		}
 		rows = append(rows, row)
+		for _, m := range g.MIG {
+			rows = append(rows, migRow(g, m))
+		}
 	}
 	return rows
+}
+
+// migRow details one MIG device under its GPU's row: whose processes run
+// on it. It has no reservation of its own; the GPU's row has it.
+func migRow(g usage.GPU, m gpu.MIGDevice) []string {
+	var procs []gpu.Process
+	for _, p := range g.Processes {
+		if slices.Contains(m.PIDs, p.PID) {
+			procs = append(procs, p)
+		}
+	}
+	use := "no processes"
+	if len(procs) > 0 {
+		use = processList(procs)
+	}
+	if m.MemoryTotalMB >= 0 {
+		use = fmt.Sprintf("%dMB of %dMB, %s", m.MemoryUsedMB, m.MemoryTotalMB, use)
+	}
+	return []string{fmt.Sprintf("%d/mig%d", g.Index, m.Slot), "", strings.Join(usage.UsersByLowestPID(procs), ","), "", "", "",
+		"MIG device " + m.UUID, use}
 }
 
 func freeDetails(v nodeView, g usage.GPU) string {
@@ -203,7 +226,17 @@ type jsonGPU struct {
 	ForeignUsers []string         `json:"foreign_users"` // on a reserved GPU: owners other than the holder
 	Model        string           `json:"model"`
 	Reservation  *jsonReservation `json:"reservation"`
-	FreeSince    *string          `json:"free_since"` // available GPUs: last release
+	FreeSince    *string          `json:"free_since"`    // available GPUs: last release
+	MIG          []jsonMIG        `json:"mig,omitempty"` // MIG devices, on this node's GPUs in MIG mode
+}
+
+// jsonMIG is one MIG device of a GPU; its processes are also the GPU's.
+type jsonMIG struct {
+	Slot          int    `json:"slot"`
+	UUID          string `json:"uuid"`
+	MemoryUsedMB  *int64 `json:"memory_used_mb"` // null when the driver does not say
+	MemoryTotalMB *int64 `json:"memory_total_mb"`
+	PIDs          []int  `json:"pids"`
 }
 
 type jsonProcess struct {
@@ -241,6 +274,14 @@ func jsonNodeOf(v nodeView) jsonNode {
 			mem := g.MemoryUsedMB
 			j.MemoryUsedMB = &mem
 		}
+		for _, m := range g.MIG {
+			jm := jsonMIG{Slot: m.Slot, UUID: m.UUID, PIDs: nonNil(m.PIDs)}
+			if m.MemoryTotalMB >= 0 {
+				used, total := m.MemoryUsedMB, m.MemoryTotalMB
+				jm.MemoryUsedMB, jm.MemoryTotalMB = &used, &total
+			}
+			j.MIG = append(j.MIG, jm)
+		}
 		for _, p := range g.Processes {
 			jp := jsonProcess{PID: p.PID, Name: p.Name, User: p.User}
 			if p.UsedMemoryMB >= 0 {
@@ -271,9 +312,9 @@ func jsonNodeOf(v nodeView) jsonNode {
 	return n
 }
 
-func nonNil(s []string) []string {
+func nonNil[T any](s []T) []T {
 	if s == nil {
-		return []string{}
+		return []T{}
 	}
 	return s
 }
