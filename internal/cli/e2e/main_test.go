@@ -75,7 +75,8 @@ type node struct {
 // newNode makes a node whose system config names the test server and the
 // fake GPU file, and registers its GPUs as root. Each extra item is a
 // config line when it contains " = " (`run.heartbeat_timeout = "3s"`),
-// else an environment variable.
+// else an environment variable. A gpu.provider line replaces the fake
+// provider's lines.
 func newNode(t testing.TB, gpusJSON string, extra ...string) *node {
 	t.Helper()
 	return newNodeOn(t, srv, gpusJSON, extra...)
@@ -94,18 +95,21 @@ func newNodeOn(t testing.TB, server *redistest.Server, gpusJSON string, extra ..
 		fmt.Sprintf("node = %q", n.name),
 		// TCP rather than the socket: the socket's directory is private.
 		fmt.Sprintf("redis.url = %q", n.redisURL),
-		`gpu.provider = "fake"`,
-		fmt.Sprintf("gpu.fake_file = %q", n.gpuFile),
 	}
+	gpuLines := []string{`gpu.provider = "fake"`, fmt.Sprintf("gpu.fake_file = %q", n.gpuFile)}
 	// Root's commands name the node's config; users' have it compiled in.
 	n.environ = []string{"PATH=" + shared + ":/usr/local/bin:/usr/bin:/bin", "CANHAZGPU_CONFIG=" + n.cfgFile}
 	for _, e := range extra {
-		if strings.Contains(e, " = ") {
+		switch {
+		case strings.HasPrefix(e, "gpu.provider = "):
+			gpuLines = []string{e}
+		case strings.Contains(e, " = "):
 			lines = append(lines, e)
-		} else {
+		default:
 			n.environ = append(n.environ, e)
 		}
 	}
+	lines = append(lines, gpuLines...)
 	require.NoError(t, os.WriteFile(n.cfgFile, []byte(strings.Join(lines, "\n")+"\n"), 0o644))
 	r := n.run("admin", "--register")
 	require.Equal(t, 0, r.code, r.stderr)
