@@ -149,4 +149,14 @@ func TestResolve(t *testing.T) {
 	require.ErrorContains(t, err, "slurm GPU 4: /dev/nvidia4 (minor 4) is no GPU of this node (minors 2,3,0,1)")
 	_, err = Resolve(gpu.VendorOf(""), gres, []int{4}, devs)
 	require.ErrorContains(t, err, "slurm gpu index")
+
+	// AMD: render nodes from 128; a GPU whose render node is unknown
+	// (minor 0) is never taken for one.
+	amd := gpu.VendorOf(gpu.ProviderAMDSMI)
+	amdDevs := []gpu.Device{{Index: 0, UUID: "GPU-r", Minor: 129}, {Index: 1, UUID: "GPU-s", Minor: 128}, {Index: 2, UUID: "GPU-u", Minor: 0}}
+	got, err = Resolve(amd, nil, []int{1, 0}, amdDevs)
+	require.NoError(t, err)
+	require.Equal(t, []string{"GPU-r", "GPU-s"}, uuids(got))
+	_, err = Resolve(amd, nil, []int{2}, amdDevs)
+	require.ErrorContains(t, err, "slurm GPU 2: /dev/dri/renderD130 (minor 130) is no GPU of this node (minors 129,128,0)")
 }

@@ -51,3 +51,33 @@ func TestTaskProlog(t *testing.T) {
 		})
 	}
 }
+
+// On an AMD node the TaskProlog exports the ROCm variables from the same
+// job file: indices in Slurm's slot order for ROCR_VISIBLE_DEVICES (amd-smi
+// gives no UUID the runtime takes), 0..n-1 for HIP_VISIBLE_DEVICES.
+func TestTaskPrologAMD(t *testing.T) {
+	f := newFixture(t)
+	require.NoError(t, jobstate.WriteJob(f.stateDir(), allocator.KindSlurm, "6", jobstate.JobFile{
+		GPUs: []jobstate.GPU{{UUID: "GPU-x", Index: 3, SchedIndex: 0, Moved: true}, {UUID: "GPU-b", Index: 1, SchedIndex: 1}}}))
+	batch6 := []string{"SLURM_JOB_ID=6", "SLURM_JOB_GPUS=0,1", "CUDA_VISIBLE_DEVICES=0,1", "ROCR_VISIBLE_DEVICES=0,1"}
+	for _, tc := range []struct {
+		name, mode string
+		env        []string
+		want       string
+	}{
+		{"uuid", "uuid", batch6, "export ROCR_VISIBLE_DEVICES=3,1\nexport HIP_VISIBLE_DEVICES=0,1\n"},
+		{"index", "index", batch6, "export ROCR_VISIBLE_DEVICES=3,1\nexport HIP_VISIBLE_DEVICES=0,1\n"},
+		{"auto after a move", "auto", batch6, "export ROCR_VISIBLE_DEVICES=3,1\nexport HIP_VISIBLE_DEVICES=0,1\n"},
+		{"auto keeps Slurm's ROCR value", "auto", append(batch6, "SLURM_STEP_GPUS=1"), ""},
+		{"auto when Slurm set only CUDA's", "auto", []string{"SLURM_JOB_ID=6", "SLURM_STEP_GPUS=1", "CUDA_VISIBLE_DEVICES=1"},
+			"export ROCR_VISIBLE_DEVICES=1\nexport HIP_VISIBLE_DEVICES=0\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.configure(`export = "` + tc.mode + `"`)
+			f.cfg.GPU.Provider = "amdsmi"
+			var out bytes.Buffer
+			f.hook(tc.env...).TaskProlog(&out)
+			require.Equal(t, tc.want, out.String())
+		})
+	}
+}
