@@ -15,20 +15,25 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // DefaultAMDSMIPath is where ROCm installs amd-smi.
 const DefaultAMDSMIPath = "/opt/rocm/bin/amd-smi"
 
 // amdsmiProvider runs amd-smi at every scan, as the fake provider reads
-// its file: list (identity), static --asic (names), metric --mem-usage
-// (memory) and process (PIDs), all with --json. ROCm 6 prints a JSON list
-// of per-GPU objects; ROCm 7 wraps that list as {"gpu_data": [...]};
-// both are read, and the commands are joined on their "gpu" field.
+// its file: list -e (identity; -e adds each GPU's render node and HIP
+// index), static --asic (names), metric --mem-usage (memory) and process
+// (PIDs), all with --json. ROCm 6 prints a JSON list of per-GPU objects;
+// ROCm 7 wraps that list as {"gpu_data": [...]}; both are read, and the
+// commands are joined on their "gpu" field.
 type amdsmiProvider struct {
 	path     string
 	procRoot string
 	sysRoot  string
+	// noEnumeration: this amd-smi (before ROCm 6.4) refused list -e, so
+	// plain list is run, and the KFD topology gives render nodes.
+	noEnumeration atomic.Bool
 }
 
 var _ Provider = (*amdsmiProvider)(nil)
@@ -40,15 +45,30 @@ func newAMDSMIProvider(path, procRoot, sysRoot string) *amdsmiProvider {
 func (p *amdsmiProvider) Close() error { return nil }
 
 func (p *amdsmiProvider) Devices(ctx context.Context) ([]Device, error) {
-	var out [4][]map[string]any
-	for i, args := range [][]string{{"list"}, {"static", "--asic"}, {"metric", "--mem-usage"}, {"process"}} {
-		entries, err := p.run(ctx, args...)
-		if err != nil {
+	list, err := p.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out [3][]map[string]any
+	for i, args := range [][]string{{"static", "--asic"}, {"metric", "--mem-usage"}, {"process"}} {
+		if out[i], err = p.run(ctx, args...); err != nil {
 			return nil, err
 		}
-		out[i] = entries
 	}
-	return p.devices(out[0], out[1], out[2], out[3])
+	return p.devices(list, out[0], out[1], out[2])
+}
+
+// list runs list -e, or plain list where amd-smi does not know -e.
+func (p *amdsmiProvider) list(ctx context.Context) ([]map[string]any, error) {
+	if !p.noEnumeration.Load() {
+		entries, err := p.run(ctx, "list", "-e")
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) {
+			return entries, err
+		}
+		p.noEnumeration.Store(true)
+	}
+	return p.run(ctx, "list")
 }
 
 // run runs amd-smi with args and --json, with a fixed environment: the
@@ -121,6 +141,8 @@ func decodeAMDSMI(data []byte) ([]map[string]any, error) {
 type amdGPU struct {
 	smiIndex int // amd-smi's own number, the key between commands
 	node     int // KFD topology node; -1 when not reported
+	hipID    int // HIP's (and so ROCr's) index; -1 when not reported
+	render   int // render node minor; 0 when not reported
 	uuid     string
 }
 
@@ -143,7 +165,10 @@ func (p *amdsmiProvider) devices(list, static, metric, process []map[string]any)
 
 	devs := make([]Device, 0, len(gpus))
 	for _, g := range gpus {
-		d := Device{Index: index[g.smiIndex], UUID: g.uuid, Name: "AMD GPU", Minor: p.renderMinor(g.node), MemoryUsedMB: -1}
+		d := Device{Index: index[g.smiIndex], UUID: g.uuid, Name: "AMD GPU", Minor: g.render, MemoryUsedMB: -1}
+		if d.Minor == 0 {
+			d.Minor = p.renderMinor(g.node)
+		}
 		if asic, ok := names[g.smiIndex]["asic"].(map[string]any); ok {
 			if name, ok := asic["market_name"].(string); ok && name != "" && name != "N/A" {
 				d.Name = name
@@ -177,9 +202,18 @@ func parseAMDListEntry(e map[string]any) (amdGPU, error) {
 	if !ok || idx < 0 {
 		return amdGPU{}, fmt.Errorf(`bad or missing "gpu": %v`, e["gpu"])
 	}
-	g := amdGPU{smiIndex: idx, node: -1}
+	g := amdGPU{smiIndex: idx, node: -1, hipID: -1}
 	if n, ok := integer(e["node_id"]); ok && n >= 0 {
 		g.node = n
+	}
+	if n, ok := integer(e["hip_id"]); ok && n >= 0 {
+		g.hipID = n
+	}
+	if r, ok := e["render"].(string); ok {
+		digits, found := strings.CutPrefix(r, "renderD")
+		if n, err := strconv.Atoi(digits); found && err == nil && n > 0 && n < 1<<20 {
+			g.render = n
+		}
 	}
 	raw, _ := e["uuid"].(string)
 	if raw == "" || raw == "N/A" {
@@ -196,13 +230,18 @@ func parseAMDListEntry(e map[string]any) (amdGPU, error) {
 }
 
 // rocrIndices numbers the GPUs as the ROCm runtime does, which is what
-// ROCR_VISIBLE_DEVICES counts: in KFD topology node order. When a node id
-// is missing, amd-smi's own order stands in for it.
+// ROCR_VISIBLE_DEVICES counts: HIP's index where list -e gives it, else
+// the order of the KFD topology nodes. When either is missing for a GPU,
+// amd-smi's own order stands in for it.
 func rocrIndices(gpus []amdGPU) (map[int]int, error) {
 	sorted := slices.Clone(gpus)
+	byHIP := !slices.ContainsFunc(gpus, func(g amdGPU) bool { return g.hipID < 0 })
 	byNode := !slices.ContainsFunc(gpus, func(g amdGPU) bool { return g.node < 0 })
 	slices.SortFunc(sorted, func(a, b amdGPU) int {
-		if byNode {
+		switch {
+		case byHIP:
+			return cmp.Or(cmp.Compare(a.hipID, b.hipID), cmp.Compare(a.smiIndex, b.smiIndex))
+		case byNode:
 			return cmp.Or(cmp.Compare(a.node, b.node), cmp.Compare(a.smiIndex, b.smiIndex))
 		}
 		return cmp.Compare(a.smiIndex, b.smiIndex)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"canhazgpu/allocator/gpu/amdsmitest"
@@ -45,7 +46,9 @@ func TestAMDSMIROCm6(t *testing.T) {
 }
 
 // ROCm 7 wraps each list in "gpu_data", may print a warning first and
-// list processes bare; amd-smi's numbering here is not the runtime's.
+// list processes bare; amd-smi's numbering here is not the runtime's, and
+// list -e gives the HIP index and the render node (renderD136, not the
+// KFD topology's 129).
 func TestAMDSMIROCm7(t *testing.T) {
 	devs, err := openAMDFixture(t, "rocm7").Devices(context.Background())
 	require.NoError(t, err)
@@ -55,19 +58,46 @@ func TestAMDSMIROCm7(t *testing.T) {
 				{PID: 7702, UID: -1, UsedMemoryMB: 1},
 				{PID: 7810, UID: -1, UsedMemoryMB: -1},
 			}},
-		{Index: 1, UUID: "GPU-c4ff74a5-0000-1000-8012-7a3b5c9d1e04", Name: "AMD Instinct MI325X", Minor: 129,
+		{Index: 1, UUID: "GPU-c4ff74a5-0000-1000-8012-7a3b5c9d1e04", Name: "AMD Instinct MI325X", Minor: 136,
 			MemoryUsedMB: 20515, MemoryTotalMB: 262128, Processes: []Process{
 				{PID: 7702, UID: -1, UsedMemoryMB: 20480},
 			}},
-	}, devs, "KFD node 2 (amd-smi's GPU 1) is the runtime's device 0; used_vram N/A sums the processes")
+	}, devs, "HIP's device 0 is amd-smi's GPU 1; used_vram N/A sums the processes")
+}
+
+// An amd-smi before ROCm 6.4 refuses list -e: the provider runs plain
+// list, once it knows, and reads render nodes from the KFD topology.
+func TestAMDSMIWithoutEnumeration(t *testing.T) {
+	dir := t.TempDir()
+	gpus := []amdsmitest.GPU{{Index: 0, UUID: "ab-0", Node: 3}, {Index: 1, UUID: "ab-1", Node: 2}}
+	amdsmitest.Write(t, dir, gpus)
+	stub := amdsmitest.Stub(t, dir)
+	old := filepath.Join(dir, "old-amd-smi")
+	require.NoError(t, os.WriteFile(old, []byte("#!/bin/sh\necho \"$*\" >> '"+dir+"/calls'\n"+
+		"case \"$2\" in -e) echo 'amd-smi list: error: unrecognized arguments: -e' >&2; exit 2 ;; esac\n"+
+		"exec '"+stub+"' \"$@\"\n"), 0o755))
+	sys := t.TempDir()
+	amdsmitest.WriteRenderNodes(t, sys, gpus)
+	p, err := Open(Options{Provider: ProviderAMDSMI, AMDSMIPath: old, SysRoot: sys})
+	require.NoError(t, err)
+	for range 2 {
+		devs, err := p.Devices(context.Background())
+		require.NoError(t, err)
+		require.Equal(t, []ID{{"GPU-ab-1", 0}, {"GPU-ab-0", 1}}, SetOf(devs).IDs(), "KFD node order")
+		require.Equal(t, []int{129, 128}, []int{devs[0].Minor, devs[1].Minor})
+	}
+	calls, err := os.ReadFile(filepath.Join(dir, "calls"))
+	require.NoError(t, err)
+	require.Equal(t, 1, strings.Count(string(calls), "list -e"), string(calls))
+	require.Equal(t, 2, strings.Count(string(calls), "list --json"), string(calls))
 }
 
 func TestAMDSMIErrors(t *testing.T) {
 	cases := []struct {
 		name, file, content, want string
 	}{
-		{"not JSON", "list", "amd-smi failed to initialise\n", "amd-smi list: no JSON in the output"},
-		{"broken JSON", "list", "[{\"gpu\": 0,", "amd-smi list: bad JSON"},
+		{"not JSON", "list", "amd-smi failed to initialise\n", "amd-smi list -e: no JSON in the output"},
+		{"broken JSON", "list", "[{\"gpu\": 0,", "amd-smi list -e: bad JSON"},
 		{"object without gpu_data", "list", `{"gpus": []}`, `a JSON object without "gpu_data"`},
 		{"no gpu field", "list", `[{"uuid": "ab-cd"}]`, `entry 0: bad or missing "gpu"`},
 		{"no uuid", "list", `[{"gpu": 0, "uuid": "N/A"}]`, "gpu 0: no uuid"},
