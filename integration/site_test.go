@@ -32,6 +32,7 @@ type site struct {
 	ctl    string // go.<job>.<restart> files let waiting jobs finish
 	events string // one line per Prolog and Epilog run, written by the wrappers
 	fake   string
+	amdSMI string // with an amd-smi (a stub), the node is an AMD node
 	st     *store.Store
 	user   string
 	uid    int
@@ -186,11 +187,21 @@ func (s *site) writeFakeGPUs(busy map[string]string) {
 // [slurm] settings such as `placement = "canhazgpu"` on top of the site's.
 func (s *site) configure(slurm ...string) {
 	s.t.Helper()
-	gres, err := json.Marshal(s.c.GresDevices)
+	devices, provider := s.c.GresDevices, fmt.Sprintf("provider = \"fake\"\nfake_file = %q", s.fake)
+	if s.amdSMI != "" {
+		// Render nodes in gres.conf's order; gres.conf's own files stand
+		// in for them, as only the numbers in the names are read.
+		devices = nil
+		for k := range s.c.GresDevices {
+			devices = append(devices, fmt.Sprintf("/dev/dri/renderD%d", 128+k))
+		}
+		provider = fmt.Sprintf("provider = \"amdsmi\"\namdsmi_path = %q", s.amdSMI)
+	}
+	gres, err := json.Marshal(devices)
 	require.NoError(s.t, err)
-	text := fmt.Sprintf("node = %q\n\n[redis]\nurl = %q\n\n[gpu]\nprovider = \"fake\"\nfake_file = %q\n\n"+
+	text := fmt.Sprintf("node = %q\n\n[redis]\nurl = %q\n\n[gpu]\n%s\n\n"+
 		"[slurm]\ngres_devices = %s\nstate_dir = %q\ndeadline = \"3s\"\n%s\n",
-		siteNode, srv.URL(), s.fake, gres, s.state, strings.Join(slurm, "\n"))
+		siteNode, srv.URL(), provider, gres, s.state, strings.Join(slurm, "\n"))
 	tmp := s.cfg + ".tmp"
 	require.NoError(s.t, os.WriteFile(tmp, []byte(text), 0o644))
 	require.NoError(s.t, os.Rename(tmp, s.cfg))

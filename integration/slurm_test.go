@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
+	"canhazgpu/allocator/gpu/amdsmitest"
 	"canhazgpu/integration/slurmtest"
 	"canhazgpu/internal/jobstate"
 )
@@ -402,6 +404,49 @@ func TestSlurm(t *testing.T) {
 		require.Empty(t, s.jobGPUs(id))
 		s.requireClean()
 	})
+
+	t.Run("AMD node", func(t *testing.T) {
+		s := s.on(t)
+		testAMD(t, s)
+	})
+}
+
+// testAMD runs a job on the node as an AMD node: amd-smi (a stub printing
+// JSON) reports the same GPUs, with render node 128+k behind Slurm's index
+// k, the runtime's index differing from it as NVML's does. The Prolog
+// reserves them unchanged, and the TaskProlog exports ROCR_VISIBLE_DEVICES
+// and HIP_VISIBLE_DEVICES, leaving CUDA_VISIBLE_DEVICES to Slurm.
+func testAMD(t *testing.T, s *site) {
+	dir := filepath.Join(s.dir, "amd-smi")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	var gpus []amdsmitest.GPU
+	for i := range siteGPUs {
+		gpus = append(gpus, amdsmitest.GPU{Index: i, UUID: strings.TrimPrefix(siteUUID(i), "GPU-"), Node: 2 + i,
+			Render: 128 + siteMinor(i)})
+	}
+	amdsmitest.Write(t, dir, gpus)
+	s.amdSMI = amdsmitest.Stub(t, dir)
+	s.configure(`export = "index"`)
+	defer func() { s.amdSMI = ""; s.configure() }()
+
+	show := `echo "%s gpus=${SLURM_STEP_GPUS:-${SLURM_JOB_GPUS:-none}} rocr=${ROCR_VISIBLE_DEVICES-unset} hip=${HIP_VISIBLE_DEVICES-unset} cvd=${CUDA_VISIBLE_DEVICES-unset} order=${CUDA_DEVICE_ORDER-unset}"`
+	script := fmt.Sprintf(show, "BATCH") + "\n" +
+		"srun sh -c '" + strings.ReplaceAll(fmt.Sprintf(show, "STEP0"), "'", "") + "'\n" +
+		fmt.Sprintf(`while [ ! -e %s/go.$SLURM_JOB_ID.0 ]; do sleep 0.1; done`, s.ctl) + "\necho END\n"
+	id := s.submit("--gres=gpu:2", "--wrap", script)
+	out := s.seen(id, "BATCH", "STEP0")
+	for _, step := range []string{"BATCH", "STEP0"} {
+		require.Equal(t, fmt.Sprintf("%d,%d", nvmlOf(0), nvmlOf(1)), out[step]["rocr"], "%s: the runtime's indices through the render nodes", step)
+		require.Equal(t, "0,1", out[step]["hip"], step)
+		require.Equal(t, "0,1", out[step]["cvd"], "%s: Slurm's own, untouched", step)
+		require.Equal(t, "unset", out[step]["order"], step)
+	}
+	require.Equal(t, sorted(slurmUUID(0), slurmUUID(1)), keys(s.jobGPUs(id)), "the GPUs behind Slurm's 0 and 1")
+
+	s.letGo(id, 0)
+	s.finish(id, "COMPLETED")
+	require.Empty(t, s.jobGPUs(id))
+	s.requireClean()
 }
 
 func snapshotUser(t *testing.T, s *site, uuid string) string {

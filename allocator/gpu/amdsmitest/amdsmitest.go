@@ -14,10 +14,13 @@ import (
 
 // GPU describes one GPU as amd-smi reports it.
 type GPU struct {
-	Index   int    // amd-smi's "gpu"
-	UUID    string // bare, as amd-smi prints it
-	Node    int    // KFD topology node
-	Name    string // "" for "AMD Instinct MI300X"
+	Index int    // amd-smi's "gpu"
+	UUID  string // bare, as amd-smi prints it
+	Node  int    // KFD topology node
+	Name  string // "" for "AMD Instinct MI300X"
+	// Render is the render node minor that list -e reports, with the
+	// HIP index (Index); 0 leaves both out, as amd-smi before ROCm 6.4.
+	Render  int
 	UsedMB  int64
 	TotalMB int64 // 0 for 196592
 	Procs   []Proc
@@ -65,8 +68,12 @@ func Write(t testing.TB, dir string, gpus []GPU) {
 		if total == 0 {
 			total = 196592
 		}
-		list = append(list, map[string]any{"gpu": g.Index, "bdf": "0000:00:00.0", "uuid": g.UUID,
-			"kfd_id": 1000 + g.Node, "node_id": g.Node, "partition_id": 0})
+		entry := map[string]any{"gpu": g.Index, "bdf": "0000:00:00.0", "uuid": g.UUID,
+			"kfd_id": 1000 + g.Node, "node_id": g.Node, "partition_id": 0}
+		if g.Render != 0 {
+			entry["render"], entry["hip_id"] = "renderD"+strconv.Itoa(g.Render), g.Index
+		}
+		list = append(list, entry)
 		static = append(static, map[string]any{"gpu": g.Index, "asic": map[string]any{"market_name": name}})
 		metric = append(metric, map[string]any{"gpu": g.Index, "mem_usage": map[string]any{
 			"total_vram": mb(total), "used_vram": mb(g.UsedMB), "free_vram": mb(total - g.UsedMB)}})
