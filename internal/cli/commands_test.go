@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -266,6 +267,23 @@ func TestRunSetsTheGPUsAndReturnsTheExitStatus(t *testing.T) {
 	require.Equal(t, "Error: no-such-program-xyz: command not found\n", r.stderr)
 	r = f.run(alice, "run", "--")
 	require.Equal(t, 2, r.code)
+}
+
+// TestRunStartsTheCommandWithTheCallersEnvironment: in secure-execution
+// mode the environment canhazgpu obeys (Environ) lacks what the loader
+// removed; the command gets the caller's own (CommandEnviron) instead,
+// with the GPUs added, while the settings still come from Environ.
+func TestRunStartsTheCommandWithTheCallersEnvironment(t *testing.T) {
+	f := registered(t, idleGPUs(2))
+	env, out, errw := f.env(alice)
+	env.CommandEnviron = append(slices.Clone(env.Environ), "LD_LIBRARY_PATH=/opt/x", "TMPDIR=/tmp/y",
+		"CUDA_VISIBLE_DEVICES=7", "CANHAZGPU_NODE=elsewhere")
+	err := Run(context.Background(), []string{"run", "--gpu-ids", "1", "--", "env"}, env)
+	require.Equal(t, 0, ExitCode(err), errw.String())
+	got := strings.Split(strings.TrimSpace(out.String()), "\n")
+	require.Subset(t, got, []string{"LD_LIBRARY_PATH=/opt/x", "TMPDIR=/tmp/y", "CUDA_VISIBLE_DEVICES=1",
+		"CUDA_DEVICE_ORDER=PCI_BUS_ID", "CANHAZGPU_NODE=elsewhere"})
+	require.NotContains(t, got, "CUDA_VISIBLE_DEVICES=7")
 }
 
 func TestRunStopsTheCommandWhenTheLeaseIsLost(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 	"os/user"
 	"slices"
 	"strconv"
+
+	"canhazgpu/internal/callerenv"
 )
 
 // Identity is the account canhazgpu acts as: the uid of the process, never
@@ -29,7 +31,12 @@ type Env struct {
 	Stdin   *os.File
 	Stdout  io.Writer
 	Stderr  io.Writer
-	Environ []string // CANHAZGPU_* settings, and the environment of `run`'s command
+	Environ []string // CANHAZGPU_* settings, PATH: the environment canhazgpu itself obeys
+	// CommandEnviron is what `run`'s command starts from, before
+	// canhazgpu adds CUDA_VISIBLE_DEVICES and its like: the environment
+	// the caller started canhazgpu with, including what secure-execution
+	// mode took from Environ (LD_LIBRARY_PATH, TMPDIR, ...). nil: Environ.
+	CommandEnviron []string
 	// Home is the calling account's home directory, for the user config
 	// file (~/.config/canhazgpu/config.toml); "" for none.
 	Home string
@@ -50,9 +57,11 @@ type Env struct {
 // credential, which only the canhazgpu group can read (the installed
 // binary is setgid canhazgpu), and then drops that group for good, before
 // anything the caller controls is looked at: the environment, the flags,
-// the user config file, the command `run` starts.
+// the user config file, the command `run` starts. Only then does it
+// recover the caller's whole environment for that command (callerenv).
 func OSEnv() (*Env, error) {
 	uid := os.Getuid()
+	secure := callerenv.Secure()
 	var cred *Credential
 	if uid != 0 {
 		cred = readCLICredential()
@@ -60,12 +69,24 @@ func OSEnv() (*Env, error) {
 	if err := DropGroup(); err != nil {
 		return nil, err
 	}
+	command, err := callerenv.Environ(secure)
+	if err != nil {
+		return nil, err
+	}
 	id, home, err := lookupIdentity(uid)
 	if err != nil {
 		return nil, err
 	}
-	return &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Environ: os.Environ(), Home: home, User: id,
-		CLICredential: cred}, nil
+	return &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Environ: os.Environ(), CommandEnviron: command,
+		Home: home, User: id, CLICredential: cred}, nil
+}
+
+// commandEnviron is the environment `run`'s command starts from.
+func (e *Env) commandEnviron() []string {
+	if e.CommandEnviron != nil {
+		return e.CommandEnviron
+	}
+	return e.Environ
 }
 
 // lookupIdentity resolves a uid through the system's user database (NSS,
