@@ -32,7 +32,7 @@ func readCLICredential(path string) (*config.SystemConfig, *Credential) {
 	}
 	redis, err := sys.Redis()
 	if err != nil {
-		return nil, &Credential{Err: err}
+		return sys, &Credential{Err: err}
 	}
 	c := &Credential{Username: redis.CLIUsername}
 	if redis.CLIPasswordFile == "" {
