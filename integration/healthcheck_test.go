@@ -20,6 +20,7 @@ import (
 	"canhazgpu/allocator/store"
 	"canhazgpu/integration/slurmtest"
 	"canhazgpu/internal/jobstate"
+	"canhazgpu/internal/testreq"
 )
 
 func init() {
@@ -56,9 +57,7 @@ type hcSite struct {
 // SLURM_CONF.
 func newHCSite(t *testing.T, interval int) *hcSite {
 	t.Helper()
-	if err := slurmtest.Available(); err != nil {
-		t.Skip(err)
-	}
+	testreq.NoError(t, slurmtest.Available())
 	dir, err := os.MkdirTemp("", "canhazgpu-hc-")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })

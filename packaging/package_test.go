@@ -27,6 +27,7 @@ import (
 	"canhazgpu/allocator"
 	"canhazgpu/internal/jobstate"
 	"canhazgpu/internal/redistest"
+	"canhazgpu/internal/testreq"
 )
 
 // What TestMain stamps into the build, and the package version package.sh
@@ -83,9 +84,8 @@ func testMain(m *testing.M) int {
 // needDeb skips where the .deb could not be read.
 func needDeb(t *testing.T) {
 	t.Helper()
-	if debEntries == nil {
-		t.Skip("dpkg-deb is not installed: not a Debian system")
-	}
+	testreq.Need(t, testreq.DpkgDeb)
+	require.NotNil(t, debEntries, "TestMain read the .deb")
 }
 
 func installTools() {
@@ -118,17 +118,17 @@ func installTools() {
 	toolErr = install()
 }
 
-// needTool skips when tool is missing and cannot be installed (not root),
-// and fails when installing it as root went wrong.
-func needTool(t *testing.T, tool string) {
+// needTool stops the test when tool is missing: as root TestMain tried to
+// install it, so that is a failure; otherwise testreq says what to install.
+func needTool(t *testing.T, tool testreq.Dep) {
 	t.Helper()
-	if _, err := exec.LookPath(tool); err == nil {
+	if os.Geteuid() != 0 {
+		testreq.Need(t, tool)
 		return
 	}
-	if os.Geteuid() != 0 {
-		t.Skipf("%s is not installed and only root can install it: apt-get install %s", tool, tool)
+	if _, err := exec.LookPath(tool.Name); err != nil {
+		t.Fatalf("%s is not installed: %v", tool.Name, toolErr)
 	}
-	t.Fatalf("%s is not installed: %v", tool, toolErr)
 }
 
 func output(t *testing.T, name string, args ...string) string {
@@ -188,7 +188,7 @@ func readDeb() error {
 
 func rpmEntries(t *testing.T) map[string]entry {
 	t.Helper()
-	needTool(t, "rpm")
+	needTool(t, testreq.RPM)
 	entries := map[string]entry{}
 	for line := range strings.Lines(output(t, "rpm", "-qp", "--qf", "[%{FILEMODES:octal} %{FILENAMES}\n]", rpmFile)) {
 		mode, path, ok := strings.Cut(strings.TrimSpace(line), " ")
@@ -232,7 +232,7 @@ func TestMetadata(t *testing.T) {
 	fields := output(t, "dpkg-deb", "-f", debFile, "Package", "Version", "Depends", "Recommends", "Suggests")
 	require.Equal(t, "Package: canhazgpu\nVersion: "+testPkgVersion+"\nDepends: libc6, passwd\nRecommends: redis-server, bash-completion\nSuggests: python3\n", fields)
 
-	needTool(t, "rpm")
+	needTool(t, testreq.RPM)
 	require.Equal(t, "canhazgpu "+testPkgVersion+"\n", output(t, "rpm", "-qp", "--qf", "%{NAME} %{VERSION}\n", rpmFile))
 	var requires []string
 	for line := range strings.Lines(output(t, "rpm", "-qpR", rpmFile)) {
@@ -379,7 +379,7 @@ func TestReferencedPaths(t *testing.T) {
 
 func TestLintian(t *testing.T) {
 	needDeb(t)
-	needTool(t, "lintian")
+	needTool(t, testreq.Lintian)
 	// No tag is overridden: the package has none to justify.
 	out, err := exec.Command("lintian", "--fail-on", "error,warning", debFile).CombinedOutput()
 	require.NoError(t, err, "%s", out)
@@ -391,13 +391,8 @@ func TestLintian(t *testing.T) {
 // TestInstall installs the .deb into this system, runs the installed
 // programs with the installed config file, then removes and purges it.
 func TestInstall(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("installing the .deb needs root")
-	}
+	testreq.Need(t, testreq.Root, testreq.Dpkg)
 	needDeb(t)
-	if _, err := exec.LookPath("dpkg"); err != nil {
-		t.Skip("dpkg is not installed: not a Debian system")
-	}
 	if out, err := exec.Command("dpkg-query", "-W", "-f", "${Status}", "canhazgpu").Output(); err == nil && !strings.HasSuffix(string(out), " not-installed") {
 		t.Fatalf("canhazgpu is already on this machine (%s): this test installs and purges it, so remove it first with dpkg --purge canhazgpu", out)
 	}
@@ -572,9 +567,7 @@ func TestInstall(t *testing.T) {
 	})
 
 	t.Run("systemd units are valid", func(t *testing.T) {
-		if _, err := exec.LookPath("systemd-analyze"); err != nil {
-			t.Skip("systemd-analyze is not installed")
-		}
+		testreq.Need(t, testreq.SystemdAnalyze)
 		for p := range deb {
 			if strings.HasPrefix(p, "/usr/lib/systemd/system/") {
 				out, err := exec.Command("systemd-analyze", "verify", p).CombinedOutput()
