@@ -1,7 +1,8 @@
 // Package packaging holds the tests of the .deb and .rpm: TestMain builds
 // both with package.sh; the tests read their contents, run lintian, and
 // install the .deb on this machine (as root), run the installed programs
-// against a private Redis, and remove and purge it again.
+// against a private Redis, and remove and purge it again. TestAdminFirstDay
+// (firstday_test.go) follows docs/install.md on a real slurmd.
 package packaging
 
 import (
