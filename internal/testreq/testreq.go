@@ -72,6 +72,8 @@ var (
 	RedisServer = prog("redis-server", "redis-server")
 	RedisCLI    = prog("redis-cli", "redis-tools")
 	GCC         = prog("gcc", "gcc") // cgo, and so go test -race
+	Runuser     = prog("runuser", "util-linux")
+	Useradd     = prog("useradd", "passwd")
 
 	Munged     = prog("munged", "munge")
 	Slurmctld  = prog("slurmctld", "slurmctld")
@@ -99,7 +101,7 @@ var Slurm = []Dep{Munged, Slurmctld, Slurmd, Slurmstepd, Scontrol, Sbatch, Srun,
 // All is everything `make test` needs; the preflight checks it before the
 // long run.
 func All() []Dep {
-	deps := []Dep{Root, RedisServer, RedisCLI, GCC}
+	deps := []Dep{Root, RedisServer, RedisCLI, GCC, Runuser, Useradd}
 	deps = append(deps, Slurm...)
 	return append(deps, Dpkg, DpkgDeb, RPM, Lintian, SystemdAnalyze, Promtool, Python3)
 }
