@@ -18,7 +18,7 @@ import (
 // directory and no password.
 func Ensure(t testing.TB, name string, groups ...string) {
 	t.Helper()
-	testreq.Need(t, testreq.Root)
+	testreq.Need(t, testreq.Root, testreq.Useradd, testreq.Runuser)
 	for _, g := range groups {
 		if exec.Command("getent", "group", g).Run() != nil {
 			out, err := exec.Command("groupadd", g).CombinedOutput()
