@@ -52,6 +52,9 @@ type Env struct {
 	// also accept it owned by the account running them. OSEnv never sets
 	// it: a user cannot choose the system file.
 	SystemFile string
+	// waitTimer starts the timer of `--wait`; nil: time.After. In-package
+	// tests fire their own instead of waiting.
+	waitTimer timerFunc
 }
 
 // OSEnv describes this process: its standard files and environment, and

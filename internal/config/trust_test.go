@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"canhazgpu/internal/testreq"
 )
 
 // userOptions are the options of an ordinary user's command: no override
@@ -92,9 +94,7 @@ func TestSystemFileMustBeRootsAlone(t *testing.T) {
 		require.EqualError(t, err, "config: refusing the directory "+dir+" of the system config file "+path+": it is writable by group or others (mode 0775); chmod go-w")
 	})
 	t.Run("through a link to a file of another owner", func(t *testing.T) {
-		if os.Getuid() != 0 {
-			t.Skip("needs root to give the file another owner; CI runs as root")
-		}
+		testreq.Need(t, testreq.Root) // to give the file another owner
 		opts := userOptions(t)
 		target := writeFile(t, filepath.Join(filepath.Dir(opts.DefaultFile), "theirs.toml"), "node = \"n1\"\n")
 		require.NoError(t, os.Chown(target, 65534, 65534))
