@@ -142,7 +142,7 @@ func checkNode(ctx context.Context, env []string, nhc bool, nhcLimit time.Durati
 	}
 	defer node.Close()
 	deps := &Deps{Config: cfg, Store: node.Store, GPUs: node.GPUs(), Env: env, NHC: nhc,
-		SlurmNode: lookupEnv(env, "SLURMD_NODENAME"), StateDirs: []string{cfg.Slurm.StateDir, cfg.PBS.StateDir}}
+		SlurmNode: lookupEnv(env, "SLURMD_NODENAME")}
 	if id, err := jobstate.BootID(""); err == nil {
 		deps.BootID = id
 	}
