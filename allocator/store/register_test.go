@@ -253,10 +253,12 @@ func TestLargestNodeWorks(t *testing.T) {
 		ids[i] = uuid(i)
 	}
 	k := s.keys
-	raw, err := s.rdb.FCall(ctx, releaseOp.function, []string{k.res, k.mru, k.hist, k.q, k.qe, k.reply("big", false)},
-		"alice", "", joinList(ids), "", 0, "0", 60000).Text()
+	v, err := s.rdb.FCall(ctx, releaseOp.function, []string{k.res, k.mru, k.hist, k.q, k.qe, k.reply("big", false)},
+		"alice", "", joinList(ids), "", 0, "0", 60000).Result()
 	require.NoError(t, err)
-	require.Contains(t, raw, uuid(255))
+	rep := readReply("release", v)
+	require.Contains(t, splitList(rep.str(1)), uuid(255))
+	require.NoError(t, rep.err)
 
 	_, err = s.Release(ctx, allocator.Release{RequestID: "r", GPUs: ids[:allocator.MaxGPUsPerNode+1]})
 	require.ErrorContains(t, err, "at most 256 GPUs")

@@ -20,12 +20,12 @@
 -- ARGV[15] "1": a run taking back the GPUs it held before the store lost
 --          them, which does not wait behind the queue
 --
--- Returns JSON:
---   {ok=1, gpus="u1,u2", token=N, expires=ms (0 for batch), taken="<JSON list of replaced reservations>"}
---   {ok=0, err="shortage", requested, available, unreserved, waiting, conflicts="<JSON>"}
---   {ok=0, err="pending", allocated="u1", position=1}   (queue head, partial)
---   {ok=0, err="unknown_gpu", value=uuid} | {ok=0, err="not_registered"}
---   {ok=0, err="not_queued"}
+-- Returns (see Replies in lib.lua):
+--   {'ok', "u1,u2", token, expires ms (0 for batch), {uuid, replaced reservation, ...}}
+--   {'shortage', requested, available, unreserved, waiting,
+--    {uuid, holder's reservation ("" when the GPU is in unreserved use), ...}}
+--   {'pending', "u1" (held so far), position 1}   (queue head, partial)
+--   {'unknown_gpu', uuid} | {'not_registered'} | {'not_queued'}
 -- or a NOPERM error, before any write, when the caller may not write the
 -- batch reservations a batch kind needs.
 local k = {res = KEYS[1], mru = KEYS[2], hist = KEYS[3], meta = KEYS[4], q = KEYS[5], qe = KEYS[6], req = KEYS[7]}
@@ -39,14 +39,14 @@ local ttl = tonumber(ARGV[14])
 local retake = ARGV[15] == '1'
 local batch = is_batch(kind)
 
-local done = redis.call('GET', k.req)
+local done = stored_reply(k.req)
 if done then return done end
 if batch and not may_write(k.bres) then return noperm(k.bres) end
 
 local gpus = raw_hash(k.gpus)
-if next(gpus) == nil then return cjson.encode({ok = 0, err = 'not_registered'}) end
+if next(gpus) == nil then return {'not_registered'} end
 for _, id in ipairs(ids) do
-  if not gpus[id] then return cjson.encode({ok = 0, err = 'unknown_gpu', value = id}) end
+  if not gpus[id] then return {'unknown_gpu', id} end
 end
 
 local now = now_ms()
@@ -68,7 +68,7 @@ if not batch and not retake then
   if entry ~= '' then
     local pos = 0
     for i, id in ipairs(live) do if id == entry then pos = i end end
-    if pos == 0 then return cjson.encode({ok = 0, err = 'not_queued'}) end
+    if pos == 0 then return {'not_queued'} end
     head = (pos == 1)
     waiting = pos - 1
   else
@@ -93,9 +93,11 @@ if #ids > 0 then
       take[#take + 1] = id
       taken[#taken + 1] = id
     elseif r then
-      conflicts[#conflicts + 1] = {gpu = id, holder = r}
+      conflicts[#conflicts + 1] = id
+      conflicts[#conflicts + 1] = encode_res(r)
     elseif exclude[id] then
-      conflicts[#conflicts + 1] = {gpu = id, unreserved = true}
+      conflicts[#conflicts + 1] = id
+      conflicts[#conflicts + 1] = ''
       unreserved = unreserved + 1
     else
       take[#take + 1] = id
@@ -155,30 +157,28 @@ if waiting > 0 or #take < wanted then
   if head and #take > 0 then
     -- The head keeps what it can get, so a large request is not starved by
     -- a stream of small ones; the holds expire with its queue entry.
-    local e = cjson.decode(redis.call('HGET', k.qe, entry))
+    local e = decode_entry(redis.call('HGET', k.qe, entry))
     for _, uuid in ipairs(take) do
       if not res[uuid] then
-        redis.call('HSET', k.res, uuid, cjson.encode({k = kind, u = user, id = uid, j = job, n = note,
-          t = 0, s = now, e = e.h + e.to, h = 0, r = restart, b = boot, q = entry}))
+        redis.call('HSET', k.res, uuid, encode_res(reservation(kind, user, uid, job, note, 0, now, e.h + e.to, 0,
+          restart, boot, entry)))
       end
     end
     e.a = table.concat(take, ',')
-    redis.call('HSET', k.qe, entry, cjson.encode(e))
-    return cjson.encode({ok = 0, err = 'pending', allocated = e.a, position = 1})
+    redis.call('HSET', k.qe, entry, encode_entry(e))
+    return {'pending', e.a, 1}
   end
-  local reply = {ok = 0, err = 'shortage', requested = wanted, available = #take,
-                 unreserved = unreserved, waiting = waiting}
-  if waiting > 0 then reply.available = 0 end
-  if #conflicts > 0 then reply.conflicts = cjson.encode(conflicts) end
-  return cjson.encode(reply)
+  local available = #take
+  if waiting > 0 then available = 0 end
+  return {'shortage', wanted, available, unreserved, waiting, conflicts}
 end
 
 local token = redis.call('HINCRBY', k.meta, 'token', 1)
 local replaced = {}
 for _, uuid in ipairs(taken) do
   local old = res[uuid]
-  old.gpu = uuid
-  replaced[#replaced + 1] = old
+  replaced[#replaced + 1] = uuid
+  replaced[#replaced + 1] = encode_res(old)
   free(k, uuid, old, now, 'taken_over', pol)
   res[uuid] = nil
 end
@@ -191,17 +191,14 @@ for _, uuid in ipairs(take) do
     -- A retried or requeued prolog of the same job keeps its GPUs.
     r.t, r.r, r.b = token, restart, boot
   else
-    r = {k = kind, u = user, id = uid, j = job, n = note, t = token, s = now,
-         e = expiry, h = beat, r = restart, b = boot, q = ''}
+    r = reservation(kind, user, uid, job, note, token, now, expiry, beat, restart, boot, '')
   end
-  redis.call('HSET', res_hash(k, kind), uuid, cjson.encode(r))
+  redis.call('HSET', res_hash(k, kind), uuid, encode_res(r))
 end
 if head then
   redis.call('ZREM', k.q, entry)
   redis.call('HDEL', k.qe, entry)
 end
-local reply = {ok = 1, gpus = table.concat(take, ','), token = token, expires = expiry}
-if #replaced > 0 then reply.taken = cjson.encode(replaced) end
-reply = cjson.encode(reply)
-redis.call('SET', k.req, reply, 'PX', ttl)
+local reply = {'ok', table.concat(take, ','), token, expiry, replaced}
+store_reply(k.req, reply, ttl)
 return reply

@@ -4,23 +4,24 @@
 -- --
 -- ARGV[1] entry id
 --
--- Returns the 1-based position among live entries, 0 when the entry is gone.
+-- Returns {'ok', the 1-based position among live entries}, or
+-- {'not_queued'} when the entry is gone.
 local q, qe, res = KEYS[1], KEYS[2], KEYS[3]
 local id = ARGV[1]
 local now = now_ms()
 local live = purge_queue(q, qe, now)
 local pos = 0
 for i, e in ipairs(live) do if e == id then pos = i end end
-if pos == 0 then return 0 end
-local e = cjson.decode(redis.call('HGET', qe, id))
+if pos == 0 then return {'not_queued'} end
+local e = decode_entry(redis.call('HGET', qe, id))
 e.h = now
-redis.call('HSET', qe, id, cjson.encode(e))
+redis.call('HSET', qe, id, encode_entry(e))
 for _, uuid in ipairs(split(e.a)) do
   local raw = redis.call('HGET', res, uuid)
   local r = raw and decode_res(raw, false)
   if r and r.q == id then
     r.e = now + e.to
-    redis.call('HSET', res, uuid, cjson.encode(r))
+    redis.call('HSET', res, uuid, encode_res(r))
   end
 end
-return pos
+return {'ok', pos}
