@@ -213,7 +213,7 @@ func TestMonitorRoleOnlyReads(t *testing.T) {
 	requireNoPerm(t, raw.Set(ctx, k.reply("x", false), "x", 0).Err(), "SET req")
 	// FCALL_RO refuses functions that write; FCALL is not granted.
 	require.Error(t, raw.FCallRO(ctx, allocateOp.function, []string{k.res}).Err())
-	requireNoPerm(t, raw.FCall(ctx, leaveOp.function, []string{k.q, k.qe, k.res}, "x").Err(), "FCALL")
+	requireNoPerm(t, raw.FCall(ctx, leaveOp.function, []string{k.q, k.qe, k.qx, k.res}, "x").Err(), "FCALL")
 	require.Equal(t, before, dumpAll(t, own))
 }
 

@@ -5,8 +5,9 @@
 -- KEYS[3] hist  finished reservations (zset scored by end ms)
 -- KEYS[4] meta  counters (hash: token)
 -- KEYS[5] q     queue order (zset entry -> seq)
--- KEYS[6] qe    queue entries (hash entry -> JSON)
--- KEYS[7] req   this request's stored reply (a retry returns it unchanged);
+-- KEYS[6] qe    queue entries (hash entry -> queue entry)
+-- KEYS[7] qx    queue expiry (zset entry -> ms)
+-- KEYS[8] req   this request's stored reply (a retry returns it unchanged);
 --               req:ID for interactive kinds, breq:ID for batch kinds
 -- Read, not declared (see lib.lua): gpus (hash uuid -> "index minor name"),
 -- bres (batch reservations; written for batch kinds), policy.
@@ -28,7 +29,8 @@
 --   {'unknown_gpu', uuid} | {'not_registered'} | {'not_queued'}
 -- or a NOPERM error, before any write, when the caller may not write the
 -- batch reservations a batch kind needs.
-local k = {res = KEYS[1], mru = KEYS[2], hist = KEYS[3], meta = KEYS[4], q = KEYS[5], qe = KEYS[6], req = KEYS[7]}
+local k = {res = KEYS[1], mru = KEYS[2], hist = KEYS[3], meta = KEYS[4], q = KEYS[5], qe = KEYS[6], qx = KEYS[7],
+           req = KEYS[8]}
 k.gpus, k.bres, k.policy = node_key(k.res, 'gpus'), node_key(k.res, 'bres'), node_key(k.res, 'policy')
 local kind, user, uid, job = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local count = tonumber(ARGV[5])
@@ -56,7 +58,7 @@ if kind == 'run' then
 elseif not batch then
   lease = math.min(lease, pol.max_duration_ms)
 end
-local live = purge_queue(k.q, k.qe, now)
+purge_queue(k.q, k.qe, k.qx, now)
 local res = load_all(k)
 reclaim(k, res, now, pol)
 
@@ -66,13 +68,12 @@ reclaim(k, res, now, pol)
 local waiting, head = 0, false
 if not batch and not retake then
   if entry ~= '' then
-    local pos = 0
-    for i, id in ipairs(live) do if id == entry then pos = i end end
+    local pos = queue_position(k.q, entry)
     if pos == 0 then return {'not_queued'} end
     head = (pos == 1)
     waiting = pos - 1
   else
-    waiting = #live
+    waiting = redis.call('ZCARD', k.q)
   end
 end
 
@@ -195,10 +196,7 @@ for _, uuid in ipairs(take) do
   end
   redis.call('HSET', res_hash(k, kind), uuid, encode_res(r))
 end
-if head then
-  redis.call('ZREM', k.q, entry)
-  redis.call('HDEL', k.qe, entry)
-end
+if head then drop_entry(k.q, k.qe, k.qx, entry) end
 local reply = {'ok', table.concat(take, ','), token, expiry, replaced}
 store_reply(k.req, reply, ttl)
 return reply

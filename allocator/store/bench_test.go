@@ -147,7 +147,7 @@ func nodeMemory(b *testing.B, s *Store) int64 {
 	ctx := context.Background()
 	k := s.keys
 	var total int64
-	for _, key := range []string{k.gpus, k.res, k.bres, k.mru, k.hist, k.meta, k.q, k.qe, k.flags, k.policy} {
+	for _, key := range []string{k.gpus, k.res, k.bres, k.mru, k.hist, k.meta, k.q, k.qe, k.qx, k.flags, k.policy} {
 		n, err := s.rdb.MemoryUsage(ctx, key).Result()
 		if err != nil && err != redis.Nil {
 			b.Fatal(err)
@@ -214,4 +214,26 @@ func fcallUsec(b *testing.B, s *Store) int64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkQueueHeartbeatServerTime reports the server's time per queue
+// heartbeat with 100 entries waiting, the last one beating.
+func BenchmarkQueueHeartbeatServerTime(b *testing.B) {
+	s := newNode(b, 8)
+	ctx := context.Background()
+	for i := range 100 {
+		e := allocator.QueueEntry{ID: fmt.Sprintf("e%d", i), Kind: allocator.KindRun, User: fmt.Sprintf("u%d", i), Count: 1}
+		if _, err := s.Enqueue(ctx, e, time.Hour); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var us int64
+	for range b.N {
+		before := fcallUsec(b, s)
+		if _, err := s.QueueHeartbeat(ctx, "e99"); err != nil {
+			b.Fatal(err)
+		}
+		us += fcallUsec(b, s) - before
+	}
+	b.ReportMetric(float64(us)/float64(b.N), "µs/heartbeat")
 }

@@ -22,7 +22,7 @@ func (s *Store) Forget(ctx context.Context, force bool) (snap *allocator.Snapsho
 		force01 = "1"
 	}
 	k := s.keys
-	keys := []string{k.gpus, k.res, k.bres, k.mru, k.q, k.qe, k.flags, k.policy, k.hist}
+	keys := []string{k.gpus, k.res, k.bres, k.mru, k.q, k.qe, k.flags, k.policy, k.hist, k.qx}
 	v, err := s.run.run(ctx, forgetOp, keys, force01).Slice()
 	if err != nil {
 		return nil, false, s.wrap("forget node "+s.node, err)

@@ -14,7 +14,12 @@
 --     k kind, u user, c count, g named GPUs (list), a GPUs held so far
 --     (list), t enqueued ms, h last heartbeat ms, to heartbeat timeout ms
 --   queue order (sorted set q): entry id scored by a per-node sequence
---     (field qseq of meta), so the queue is first come, first served
+--     (field qseq of meta), so the queue is first come, first served and
+--     a position is one ZRANK
+--   queue expiry (sorted set qx): entry id scored by when it expires
+--     without a heartbeat (h + to), so dropped waiters are one range read;
+--     q, qe and qx always hold the same ids (sync_queue builds qx for a
+--     queue written before qx existed)
 --   history record (sorted set hist, scored by end ms), made by
 --     history_record(), JSON: g GPU UUID, k kind, u user, j job id,
 --     s start ms, e end ms, x how it ended (released, expired,
@@ -247,31 +252,57 @@ local function reclaim(k, res, now, pol)
   end
 end
 
--- purge_queue drops queue entries whose waiter stopped sending heartbeats.
--- Their partial holds expire at the same moment and are reclaimed above.
-local function purge_queue(q, qe, now)
-  local ids = redis.call('ZRANGE', q, 0, -1)
-  local live = {}
-  for _, id in ipairs(ids) do
+-- sync_queue builds qx for a queue written by a version without it, in
+-- the first operation that finds the queue without it: the queue order's
+-- entries, expiring when their stored heartbeat says. Entries that do not
+-- decode are dropped.
+local function sync_queue(q, qe, qx)
+  local n = redis.call('ZCARD', q)
+  if n == 0 or redis.call('ZCARD', qx) == n then return end
+  redis.call('ZREMRANGEBYRANK', qx, 0, -1)
+  for _, id in ipairs(redis.call('ZRANGE', q, 0, -1)) do
     local raw = redis.call('HGET', qe, id)
     local e = raw and decode_entry(raw)
-    if not e or e.h + e.to <= now then
+    if e then
+      redis.call('ZADD', qx, e.h + e.to, id)
+    else
       redis.call('ZREM', q, id)
       redis.call('HDEL', qe, id)
-    else
-      live[#live + 1] = id
     end
   end
-  return live
+end
+
+-- drop_entry removes a queue entry from the queue's three keys.
+local function drop_entry(q, qe, qx, id)
+  redis.call('ZREM', q, id)
+  redis.call('ZREM', qx, id)
+  redis.call('HDEL', qe, id)
+end
+
+-- purge_queue drops queue entries whose waiter stopped sending heartbeats
+-- (one range read of qx: nothing else is read when none expired). Their
+-- partial holds expire at the same moment and are reclaimed by reclaim.
+local function purge_queue(q, qe, qx, now)
+  sync_queue(q, qe, qx)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', qx, '-inf', now)) do
+    drop_entry(q, qe, qx, id)
+  end
+end
+
+-- queue_position is an entry's 1-based place in the queue, 0 when it is
+-- not queued.
+local function queue_position(q, id)
+  local rank = redis.call('ZRANK', q, id)
+  if not rank then return 0 end
+  return rank + 1
 end
 
 -- leave_queue removes a queue entry and frees the GPUs it held so far
 -- (holds are interactive: they live in res). Returns the entry, or nil
 -- when there was none.
-local function leave_queue(q, qe, res, id)
+local function leave_queue(q, qe, qx, res, id)
   local raw = redis.call('HGET', qe, id)
-  redis.call('ZREM', q, id)
-  redis.call('HDEL', qe, id)
+  drop_entry(q, qe, qx, id)
   local e = raw and decode_entry(raw)
   if not e then return nil end
   for _, uuid in ipairs(split(e.a)) do

@@ -22,7 +22,7 @@ func (s *Store) Enqueue(ctx context.Context, e allocator.QueueEntry, timeout tim
 		return 0, &allocator.InputError{Field: "kind", Value: string(e.Kind), Accepted: "run or manual: batch jobs never queue"}
 	}
 	k := s.keys
-	v, err := s.run.run(ctx, enqueueOp, []string{k.q, k.qe, k.meta},
+	v, err := s.run.run(ctx, enqueueOp, []string{k.q, k.qe, k.qx, k.meta},
 		e.ID, string(e.Kind), e.User, e.Count, joinList(e.GPUs), timeout.Milliseconds()).Result()
 	return count("enqueue", v, s.wrap("enqueue", err))
 }
@@ -34,7 +34,7 @@ func (s *Store) QueueHeartbeat(ctx context.Context, id string) (int, error) {
 		return 0, err
 	}
 	k := s.keys
-	v, err := s.run.run(ctx, queueBeatOp, []string{k.q, k.qe, k.res}, id).Result()
+	v, err := s.run.run(ctx, queueBeatOp, []string{k.q, k.qe, k.qx, k.res}, id).Result()
 	if err != nil {
 		return 0, s.wrap("queue heartbeat", err)
 	}
@@ -51,7 +51,7 @@ func (s *Store) LeaveQueue(ctx context.Context, id string) error {
 		return err
 	}
 	k := s.keys
-	v, err := s.run.run(ctx, leaveOp, []string{k.q, k.qe, k.res}, id).Result()
+	v, err := s.run.run(ctx, leaveOp, []string{k.q, k.qe, k.qx, k.res}, id).Result()
 	_, err = count("leave queue", v, s.wrap("leave queue", err))
 	return err
 }

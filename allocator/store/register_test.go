@@ -253,7 +253,7 @@ func TestLargestNodeWorks(t *testing.T) {
 		ids[i] = uuid(i)
 	}
 	k := s.keys
-	v, err := s.rdb.FCall(ctx, releaseOp.function, []string{k.res, k.mru, k.hist, k.q, k.qe, k.reply("big", false)},
+	v, err := s.rdb.FCall(ctx, releaseOp.function, []string{k.res, k.mru, k.hist, k.q, k.qe, k.qx, k.reply("big", false)},
 		"alice", "", joinList(ids), "", 0, "0", 60000).Result()
 	require.NoError(t, err)
 	rep := readReply("release", v)

@@ -22,7 +22,7 @@ func (s *Store) Release(ctx context.Context, r allocator.Release) (allocator.Rel
 		kinds[i] = string(k)
 	}
 	k := s.keys
-	keys := []string{k.res, k.mru, k.hist, k.q, k.qe, k.reply(r.RequestID, batchOnly(r.Kinds))}
+	keys := []string{k.res, k.mru, k.hist, k.q, k.qe, k.qx, k.reply(r.RequestID, batchOnly(r.Kinds))}
 	args := []any{r.User, joinList(kinds), joinList(r.GPUs), r.JobID, r.Token, flag01(r.Queue), replyTTL.Milliseconds()}
 	v, err := s.run.run(ctx, releaseOp, keys, args...).Result()
 	if err != nil {

@@ -1,8 +1,8 @@
 -- release.lua: end reservations matching an owner, kinds, GPUs, job or
 -- token; optionally also the owner's queue entries.
 --
--- KEYS[1] res  KEYS[2] mru  KEYS[3] hist  KEYS[4] q  KEYS[5] qe
--- KEYS[6] req  this request's stored reply: req:ID, or breq:ID when the
+-- KEYS[1] res  KEYS[2] mru  KEYS[3] hist  KEYS[4] q  KEYS[5] qe  KEYS[6] qx
+-- KEYS[7] req  this request's stored reply: req:ID, or breq:ID when the
 --              release may end batch reservations
 -- Read, not declared (see lib.lua): bres (written when a batch reservation
 -- ends), policy, gpus.
@@ -23,7 +23,8 @@
 -- the caller may not write batch reservations.
 -- Named GPUs held by another user are refused, never released, whatever
 -- their kind.
-local k = {res = KEYS[1], mru = KEYS[2], hist = KEYS[3], q = KEYS[4], qe = KEYS[5], req = KEYS[6]}
+local k = {res = KEYS[1], mru = KEYS[2], hist = KEYS[3], q = KEYS[4], qe = KEYS[5], qx = KEYS[6],
+           req = KEYS[7]}
 k.bres, k.policy = node_key(k.res, 'bres'), node_key(k.res, 'policy')
 local user, kinds, ids, job = ARGV[1], set_of(split(ARGV[2])), split(ARGV[3]), ARGV[4]
 local token = tonumber(ARGV[5])
@@ -77,7 +78,7 @@ if dequeue then
     local raw = redis.call('HGET', k.qe, id)
     local e = raw and decode_entry(raw)
     if e and (user == '' or e.u == user) and (any_kind or kinds[e.k]) then
-      leave_queue(k.q, k.qe, k.res, id)
+      leave_queue(k.q, k.qe, k.qx, k.res, id)
       dequeued[#dequeued + 1] = id
       dequeued[#dequeued + 1] = raw
     end
