@@ -26,7 +26,7 @@ func (s *Store) Allocate(ctx context.Context, r allocator.Request) (allocator.Gr
 	keys := []string{k.res, k.mru, k.hist, k.meta, k.q, k.qe, k.qx, k.reply(r.RequestID, r.Kind.Batch())}
 	args := []any{string(r.Kind), r.User, r.UID, r.JobID, r.Count, joinList(r.GPUs), joinList(r.Prefer),
 		joinList(r.Exclude), r.Lease.Milliseconds(), r.Note, r.Restart, r.BootID, r.QueueEntry,
-		replyTTL.Milliseconds(), flag01(r.Retake)}
+		replyTTL.Milliseconds(), flag01(r.Retake), r.RequestID}
 	v, err := s.run.run(ctx, allocateOp, keys, args...).Result()
 	if err != nil {
 		return allocator.Grant{}, s.wrap("allocate", err)

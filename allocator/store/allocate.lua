@@ -7,8 +7,10 @@
 -- KEYS[5] q     queue order (zset entry -> seq)
 -- KEYS[6] qe    queue entries (hash entry -> queue entry)
 -- KEYS[7] qx    queue expiry (zset entry -> ms)
--- KEYS[8] req   this request's stored reply (a retry returns it unchanged);
---               req:ID for interactive kinds, breq:ID for batch kinds
+-- KEYS[8] req   breq:ID for batch kinds: this request's stored reply (a
+--               retry returns it unchanged); req:ID, unused, for
+--               interactive kinds, whose grants keep their request id in
+--               the reservations instead
 -- Read, not declared (see lib.lua): gpus (hash uuid -> "index minor name"),
 -- bres (batch reservations; written for batch kinds), policy.
 -- --
@@ -20,6 +22,7 @@
 -- ARGV[13] queue entry ("" when not waiting)  ARGV[14] reply ttl ms
 -- ARGV[15] "1": a run taking back the GPUs it held before the store lost
 --          them, which does not wait behind the queue
+-- ARGV[16] request id
 --
 -- Returns (see Replies in lib.lua):
 --   {'ok', "u1,u2", token, expires ms (0 for batch), {uuid, replaced reservation, ...}}
@@ -39,11 +42,14 @@ local lease, note, restart, boot = tonumber(ARGV[9]), ARGV[10], tonumber(ARGV[11
 local entry = ARGV[13]
 local ttl = tonumber(ARGV[14])
 local retake = ARGV[15] == '1'
+local request = ARGV[16]
 local batch = is_batch(kind)
 
-local done = stored_reply(k.req)
-if done then return done end
-if batch and not may_write(k.bres) then return noperm(k.bres) end
+if batch then
+  local done = stored_reply(k.req)
+  if done then return done end
+  if not may_write(k.bres) then return noperm(k.bres) end
+end
 
 local gpus = raw_hash(k.gpus)
 if next(gpus) == nil then return {'not_registered'} end
@@ -61,6 +67,10 @@ end
 purge_queue(k.q, k.qe, k.qx, now)
 local res = load_all(k)
 reclaim(k, res, now, pol)
+if not batch then
+  local again = granted_before(res, request, user, gpus)
+  if again then return again end
+end
 
 -- Interactive requests take turns: only the queue's head may take GPUs
 -- while anyone waits. Batch jobs got their GPUs from the scheduler and
@@ -162,7 +172,7 @@ if waiting > 0 or #take < wanted then
     for _, uuid in ipairs(take) do
       if not res[uuid] then
         redis.call('HSET', k.res, uuid, encode_res(reservation(kind, user, uid, job, note, 0, now, e.h + e.to, 0,
-          restart, boot, entry)))
+          restart, boot, entry, '')))
       end
     end
     e.a = table.concat(take, ',')
@@ -190,13 +200,13 @@ for _, uuid in ipairs(take) do
   local r = res[uuid]
   if r and batch and mine(r) then
     -- A retried or requeued prolog of the same job keeps its GPUs.
-    r.t, r.r, r.b = token, restart, boot
+    r.t, r.r, r.b, r.rq = token, restart, boot, request
   else
-    r = reservation(kind, user, uid, job, note, token, now, expiry, beat, restart, boot, '')
+    r = reservation(kind, user, uid, job, note, token, now, expiry, beat, restart, boot, '', request)
   end
   redis.call('HSET', res_hash(k, kind), uuid, encode_res(r))
 end
 if head then drop_entry(k.q, k.qe, k.qx, entry) end
 local reply = {'ok', table.concat(take, ','), token, expiry, replaced}
-store_reply(k.req, reply, ttl)
+if batch then store_reply(k.req, reply, ttl) end
 return reply

@@ -9,7 +9,9 @@
 --     kinds; field = GPU UUID), made by reservation(), JSON:
 --     k kind, u user, id uid, j job id, n note, t fencing token,
 --     s start ms, e expiry ms (0 = none), h heartbeat ms (0 = none),
---     r restart count, b boot id, q queue entry holding it ("" = handed out)
+--     r restart count, b boot id, q queue entry holding it ("" = handed out),
+--     rq the request id of the grant (absent or "" for queue holds and
+--     reservations written before request ids were kept here)
 --   queue entry (hash qe, field = entry id), made by queue_entry(), JSON:
 --     k kind, u user, c count, g named GPUs (list), a GPUs held so far
 --     (list), t enqueued ms, h last heartbeat ms, to heartbeat timeout ms
@@ -32,7 +34,9 @@
 --   meta hash: token = the last fencing token, qseq = the last queue place
 --   policy hash: POLICY_FIELDS -> integer (ms, or a count)
 --   stored reply (string req:ID or breq:ID): the operation's reply as a
---     JSON array, kept for retries of the same request id
+--     JSON array, kept for retries of the same request id by releases and
+--     batch grants (an interactive grant's retry is answered from the
+--     reservations, which keep its request id)
 --   lists travel as comma-joined strings: UUIDs, ids and user names never
 --     contain commas.
 --
@@ -134,9 +138,9 @@ local function load_policy(key)
 end
 
 -- reservation makes a reservation record (see Encodings).
-local function reservation(kind, user, uid, job, note, token, start, expiry, beat, restart, boot, entry)
+local function reservation(kind, user, uid, job, note, token, start, expiry, beat, restart, boot, entry, request)
   return {k = kind, u = user, id = uid, j = job, n = note, t = token, s = start, e = expiry, h = beat,
-          r = restart, b = boot, q = entry}
+          r = restart, b = boot, q = entry, rq = request}
 end
 
 local function encode_res(r)
@@ -214,12 +218,36 @@ local function load_named(k, ids)
   return m
 end
 
+-- granted_before answers the retry of an interactive grant from the
+-- reservations it made (each keeps its request id), or returns nil when
+-- none holds it: a retry arriving after they ended is a new request. The
+-- GPUs are in index order; what the grant took over is only reported the
+-- first time (interactive grants take nothing over).
+local function granted_before(res, request, user, gpus)
+  local mine, token, expiry = {}, 0, 0
+  for uuid, r in pairs(res) do
+    if r.rq == request and r.u == user and r.q == '' then
+      mine[#mine + 1] = uuid
+      token, expiry = r.t, r.e
+    end
+  end
+  if #mine == 0 then return nil end
+  local idx = {}
+  for _, uuid in ipairs(mine) do idx[uuid] = gpus[uuid] and gpu_index(gpus[uuid]) or math.huge end
+  table.sort(mine, function(a, b) return idx[a] < idx[b] end)
+  return {'ok', table.concat(mine, ','), token, expiry, {}}
+end
+
 -- record appends a finished reservation to the history, bounded by count
 -- at every write and by age at about every 64th (picked by the end time's
 -- low bits): each extra call costs as much as the rest of a release.
 local function record(hist, uuid, r, ended, how, pol)
-  redis.call('ZADD', hist, ended, history_record(uuid, r, ended, how))
-  redis.call('ZREMRANGEBYRANK', hist, 0, -pol.history_max_records - 1)
+  -- Counting is a read; trimming is written to the AOF even when it
+  -- removes nothing.
+  if redis.call('ZADD', hist, ended, history_record(uuid, r, ended, how)) == 1
+     and redis.call('ZCARD', hist) > pol.history_max_records then
+    redis.call('ZREMRANGEBYRANK', hist, 0, -pol.history_max_records - 1)
+  end
   if ended % 64 == 0 then
     redis.call('ZREMRANGEBYSCORE', hist, '-inf', '(' .. (ended - pol.history_max_age_ms))
   end
