@@ -300,10 +300,11 @@ local function sync_queue(q, qe, qx)
   end
 end
 
--- drop_entry removes a queue entry from the queue's three keys.
+-- drop_entry removes a queue entry from the queue's three keys; qx first,
+-- so that a user whose ACL predates qx is refused before any change.
 local function drop_entry(q, qe, qx, id)
-  redis.call('ZREM', q, id)
   redis.call('ZREM', qx, id)
+  redis.call('ZREM', q, id)
   redis.call('HDEL', qe, id)
 end
 
