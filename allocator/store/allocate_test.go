@@ -183,6 +183,37 @@ func TestRetryWithSameRequestIDAppliesOnce(t *testing.T) {
 	require.Len(t, hist, 2, "the retried release recorded nothing twice")
 }
 
+// An interactive grant keeps its request id in its reservations instead of
+// a stored reply: no key is written for it, and a retry is answered from
+// the reservations, for the same user only.
+func TestInteractiveRetryIsAnsweredFromTheReservations(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 4)
+	c := srv.Client()
+	defer c.Close()
+	req := manual("alice", 2)
+	req.Prefer = []string{uuid(3), uuid(1)}
+	g1, err := s.Allocate(ctx, req)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{uuid(3), uuid(1)}, g1.GPUs)
+	require.Zero(t, c.Exists(ctx, s.keys.reply(req.RequestID, false)).Val())
+
+	g2, err := s.Allocate(ctx, req)
+	require.NoError(t, err)
+	require.Equal(t, []string{uuid(1), uuid(3)}, g2.GPUs, "in index order")
+	require.Equal(t, g1.Token, g2.Token)
+	require.Equal(t, g1.ExpiresAt, g2.ExpiresAt)
+
+	other := req
+	other.User = "bob"
+	g3, err := s.Allocate(ctx, other)
+	require.NoError(t, err)
+	require.NotEqual(t, g1.Token, g3.Token, "another user's request with the same id is its own")
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Len(t, snap.Reservations, 4)
+}
+
 func TestReleaseOnlyOwnAndRefusesNamedOthers(t *testing.T) {
 	ctx := context.Background()
 	s := newNode(t, 4)
@@ -493,14 +524,15 @@ func TestBatchIsTheRequestsFlagNotASchedulerName(t *testing.T) {
 	for _, tc := range []struct {
 		kind, batch string
 	}{{"manual", "1"}, {"lsf", "0"}} {
-		args := []any{tc.kind, "bob", 1001, "78", 1, "", "", "", int64(0), "", 0, "", "", int64(60000), "0", tc.batch}
+		args := []any{tc.kind, "bob", 1001, "78", 1, "", "", "", int64(0), "", 0, "", "", int64(60000), "0", tc.batch,
+			allocator.NewRequestID()}
 		if tc.kind == "manual" {
 			args[4], args[8] = 1, int64(3600000)
 		}
-		raw, err := s.run.run(ctx, allocateOp, []string{k.res, k.mru, k.hist, k.meta, k.q, k.qe,
-			k.reply(allocator.NewRequestID(), tc.batch == "1")}, args...).Text()
+		v, err := s.run.run(ctx, allocateOp, []string{k.res, k.mru, k.hist, k.meta, k.q, k.qe, k.qx,
+			k.reply(args[16].(string), tc.batch == "1")}, args...).Result()
 		require.NoError(t, err)
-		require.JSONEq(t, `{"ok":0,"err":"bad_kind","value":"`+tc.kind+`"}`, raw)
+		require.Equal(t, []any{"bad_kind", tc.kind}, v)
 	}
 	require.Equal(t, g.GPUs, c.HKeys(ctx, k.bres).Val(), "nothing written")
 	require.Zero(t, c.HLen(ctx, k.res).Val())

@@ -3,18 +3,50 @@
 -- this file at the top of the function library, and in front of each
 -- operation's body for the EVAL fallback.
 --
--- Encodings used by all operations:
---   reservation (field = GPU UUID; interactive kinds in hash res, batch
---     kinds, every other one, in hash bres), JSON:
+-- Encodings: every record the operations store, with its constructor
+-- below (the Go decoders are in wire.go):
+--   reservation (hash res for interactive kinds, hash bres for batch
+--     kinds, every other one; field = GPU UUID), made by reservation(), JSON:
 --     k kind, u user, id uid, j job id, n note, t fencing token,
 --     s start ms, e expiry ms (0 = none), h heartbeat ms (0 = none),
---     r restart count, b boot id, q queue entry holding it ("" = handed out)
+--     r restart count, b boot id, q queue entry holding it ("" = handed out),
+--     rq the request id of the grant (absent or "" for queue holds and
+--     reservations written before request ids were kept here)
+--   queue entry (hash qe, field = entry id), made by queue_entry(), JSON:
+--     k kind, u user, c count, g named GPUs (list), a GPUs held so far
+--     (list), t enqueued ms, h last heartbeat ms, to heartbeat timeout ms
+--   queue order (sorted set q): entry id scored by a per-node sequence
+--     (field qseq of meta), so the queue is first come, first served and
+--     a position is one ZRANK
+--   queue expiry (sorted set qx): entry id scored by when it expires
+--     without a heartbeat (h + to), so dropped waiters are one range read;
+--     q, qe and qx always hold the same ids (sync_queue builds qx for a
+--     queue written before qx existed)
+--   history record (sorted set hist, scored by end ms), made by
+--     history_record(), JSON: g GPU UUID, k kind, u user, j job id,
+--     s start ms, e end ms, x how it ended (released, expired,
+--     taken_over), t fencing token
+--   finding (hash flags, field = GPU UUID or "node"), made by finding(),
+--     JSON: m message, t ms
 --   registered GPU (hash gpus, field = UUID): "index minor name"
 --   mru hash: field UUID = last release ms (least-recently-used order),
 --     field "user\nUUID" = when that user last released it (most recent)
+--   meta hash: token = the last fencing token, qseq = the last queue place
 --   policy hash: POLICY_FIELDS -> integer (ms, or a count)
---   lists travel as comma-joined strings: cjson cannot tell an empty list
---   from an empty object, and UUIDs and user names never contain commas.
+--   stored reply (string req:ID or breq:ID): the operation's reply as a
+--     JSON array, kept for retries of the same request id by releases and
+--     batch grants (an interactive grant's retry is answered from the
+--     reservations, which keep its request id)
+--   lists travel as comma-joined strings: UUIDs, ids and user names never
+--     contain commas.
+--
+-- Replies: every operation returns a flat array whose first element is
+-- a status: 'ok' followed by the operation's results, or a refusal's code
+-- ('shortage', 'pending', 'lost', ...) followed by its details. A
+-- reservation inside a reply is its stored encoding; a list of
+-- reservations or queue entries is a flat array of (id, encoding) pairs.
+-- Only a call that is malformed or refused by the ACL (NOPERM) gets an
+-- error reply.
 --
 -- Keys: an operation declares (KEYS) the node's keys it writes for an
 -- interactive caller. FCALL demands write permission on every declared
@@ -108,6 +140,16 @@ local function load_policy(key)
   return p
 end
 
+-- reservation makes a reservation record (see Encodings).
+local function reservation(kind, user, uid, job, note, token, start, expiry, beat, restart, boot, entry, request)
+  return {k = kind, u = user, id = uid, j = job, n = note, t = token, s = start, e = expiry, h = beat,
+          r = restart, b = boot, q = entry, rq = request}
+end
+
+local function encode_res(r)
+  return cjson.encode(r)
+end
+
 -- decode_res reads a stored reservation, or nil when it does not decode
 -- or sits in the wrong hash: the CLI role may write anything into res, so
 -- an entry there that claims a batch kind is not believed.
@@ -117,6 +159,44 @@ local function decode_res(raw, from_bres)
     return nil
   end
   return r
+end
+
+-- queue_entry makes a queue entry record (see Encodings).
+local function queue_entry(kind, user, count, ids, now, timeout)
+  return {k = kind, u = user, c = count, g = ids, a = '', t = now, h = now, to = timeout}
+end
+
+local function encode_entry(e)
+  return cjson.encode(e)
+end
+
+-- decode_entry reads a stored queue entry, or nil when it does not decode.
+local function decode_entry(raw)
+  local ok, e = pcall(cjson.decode, raw)
+  if not ok or type(e) ~= 'table' or type(e.h) ~= 'number' or type(e.to) ~= 'number' then return nil end
+  return e
+end
+
+-- history_record encodes a finished reservation (see Encodings).
+local function history_record(uuid, r, ended, how)
+  return cjson.encode({g = uuid, k = r.k, u = r.u, j = r.j, s = r.s, e = ended, x = how, t = r.t})
+end
+
+-- finding encodes a health-check finding (see Encodings).
+local function finding(message, at)
+  return cjson.encode({m = message, t = at})
+end
+
+-- stored_reply returns the reply a request id already got, or nil.
+local function stored_reply(key)
+  local raw = redis.call('GET', key)
+  if not raw then return nil end
+  return cjson.decode(raw)
+end
+
+-- store_reply keeps a reply for retries of the same request id.
+local function store_reply(key, reply, ttl)
+  redis.call('SET', key, cjson.encode(reply), 'PX', ttl)
 end
 
 -- load_all decodes every reservation of the node, batch and interactive.
@@ -141,13 +221,36 @@ local function load_named(k, ids)
   return m
 end
 
+-- granted_before answers the retry of an interactive grant from the
+-- reservations it made (each keeps its request id), or returns nil when
+-- none holds it: a retry arriving after they ended is a new request. The
+-- GPUs are in index order; what the grant took over is only reported the
+-- first time (interactive grants take nothing over).
+local function granted_before(res, request, user, gpus)
+  local mine, token, expiry = {}, 0, 0
+  for uuid, r in pairs(res) do
+    if r.rq == request and r.u == user and r.q == '' then
+      mine[#mine + 1] = uuid
+      token, expiry = r.t, r.e
+    end
+  end
+  if #mine == 0 then return nil end
+  local idx = {}
+  for _, uuid in ipairs(mine) do idx[uuid] = gpus[uuid] and gpu_index(gpus[uuid]) or math.huge end
+  table.sort(mine, function(a, b) return idx[a] < idx[b] end)
+  return {'ok', table.concat(mine, ','), token, expiry, {}}
+end
+
 -- record appends a finished reservation to the history, bounded by count
 -- at every write and by age at about every 64th (picked by the end time's
 -- low bits): each extra call costs as much as the rest of a release.
 local function record(hist, uuid, r, ended, how, pol)
-  local rec = cjson.encode({g = uuid, k = r.k, u = r.u, j = r.j, s = r.s, e = ended, x = how, t = r.t})
-  redis.call('ZADD', hist, ended, rec)
-  redis.call('ZREMRANGEBYRANK', hist, 0, -pol.history_max_records - 1)
+  -- Trim only when over the bound: counting costs less than a trim that
+  -- finds nothing to remove, which is what almost every release found.
+  if redis.call('ZADD', hist, ended, history_record(uuid, r, ended, how)) == 1
+     and redis.call('ZCARD', hist) > pol.history_max_records then
+    redis.call('ZREMRANGEBYRANK', hist, 0, -pol.history_max_records - 1)
+  end
   if ended % 64 == 0 then
     redis.call('ZREMRANGEBYSCORE', hist, '-inf', '(' .. (ended - pol.history_max_age_ms))
   end
@@ -180,33 +283,60 @@ local function reclaim(k, res, now, pol)
   end
 end
 
--- purge_queue drops queue entries whose waiter stopped sending heartbeats.
--- Their partial holds expire at the same moment and are reclaimed above.
-local function purge_queue(q, qe, now)
-  local ids = redis.call('ZRANGE', q, 0, -1)
-  local live = {}
-  for _, id in ipairs(ids) do
+-- sync_queue builds qx for a queue written by a version without it, in
+-- the first operation that finds the queue without it: the queue order's
+-- entries, expiring when their stored heartbeat says. Entries that do not
+-- decode are dropped.
+local function sync_queue(q, qe, qx)
+  local n = redis.call('ZCARD', q)
+  if n == 0 or redis.call('ZCARD', qx) == n then return end
+  redis.call('ZREMRANGEBYRANK', qx, 0, -1)
+  for _, id in ipairs(redis.call('ZRANGE', q, 0, -1)) do
     local raw = redis.call('HGET', qe, id)
-    local e = raw and cjson.decode(raw)
-    if not e or e.h + e.to <= now then
+    local e = raw and decode_entry(raw)
+    if e then
+      redis.call('ZADD', qx, e.h + e.to, id)
+    else
       redis.call('ZREM', q, id)
       redis.call('HDEL', qe, id)
-    else
-      live[#live + 1] = id
     end
   end
-  return live
+end
+
+-- drop_entry removes a queue entry from the queue's three keys; qx first,
+-- so that a user whose ACL predates qx is refused before any change.
+local function drop_entry(q, qe, qx, id)
+  redis.call('ZREM', qx, id)
+  redis.call('ZREM', q, id)
+  redis.call('HDEL', qe, id)
+end
+
+-- purge_queue drops queue entries whose waiter stopped sending heartbeats
+-- (one range read of qx: nothing else is read when none expired). Their
+-- partial holds expire at the same moment and are reclaimed by reclaim.
+local function purge_queue(q, qe, qx, now)
+  sync_queue(q, qe, qx)
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', qx, '-inf', now)) do
+    drop_entry(q, qe, qx, id)
+  end
+end
+
+-- queue_position is an entry's 1-based place in the queue, 0 when it is
+-- not queued.
+local function queue_position(q, id)
+  local rank = redis.call('ZRANK', q, id)
+  if not rank then return 0 end
+  return rank + 1
 end
 
 -- leave_queue removes a queue entry and frees the GPUs it held so far
 -- (holds are interactive: they live in res). Returns the entry, or nil
 -- when there was none.
-local function leave_queue(q, qe, res, id)
+local function leave_queue(q, qe, qx, res, id)
   local raw = redis.call('HGET', qe, id)
-  redis.call('ZREM', q, id)
-  redis.call('HDEL', qe, id)
-  if not raw then return nil end
-  local e = cjson.decode(raw)
+  drop_entry(q, qe, qx, id)
+  local e = raw and decode_entry(raw)
+  if not e then return nil end
   for _, uuid in ipairs(split(e.a)) do
     local r = redis.call('HGET', res, uuid)
     local hold = r and decode_res(r, false)
@@ -219,7 +349,7 @@ end
 -- returns it, forget.lua returns what it is about to delete. The reply is
 -- {now ms, gpus flat hash, res flat hash, bres flat hash, last release per
 -- GPU as a flat hash, queue ids in order, queue entries flat hash, flags
--- flat hash, policy flat hash}.
+-- flat hash, policy flat hash}: snapshot.lua's reply after its status.
 local function node_snapshot(gpus_key, res, bres, mru, q, qe, flags, policy)
   local gpus = redis.call('HGETALL', gpus_key)
   local rel = {}
