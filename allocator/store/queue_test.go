@@ -93,14 +93,17 @@ func TestQueueEntryWithoutHeartbeatIsDropped(t *testing.T) {
 	s := newNode(t, 2)
 	_, err := s.Allocate(ctx, manual("alice", 1))
 	require.NoError(t, err)
-	_, err = s.Enqueue(ctx, allocator.QueueEntry{ID: "gone", Kind: allocator.KindManual, User: "bob", Count: 2}, 40*time.Millisecond)
+	_, err = s.Enqueue(ctx, allocator.QueueEntry{ID: "gone", Kind: allocator.KindManual, User: "bob", Count: 2}, time.Minute)
 	require.NoError(t, err)
 	_, err = s.Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindManual,
 		User: "bob", Count: 2, Lease: time.Minute, QueueEntry: "gone"})
 	var pending *allocator.PendingError
 	require.ErrorAs(t, err, &pending)
 
-	time.Sleep(80 * time.Millisecond)
+	// Two minutes without a heartbeat: the entry and its hold are past
+	// their one-minute timeout; alice's hour is not.
+	ageQueueEntry(t, s, "gone", 2*time.Minute)
+	ageReservations(t, s, 2*time.Minute)
 	g, err := s.Allocate(ctx, manual("carol", 1))
 	require.NoError(t, err, "the crashed waiter's entry and hold are gone")
 	require.Equal(t, pending.Allocated, g.GPUs)
