@@ -39,7 +39,7 @@ var (
 	clientCommands = []string{"select", "cluster|slots", "command"}
 	// readCommands are the reads of every operation and of History and
 	// Nodes.
-	readCommands = []string{"time", "get", "hget", "hgetall", "hmget", "hexists", "zrange", "zrangebyscore", "smembers"}
+	readCommands = []string{"time", "get", "hget", "hgetall", "hmget", "hexists", "zrange", "zrangebyscore", "zrank", "zcard", "smembers"}
 	// interactiveWrites are the writes of the operations the CLI runs.
 	interactiveWrites = []string{"set", "hset", "hdel", "hincrby", "zadd", "zrem", "zremrangebyrank", "zremrangebyscore"}
 	// adminWrites are the writes only root programs make: DEL (flags.lua,
@@ -66,7 +66,7 @@ func ACLRules(role Role) (string, error) {
 		keys = []string{"~" + prefix + "*"}
 	case RoleCLI:
 		cmds = slices.Concat(clientCommands, []string{"fcall", "fcall_ro"}, readCommands, interactiveWrites)
-		for _, k := range []string{all.res, all.mru, all.hist, all.meta, all.q, all.qe, all.reply("*", false)} {
+		for _, k := range []string{all.res, all.mru, all.hist, all.meta, all.q, all.qe, all.qx, all.reply("*", false)} {
 			keys = append(keys, "~"+k)
 		}
 		for _, k := range []string{all.gpus, all.bres, all.flags, all.policy, registryKey} {

@@ -213,7 +213,7 @@ func TestMonitorRoleOnlyReads(t *testing.T) {
 	requireNoPerm(t, raw.Set(ctx, k.reply("x", false), "x", 0).Err(), "SET req")
 	// FCALL_RO refuses functions that write; FCALL is not granted.
 	require.Error(t, raw.FCallRO(ctx, allocateOp.function, []string{k.res}).Err())
-	requireNoPerm(t, raw.FCall(ctx, leaveOp.function, []string{k.q, k.qe, k.res}, "x").Err(), "FCALL")
+	requireNoPerm(t, raw.FCall(ctx, leaveOp.function, []string{k.q, k.qe, k.qx, k.res}, "x").Err(), "FCALL")
 	require.Equal(t, before, dumpAll(t, own))
 }
 
@@ -342,4 +342,34 @@ func TestRolesWorkOnAnotherDatabase(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Network: "unix", Addr: own.Socket, DB: 3})
 	defer c.Close()
 	require.Equal(t, int64(1), c.HLen(ctx, keysFor("n1").res).Val(), "the grant is in database 3")
+}
+
+// A CLI user made by the version before the queue's expiry set (no ZRANK,
+// ZCARD or qx) is refused before anything changes, until the site gives
+// it this version's rules (docs/store.md).
+func TestCLIUserOfTheEarlierRulesIsRefusedBeforeAnyChange(t *testing.T) {
+	ctx := context.Background()
+	own := startWithRoles(t)
+	admin := openAs(t, own, RoleAdmin, "old-acl", Options{})
+	_, err := admin.Register(ctx, fakeGPUs(2), false)
+	require.NoError(t, err)
+	rules, err := ACLRules(RoleCLI)
+	require.NoError(t, err)
+	earlier := strings.NewReplacer(" +zrank +zcard", "", " ~chg:{*}:qx", "").Replace(rules)
+	require.NotEqual(t, rules, earlier)
+	c := own.Client()
+	defer c.Close()
+	args := []any{"ACL", "SETUSER", string(RoleCLI), "reset", "on", ">" + string(RoleCLI) + "-pw"}
+	for _, r := range strings.Fields(earlier) {
+		args = append(args, r)
+	}
+	require.NoError(t, c.Do(ctx, args...).Err())
+
+	cli := openAs(t, own, RoleCLI, "old-acl", Options{})
+	before := dumpAll(t, own)
+	_, err = cli.Allocate(ctx, manual("alice", 1))
+	require.ErrorIs(t, err, allocator.ErrNotPermitted)
+	_, err = cli.Enqueue(ctx, allocator.QueueEntry{ID: "alice-1", Kind: allocator.KindManual, User: "alice", Count: 1}, time.Minute)
+	require.ErrorIs(t, err, allocator.ErrNotPermitted)
+	require.Equal(t, before, dumpAll(t, own))
 }

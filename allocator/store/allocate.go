@@ -2,34 +2,10 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"canhazgpu/allocator"
 )
-
-type allocateReply struct {
-	OK         int    `json:"ok"`
-	Err        string `json:"err"`
-	GPUs       string `json:"gpus"`
-	Token      int64  `json:"token"`
-	Expires    int64  `json:"expires"`
-	Taken      string `json:"taken"`
-	Requested  int    `json:"requested"`
-	Available  int    `json:"available"`
-	Unreserved int    `json:"unreserved"`
-	Waiting    int    `json:"waiting"`
-	Conflicts  string `json:"conflicts"`
-	Allocated  string `json:"allocated"`
-	Position   int    `json:"position"`
-	Value      string `json:"value"`
-}
-
-type wireConflict struct {
-	GPU        string           `json:"gpu"`
-	Holder     *wireReservation `json:"holder"`
-	Unreserved bool             `json:"unreserved"`
-}
 
 // Allocate grants GPUs, all or nothing, in one atomic step: expired and
 // stale reservations are reclaimed, GPUs in unreserved use are skipped, and
@@ -47,54 +23,55 @@ func (s *Store) Allocate(ctx context.Context, r allocator.Request) (allocator.Gr
 		return allocator.Grant{}, err
 	}
 	k := s.keys
-	keys := []string{k.res, k.mru, k.hist, k.meta, k.q, k.qe, k.reply(r.RequestID, r.Kind.Batch())}
+	keys := []string{k.res, k.mru, k.hist, k.meta, k.q, k.qe, k.qx, k.reply(r.RequestID, r.Kind.Batch())}
 	args := []any{string(r.Kind), r.User, r.UID, r.JobID, r.Count, joinList(r.GPUs), joinList(r.Prefer),
 		joinList(r.Exclude), r.Lease.Milliseconds(), r.Note, r.Restart, r.BootID, r.QueueEntry,
-		replyTTL.Milliseconds(), flag01(r.Retake)}
-	raw, err := s.run.run(ctx, allocateOp, keys, args...).Text()
+		replyTTL.Milliseconds(), flag01(r.Retake), flag01(r.Kind.Batch()), r.RequestID}
+	v, err := s.run.run(ctx, allocateOp, keys, args...).Result()
 	if err != nil {
 		return allocator.Grant{}, s.wrap("allocate", err)
 	}
-	var rep allocateReply
-	if err := json.Unmarshal([]byte(raw), &rep); err != nil {
-		return allocator.Grant{}, fmt.Errorf("allocate: bad reply %q: %w", raw, err)
-	}
-	switch rep.Err {
-	case "":
-		taken, err := decodeReservations(rep.Taken)
-		if err != nil {
-			return allocator.Grant{}, err
-		}
-		return allocator.Grant{GPUs: splitList(rep.GPUs), Token: rep.Token, ExpiresAt: msTime(rep.Expires), TakenOver: taken}, nil
+	rep := readReply("allocate", v)
+	var g allocator.Grant
+	var fail error
+	switch rep.status() {
+	case "ok":
+		g = allocator.Grant{GPUs: splitList(rep.str(1)), Token: rep.int(2), ExpiresAt: msTime(rep.int(3)),
+			TakenOver: rep.reservations(4)}
 	case "shortage":
-		e := &allocator.ShortageError{Requested: rep.Requested, Available: rep.Available,
-			Unreserved: rep.Unreserved, Waiting: rep.Waiting}
-		if rep.Conflicts != "" {
-			var wc []wireConflict
-			if err := json.Unmarshal([]byte(rep.Conflicts), &wc); err != nil {
-				return allocator.Grant{}, fmt.Errorf("allocate: bad conflicts %q: %w", rep.Conflicts, err)
-			}
-			for _, c := range wc {
-				ac := allocator.Conflict{GPU: c.GPU, Unreserved: c.Unreserved}
-				if c.Holder != nil {
-					h := c.Holder.reservation(c.GPU)
-					ac.Holder = &h
+		e := &allocator.ShortageError{Requested: int(rep.int(1)), Available: int(rep.int(2)),
+			Unreserved: int(rep.int(3)), Waiting: int(rep.int(4))}
+		for _, c := range rep.pairs(5) {
+			ac := allocator.Conflict{GPU: c[0], Unreserved: c[1] == ""}
+			if c[1] != "" {
+				h, ok := decodeReservation(c[0], c[1])
+				if !ok {
+					return allocator.Grant{}, fmt.Errorf("allocate: bad conflict %q", c[1])
 				}
-				e.Conflicts = append(e.Conflicts, ac)
+				ac.Holder = &h
 			}
+			e.Conflicts = append(e.Conflicts, ac)
 		}
-		return allocator.Grant{}, e
+		fail = e
 	case "pending":
-		return allocator.Grant{}, &allocator.PendingError{Allocated: splitList(rep.Allocated), Position: rep.Position}
+		fail = &allocator.PendingError{Allocated: splitList(rep.str(1)), Position: int(rep.int(2))}
 	case "not_registered":
-		return allocator.Grant{}, fmt.Errorf("node %s: %w", s.node, allocator.ErrNotRegistered)
+		fail = fmt.Errorf("node %s: %w", s.node, allocator.ErrNotRegistered)
 	case "unknown_gpu":
-		return allocator.Grant{}, &allocator.InputError{Field: "gpu id", Value: rep.Value, Accepted: "a GPU registered for node " + s.node,
+		fail = &allocator.InputError{Field: "gpu id", Value: rep.str(1), Accepted: "a GPU registered for node " + s.node,
 			Err: allocator.ErrUnknownGPU}
 	case "not_queued":
-		return allocator.Grant{}, allocator.ErrNotQueued
+		fail = allocator.ErrNotQueued
+	case "bad_kind":
+		fail = &allocator.InputError{Field: "kind", Value: rep.str(1),
+			Accepted: "a batch request of a scheduler's kind, or an interactive one of run or manual"}
+	default:
+		fail = fmt.Errorf("allocate: unexpected reply %v", v)
 	}
-	return allocator.Grant{}, fmt.Errorf("allocate: unexpected reply %q", raw)
+	if rep.err != nil {
+		return allocator.Grant{}, rep.err
+	}
+	return g, fail
 }
 
 // flag01 is how a boolean travels to the operations.

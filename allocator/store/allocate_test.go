@@ -25,15 +25,16 @@ func TestAllocatePrefersMostRecentThenLeastRecentlyReleased(t *testing.T) {
 	}
 	require.Equal(t, []string{uuid(0)}, grab("alice", 1), "never-used GPUs tie: lowest index")
 	free("alice")
-	time.Sleep(5 * time.Millisecond)
+	ageReleases(t, s, time.Second)
 	require.Equal(t, []string{uuid(1)}, grab("bob", 1), "GPU 0 was just released: never-used GPU 1 is older")
 	free("bob")
-	time.Sleep(5 * time.Millisecond)
+	ageReleases(t, s, time.Second)
 	require.Equal(t, []string{uuid(0)}, grab("alice", 1), "alice's most recently used GPU comes first")
 	require.Equal(t, []string{uuid(2), uuid(3)}, grab("carol", 2))
 	free("alice")
+	ageReleases(t, s, time.Second)
 	free("carol")
-	time.Sleep(5 * time.Millisecond)
+	ageReleases(t, s, time.Second)
 	// bob used GPU 1; then the rest by release time: 0 (released first), 2, 3.
 	require.Equal(t, []string{uuid(1), uuid(0), uuid(2)}, grab("bob", 3))
 }
@@ -47,7 +48,7 @@ func TestAllocateMRUOrdersNewestFirst(t *testing.T) {
 		require.NoError(t, err)
 		_, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: "dave"})
 		require.NoError(t, err)
-		time.Sleep(5 * time.Millisecond)
+		ageReleases(t, s, time.Second)
 	}
 	g, err := s.Allocate(ctx, manual("dave", 3))
 	require.NoError(t, err)
@@ -130,16 +131,16 @@ func TestExpiredManualAndStaleRunCountAsFree(t *testing.T) {
 	ctx := context.Background()
 	s := newNode(t, 2)
 	short := manual("alice", 1)
-	short.Lease = 30 * time.Millisecond
+	short.Lease = time.Minute
 	_, err := s.Allocate(ctx, short)
 	require.NoError(t, err)
-	run := allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindRun, User: "bob", Count: 1, Lease: 30 * time.Millisecond}
+	run := allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindRun, User: "bob", Count: 1, Lease: time.Minute}
 	_, err = s.Allocate(ctx, run)
 	require.NoError(t, err)
 
 	_, err = s.Allocate(ctx, manual("carol", 2))
 	require.Error(t, err, "both still held")
-	time.Sleep(60 * time.Millisecond)
+	ageReservations(t, s, 2*time.Minute)
 
 	snap, err := s.Snapshot(ctx)
 	require.NoError(t, err)
@@ -150,7 +151,7 @@ func TestExpiredManualAndStaleRunCountAsFree(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, g.GPUs, 2)
 
-	hist, err := s.History(ctx, time.Now().Add(-time.Minute))
+	hist, err := s.History(ctx, time.Now().Add(-time.Hour))
 	require.NoError(t, err)
 	require.Len(t, hist, 2)
 	for _, h := range hist {
@@ -181,6 +182,37 @@ func TestRetryWithSameRequestIDAppliesOnce(t *testing.T) {
 	hist, err := s.History(ctx, time.Time{})
 	require.NoError(t, err)
 	require.Len(t, hist, 2, "the retried release recorded nothing twice")
+}
+
+// An interactive grant keeps its request id in its reservations instead of
+// a stored reply: no key is written for it, and a retry is answered from
+// the reservations, for the same user only.
+func TestInteractiveRetryIsAnsweredFromTheReservations(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 4)
+	c := srv.Client()
+	defer c.Close()
+	req := manual("alice", 2)
+	req.Prefer = []string{uuid(3), uuid(1)}
+	g1, err := s.Allocate(ctx, req)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{uuid(3), uuid(1)}, g1.GPUs)
+	require.Zero(t, c.Exists(ctx, s.keys.reply(req.RequestID, false)).Val())
+
+	g2, err := s.Allocate(ctx, req)
+	require.NoError(t, err)
+	require.Equal(t, []string{uuid(1), uuid(3)}, g2.GPUs, "in index order")
+	require.Equal(t, g1.Token, g2.Token)
+	require.Equal(t, g1.ExpiresAt, g2.ExpiresAt)
+
+	other := req
+	other.User = "bob"
+	g3, err := s.Allocate(ctx, other)
+	require.NoError(t, err)
+	require.NotEqual(t, g1.Token, g3.Token, "another user's request with the same id is its own")
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Len(t, snap.Reservations, 4)
 }
 
 func TestReleaseOnlyOwnAndRefusesNamedOthers(t *testing.T) {
@@ -261,14 +293,14 @@ func TestReleaseRefusesNamedBatchAndQueueHoldsOfOthers(t *testing.T) {
 func TestRenewNeedsOwnerAndToken(t *testing.T) {
 	ctx := context.Background()
 	s := newNode(t, 2)
-	run := allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindRun, User: "alice", Count: 2, Lease: 50 * time.Millisecond}
+	run := allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindRun, User: "alice", Count: 2, Lease: time.Minute}
 	g, err := s.Allocate(ctx, run)
 	require.NoError(t, err)
 	require.Positive(t, g.Token)
 
 	for range 4 {
-		time.Sleep(25 * time.Millisecond)
-		_, err = s.Renew(ctx, "alice", g.Token, g.GPUs, 50*time.Millisecond)
+		ageReservations(t, s, 40*time.Second)
+		_, err = s.Renew(ctx, "alice", g.Token, g.GPUs, time.Minute)
 		require.NoError(t, err, "renewing in time keeps the lease past its first expiry")
 	}
 	_, err = s.Allocate(ctx, manual("bob", 1))
@@ -280,7 +312,7 @@ func TestRenewNeedsOwnerAndToken(t *testing.T) {
 	_, err = s.Renew(ctx, "alice", g.Token+1, g.GPUs, time.Second)
 	require.ErrorAs(t, err, &lost, "a stale token cannot renew")
 
-	time.Sleep(80 * time.Millisecond)
+	ageReservations(t, s, 2*time.Minute)
 	bob, err := s.Allocate(ctx, manual("bob", 1))
 	require.NoError(t, err, "the stale lease was reclaimed")
 	_, err = s.Renew(ctx, "alice", g.Token, g.GPUs, time.Second)
@@ -373,7 +405,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 		"count and ids":    func(r *allocator.Request) { r.GPUs = []string{uuid(0)} },
 		"duplicate ids":    func(r *allocator.Request) { r.Count = 0; r.GPUs = []string{uuid(0), uuid(0)} },
 		"empty user":       func(r *allocator.Request) { r.User = "" },
-		"unknown kind":     func(r *allocator.Request) { r.Kind = "batch" },
+		"malformed kind":   func(r *allocator.Request) { r.Kind = "Batch job" },
 		"zero duration":    func(r *allocator.Request) { r.Lease = 0 },
 		"negative lease":   func(r *allocator.Request) { r.Lease = -time.Second },
 		"no request id":    func(r *allocator.Request) { r.RequestID = "" },
@@ -400,7 +432,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 	require.Error(t, err)
 	_, err = s.Renew(ctx, "alice", 1, []string{uuid(0)}, 0)
 	require.Error(t, err)
-	_, err = s.Release(ctx, allocator.Release{RequestID: "x", Kinds: []allocator.Kind{"nope"}})
+	_, err = s.Release(ctx, allocator.Release{RequestID: "x", Kinds: []allocator.Kind{"no pe"}})
 	require.Error(t, err)
 	_, err = s.Register(ctx, []allocator.GPU{{UUID: uuid(0), Index: 0}, {UUID: uuid(0), Index: 1}}, false)
 	require.Error(t, err)
@@ -417,11 +449,9 @@ func TestBadInputWritesNothing(t *testing.T) {
 func TestNamedReleaseOfExpiredReservationRecordsExpiry(t *testing.T) {
 	ctx := context.Background()
 	s := newNode(t, 2)
-	short := manual("alice", 2)
-	short.Lease = 20 * time.Millisecond
-	g, err := s.Allocate(ctx, short)
+	g, err := s.Allocate(ctx, manual("alice", 2))
 	require.NoError(t, err)
-	time.Sleep(40 * time.Millisecond)
+	ageReservations(t, s, 2*time.Hour)
 	r, err := s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: "alice", GPUs: g.GPUs[:1]})
 	require.NoError(t, err)
 	require.Empty(t, r.GPUs, "it had already expired")
@@ -470,6 +500,41 @@ func TestBatchReservationsAndRepliesLiveApart(t *testing.T) {
 	require.Equal(t, bg.GPUs, r.GPUs)
 	require.Zero(t, c.HLen(ctx, k.bres).Val())
 	require.Equal(t, int64(1), c.Exists(ctx, k.reply("slurm-epilog-5", true)).Val())
+}
+
+// A batch kind is whatever a scheduler package names: the store keeps a
+// kind it has never heard of with the batch reservations, because the
+// request says it is batch, and refuses a flag that contradicts the kind
+// before writing anything.
+func TestBatchIsTheRequestsFlagNotASchedulerName(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 2)
+	c := srv.Client()
+	defer c.Close()
+	k := s.keys
+	g, err := s.Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(), Kind: "lsf", User: "alice", JobID: "77", Count: 1})
+	require.NoError(t, err)
+	require.Equal(t, g.GPUs, c.HKeys(ctx, k.bres).Val())
+	require.Zero(t, c.HLen(ctx, k.res).Val())
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Equal(t, allocator.Kind("lsf"), snap.Reservations[g.GPUs[0]].Kind, "status and report still show the scheduler's name")
+
+	for _, tc := range []struct {
+		kind, batch string
+	}{{"manual", "1"}, {"lsf", "0"}} {
+		args := []any{tc.kind, "bob", 1001, "78", 1, "", "", "", int64(0), "", 0, "", "", int64(60000), "0", tc.batch,
+			allocator.NewRequestID()}
+		if tc.kind == "manual" {
+			args[4], args[8] = 1, int64(3600000)
+		}
+		v, err := s.run.run(ctx, allocateOp, []string{k.res, k.mru, k.hist, k.meta, k.q, k.qe, k.qx,
+			k.reply(args[16].(string), tc.batch == "1")}, args...).Result()
+		require.NoError(t, err)
+		require.Equal(t, []any{"bad_kind", tc.kind}, v)
+	}
+	require.Equal(t, g.GPUs, c.HKeys(ctx, k.bres).Val(), "nothing written")
+	require.Zero(t, c.HLen(ctx, k.res).Val())
 }
 
 func TestRequestIDsCannotFormOtherKeys(t *testing.T) {

@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -145,7 +147,7 @@ func nodeMemory(b *testing.B, s *Store) int64 {
 	ctx := context.Background()
 	k := s.keys
 	var total int64
-	for _, key := range []string{k.gpus, k.res, k.bres, k.mru, k.hist, k.meta, k.q, k.qe, k.flags, k.policy} {
+	for _, key := range []string{k.gpus, k.res, k.bres, k.mru, k.hist, k.meta, k.q, k.qe, k.qx, k.flags, k.policy} {
 		n, err := s.rdb.MemoryUsage(ctx, key).Result()
 		if err != nil && err != redis.Nil {
 			b.Fatal(err)
@@ -153,4 +155,85 @@ func nodeMemory(b *testing.B, s *Store) int64 {
 		total += n
 	}
 	return total
+}
+
+// BenchmarkServerTime reports the server's own time per call (INFO
+// commandstats, read before and after each call) for a grant of one GPU
+// out of 8, its release and the trivial function: unlike the rates above,
+// it does not move with the load of the machine the clients run on.
+func BenchmarkServerTime(b *testing.B) {
+	s := newNode(b, 8)
+	ctx := context.Background()
+	lib := "#!lua name=chg_bench\nredis.register_function('chg_bench_trivial', function() return 1 end)"
+	if err := s.rdb.FunctionLoadReplace(ctx, lib).Err(); err != nil {
+		b.Fatal(err)
+	}
+	var allocUS, releaseUS, trivialUS int64
+	timed := func(sum *int64, call func() error) {
+		before := fcallUsec(b, s)
+		if err := call(); err != nil {
+			b.Fatal(err)
+		}
+		*sum += fcallUsec(b, s) - before
+	}
+	for range b.N {
+		var g allocator.Grant
+		timed(&allocUS, func() (err error) {
+			g, err = s.Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindRun,
+				User: "alice", Count: 1, Lease: time.Minute})
+			return err
+		})
+		timed(&releaseUS, func() error {
+			_, err := s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: "alice", GPUs: g.GPUs, Token: g.Token})
+			return err
+		})
+		timed(&trivialUS, func() error { return s.rdb.FCall(ctx, "chg_bench_trivial", []string{s.keys.meta}).Err() })
+	}
+	b.ReportMetric(float64(allocUS)/float64(b.N), "µs/allocate")
+	b.ReportMetric(float64(releaseUS)/float64(b.N), "µs/release")
+	b.ReportMetric(float64(trivialUS)/float64(b.N), "µs/trivial")
+}
+
+// fcallUsec is the server's total time in FCALL so far, in µs.
+func fcallUsec(b *testing.B, s *Store) int64 {
+	info, err := s.rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_fcall:"); ok {
+			for _, kv := range strings.Split(rest, ",") {
+				if v, ok := strings.CutPrefix(kv, "usec="); ok {
+					n, err := strconv.ParseInt(v, 10, 64)
+					if err != nil {
+						b.Fatal(err)
+					}
+					return n
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// BenchmarkQueueHeartbeatServerTime reports the server's time per queue
+// heartbeat with 100 entries waiting, the last one beating.
+func BenchmarkQueueHeartbeatServerTime(b *testing.B) {
+	s := newNode(b, 8)
+	ctx := context.Background()
+	for i := range 100 {
+		e := allocator.QueueEntry{ID: fmt.Sprintf("e%d", i), Kind: allocator.KindRun, User: fmt.Sprintf("u%d", i), Count: 1}
+		if _, err := s.Enqueue(ctx, e, time.Hour); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var us int64
+	for range b.N {
+		before := fcallUsec(b, s)
+		if _, err := s.QueueHeartbeat(ctx, "e99"); err != nil {
+			b.Fatal(err)
+		}
+		us += fcallUsec(b, s) - before
+	}
+	b.ReportMetric(float64(us)/float64(b.N), "µs/heartbeat")
 }

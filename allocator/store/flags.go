@@ -26,5 +26,7 @@ func (s *Store) SetFlags(ctx context.Context, flags []allocator.Flag) error {
 		seen[f.GPU] = true
 		args = append(args, f.GPU, f.Message)
 	}
-	return s.wrap("set flags", s.run.run(ctx, flagsOp, []string{s.keys.flags}, args...).Err())
+	v, err := s.run.run(ctx, flagsOp, []string{s.keys.flags}, args...).Result()
+	_, err = count("set flags", v, s.wrap("set flags", err))
+	return err
 }

@@ -22,20 +22,19 @@ func (s *Store) Forget(ctx context.Context, force bool) (snap *allocator.Snapsho
 		force01 = "1"
 	}
 	k := s.keys
-	keys := []string{k.gpus, k.res, k.bres, k.mru, k.q, k.qe, k.flags, k.policy, k.hist}
+	keys := []string{k.gpus, k.res, k.bres, k.mru, k.q, k.qe, k.flags, k.policy, k.hist, k.qx}
 	v, err := s.run.run(ctx, forgetOp, keys, force01).Slice()
 	if err != nil {
 		return nil, false, s.wrap("forget node "+s.node, err)
 	}
-	if len(v) != 2 {
-		return nil, false, fmt.Errorf("forget node %s: want 2 parts, got %d", s.node, len(v))
+	var done int64
+	if len(v) > 1 {
+		done, _ = v[1].(int64)
 	}
-	done, ok1 := v[0].(int64)
-	parts, ok2 := v[1].([]any)
-	if !ok1 || !ok2 {
+	if len(v) < 2 || (done != 0 && done != 1) {
 		return nil, false, fmt.Errorf("forget node %s: bad reply %v", s.node, v)
 	}
-	snap, err = decodeSnapshot(s.node, parts)
+	snap, err = decodeSnapshot(s.node, v, 2)
 	if err != nil || done == 0 {
 		return snap, false, err
 	}

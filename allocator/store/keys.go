@@ -18,14 +18,14 @@ const registryKey = prefix + "nodes"
 // (bres) are apart from interactive ones (res): the CLI's Redis user may
 // write res but only read bres, gpus, flags and policy.
 type nodeKeys struct {
-	base                                                   string
-	gpus, res, bres, mru, hist, meta, q, qe, flags, policy string
+	base                                                       string
+	gpus, res, bres, mru, hist, meta, q, qe, qx, flags, policy string
 }
 
 func keysFor(node string) nodeKeys {
 	b := prefix + "{" + node + "}:"
 	return nodeKeys{base: b, gpus: b + "gpus", res: b + "res", bres: b + "bres", mru: b + "mru",
-		hist: b + "hist", meta: b + "meta", q: b + "q", qe: b + "qe", flags: b + "flags", policy: b + "policy"}
+		hist: b + "hist", meta: b + "meta", q: b + "q", qe: b + "qe", qx: b + "qx", flags: b + "flags", policy: b + "policy"}
 }
 
 // reply is where the reply to one request id is kept, so a retry returns

@@ -12,10 +12,10 @@ import (
 	"canhazgpu/allocator"
 )
 
-//go:embed lua/*.lua
+//go:embed *.lua
 var luaFiles embed.FS
 
-// op is one store operation: a Lua body (lua/NAME.lua) run as a function
+// op is one store operation: a Lua body (NAME.lua, beside its Go caller) run as a function
 // of the library, or on a server without functions as a script of its own.
 type op struct {
 	name     string
@@ -62,7 +62,7 @@ func LibraryVersion() string { return library.version }
 const versionMark = "@VERSION@"
 
 func luaFile(name string) string {
-	b, err := luaFiles.ReadFile("lua/" + name + ".lua")
+	b, err := luaFiles.ReadFile(name + ".lua")
 	if err != nil {
 		panic(err) // embedded at build time: cannot be missing
 	}

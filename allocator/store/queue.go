@@ -22,9 +22,9 @@ func (s *Store) Enqueue(ctx context.Context, e allocator.QueueEntry, timeout tim
 		return 0, &allocator.InputError{Field: "kind", Value: string(e.Kind), Accepted: "run or manual: batch jobs never queue"}
 	}
 	k := s.keys
-	pos, err := s.run.run(ctx, enqueueOp, []string{k.q, k.qe, k.meta},
-		e.ID, string(e.Kind), e.User, e.Count, joinList(e.GPUs), timeout.Milliseconds()).Int()
-	return pos, s.wrap("enqueue", err)
+	v, err := s.run.run(ctx, enqueueOp, []string{k.q, k.qe, k.qx, k.meta},
+		e.ID, string(e.Kind), e.User, e.Count, joinList(e.GPUs), timeout.Milliseconds()).Result()
+	return count("enqueue", v, s.wrap("enqueue", err))
 }
 
 // QueueHeartbeat keeps an entry and its partial holds alive and returns its
@@ -34,14 +34,14 @@ func (s *Store) QueueHeartbeat(ctx context.Context, id string) (int, error) {
 		return 0, err
 	}
 	k := s.keys
-	pos, err := s.run.run(ctx, queueBeatOp, []string{k.q, k.qe, k.res}, id).Int()
+	v, err := s.run.run(ctx, queueBeatOp, []string{k.q, k.qe, k.qx, k.res}, id).Result()
 	if err != nil {
 		return 0, s.wrap("queue heartbeat", err)
 	}
-	if pos == 0 {
+	if rep := readReply("queue heartbeat", v); rep.status() == "not_queued" {
 		return 0, allocator.ErrNotQueued
 	}
-	return pos, nil
+	return count("queue heartbeat", v, nil)
 }
 
 // LeaveQueue removes an entry and frees the GPUs it held so far. Leaving
@@ -51,5 +51,7 @@ func (s *Store) LeaveQueue(ctx context.Context, id string) error {
 		return err
 	}
 	k := s.keys
-	return s.wrap("leave queue", s.run.run(ctx, leaveOp, []string{k.q, k.qe, k.res}, id).Err())
+	v, err := s.run.run(ctx, leaveOp, []string{k.q, k.qe, k.qx, k.res}, id).Result()
+	_, err = count("leave queue", v, s.wrap("leave queue", err))
+	return err
 }

@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/allocator"
@@ -91,14 +93,17 @@ func TestQueueEntryWithoutHeartbeatIsDropped(t *testing.T) {
 	s := newNode(t, 2)
 	_, err := s.Allocate(ctx, manual("alice", 1))
 	require.NoError(t, err)
-	_, err = s.Enqueue(ctx, allocator.QueueEntry{ID: "gone", Kind: allocator.KindManual, User: "bob", Count: 2}, 40*time.Millisecond)
+	_, err = s.Enqueue(ctx, allocator.QueueEntry{ID: "gone", Kind: allocator.KindManual, User: "bob", Count: 2}, time.Minute)
 	require.NoError(t, err)
 	_, err = s.Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindManual,
 		User: "bob", Count: 2, Lease: time.Minute, QueueEntry: "gone"})
 	var pending *allocator.PendingError
 	require.ErrorAs(t, err, &pending)
 
-	time.Sleep(80 * time.Millisecond)
+	// Two minutes without a heartbeat: the entry and its hold are past
+	// their one-minute timeout; alice's hour is not.
+	ageQueueEntry(t, s, "gone", 2*time.Minute)
+	ageReservations(t, s, 2*time.Minute)
 	g, err := s.Allocate(ctx, manual("carol", 1))
 	require.NoError(t, err, "the crashed waiter's entry and hold are gone")
 	require.Equal(t, pending.Allocated, g.GPUs)
@@ -178,4 +183,64 @@ func TestRetakeDoesNotWaitBehindTheQueue(t *testing.T) {
 	_, err = s.Allocate(ctx, bad)
 	var input *allocator.InputError
 	require.ErrorAs(t, err, &input, "only a run retakes")
+}
+
+// A queue written by a version without the expiry set (qx) still works:
+// the first operation builds qx from the entries' stored heartbeats, drops
+// the entries whose heartbeat is too old and keeps the others' order.
+func TestQueueWrittenWithoutExpirySetIsTakenOver(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 2)
+	_, err := s.Allocate(ctx, manual("alice", 2))
+	require.NoError(t, err)
+	for _, id := range []string{"gone", "bob-1", "carol-1"} {
+		_, err := s.Enqueue(ctx, allocator.QueueEntry{ID: id, Kind: allocator.KindManual, User: "u" + id, Count: 1}, time.Minute)
+		require.NoError(t, err)
+	}
+	c := srv.Client()
+	defer c.Close()
+	k := s.keys
+	require.NoError(t, c.Del(ctx, k.qx).Err(), "as the previous version left it")
+	raw, err := c.HGet(ctx, k.qe, "gone").Result()
+	require.NoError(t, err)
+	var w map[string]any
+	require.NoError(t, json.Unmarshal([]byte(raw), &w))
+	w["h"] = 1 // a heartbeat in 1970: long expired
+	b, err := json.Marshal(w)
+	require.NoError(t, err)
+	require.NoError(t, c.HSet(ctx, k.qe, "gone", b).Err())
+
+	pos, err := s.QueueHeartbeat(ctx, "carol-1")
+	require.NoError(t, err)
+	require.Equal(t, 2, pos, "the expired entry is dropped, bob stays ahead")
+	require.Equal(t, int64(2), c.ZCard(ctx, k.qx).Val())
+	require.Equal(t, int64(2), c.ZCard(ctx, k.q).Val())
+	require.False(t, c.HExists(ctx, k.qe, "gone").Val())
+	_, err = s.QueueHeartbeat(ctx, "gone")
+	require.ErrorIs(t, err, allocator.ErrNotQueued)
+}
+
+// An entry whose expiry (qx) has passed is dropped by the next writer,
+// without any entry being read: backdating its score is enough.
+func TestQueueEntryPastItsExpiryIsDropped(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 1)
+	_, err := s.Allocate(ctx, manual("alice", 1))
+	require.NoError(t, err)
+	for _, id := range []string{"bob-1", "carol-1"} {
+		_, err := s.Enqueue(ctx, allocator.QueueEntry{ID: id, Kind: allocator.KindManual, User: "u" + id, Count: 1}, time.Minute)
+		require.NoError(t, err)
+	}
+	c := srv.Client()
+	defer c.Close()
+	require.NoError(t, c.ZAdd(ctx, s.keys.qx, redis.Z{Score: 1, Member: "bob-1"}).Err())
+	_, err = s.Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(), Kind: allocator.KindManual,
+		User: "ucarol-1", Count: 1, Lease: time.Minute, QueueEntry: "carol-1"})
+	var short *allocator.ShortageError
+	require.ErrorAs(t, err, &short)
+	require.Equal(t, 0, short.Waiting, "carol heads the queue once bob's entry expired")
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Len(t, snap.Queue, 1)
+	require.Equal(t, "carol-1", snap.Queue[0].ID)
 }

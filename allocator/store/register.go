@@ -40,9 +40,10 @@ func (s *Store) Register(ctx context.Context, gpus []allocator.GPU, force bool) 
 		args = append(args, g.UUID, g.Index, g.Minor, g.Name)
 	}
 	k := s.keys
-	n, err := s.run.run(ctx, registerOp, []string{k.gpus, k.res, k.bres, k.mru, k.hist, k.policy}, args...).Int()
+	v, err := s.run.run(ctx, registerOp, []string{k.gpus, k.res, k.bres, k.mru, k.hist, k.policy}, args...).Result()
+	n, err := count("register", v, s.wrap("register", err))
 	if err != nil {
-		return 0, s.wrap("register", err)
+		return 0, err
 	}
 	// The registry is outside the node's slot; adding is idempotent, so a
 	// separate call keeps the operation cluster-safe.

@@ -89,6 +89,24 @@ func TestSnapshotsRoundTripsDoNotGrowWithNodes(t *testing.T) {
 	require.Equal(t, int64(1), trips.Load(), "one node: one round trip")
 }
 
+// A prolog's grant on a node the store does not know yet, as localnode
+// makes it: the grant (not registered), the registration (FCALL, SADD) and
+// the grant again. With the connection's HELLO, five round trips.
+func TestFirstGrantOnANewNodeRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 0)
+	require.NoError(t, s.rdb.Ping(ctx).Err()) // connect first: the handshake is not an operation's round trip
+	trips := countRoundTrips(s)
+	req := allocator.Request{RequestID: "slurm-prolog-9-0", Kind: allocator.KindSlurm, User: "alice", JobID: "9", Count: 1}
+	_, err := s.Allocate(ctx, req)
+	require.ErrorIs(t, err, allocator.ErrNotRegistered)
+	_, err = s.Register(ctx, fakeGPUs(2), false)
+	require.NoError(t, err)
+	_, err = s.Allocate(ctx, req)
+	require.NoError(t, err)
+	require.Equal(t, int64(4), trips.Load(), "FCALL allocate, FCALL register, SADD, FCALL allocate")
+}
+
 // countRoundTrips counts the client's exchanges with the server: a single
 // command or a whole pipeline is one round trip.
 func countRoundTrips(s *Store) *atomic.Int64 {
@@ -253,10 +271,12 @@ func TestLargestNodeWorks(t *testing.T) {
 		ids[i] = uuid(i)
 	}
 	k := s.keys
-	raw, err := s.rdb.FCall(ctx, releaseOp.function, []string{k.res, k.mru, k.hist, k.q, k.qe, k.reply("big", false)},
-		"alice", "", joinList(ids), "", 0, "0", 60000).Text()
+	v, err := s.rdb.FCall(ctx, releaseOp.function, []string{k.res, k.mru, k.hist, k.q, k.qe, k.qx, k.reply("big", false)},
+		"alice", "", joinList(ids), "", 0, "0", 60000).Result()
 	require.NoError(t, err)
-	require.Contains(t, raw, uuid(255))
+	rep := readReply("release", v)
+	require.Contains(t, splitList(rep.str(1)), uuid(255))
+	require.NoError(t, rep.err)
 
 	_, err = s.Release(ctx, allocator.Release{RequestID: "r", GPUs: ids[:allocator.MaxGPUsPerNode+1]})
 	require.ErrorContains(t, err, "at most 256 GPUs")

@@ -2,18 +2,10 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"canhazgpu/allocator"
 )
-
-type releaseReply struct {
-	Released string         `json:"released"`
-	Refused  string         `json:"refused"`
-	Dequeued string         `json:"dequeued"`
-	Indices  map[string]int `json:"indices"`
-}
 
 // Release ends the reservations r selects, records them in the history and
 // returns what it released and which named GPUs belong to someone else;
@@ -30,31 +22,37 @@ func (s *Store) Release(ctx context.Context, r allocator.Release) (allocator.Rel
 		kinds[i] = string(k)
 	}
 	k := s.keys
-	keys := []string{k.res, k.mru, k.hist, k.q, k.qe, k.reply(r.RequestID, batchOnly(r.Kinds))}
+	keys := []string{k.res, k.mru, k.hist, k.q, k.qe, k.qx, k.reply(r.RequestID, batchOnly(r.Kinds))}
 	args := []any{r.User, joinList(kinds), joinList(r.GPUs), r.JobID, r.Token, flag01(r.Queue), replyTTL.Milliseconds()}
-	raw, err := s.run.run(ctx, releaseOp, keys, args...).Text()
+	v, err := s.run.run(ctx, releaseOp, keys, args...).Result()
 	if err != nil {
 		return allocator.Released{}, s.wrap("release", err)
 	}
-	var rep releaseReply
-	if err := json.Unmarshal([]byte(raw), &rep); err != nil {
-		return allocator.Released{}, fmt.Errorf("release: bad reply %q: %w", raw, err)
+	rep := readReply("release", v)
+	if st := rep.status(); st != "ok" && rep.err == nil {
+		return allocator.Released{}, fmt.Errorf("release: unexpected reply %v", v)
 	}
-	refused, err := decodeReservations(rep.Refused)
-	if err != nil {
-		return allocator.Released{}, err
-	}
-	out := allocator.Released{GPUs: splitList(rep.Released), Refused: refused, Indices: rep.Indices}
-	if rep.Dequeued != "" {
-		var ws []wireQueueEntry
-		if err := json.Unmarshal([]byte(rep.Dequeued), &ws); err != nil {
-			return allocator.Released{}, fmt.Errorf("release: bad queue entries %q: %w", rep.Dequeued, err)
+	out := allocator.Released{GPUs: splitList(rep.str(1)), Refused: rep.reservations(2)}
+	for _, p := range rep.pairs(3) {
+		e, ok := decodeQueueEntry(p[0], p[1])
+		if !ok {
+			return allocator.Released{}, fmt.Errorf("release: bad queue entry %s %q", p[0], p[1])
 		}
-		for _, w := range ws {
-			out.Dequeued = append(out.Dequeued, w.entry(w.ID))
-		}
+		out.Dequeued = append(out.Dequeued, e)
 	}
-	return out, nil
+	indices := rep.list(4)
+	for i := 0; i+1 < len(indices); i += 2 {
+		uuid, ok1 := indices[i].(string)
+		index, ok2 := indices[i+1].(int64)
+		if !ok1 || !ok2 {
+			return allocator.Released{}, fmt.Errorf("release: bad GPU indices %v", indices)
+		}
+		if out.Indices == nil {
+			out.Indices = map[string]int{}
+		}
+		out.Indices[uuid] = int(index)
+	}
+	return out, rep.err
 }
 
 // batchOnly: a release limited to batch kinds is a scheduler program's,

@@ -2,20 +2,12 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
 
 	"canhazgpu/allocator"
 )
-
-type renewReply struct {
-	OK      int              `json:"ok"`
-	Expires int64            `json:"expires"`
-	GPU     string           `json:"gpu"`
-	Holder  *wireReservation `json:"holder"`
-}
 
 // Renew extends a run lease: every GPU must still be held by user under
 // token. It returns the new expiry (the lease is bounded by the node's
@@ -37,23 +29,33 @@ func (s *Store) Renew(ctx context.Context, user string, token int64, gpus []stri
 	if lease <= 0 {
 		return time.Time{}, &allocator.InputError{Field: "lease", Value: lease.String(), Accepted: "a positive duration"}
 	}
-	raw, err := s.run.run(ctx, renewOp, []string{s.keys.res}, user, token, lease.Milliseconds(), joinList(gpus)).Text()
+	v, err := s.run.run(ctx, renewOp, []string{s.keys.res}, user, token, lease.Milliseconds(), joinList(gpus)).Result()
 	if err != nil {
 		return time.Time{}, s.wrap("renew", err)
 	}
-	var rep renewReply
-	if err := json.Unmarshal([]byte(raw), &rep); err != nil {
-		return time.Time{}, fmt.Errorf("renew: bad reply %q: %w", raw, err)
+	rep := readReply("renew", v)
+	switch rep.status() {
+	case "ok":
+		expires := rep.int(1)
+		return msTime(expires), rep.err
+	case "lost":
+		lost := &allocator.LeaseLostError{GPU: rep.str(1)}
+		if raw := rep.str(2); raw != "" {
+			h, ok := decodeReservation(lost.GPU, raw)
+			if !ok {
+				return time.Time{}, fmt.Errorf("renew: bad holder %q", raw)
+			}
+			lost.Holder = &h
+		}
+		if rep.err != nil {
+			return time.Time{}, rep.err
+		}
+		return time.Time{}, lost
 	}
-	if rep.OK == 1 {
-		return msTime(rep.Expires), nil
+	if rep.err != nil {
+		return time.Time{}, rep.err
 	}
-	lost := &allocator.LeaseLostError{GPU: rep.GPU}
-	if rep.Holder != nil {
-		h := rep.Holder.reservation(rep.GPU)
-		lost.Holder = &h
-	}
-	return time.Time{}, lost
+	return time.Time{}, fmt.Errorf("renew: unexpected reply %v", v)
 }
 
 // checkList validates a UUID list through the request rules.

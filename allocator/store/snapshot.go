@@ -23,7 +23,7 @@ func (s *Store) Snapshot(ctx context.Context) (*allocator.Snapshot, error) {
 	if err != nil {
 		return nil, s.wrap("snapshot", err)
 	}
-	return decodeSnapshot(s.node, v)
+	return decodeSnapshot(s.node, v, 1)
 }
 
 // Snapshots reads every registered node: one round trip for the registry
@@ -48,7 +48,7 @@ func (s *Store) Snapshots(ctx context.Context) ([]*allocator.Snapshot, error) {
 		if err != nil {
 			return nil, s.wrap("snapshot "+nodes[i], err)
 		}
-		snap, err := decodeSnapshot(nodes[i], v)
+		snap, err := decodeSnapshot(nodes[i], v, 1)
 		if err != nil {
 			return nil, err
 		}
@@ -75,10 +75,8 @@ func flatHash(v any) (map[string]string, error) {
 	return m, nil
 }
 
-// wireQueueEntry is a queue entry as the operations encode it; ID is set
-// only where a list of entries is returned (the hash field names them).
+// wireQueueEntry is a queue entry as the operations encode it.
 type wireQueueEntry struct {
-	ID string `json:"id"`
 	K  string `json:"k"`
 	U  string `json:"u"`
 	C  int    `json:"c"`
@@ -87,6 +85,15 @@ type wireQueueEntry struct {
 	T  int64  `json:"t"`
 	H  int64  `json:"h"`
 	To int64  `json:"to"`
+}
+
+// decodeQueueEntry reads a stored queue entry (see Encodings in lib.lua).
+func decodeQueueEntry(id, raw string) (allocator.QueueEntry, bool) {
+	var w wireQueueEntry
+	if json.Unmarshal([]byte(raw), &w) != nil {
+		return allocator.QueueEntry{}, false
+	}
+	return w.entry(id), true
 }
 
 func (w wireQueueEntry) entry(id string) allocator.QueueEntry {
@@ -99,11 +106,15 @@ type wireFlag struct {
 	T int64  `json:"t"`
 }
 
-func decodeSnapshot(node string, v []any) (*allocator.Snapshot, error) {
-	// now, gpus, res, bres, rel, queue order, qe, flags, policy: see snapshot.lua.
-	if len(v) != 9 {
-		return nil, fmt.Errorf("snapshot of %s: want 9 parts, got %d", node, len(v))
+// decodeSnapshot reads node_snapshot's parts (lib.lua), which start at
+// v[from]: after the status of snapshot.lua's reply, or after the status
+// and the outcome of forget.lua's.
+func decodeSnapshot(node string, v []any, from int) (*allocator.Snapshot, error) {
+	// status, then now, gpus, res, bres, rel, queue order, qe, flags, policy.
+	if len(v) != from+9 || v[0] != "ok" {
+		return nil, fmt.Errorf("snapshot of %s: want a status and 9 parts, got %v", node, v)
 	}
+	v = v[from:]
 	nowMS, ok := v[0].(int64)
 	if !ok {
 		return nil, fmt.Errorf("snapshot of %s: bad time %v", node, v[0])

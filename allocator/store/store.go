@@ -1,8 +1,8 @@
 // Package store keeps reservations in Redis.
 //
-// Every change is one Lua operation (see lua/), run as a function of a
-// library named after this build's code (FCALL; FCALL_RO for reads) and
-// loaded when the server lacks it; on Redis < 7 the same code runs as
+// Every change is one Lua operation (NAME.lua, beside its Go caller), run
+// as a function of a library named after this build's code (FCALL;
+// FCALL_RO for reads) and loaded when the server lacks it; on Redis < 7 the same code runs as
 // EVALSHA/EVAL scripts. Times come from the server's clock inside the
 // operations, so nodes with skewed clocks still agree on expiry. Mutating
 // calls carry a request id: go-redis retries a command after a timeout,

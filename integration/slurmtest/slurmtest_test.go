@@ -10,14 +10,14 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"canhazgpu/internal/testreq"
 )
 
 // TestCluster starts a cluster, runs a GPU job as an unprivileged user
 // with a stand-in Prolog, and stops everything it started.
 func TestCluster(t *testing.T) {
-	if err := Available(); err != nil {
-		t.Skip(err)
-	}
+	testreq.NoError(t, Available())
 	_, err := EnsureUser("chgjob")
 	require.NoError(t, err)
 
@@ -83,9 +83,7 @@ func TestCluster(t *testing.T) {
 // cancelled through Slurm; Stop still ends the job's step daemon and the
 // job's processes, found through /proc, and says so.
 func TestStopAfterControllerCrash(t *testing.T) {
-	if err := Available(); err != nil {
-		t.Skip(err)
-	}
+	testreq.NoError(t, Available())
 	_, err := EnsureUser("chgjob")
 	require.NoError(t, err)
 	c, err := Start(Options{GPUs: 1, CPUs: 1})

@@ -103,7 +103,7 @@ func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) err
 		timeout = a.timeout.d
 	}
 	// A typo should not cost a reservation: find the program first.
-	path, err := lookPath(argv[0], env.Environ)
+	path, err := lookPath(argv[0], env.commandEnviron())
 	if err != nil {
 		return err
 	}
@@ -119,7 +119,7 @@ func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) err
 	for _, e := range gpu.VendorOf(cfg.GPU.Provider).Exports(held.IDs(), gpu.ByIndex) {
 		exports[e.Name] = e.Value
 	}
-	environ := withEnv(env.Environ, exports)
+	environ := withEnv(env.commandEnviron(), exports)
 	stderr := &lockedWriter{w: env.Stderr}
 	code, runErr := supervise(ctx, supervision{env: env, stderr: stderr, path: path, argv: argv, environ: environ,
 		timeout: timeout, grace: cfg.Run.KillGrace, interval: cfg.Run.HeartbeatInterval, lease: l})

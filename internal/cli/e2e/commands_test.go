@@ -193,7 +193,7 @@ func TestMixedSeedTableThroughTheStore(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, c.HSet(ctx, res, g.UUID, b).Err())
 	}
-	// Times are in ms (see allocator/store/lua/lib.lua). The table shows
+	// Times are in ms (see allocator/store/lib.lua). The table shows
 	// whole seconds rounded down; half a second of margin, into the past
 	// for start times and into the future for the expiry, keeps them
 	// exact while the status runs.

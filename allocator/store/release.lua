@@ -1,8 +1,8 @@
 -- release.lua: end reservations matching an owner, kinds, GPUs, job or
 -- token; optionally also the owner's queue entries.
 --
--- KEYS[1] res  KEYS[2] mru  KEYS[3] hist  KEYS[4] q  KEYS[5] qe
--- KEYS[6] req  this request's stored reply: req:ID, or breq:ID when the
+-- KEYS[1] res  KEYS[2] mru  KEYS[3] hist  KEYS[4] q  KEYS[5] qe  KEYS[6] qx
+-- KEYS[7] req  this request's stored reply: req:ID, or breq:ID when the
 --              release may end batch reservations
 -- Read, not declared (see lib.lua): bres (written when a batch reservation
 -- ends), policy, gpus.
@@ -14,23 +14,24 @@
 --         those kinds, with the GPUs they hold so far
 -- ARGV[7] reply ttl ms
 --
--- Returns JSON: {released="u1,u2", refused="<JSON list of reservations>",
--- dequeued="<JSON list of queue entries with their id>",
--- indices={u1=0, ...}: the registered index of each released or refused
--- GPU, so that callers name GPUs as users know them without reading the
--- registration or scanning the GPUs}, or a NOPERM
+-- Returns (see Replies in lib.lua) {'ok', "u1,u2" (released),
+-- {uuid, reservation, ...} (refused), {entry id, queue entry, ...}
+-- (dequeued), {uuid, index, ...}: the registered index of each released
+-- or refused GPU, so that callers name GPUs as users know them without
+-- reading the registration or scanning the GPUs}, or a NOPERM
 -- error, before any write, when a matching reservation is a batch one and
 -- the caller may not write batch reservations.
 -- Named GPUs held by another user are refused, never released, whatever
 -- their kind.
-local k = {res = KEYS[1], mru = KEYS[2], hist = KEYS[3], q = KEYS[4], qe = KEYS[5], req = KEYS[6]}
+local k = {res = KEYS[1], mru = KEYS[2], hist = KEYS[3], q = KEYS[4], qe = KEYS[5], qx = KEYS[6],
+           req = KEYS[7]}
 k.bres, k.policy = node_key(k.res, 'bres'), node_key(k.res, 'policy')
 local user, kinds, ids, job = ARGV[1], set_of(split(ARGV[2])), split(ARGV[3]), ARGV[4]
 local token = tonumber(ARGV[5])
 local dequeue = ARGV[6] == '1'
 local ttl = tonumber(ARGV[7])
 
-local done = redis.call('GET', k.req)
+local done = stored_reply(k.req)
 if done then return done end
 
 local now = now_ms()
@@ -56,12 +57,12 @@ for _, uuid in ipairs(ids) do
     -- Whatever its kind: naming someone else's batch GPU or queue hold is
     -- reported, not passed over as if there were nothing to release.
     if named then
-      r.gpu = uuid
-      refused[#refused + 1] = r
+      refused[#refused + 1] = uuid
+      refused[#refused + 1] = encode_res(r)
     end
   elseif r and not expired(r, now) and r.q == '' and (any_kind or kinds[r.k]) and (job == '' or r.j == job)
      and (token == 0 or r.t == token) then
-    if is_batch(r.k) and not may_write(k.bres) then return noperm(k.bres) end
+    if not interactive(r.k) and not may_write(k.bres) then return noperm(k.bres) end
     ending[#ending + 1] = uuid
   end
 end
@@ -75,30 +76,30 @@ local dequeued = {}
 if dequeue then
   for _, id in ipairs(redis.call('ZRANGE', k.q, 0, -1)) do
     local raw = redis.call('HGET', k.qe, id)
-    local e = raw and cjson.decode(raw)
+    local e = raw and decode_entry(raw)
     if e and (user == '' or e.u == user) and (any_kind or kinds[e.k]) then
-      leave_queue(k.q, k.qe, k.res, id)
-      e.id = id
-      dequeued[#dequeued + 1] = e
+      leave_queue(k.q, k.qe, k.qx, k.res, id)
+      dequeued[#dequeued + 1] = id
+      dequeued[#dequeued + 1] = raw
     end
   end
 end
-local reply = {released = table.concat(ending, ',')}
 local shown = {}
 for _, uuid in ipairs(ending) do shown[#shown + 1] = uuid end
-for _, r in ipairs(refused) do shown[#shown + 1] = r.gpu end
+for i = 1, #refused, 2 do shown[#shown + 1] = refused[i] end
+local indices = {}
 if #shown > 0 then
-  reply.indices = {}
   for i, v in ipairs(hmget(node_key(k.res, 'gpus'), shown)) do
-    if v then reply.indices[shown[i]] = gpu_index(v) end
+    if v then
+      indices[#indices + 1] = shown[i]
+      indices[#indices + 1] = gpu_index(v)
+    end
   end
 end
-if #refused > 0 then reply.refused = cjson.encode(refused) end
-if #dequeued > 0 then reply.dequeued = cjson.encode(dequeued) end
-reply = cjson.encode(reply)
+local reply = {'ok', table.concat(ending, ','), refused, dequeued, indices}
 -- Kept for a retry only when something changed: a release that changed
 -- nothing gives the same answer again, and a refused one leaves no trace.
 if #ending > 0 or #dequeued > 0 then
-  redis.call('SET', k.req, reply, 'PX', ttl)
+  store_reply(k.req, reply, ttl)
 end
 return reply

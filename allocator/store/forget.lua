@@ -2,7 +2,7 @@
 -- renamed node.
 --
 -- KEYS[1] gpus  KEYS[2] res  KEYS[3] bres  KEYS[4] mru  KEYS[5] q
--- KEYS[6] qe  KEYS[7] flags  KEYS[8] policy  KEYS[9] hist
+-- KEYS[6] qe  KEYS[7] flags  KEYS[8] policy  KEYS[9] hist  KEYS[10] qx
 -- (Every key is declared: only root programs forget.)
 -- --
 -- ARGV[1] force ("1": forget the node even while it holds reservations)
@@ -13,16 +13,22 @@
 -- kept for retries expire by themselves. The registry of nodes is outside
 -- the node's Cluster slot; the caller removes the node from it.
 --
--- Returns {1 when the node was forgotten else 0, node_snapshot's array as
--- it was before}.
+-- Returns {'ok', 1 when the node was forgotten else 0, then node_snapshot's
+-- parts (lib.lua) as the node was before}.
 local k = {gpus = KEYS[1], res = KEYS[2], bres = KEYS[3], mru = KEYS[4], q = KEYS[5], qe = KEYS[6],
-           flags = KEYS[7], policy = KEYS[8], hist = KEYS[9]}
+           flags = KEYS[7], policy = KEYS[8], hist = KEYS[9], qx = KEYS[10]}
 local snap = node_snapshot(k.gpus, k.res, k.bres, k.mru, k.q, k.qe, k.flags, k.policy)
 if ARGV[1] ~= '1' then
   local now = snap[1]
   for _, r in pairs(load_all(k)) do
-    if not expired(r, now) then return {0, snap} end
+    if not expired(r, now) then
+      table.insert(snap, 1, 0)
+      table.insert(snap, 1, 'ok')
+      return snap
+    end
   end
 end
-redis.call('DEL', k.gpus, k.res, k.bres, k.mru, k.q, k.qe, k.flags, k.policy, k.hist)
-return {1, snap}
+redis.call('DEL', k.gpus, k.res, k.bres, k.mru, k.q, k.qe, k.flags, k.policy, k.hist, k.qx)
+table.insert(snap, 1, 1)
+table.insert(snap, 1, 'ok')
+return snap

@@ -5,9 +5,12 @@
 -- KEYS[3] hist  finished reservations (zset scored by end ms)
 -- KEYS[4] meta  counters (hash: token)
 -- KEYS[5] q     queue order (zset entry -> seq)
--- KEYS[6] qe    queue entries (hash entry -> JSON)
--- KEYS[7] req   this request's stored reply (a retry returns it unchanged);
---               req:ID for interactive kinds, breq:ID for batch kinds
+-- KEYS[6] qe    queue entries (hash entry -> queue entry)
+-- KEYS[7] qx    queue expiry (zset entry -> ms)
+-- KEYS[8] req   breq:ID for batch kinds: this request's stored reply (a
+--               retry returns it unchanged); req:ID, unused, for
+--               interactive kinds, whose grants keep their request id in
+--               the reservations instead
 -- Read, not declared (see lib.lua): gpus (hash uuid -> "index minor name"),
 -- bres (batch reservations; written for batch kinds), policy.
 -- --
@@ -19,16 +22,21 @@
 -- ARGV[13] queue entry ("" when not waiting)  ARGV[14] reply ttl ms
 -- ARGV[15] "1": a run taking back the GPUs it held before the store lost
 --          them, which does not wait behind the queue
+-- ARGV[16] "1": a batch request, a scheduler job's (any kind but run and
+--          manual; see lib.lua)
+-- ARGV[17] request id
 --
--- Returns JSON:
---   {ok=1, gpus="u1,u2", token=N, expires=ms (0 for batch), taken="<JSON list of replaced reservations>"}
---   {ok=0, err="shortage", requested, available, unreserved, waiting, conflicts="<JSON>"}
---   {ok=0, err="pending", allocated="u1", position=1}   (queue head, partial)
---   {ok=0, err="unknown_gpu", value=uuid} | {ok=0, err="not_registered"}
---   {ok=0, err="not_queued"}
+-- Returns (see Replies in lib.lua):
+--   {'ok', "u1,u2", token, expires ms (0 for batch), {uuid, replaced reservation, ...}}
+--   {'shortage', requested, available, unreserved, waiting,
+--    {uuid, holder's reservation ("" when the GPU is in unreserved use), ...}}
+--   {'pending', "u1" (held so far), position 1}   (queue head, partial)
+--   {'unknown_gpu', uuid} | {'not_registered'} | {'not_queued'}
+--   {'bad_kind', kind}   (the batch flag contradicts the kind)
 -- or a NOPERM error, before any write, when the caller may not write the
 -- batch reservations a batch kind needs.
-local k = {res = KEYS[1], mru = KEYS[2], hist = KEYS[3], meta = KEYS[4], q = KEYS[5], qe = KEYS[6], req = KEYS[7]}
+local k = {res = KEYS[1], mru = KEYS[2], hist = KEYS[3], meta = KEYS[4], q = KEYS[5], qe = KEYS[6], qx = KEYS[7],
+           req = KEYS[8]}
 k.gpus, k.bres, k.policy = node_key(k.res, 'gpus'), node_key(k.res, 'bres'), node_key(k.res, 'policy')
 local kind, user, uid, job = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local count = tonumber(ARGV[5])
@@ -37,16 +45,20 @@ local lease, note, restart, boot = tonumber(ARGV[9]), ARGV[10], tonumber(ARGV[11
 local entry = ARGV[13]
 local ttl = tonumber(ARGV[14])
 local retake = ARGV[15] == '1'
-local batch = is_batch(kind)
+local batch = ARGV[16] == '1'
+local request = ARGV[17]
 
-local done = redis.call('GET', k.req)
-if done then return done end
-if batch and not may_write(k.bres) then return noperm(k.bres) end
+if batch == interactive(kind) then return {'bad_kind', kind} end
+if batch then
+  local done = stored_reply(k.req)
+  if done then return done end
+  if not may_write(k.bres) then return noperm(k.bres) end
+end
 
 local gpus = raw_hash(k.gpus)
-if next(gpus) == nil then return cjson.encode({ok = 0, err = 'not_registered'}) end
+if next(gpus) == nil then return {'not_registered'} end
 for _, id in ipairs(ids) do
-  if not gpus[id] then return cjson.encode({ok = 0, err = 'unknown_gpu', value = id}) end
+  if not gpus[id] then return {'unknown_gpu', id} end
 end
 
 local now = now_ms()
@@ -56,9 +68,13 @@ if kind == 'run' then
 elseif not batch then
   lease = math.min(lease, pol.max_duration_ms)
 end
-local live = purge_queue(k.q, k.qe, now)
+purge_queue(k.q, k.qe, k.qx, now)
 local res = load_all(k)
 reclaim(k, res, now, pol)
+if not batch then
+  local again = granted_before(res, request, user, gpus)
+  if again then return again end
+end
 
 -- Interactive requests take turns: only the queue's head may take GPUs
 -- while anyone waits. Batch jobs got their GPUs from the scheduler and
@@ -66,13 +82,12 @@ reclaim(k, res, now, pol)
 local waiting, head = 0, false
 if not batch and not retake then
   if entry ~= '' then
-    local pos = 0
-    for i, id in ipairs(live) do if id == entry then pos = i end end
-    if pos == 0 then return cjson.encode({ok = 0, err = 'not_queued'}) end
+    local pos = queue_position(k.q, entry)
+    if pos == 0 then return {'not_queued'} end
     head = (pos == 1)
     waiting = pos - 1
   else
-    waiting = #live
+    waiting = redis.call('ZCARD', k.q)
   end
 end
 
@@ -93,9 +108,11 @@ if #ids > 0 then
       take[#take + 1] = id
       taken[#taken + 1] = id
     elseif r then
-      conflicts[#conflicts + 1] = {gpu = id, holder = r}
+      conflicts[#conflicts + 1] = id
+      conflicts[#conflicts + 1] = encode_res(r)
     elseif exclude[id] then
-      conflicts[#conflicts + 1] = {gpu = id, unreserved = true}
+      conflicts[#conflicts + 1] = id
+      conflicts[#conflicts + 1] = ''
       unreserved = unreserved + 1
     else
       take[#take + 1] = id
@@ -155,30 +172,28 @@ if waiting > 0 or #take < wanted then
   if head and #take > 0 then
     -- The head keeps what it can get, so a large request is not starved by
     -- a stream of small ones; the holds expire with its queue entry.
-    local e = cjson.decode(redis.call('HGET', k.qe, entry))
+    local e = decode_entry(redis.call('HGET', k.qe, entry))
     for _, uuid in ipairs(take) do
       if not res[uuid] then
-        redis.call('HSET', k.res, uuid, cjson.encode({k = kind, u = user, id = uid, j = job, n = note,
-          t = 0, s = now, e = e.h + e.to, h = 0, r = restart, b = boot, q = entry}))
+        redis.call('HSET', k.res, uuid, encode_res(reservation(kind, user, uid, job, note, 0, now, e.h + e.to, 0,
+          restart, boot, entry, '')))
       end
     end
     e.a = table.concat(take, ',')
-    redis.call('HSET', k.qe, entry, cjson.encode(e))
-    return cjson.encode({ok = 0, err = 'pending', allocated = e.a, position = 1})
+    redis.call('HSET', k.qe, entry, encode_entry(e))
+    return {'pending', e.a, 1}
   end
-  local reply = {ok = 0, err = 'shortage', requested = wanted, available = #take,
-                 unreserved = unreserved, waiting = waiting}
-  if waiting > 0 then reply.available = 0 end
-  if #conflicts > 0 then reply.conflicts = cjson.encode(conflicts) end
-  return cjson.encode(reply)
+  local available = #take
+  if waiting > 0 then available = 0 end
+  return {'shortage', wanted, available, unreserved, waiting, conflicts}
 end
 
 local token = redis.call('HINCRBY', k.meta, 'token', 1)
 local replaced = {}
 for _, uuid in ipairs(taken) do
   local old = res[uuid]
-  old.gpu = uuid
-  replaced[#replaced + 1] = old
+  replaced[#replaced + 1] = uuid
+  replaced[#replaced + 1] = encode_res(old)
   free(k, uuid, old, now, 'taken_over', pol)
   res[uuid] = nil
 end
@@ -189,19 +204,13 @@ for _, uuid in ipairs(take) do
   local r = res[uuid]
   if r and batch and mine(r) then
     -- A retried or requeued prolog of the same job keeps its GPUs.
-    r.t, r.r, r.b = token, restart, boot
+    r.t, r.r, r.b, r.rq = token, restart, boot, request
   else
-    r = {k = kind, u = user, id = uid, j = job, n = note, t = token, s = now,
-         e = expiry, h = beat, r = restart, b = boot, q = ''}
+    r = reservation(kind, user, uid, job, note, token, now, expiry, beat, restart, boot, '', request)
   end
-  redis.call('HSET', res_hash(k, kind), uuid, cjson.encode(r))
+  redis.call('HSET', res_hash(k, kind), uuid, encode_res(r))
 end
-if head then
-  redis.call('ZREM', k.q, entry)
-  redis.call('HDEL', k.qe, entry)
-end
-local reply = {ok = 1, gpus = table.concat(take, ','), token = token, expires = expiry}
-if #replaced > 0 then reply.taken = cjson.encode(replaced) end
-reply = cjson.encode(reply)
-redis.call('SET', k.req, reply, 'PX', ttl)
+if head then drop_entry(k.q, k.qe, k.qx, entry) end
+local reply = {'ok', table.concat(take, ','), token, expiry, replaced}
+if batch then store_reply(k.req, reply, ttl) end
 return reply

@@ -12,8 +12,8 @@
 -- absent is kept (it may be off the bus for a moment) unless another GPU now
 -- has its index (it was replaced). A dropped GPU's reservation is ended and
 -- recorded. A node never has more than MAX_GPUS GPUs: a registration that
--- would leave more changes nothing. Returns the number of GPUs added,
--- changed or dropped.
+-- would leave more changes nothing (an error reply, as for a malformed
+-- call). Returns {'ok', the number of GPUs added, changed or dropped}.
 local k = {gpus = KEYS[1], res = KEYS[2], bres = KEYS[3], mru = KEYS[4], hist = KEYS[5], policy = KEYS[6]}
 local force = ARGV[1] == '1'
 local first = 2 + #POLICY_FIELDS
@@ -70,4 +70,4 @@ for uuid, g in pairs(new) do
     changed = changed + 1
   end
 end
-return changed
+return {'ok', changed}

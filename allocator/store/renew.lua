@@ -9,7 +9,8 @@
 -- Renewing twice has the effect of renewing once, so no request id is
 -- needed. All or nothing: if any GPU is no longer this lease's, none is
 -- renewed and the caller must stop using them.
--- Returns JSON: {ok=1, expires=ms} | {ok=0, err="lost", gpu=uuid, holder=<reservation or absent>}
+-- Returns (see Replies in lib.lua) {'ok', expires ms} or
+-- {'lost', uuid, holder's reservation ("" when none)}.
 local res = KEYS[1]
 local user, token, lease, ids = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), split(ARGV[4])
 lease = math.min(lease, load_policy(node_key(res, 'policy')).run_lease_ms)
@@ -22,18 +23,19 @@ for i, uuid in ipairs(ids) do
   if not r then
     -- Not a run lease any more: name the batch job holding it, if any.
     local b = redis.call('HGET', node_key(res, 'bres'), uuid)
-    return cjson.encode({ok = 0, err = 'lost', gpu = uuid, holder = b and decode_res(b, true) or nil})
+    local holder = b and decode_res(b, true)
+    return {'lost', uuid, holder and b or ''}
   end
   -- An expired lease nobody reclaimed yet is still ours: the reclaim and
   -- any new grant happen atomically in allocate.lua, never behind our back.
   if r.u ~= user or r.t ~= token or r.q ~= '' then
-    return cjson.encode({ok = 0, err = 'lost', gpu = uuid, holder = r})
+    return {'lost', uuid, raw}
   end
   held[i] = r
 end
 for i, uuid in ipairs(ids) do
   local r = held[i]
   r.h, r.e = now, now + lease
-  redis.call('HSET', res, uuid, cjson.encode(r))
+  redis.call('HSET', res, uuid, encode_res(r))
 end
-return cjson.encode({ok = 1, expires = now + lease})
+return {'ok', now + lease}

@@ -1,9 +1,0 @@
--- leave.lua: leave a node's queue and give back what the entry held.
---
--- KEYS[1] q  KEYS[2] qe  KEYS[3] res
--- --
--- ARGV[1] entry id
---
--- Returns 1 when the entry existed, 0 otherwise (leaving twice is fine).
-if leave_queue(KEYS[1], KEYS[2], KEYS[3], ARGV[1]) then return 1 end
-return 0
