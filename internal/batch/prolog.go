@@ -418,11 +418,10 @@ func slotUUIDs(slots []Slot) []string {
 	return out
 }
 
+// indexOf is a GPU's index in the scan, or -1 when the scan lacks it.
 func indexOf(devs []gpu.Device, uuid string) int {
-	for _, d := range devs {
-		if d.UUID == uuid {
-			return d.Index
-		}
+	if id, ok := gpu.SetOf(devs).ByUUID(uuid); ok {
+		return id.Index
 	}
 	return -1
 }
