@@ -76,6 +76,13 @@ type Options struct {
 
 	Base         string        // parent of the cluster's directory; default os.TempDir()
 	StartTimeout time.Duration // default 60 s
+
+	// Net, when set, makes a cluster of several hosts: slurmctld listens on
+	// the bridge's address and one slurmd runs on each host named in Nodes,
+	// with GPUs and CPUs as above each (see multinode.go). Node is then
+	// the first of Nodes.
+	Net   *Net
+	Nodes []string
 }
 
 // Cluster is one running cluster.
@@ -90,6 +97,11 @@ type Cluster struct {
 	LogDir      string // slurmctld.log, slurmd.log, munged.log
 	// OutDir is world-writable, for job output and files jobs read.
 	OutDir string
+	// Nodes are the names of every slurmd, Node first.
+	Nodes []string
+
+	net      *Net   // nil: one slurmd on loopback
+	spoolDir string // Options.SpoolDir
 
 	bins    map[string]string
 	daemons []*daemon // in start order
@@ -97,6 +109,7 @@ type Cluster struct {
 
 type daemon struct {
 	name string
+	node string // the slurmd's node
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -147,8 +160,22 @@ func Start(opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Net != nil {
+		if len(opts.Nodes) == 0 {
+			return nil, errors.New("slurmtest: a cluster on a Net needs Nodes")
+		}
+		for _, n := range opts.Nodes {
+			if _, ok := opts.Net.Addrs[n]; !ok {
+				return nil, fmt.Errorf("slurmtest: node %q is not a host of the network", n)
+			}
+		}
+		opts.Node = opts.Nodes[0]
+	}
 	if opts.Node == "" {
 		opts.Node = "chgnode"
+	}
+	if len(opts.Nodes) == 0 {
+		opts.Nodes = []string{opts.Node}
 	}
 	if opts.GPUs == 0 {
 		opts.GPUs = 8
@@ -173,7 +200,8 @@ func Start(opts Options) (*Cluster, error) {
 		return nil, fmt.Errorf("slurmtest: %w", err)
 	}
 	c := &Cluster{Dir: dir, Conf: filepath.Join(dir, "etc", "slurm.conf"), Node: opts.Node,
-		Spool: filepath.Join(dir, strings.ReplaceAll(opts.SpoolDir, "%n", opts.Node)), LogDir: filepath.Join(dir, "log"), OutDir: filepath.Join(dir, "out"), bins: bins}
+		Spool: filepath.Join(dir, strings.ReplaceAll(opts.SpoolDir, "%n", opts.Node)), LogDir: filepath.Join(dir, "log"), OutDir: filepath.Join(dir, "out"), bins: bins,
+		Nodes: slices.Clone(opts.Nodes), net: opts.Net, spoolDir: opts.SpoolDir}
 	if err := c.layout(opts); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -201,8 +229,10 @@ func (c *Cluster) layout(opts Options) error {
 			return fmt.Errorf("slurmtest: %w", err)
 		}
 	}
-	if err := os.MkdirAll(c.Spool, 0o755); err != nil {
-		return fmt.Errorf("slurmtest: %w", err)
+	for _, n := range c.Nodes {
+		if err := os.MkdirAll(filepath.Join(c.Dir, strings.ReplaceAll(opts.SpoolDir, "%n", n)), 0o755); err != nil {
+			return fmt.Errorf("slurmtest: %w", err)
+		}
 	}
 	key := make([]byte, 1024)
 	_, _ = rand.Read(key)
@@ -220,7 +250,7 @@ func (c *Cluster) layout(opts Options) error {
 	if err != nil {
 		return err
 	}
-	gres := fmt.Sprintf("AutoDetect=off\nNodeName=%s Name=gpu File=%s[0-%d]\n", c.Node, c.path("dev", "nvidia"), opts.GPUs-1)
+	gres := fmt.Sprintf("AutoDetect=off\nNodeName=%s Name=gpu File=%s[0-%d]\n", strings.Join(c.Nodes, ","), c.path("dev", "nvidia"), opts.GPUs-1)
 	if err := os.WriteFile(c.path("etc", "gres.conf"), []byte(gres), 0o644); err != nil {
 		return fmt.Errorf("slurmtest: %w", err)
 	}
@@ -281,16 +311,25 @@ func (c *Cluster) layout(opts Options) error {
 		conf = append(conf, "HealthCheckProgram="+opts.HealthCheckProgram, "HealthCheckInterval="+strconv.Itoa(interval),
 			"HealthCheckNodeState=ANY")
 	}
+	if c.net != nil {
+		conf = c.netConf(conf)
+	}
 	// An Extra line replaces the harness's own setting of the same key.
 	for _, line := range opts.Extra {
 		key, _, _ := strings.Cut(line, "=")
 		conf = slices.DeleteFunc(conf, func(l string) bool { return strings.HasPrefix(l, key+"=") })
 	}
 	conf = append(conf, opts.Extra...)
+	for _, n := range c.Nodes {
+		addr, host := "127.0.0.1", "localhost"
+		if c.net != nil {
+			addr, host = c.net.Addrs[n], n
+		}
+		conf = append(conf, fmt.Sprintf("NodeName=%s NodeAddr=%s NodeHostname=%s CPUs=%d RealMemory=1000 Gres=gpu:%d State=UNKNOWN",
+			n, addr, host, opts.CPUs, opts.GPUs))
+	}
 	conf = append(conf,
-		fmt.Sprintf("NodeName=%s NodeAddr=127.0.0.1 NodeHostname=localhost CPUs=%d RealMemory=1000 Gres=gpu:%d State=UNKNOWN",
-			c.Node, opts.CPUs, opts.GPUs),
-		fmt.Sprintf("PartitionName=debug Nodes=%s Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO", c.Node))
+		fmt.Sprintf("PartitionName=debug Nodes=%s Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO", strings.Join(c.Nodes, ",")))
 	return writeLines(c.Conf, conf)
 }
 
@@ -348,24 +387,39 @@ func (c *Cluster) startAll(limit time.Duration) error {
 	}); err != nil {
 		return err
 	}
-	if err := c.launch("slurmd", "-D", "-s", "-f", c.Conf, "-N", c.Node); err != nil {
-		return err
+	for _, n := range c.Nodes {
+		if err := c.StartSlurmd(n); err != nil {
+			return err
+		}
 	}
-	return c.waitFor(deadline, "node "+c.Node, func() bool {
-		st, _, err := c.NodeState()
-		return err == nil && Ready(st)
-	})
+	for _, n := range c.Nodes {
+		if err := c.waitFor(deadline, "node "+n, func() bool {
+			st, _, err := c.NodeStateOf(n)
+			return err == nil && Ready(st)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // launch starts a daemon in the foreground in its own process group, with
 // the log directory as working directory: slurmd's job step daemons
 // inherit it, which tells them apart from another cluster's.
 func (c *Cluster) launch(name string, args ...string) error {
-	cmd := exec.Command(c.bins[name], args...)
+	return c.launchCmd(name, "", exec.Command(c.bins[name], args...))
+}
+
+// launchCmd starts cmd as launch does; node names a slurmd's node.
+func (c *Cluster) launchCmd(name, node string, cmd *exec.Cmd) error {
 	cmd.Dir = c.LogDir
 	cmd.Env = c.Env()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stderr, err := os.Create(c.path("log", name+".stderr"))
+	logName := name
+	if node != "" {
+		logName += "-" + node
+	}
+	stderr, err := os.OpenFile(c.path("log", logName+".stderr"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("slurmtest: %w", err)
 	}
@@ -374,7 +428,7 @@ func (c *Cluster) launch(name string, args ...string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("slurmtest: start %s: %w", name, err)
 	}
-	d := &daemon{name: name, cmd: cmd, done: make(chan struct{})}
+	d := &daemon{name: name, node: node, cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(d.done) }()
 	c.daemons = append(c.daemons, d)
 	return nil
@@ -514,17 +568,22 @@ func JobState(states ...string) func(map[string]string) bool {
 // allocation it worked out at the last query for all nodes, so a node
 // whose job ended since then stays "mixed" until someone asks for all.
 func (c *Cluster) NodeState() (state, reason string, err error) {
+	return c.NodeStateOf(c.Node)
+}
+
+// NodeStateOf is NodeState of one of the cluster's nodes.
+func (c *Cluster) NodeStateOf(node string) (state, reason string, err error) {
 	out, err := c.Run("sinfo", "-h", "-N", "-o", "%N|%T|%E")
 	if err != nil {
 		return "", "", err
 	}
 	for line := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
-		if node, rest, ok := strings.Cut(line, "|"); ok && node == c.Node {
+		if name, rest, ok := strings.Cut(line, "|"); ok && name == node {
 			state, reason, _ = strings.Cut(rest, "|")
 			return state, reason, nil
 		}
 	}
-	return "", "", fmt.Errorf("slurmtest: sinfo does not list node %s: %q", c.Node, out)
+	return "", "", fmt.Errorf("slurmtest: sinfo does not list node %s: %q", node, out)
 }
 
 // Ready reports whether a node in this state takes jobs: idle, mixed or
@@ -620,18 +679,24 @@ func (c *Cluster) Remove() error {
 	return errors.Join(err, os.RemoveAll(c.Dir))
 }
 
+// alive: some daemon of that name runs (a slurmd killed and started
+// again leaves its first entry behind).
 func (c *Cluster) alive(name string) bool {
 	for _, d := range c.daemons {
-		if d.name == name {
-			select {
-			case <-d.done:
-				return false
-			default:
-				return true
-			}
+		if d.name == name && d.running() {
+			return true
 		}
 	}
 	return false
+}
+
+func (d *daemon) running() bool {
+	select {
+	case <-d.done:
+		return false
+	default:
+		return true
+	}
 }
 
 func (d *daemon) stop(grace time.Duration) error {
