@@ -83,6 +83,10 @@ type Options struct {
 	// the first of Nodes.
 	Net   *Net
 	Nodes []string
+
+	// Root is a Slurm root (see root.go, DebianRoot): the cluster runs the
+	// Slurm of that root file system instead of this machine's.
+	Root string
 }
 
 // Cluster is one running cluster.
@@ -102,6 +106,9 @@ type Cluster struct {
 
 	net      *Net   // nil: one slurmd on loopback
 	spoolDir string // Options.SpoolDir
+	root     string // Options.Root
+	// inside are the commands' paths in the Slurm root; nil without one.
+	inside map[string]string
 
 	bins    map[string]string
 	daemons []*daemon // in start order
@@ -199,9 +206,16 @@ func Start(opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("slurmtest: %w", err)
 	}
+	var inside map[string]string
+	if opts.Root != "" {
+		if bins, inside, err = rootBins(opts.Root, dir); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
 	c := &Cluster{Dir: dir, Conf: filepath.Join(dir, "etc", "slurm.conf"), Node: opts.Node,
 		Spool: filepath.Join(dir, strings.ReplaceAll(opts.SpoolDir, "%n", opts.Node)), LogDir: filepath.Join(dir, "log"), OutDir: filepath.Join(dir, "out"), bins: bins,
-		Nodes: slices.Clone(opts.Nodes), net: opts.Net, spoolDir: opts.SpoolDir}
+		Nodes: slices.Clone(opts.Nodes), net: opts.Net, spoolDir: opts.SpoolDir, root: opts.Root, inside: inside}
 	if err := c.layout(opts); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -470,11 +484,18 @@ func (c *Cluster) Run(name string, args ...string) (string, error) {
 
 // RunAs runs a Slurm command as user.
 func (c *Cluster) RunAs(user, name string, args ...string) (string, error) {
+	if c.inside != nil {
+		// runuser runs in the Slurm root: so do env and the command.
+		return c.run([]string{c.bins["runuser"], "-u", user, "--", c.inside["env"], "SLURM_CONF=" + c.Conf}, name, args...)
+	}
 	return c.run([]string{c.bins["runuser"], "-u", user, "--", c.bins["env"], "SLURM_CONF=" + c.Conf}, name, args...)
 }
 
 func (c *Cluster) run(prefix []string, name string, args ...string) (string, error) {
 	bin := c.bins[name]
+	if prefix != nil && c.inside != nil {
+		bin = c.inside[name]
+	}
 	if bin == "" {
 		return "", fmt.Errorf("slurmtest: unknown command %q", name)
 	}
@@ -733,7 +754,10 @@ func (c *Cluster) stepDaemons() []int {
 		}
 		exe, err1 := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
 		cwd, err2 := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
-		if err1 == nil && err2 == nil && exe == c.bins["slurmstepd"] && cwd == c.LogDir && !zombie(pid) {
+		// A step daemon in a Slurm root shows its working directory as
+		// the root's bind of /tmp.
+		inLogDir := cwd == c.LogDir || c.root != "" && cwd == filepath.Join(c.root, c.LogDir)
+		if err1 == nil && err2 == nil && exe == c.bins["slurmstepd"] && inLogDir && !zombie(pid) {
 			pids = append(pids, pid)
 		}
 	}
