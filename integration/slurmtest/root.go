@@ -22,7 +22,8 @@ import (
 // working directory. So every path under /tmp (the cluster's directory, the
 // programs under test, their config and state) is the same inside and
 // out, jobs run as this machine's users, and the network is this
-// machine's (Redis on loopback). Each wrapper execs the next step, so a
+// machine's (Redis on loopback). A working directory outside those paths
+// becomes the root's /. Each wrapper execs the next step, so a
 // daemon keeps the wrapper's pid.
 
 // CacheDir keeps Slurm roots between runs on one machine.
@@ -160,7 +161,7 @@ func rootBins(root, dir string) (wrappers, inside map[string]string, err error) 
 			continue
 		}
 		script := fmt.Sprintf("#!/bin/sh\n# %s of the Slurm root %s (see slurmtest/root.go).\n"+
-			"exec unshare --mount --propagation private -- /bin/sh -c '\nr=$0\n%s &&\nexec chroot \"$r\" /bin/sh -c '\\''cd \"$0\" && exec \"$@\"'\\'' \"$PWD\" \"$@\"' %s %s \"$@\"\n",
+			"exec unshare --mount --propagation private -- /bin/sh -c '\nr=$0\n%s &&\nexec chroot \"$r\" /bin/sh -c '\\''cd \"$0\" 2>/dev/null || cd /; exec \"$@\"'\\'' \"$PWD\" \"$@\"' %s %s \"$@\"\n",
 			c, root, strings.Join(binds, " &&\n"), root, path)
 		w := filepath.Join(binDir, c)
 		if err := os.WriteFile(w, []byte(script), 0o755); err != nil {
@@ -204,3 +205,8 @@ func (c *Cluster) Version() (string, error) {
 	out, err := c.Run("scontrol", "--version")
 	return strings.TrimSpace(out), err
 }
+
+// Bin is the path to run a Slurm command of this cluster by, e.g. for a
+// program under test that runs scontrol: the command itself, or its
+// wrapper for a Slurm root.
+func (c *Cluster) Bin(name string) string { return c.bins[name] }

@@ -84,6 +84,15 @@ type Options struct {
 	Net   *Net
 	Nodes []string
 
+	// CgroupConf are the lines of cgroup.conf (default: none, and no
+	// cgroup plugin in slurm.conf).
+	CgroupConf []string
+	// CharDevices makes the GPU device files character devices of their
+	// own (NVIDIA's major 195, minor i) instead of links to /dev/null, for
+	// ConstrainDevices=yes: denying a job another GPU would otherwise deny
+	// it /dev/null.
+	CharDevices bool
+
 	// Root is a Slurm root (see root.go, DebianRoot): the cluster runs the
 	// Slurm of that root file system instead of this machine's.
 	Root string
@@ -120,6 +129,9 @@ type daemon struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 }
+
+// nvidiaMajor is the major number of NVIDIA's GPU device files.
+const nvidiaMajor = 195
 
 // commands the harness runs, looked up once.
 var commands = []string{"munged", "slurmctld", "slurmd", "slurmstepd", "scontrol", "sinfo", "squeue",
@@ -255,7 +267,11 @@ func (c *Cluster) layout(opts Options) error {
 	}
 	for i := range opts.GPUs {
 		dev := c.path("dev", "nvidia"+strconv.Itoa(i))
-		if err := os.Symlink("/dev/null", dev); err != nil {
+		if opts.CharDevices {
+			if err := syscall.Mknod(dev, syscall.S_IFCHR|0o666, nvidiaMajor<<8|i); err != nil {
+				return fmt.Errorf("slurmtest: gpu device: %w", err)
+			}
+		} else if err := os.Symlink("/dev/null", dev); err != nil {
 			return fmt.Errorf("slurmtest: gpu device: %w", err)
 		}
 		c.GresDevices = append(c.GresDevices, dev)
@@ -268,11 +284,12 @@ func (c *Cluster) layout(opts Options) error {
 	if err := os.WriteFile(c.path("etc", "gres.conf"), []byte(gres), 0o644); err != nil {
 		return fmt.Errorf("slurmtest: %w", err)
 	}
-	// Keep /etc/slurm out: no SPANK plugins, no cgroup settings.
-	for _, f := range []string{"plugstack.conf", "cgroup.conf"} {
-		if err := os.WriteFile(c.path("etc", f), nil, 0o644); err != nil {
-			return fmt.Errorf("slurmtest: %w", err)
-		}
+	// Keep /etc/slurm out: no SPANK plugins, cgroup settings only as asked.
+	if err := os.WriteFile(c.path("etc", "plugstack.conf"), nil, 0o644); err != nil {
+		return fmt.Errorf("slurmtest: %w", err)
+	}
+	if err := os.WriteFile(c.path("etc", "cgroup.conf"), []byte(strings.Join(opts.CgroupConf, "\n")), 0o644); err != nil {
+		return fmt.Errorf("slurmtest: %w", err)
 	}
 	conf := []string{
 		"ClusterName=canhazgpu",
