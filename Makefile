@@ -15,7 +15,7 @@ PROGRAMS := canhazgpu:./cmd/canhazgpu canhazgpu-prolog:./prolog canhazgpu-epilog
 # staticcheck, pinned, through the Go module proxy like nfpm.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build test demo bench lint clean deps package
+.PHONY: build test testdeps demo bench lint clean deps package
 
 build:
 	@mkdir -p $(BIN)
@@ -28,8 +28,16 @@ build:
 deps:
 	@scripts/install-deps.sh
 
-test: deps lint
-	$(GO) test -race -count=1 -timeout 30m ./...
+# test runs every test: with CANHAZGPU_REQUIRE_ALL=1 a test whose real
+# dependency is missing fails instead of skipping (internal/testreq).
+test: testdeps lint
+	CANHAZGPU_REQUIRE_ALL=1 $(GO) test -race -count=1 -timeout 30m ./...
+
+# testdeps installs what is missing (as root), then lists at once, before
+# the long run, everything the tests still lack.
+testdeps:
+	@if [ "$$(id -u)" = 0 ]; then scripts/install-deps.sh; fi
+	@$(GO) run ./internal/testreq/preflight
 
 demo: deps build
 	@scripts/demo.sh

@@ -1,6 +1,7 @@
 package allocator
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -31,10 +32,16 @@ func TestParseKind(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, k, got)
 	}
-	_, err := ParseKind("interactive")
-	require.EqualError(t, err, `invalid kind "interactive": want run, manual, slurm or pbs`)
+	got, err := ParseKind("lsf")
+	require.NoError(t, err, "a new scheduler's kind needs no change in this package")
+	require.True(t, got.Batch())
+	for _, bad := range []string{"", "Slurm", "1pbs", "slurm job", "a-b", "abcdefghijklmnopq"} {
+		_, err = ParseKind(bad)
+		require.EqualError(t, err, fmt.Sprintf("invalid kind %q: want run, manual, or a scheduler's name such as slurm or pbs (lowercase letters and digits)", bad))
+	}
 	require.True(t, KindSlurm.Batch())
 	require.False(t, KindRun.Batch())
+	require.False(t, KindManual.Batch())
 }
 
 func TestReservationActive(t *testing.T) {

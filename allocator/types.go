@@ -16,8 +16,10 @@ import (
 type Kind string
 
 // The owner kinds. Run leases end by missed heartbeats, manual ones by
-// expiry, batch ones (slurm, pbs) only when the scheduler's epilog releases
-// them or the health check settles a job that is gone.
+// expiry, batch ones (a scheduler's: slurm, pbs) only when the scheduler's
+// epilog releases them or the health check settles a job that is gone.
+// The batch kinds are named by their scheduler packages; these two are
+// listed here for the displays that order kinds.
 const (
 	KindRun    Kind = "run"
 	KindManual Kind = "manual"
@@ -28,20 +30,33 @@ const (
 // Kinds lists every kind, in display order.
 var Kinds = []Kind{KindRun, KindManual, KindSlurm, KindPBS}
 
-// ParseKind checks a kind name.
+// maxKindLen bounds a scheduler's kind name.
+const maxKindLen = 16
+
+// ParseKind checks a kind name: run, manual, or a batch scheduler's name
+// (a lowercase letter, then lowercase letters and digits), so that a new
+// scheduler needs no change here.
 func ParseKind(s string) (Kind, error) {
-	for _, k := range Kinds {
-		if string(k) == s {
-			return k, nil
-		}
+	if s == string(KindRun) || s == string(KindManual) {
+		return Kind(s), nil
 	}
-	return "", &InputError{Field: "kind", Value: s, Accepted: "run, manual, slurm or pbs"}
+	ok := s != "" && len(s) <= maxKindLen && 'a' <= s[0] && s[0] <= 'z'
+	for _, c := range s {
+		ok = ok && ('a' <= c && c <= 'z' || '0' <= c && c <= '9')
+	}
+	if !ok {
+		return "", &InputError{Field: "kind", Value: s,
+			Accepted: "run, manual, or a scheduler's name such as slurm or pbs (lowercase letters and digits)"}
+	}
+	return Kind(s), nil
 }
 
-// Batch reports whether reservations of this kind belong to scheduler jobs.
-// The store keeps them apart from interactive ones, where only root
-// programs may write.
-func (k Kind) Batch() bool { return k == KindSlurm || k == KindPBS }
+// Batch reports whether reservations of this kind belong to scheduler jobs:
+// every kind but the interactive ones, whose leases the store ends itself.
+// The store keeps batch reservations apart from interactive ones, where
+// only root programs may write, and learns which a request is from the
+// batch flag the store package sends with it.
+func (k Kind) Batch() bool { return k != KindRun && k != KindManual }
 
 // GPU is a device as registered for a node in the store.
 type GPU struct {

@@ -11,9 +11,9 @@ import (
 	"context"
 	"os"
 
+	"canhazgpu/internal/batch"
 	"canhazgpu/internal/hookmain"
-	"canhazgpu/internal/pbs"
-	"canhazgpu/internal/slurm"
+	"canhazgpu/internal/schedulers"
 )
 
 // usage answers --help: Slurm never passes arguments, so a flag comes
@@ -39,6 +39,6 @@ drains the node.
 
 func main() {
 	p := hookmain.Program{Name: "canhazgpu-epilog", Role: "Slurm's Epilog", Usage: usage,
-		Slurm: slurm.EpilogMain, PBS: pbs.RunEpilog}
+		Schedulers: schedulers.All, Mode: batch.Scheduler.Epilog}
 	os.Exit(p.Run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -20,6 +20,7 @@ import (
 	"canhazgpu/allocator/store"
 	"canhazgpu/integration/slurmtest"
 	"canhazgpu/internal/jobstate"
+	"canhazgpu/internal/testreq"
 )
 
 func init() {
@@ -48,6 +49,8 @@ type hcSite struct {
 	confFile string
 	hcLog    string // one line per run of the wrapper
 	st       *store.Store
+	// checkEnv is added to check's environment.
+	checkEnv []string
 }
 
 // newHCSite starts a cluster. With interval > 0, slurmd itself runs the
@@ -56,9 +59,7 @@ type hcSite struct {
 // SLURM_CONF.
 func newHCSite(t *testing.T, interval int) *hcSite {
 	t.Helper()
-	if err := slurmtest.Available(); err != nil {
-		t.Skip(err)
-	}
+	testreq.NoError(t, slurmtest.Available())
 	dir, err := os.MkdirTemp("", "canhazgpu-hc-")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
@@ -131,7 +132,7 @@ func (h *hcSite) bobOnGPU1() {
 // gets (SLURMD_NODENAME only) plus what a site's wrapper adds.
 func (h *hcSite) check(args ...string) (code int, out string, took time.Duration) {
 	h.t.Helper()
-	return runHealthCheck(h.t, []string{"SLURMD_NODENAME=" + hcNode, "CANHAZGPU_CONFIG=" + h.cfg, "SLURM_CONF=" + h.c.Conf}, args...)
+	return runHealthCheck(h.t, append([]string{"SLURMD_NODENAME=" + hcNode, "CANHAZGPU_CONFIG=" + h.cfg, "SLURM_CONF=" + h.c.Conf}, h.checkEnv...), args...)
 }
 
 // runHealthCheck runs canhazgpu-healthcheck with exactly env and returns
@@ -286,8 +287,11 @@ func TestHealthCheckSettlesAndOutlivesSlurm(t *testing.T) {
 	}
 	h.reserve(allocator.KindSlurm, hcJobUser, "999999", boot, 1) // a job this node never ran
 	h.reserve(allocator.KindManual, "alice", "", "", 3)
-	time.Sleep(1100 * time.Millisecond) // older than [slurm] deadline: no Prolog is still at work
 
+	// No Prolog is still at work: with [slurm] deadline at its least, every
+	// reservation made before a check's process started is old enough to
+	// judge, without waiting for the configured deadline to pass.
+	h.checkEnv = []string{"CANHAZGPU_SLURM_DEADLINE=1ms"}
 	code, out, _ = h.check()
 	require.Equal(t, 0, code, out)
 	require.Contains(t, out, "settled: released GPU 1 of slurm job 999999: the job no longer runs on this node\n")

@@ -19,6 +19,7 @@ import (
 	"canhazgpu/allocator/store"
 	"canhazgpu/integration/slurmtest"
 	"canhazgpu/internal/jobstate"
+	"canhazgpu/internal/testreq"
 )
 
 // site is one Slurm node running canhazgpu: the cluster, the config file
@@ -69,9 +70,7 @@ func slurmUUID(k int) string { return siteUUID(nvmlOf(k)) }
 // Slurm root, other PrologFlags, cgroups).
 func newSite(t *testing.T, tweak ...func(*slurmtest.Options)) *site {
 	t.Helper()
-	if err := slurmtest.Available(); err != nil {
-		t.Skip(err)
-	}
+	testreq.NoError(t, slurmtest.Available())
 	uid, err := slurmtest.EnsureUser(jobUser)
 	require.NoError(t, err)
 	dir, err := os.MkdirTemp("", "canhazgpu-site-")

@@ -201,10 +201,20 @@ func testTrustBoundary(t *testing.T) {
 		gid = strings.Split(gid, ":")[2]
 		// Not through a shell: bash and dash give up a group they were
 		// started with, which would hide the fault this looks for.
-		out, code = as(alice, nil, "run", "--gpus", "1", "--", "id", "-G")
+		callers := []string{"LD_LIBRARY_PATH=/opt/x", "TMPDIR=/tmp/y", "GOTRACEBACK=crash"}
+		out, code = as(alice, callers, "run", "--gpus", "1", "--", "id", "-G")
 		require.Equal(t, 0, code, out)
 		require.Regexp(t, `^[0-9 ]+\n$`, out)
 		require.NotContains(t, strings.Fields(out), gid, "the command runs without the canhazgpu group")
+		// The loader took LD_LIBRARY_PATH and TMPDIR from the setgid CLI
+		// and again from its keeper, and the Go runtime set their
+		// GOTRACEBACK to none; the command gets the caller's values back.
+		out, code = as(alice, callers, "run", "--gpus", "1", "--", "env")
+		require.Equal(t, 0, code, out)
+		lines := strings.Split(out, "\n")
+		require.Subset(t, lines, callers, "the command has the caller's environment")
+		require.Subset(t, lines, []string{"CUDA_DEVICE_ORDER=PCI_BUS_ID"})
+		require.Regexp(t, `(?m)^CUDA_VISIBLE_DEVICES=[0-9]$`, out)
 		out, code = as(alice, nil, "run", "--gpus", "1", "--", "cat", "/etc/canhazgpu/secrets/cli.password")
 		require.Equal(t, 1, code, out)
 		require.Contains(t, out, "Permission denied")

@@ -11,9 +11,9 @@ import (
 	"context"
 	"os"
 
+	"canhazgpu/internal/batch"
 	"canhazgpu/internal/hookmain"
-	"canhazgpu/internal/pbs"
-	"canhazgpu/internal/slurm"
+	"canhazgpu/internal/schedulers"
 )
 
 // usage answers --help: Slurm never passes arguments, so a flag comes
@@ -41,6 +41,6 @@ start it here (Slurm drains the node and requeues the job).
 
 func main() {
 	p := hookmain.Program{Name: "canhazgpu-prolog", Role: "Slurm's Prolog and TaskProlog", Usage: usage,
-		Slurm: slurm.PrologMain, PBS: pbs.RunProlog}
+		Schedulers: schedulers.All, Mode: batch.Scheduler.Prolog}
 	os.Exit(p.Run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }

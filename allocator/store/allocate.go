@@ -50,7 +50,7 @@ func (s *Store) Allocate(ctx context.Context, r allocator.Request) (allocator.Gr
 	keys := []string{k.res, k.mru, k.hist, k.meta, k.q, k.qe, k.reply(r.RequestID, r.Kind.Batch())}
 	args := []any{string(r.Kind), r.User, r.UID, r.JobID, r.Count, joinList(r.GPUs), joinList(r.Prefer),
 		joinList(r.Exclude), r.Lease.Milliseconds(), r.Note, r.Restart, r.BootID, r.QueueEntry,
-		replyTTL.Milliseconds(), flag01(r.Retake)}
+		replyTTL.Milliseconds(), flag01(r.Retake), flag01(r.Kind.Batch())}
 	raw, err := s.run.run(ctx, allocateOp, keys, args...).Text()
 	if err != nil {
 		return allocator.Grant{}, s.wrap("allocate", err)
@@ -93,6 +93,9 @@ func (s *Store) Allocate(ctx context.Context, r allocator.Request) (allocator.Gr
 			Err: allocator.ErrUnknownGPU}
 	case "not_queued":
 		return allocator.Grant{}, allocator.ErrNotQueued
+	case "bad_kind":
+		return allocator.Grant{}, &allocator.InputError{Field: "kind", Value: rep.Value,
+			Accepted: "a batch request of a scheduler's kind, or an interactive one of run or manual"}
 	}
 	return allocator.Grant{}, fmt.Errorf("allocate: unexpected reply %q", raw)
 }

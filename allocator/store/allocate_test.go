@@ -373,7 +373,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 		"count and ids":    func(r *allocator.Request) { r.GPUs = []string{uuid(0)} },
 		"duplicate ids":    func(r *allocator.Request) { r.Count = 0; r.GPUs = []string{uuid(0), uuid(0)} },
 		"empty user":       func(r *allocator.Request) { r.User = "" },
-		"unknown kind":     func(r *allocator.Request) { r.Kind = "batch" },
+		"malformed kind":   func(r *allocator.Request) { r.Kind = "Batch job" },
 		"zero duration":    func(r *allocator.Request) { r.Lease = 0 },
 		"negative lease":   func(r *allocator.Request) { r.Lease = -time.Second },
 		"no request id":    func(r *allocator.Request) { r.RequestID = "" },
@@ -400,7 +400,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 	require.Error(t, err)
 	_, err = s.Renew(ctx, "alice", 1, []string{uuid(0)}, 0)
 	require.Error(t, err)
-	_, err = s.Release(ctx, allocator.Release{RequestID: "x", Kinds: []allocator.Kind{"nope"}})
+	_, err = s.Release(ctx, allocator.Release{RequestID: "x", Kinds: []allocator.Kind{"no pe"}})
 	require.Error(t, err)
 	_, err = s.Register(ctx, []allocator.GPU{{UUID: uuid(0), Index: 0}, {UUID: uuid(0), Index: 1}}, false)
 	require.Error(t, err)
@@ -470,6 +470,40 @@ func TestBatchReservationsAndRepliesLiveApart(t *testing.T) {
 	require.Equal(t, bg.GPUs, r.GPUs)
 	require.Zero(t, c.HLen(ctx, k.bres).Val())
 	require.Equal(t, int64(1), c.Exists(ctx, k.reply("slurm-epilog-5", true)).Val())
+}
+
+// A batch kind is whatever a scheduler package names: the store keeps a
+// kind it has never heard of with the batch reservations, because the
+// request says it is batch, and refuses a flag that contradicts the kind
+// before writing anything.
+func TestBatchIsTheRequestsFlagNotASchedulerName(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 2)
+	c := srv.Client()
+	defer c.Close()
+	k := s.keys
+	g, err := s.Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(), Kind: "lsf", User: "alice", JobID: "77", Count: 1})
+	require.NoError(t, err)
+	require.Equal(t, g.GPUs, c.HKeys(ctx, k.bres).Val())
+	require.Zero(t, c.HLen(ctx, k.res).Val())
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Equal(t, allocator.Kind("lsf"), snap.Reservations[g.GPUs[0]].Kind, "status and report still show the scheduler's name")
+
+	for _, tc := range []struct {
+		kind, batch string
+	}{{"manual", "1"}, {"lsf", "0"}} {
+		args := []any{tc.kind, "bob", 1001, "78", 1, "", "", "", int64(0), "", 0, "", "", int64(60000), "0", tc.batch}
+		if tc.kind == "manual" {
+			args[4], args[8] = 1, int64(3600000)
+		}
+		raw, err := s.run.run(ctx, allocateOp, []string{k.res, k.mru, k.hist, k.meta, k.q, k.qe,
+			k.reply(allocator.NewRequestID(), tc.batch == "1")}, args...).Text()
+		require.NoError(t, err)
+		require.JSONEq(t, `{"ok":0,"err":"bad_kind","value":"`+tc.kind+`"}`, raw)
+	}
+	require.Equal(t, g.GPUs, c.HKeys(ctx, k.bres).Val(), "nothing written")
+	require.Zero(t, c.HLen(ctx, k.res).Val())
 }
 
 func TestRequestIDsCannotFormOtherKeys(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 
+	"canhazgpu/internal/callerenv"
 	"canhazgpu/internal/cli"
 	"canhazgpu/internal/keeper"
 )
@@ -15,12 +16,14 @@ func main() {
 	if keeper.Invoked(os.Args) {
 		// run re-executes this program as the keeper, and the setgid bit
 		// applies again: the keeper never needs the group, and the command
-		// it starts must not inherit it.
+		// it starts must not inherit it. Whether it runs in secure mode
+		// can only be told before the drop.
+		secure := callerenv.Secure()
 		if err := cli.DropGroup(); err != nil {
 			fmt.Fprintln(os.Stderr, cli.ErrorLine(err))
 			os.Exit(1)
 		}
-		os.Exit(keeper.Main(os.Args))
+		os.Exit(keeper.Main(os.Args, secure))
 	}
 	env, err := cli.OSEnv()
 	if err == nil {

@@ -42,16 +42,11 @@ var bound = []string{"/tmp", "/proc", "/sys", "/dev", "/etc/passwd", "/etc/group
 // calls reuse it from CacheDir. Another test binary building the same
 // root meanwhile is waited for.
 func DebianRoot(release string) (string, error) {
-	if os.Geteuid() != 0 {
-		return "", errors.New("slurmtest: a Slurm root needs root (debootstrap, chroot)")
+	if err := RootAvailable(); err != nil {
+		return "", err
 	}
 	if !validRelease(release) {
 		return "", fmt.Errorf("slurmtest: Debian release %q: want a code name such as trixie", release)
-	}
-	for _, c := range []string{"debootstrap", "unshare", "mount", "chroot"} {
-		if _, err := exec.LookPath(c); err != nil {
-			return "", fmt.Errorf("slurmtest: %s not found: install the Debian packages debootstrap util-linux coreutils (scripts/install-deps.sh)", c)
-		}
 	}
 	sum := sha256.Sum256([]byte(release + " " + strings.Join(rootPackages, ",")))
 	name := "debian-" + release + "-slurm-" + hex.EncodeToString(sum[:4])
@@ -100,6 +95,21 @@ func DebianRoot(release string) (string, error) {
 		return "", fmt.Errorf("slurmtest: %w", err)
 	}
 	return filepath.Join(dir, "root"), nil
+}
+
+// RootAvailable says why a Slurm root cannot be built or run here, or
+// nil. Building one also needs a Debian mirror (DebianRoot says so when it
+// cannot reach it).
+func RootAvailable() error {
+	if os.Geteuid() != 0 {
+		return errors.New("slurmtest: a Slurm root needs root (debootstrap, chroot)")
+	}
+	for _, c := range []string{"debootstrap", "unshare", "mount", "chroot"} {
+		if _, err := exec.LookPath(c); err != nil {
+			return fmt.Errorf("slurmtest: %s not found: install the Debian packages debootstrap util-linux coreutils (scripts/install-deps.sh)", c)
+		}
+	}
+	return nil
 }
 
 func validRelease(r string) bool {

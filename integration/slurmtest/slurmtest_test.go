@@ -10,23 +10,22 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"canhazgpu/internal/testreq"
 )
 
 // TestCluster starts a cluster, runs a GPU job as an unprivileged user
 // with a stand-in Prolog, and stops everything it started.
 func TestCluster(t *testing.T) {
-	if err := Available(); err != nil {
-		t.Skip(err)
-	}
+	testreq.NoError(t, Available())
 	testCluster(t, "", "slurm-wlm 22.05.")
 }
 
 // TestClusterSlurm2411 is TestCluster with Debian 13's Slurm 24.11 from
 // a Slurm root.
 func TestClusterSlurm2411(t *testing.T) {
-	if err := Available(); err != nil {
-		t.Skip(err)
-	}
+	testreq.NoError(t, Available())
+	testreq.NoError(t, RootAvailable())
 	root, err := DebianRoot("trixie")
 	require.NoError(t, err)
 	testCluster(t, root, "slurm-wlm 24.11.")
@@ -103,9 +102,7 @@ func testCluster(t *testing.T, root, version string) {
 // cancelled through Slurm; Stop still ends the job's step daemon and the
 // job's processes, found through /proc, and says so.
 func TestStopAfterControllerCrash(t *testing.T) {
-	if err := Available(); err != nil {
-		t.Skip(err)
-	}
+	testreq.NoError(t, Available())
 	_, err := EnsureUser("chgjob")
 	require.NoError(t, err)
 	c, err := Start(Options{GPUs: 1, CPUs: 1})

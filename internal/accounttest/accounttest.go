@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"canhazgpu/internal/testreq"
 )
 
 // Ensure creates an account (and its supplementary groups) once; later
@@ -16,6 +18,7 @@ import (
 // directory and no password.
 func Ensure(t testing.TB, name string, groups ...string) {
 	t.Helper()
+	testreq.Need(t, testreq.Root, testreq.Useradd, testreq.Runuser)
 	for _, g := range groups {
 		if exec.Command("getent", "group", g).Run() != nil {
 			out, err := exec.Command("groupadd", g).CombinedOutput()

@@ -174,6 +174,17 @@ func processUsers(devs []gpu.Device, uuid string) string {
 	return strings.Join(users, ", ")
 }
 
+// timerFunc starts a timer that fires once after d.
+type timerFunc func(d time.Duration) <-chan time.Time
+
+// start is f, or time.After when f is nil.
+func (f timerFunc) start(d time.Duration) <-chan time.Time {
+	if f != nil {
+		return f(d)
+	}
+	return time.After(d)
+}
+
 // waitInQueue joins the queue and polls until the request is granted, the
 // bound passes or a signal arrives; the last two leave the queue, giving
 // back what the entry held so far.
@@ -196,9 +207,7 @@ func waitInQueue(ctx context.Context, env *Env, cfg *config.Config, node *localn
 	wanted := plural(entry.Wanted(), "GPU")
 	var deadline <-chan time.Time
 	if bound > 0 {
-		t := time.NewTimer(bound)
-		defer t.Stop()
-		deadline = t.C
+		deadline = env.waitTimer.start(bound)
 	}
 	tick := time.NewTicker(cfg.Queue.PollInterval)
 	defer tick.Stop()

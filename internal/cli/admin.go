@@ -240,5 +240,5 @@ func runACL(inv *invocation) error {
 	if !inv.env.User.Root() {
 		return fmt.Errorf("canhazgpu admin --acl: only root may make the store credentials; you are %s", inv.env.User.Name)
 	}
-	return writeACL(inv.env.Stdout, cfg)
+	return writeACL(inv.env.Stdout, cfg, SecretsDir)
 }

@@ -81,7 +81,7 @@ func (inv *invocation) config() (*config.Config, error) {
 		}
 	}
 	opts := config.Options{Env: inv.env.Environ, Home: inv.env.Home, Overrides: overrides, ConfigFile: file,
-		MayOverride: inv.env.User.Root()}
+		MayOverride: inv.env.User.Root(), SystemConfig: inv.env.SystemConfig}
 	if inv.env.SystemFile != "" {
 		opts.DefaultFile, opts.FileOwner = inv.env.SystemFile, os.Getuid()
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -232,20 +233,36 @@ func TestQueueWaitsFirstComeFirstServed(t *testing.T) {
 
 func carol() Identity { return Identity{Name: "carol", UID: 2003} }
 
+// The bound's timer is the test's: bob waits in the queue until the test
+// fires it, then leaves the queue with the bound named.
 func TestWaitGivesUpAfterItsBound(t *testing.T) {
 	f := registered(t, idleGPUs(1), `queue.poll_interval = "50ms"`)
 	require.Equal(t, 0, f.run(alice, "reserve").code)
-	start := time.Now()
-	r := f.run(bob, "reserve", "--wait", "300ms")
-	require.Equal(t, 1, r.code)
-	require.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
-	require.Contains(t, r.stderr, "Error: no 1 GPU within --wait 300ms on node "+f.node+"; left the queue\n")
-	snap, err := f.store().Snapshot(context.Background())
+	env, _, errw := f.env(bob)
+	bound, fire := make(chan time.Duration, 1), make(chan time.Time)
+	env.waitTimer = func(d time.Duration) <-chan time.Time { bound <- d; return fire }
+	done := make(chan error, 1)
+	go func() { done <- Run(context.Background(), []string{"reserve", "--wait", "90m"}, env) }()
+	require.Equal(t, 90*time.Minute, <-bound)
+	st := f.store()
+	require.Eventually(t, func() bool {
+		return strings.Contains(errw.String(), "position 1 in the queue")
+	}, 5*time.Second, 20*time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("gave up before its bound: %v", err)
+	default:
+	}
+	fire <- time.Now()
+	err := <-done
+	require.Equal(t, 1, ExitCode(err))
+	require.Equal(t, "Error: no 1 GPU within --wait 1h30m on node "+f.node+"; left the queue", ErrorLine(err))
+	snap, err := st.Snapshot(context.Background())
 	require.NoError(t, err)
 	require.Empty(t, snap.Queue)
 
 	// More GPUs than the node has can never come: no waiting at all.
-	r = f.run(bob, "reserve", "--gpus", "2", "--wait")
+	r := f.run(bob, "reserve", "--gpus", "2", "--wait")
 	require.Equal(t, 2, r.code)
 	require.Equal(t, "Error: invalid --gpus \"2\": want at most 1, the number of GPUs of node "+f.node+"\n", r.stderr)
 }
@@ -266,6 +283,23 @@ func TestRunSetsTheGPUsAndReturnsTheExitStatus(t *testing.T) {
 	require.Equal(t, "Error: no-such-program-xyz: command not found\n", r.stderr)
 	r = f.run(alice, "run", "--")
 	require.Equal(t, 2, r.code)
+}
+
+// TestRunStartsTheCommandWithTheCallersEnvironment: in secure-execution
+// mode the environment canhazgpu obeys (Environ) lacks what the loader
+// removed; the command gets the caller's own (CommandEnviron) instead,
+// with the GPUs added, while the settings still come from Environ.
+func TestRunStartsTheCommandWithTheCallersEnvironment(t *testing.T) {
+	f := registered(t, idleGPUs(2))
+	env, out, errw := f.env(alice)
+	env.CommandEnviron = append(slices.Clone(env.Environ), "LD_LIBRARY_PATH=/opt/x", "TMPDIR=/tmp/y",
+		"CUDA_VISIBLE_DEVICES=7", "CANHAZGPU_NODE=elsewhere")
+	err := Run(context.Background(), []string{"run", "--gpu-ids", "1", "--", "env"}, env)
+	require.Equal(t, 0, ExitCode(err), errw.String())
+	got := strings.Split(strings.TrimSpace(out.String()), "\n")
+	require.Subset(t, got, []string{"LD_LIBRARY_PATH=/opt/x", "TMPDIR=/tmp/y", "CUDA_VISIBLE_DEVICES=1",
+		"CUDA_DEVICE_ORDER=PCI_BUS_ID", "CANHAZGPU_NODE=elsewhere"})
+	require.NotContains(t, got, "CUDA_VISIBLE_DEVICES=7")
 }
 
 func TestRunStopsTheCommandWhenTheLeaseIsLost(t *testing.T) {

@@ -19,25 +19,33 @@ type Credential struct {
 	Err      error
 }
 
-// readCLICredential reads the system config alone (nothing the caller can
-// name or set) and the CLI role's password file it names.
-func readCLICredential() *Credential {
-	cfg, err := config.Load(config.Options{})
+// readCLICredential reads the system config file and the CLI role's
+// password file it names, and nothing else: no path, variable or file the
+// caller can name or set. It runs while the process still holds the
+// group that may read the password; the system file it returns (nil when
+// it could not be read) is what the caller's settings are later layered
+// on, so that file is read only once.
+func readCLICredential(path string) (*config.SystemConfig, *Credential) {
+	sys, err := config.ReadSystemConfig(path, 0)
 	if err != nil {
-		return &Credential{Err: err}
+		return nil, &Credential{Err: err}
 	}
-	c := &Credential{Username: cfg.Redis.CLIUsername}
-	if cfg.Redis.CLIPasswordFile == "" {
-		return c
+	redis, err := sys.Redis()
+	if err != nil {
+		return sys, &Credential{Err: err}
 	}
-	b, err := os.ReadFile(cfg.Redis.CLIPasswordFile)
+	c := &Credential{Username: redis.CLIUsername}
+	if redis.CLIPasswordFile == "" {
+		return sys, c
+	}
+	b, err := os.ReadFile(redis.CLIPasswordFile)
 	if err != nil {
 		c.Err = fmt.Errorf("read the store credential of the CLI (redis.cli_password_file): %w; "+
 			"canhazgpu must be installed setgid to the group that may read it (docs/security.md)", err)
-		return c
+		return sys, c
 	}
 	c.Password = strings.TrimRight(string(b), "\r\n")
-	return c
+	return sys, c
 }
 
 // DropGroup gives up the effective group the binary was installed setgid

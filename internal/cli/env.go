@@ -8,6 +8,9 @@ import (
 	"os/user"
 	"slices"
 	"strconv"
+
+	"canhazgpu/internal/callerenv"
+	"canhazgpu/internal/config"
 )
 
 // Identity is the account canhazgpu acts as: the uid of the process, never
@@ -29,7 +32,12 @@ type Env struct {
 	Stdin   *os.File
 	Stdout  io.Writer
 	Stderr  io.Writer
-	Environ []string // CANHAZGPU_* settings, and the environment of `run`'s command
+	Environ []string // CANHAZGPU_* settings, PATH: the environment canhazgpu itself obeys
+	// CommandEnviron is what `run`'s command starts from, before
+	// canhazgpu adds CUDA_VISIBLE_DEVICES and its like: the environment
+	// the caller started canhazgpu with, including what secure-execution
+	// mode took from Environ (LD_LIBRARY_PATH, TMPDIR, ...). nil: Environ.
+	CommandEnviron []string
 	// Home is the calling account's home directory, for the user config
 	// file (~/.config/canhazgpu/config.toml); "" for none.
 	Home string
@@ -37,35 +45,59 @@ type Env struct {
 	// CLICredential is the store credential of the CLI role, for a caller
 	// that is not root; nil for root, whose programs use redis.password_file.
 	CLICredential *Credential
+	// SystemConfig is the system config file as read with the credential,
+	// so that it is not read again; nil: read it when needed.
+	SystemConfig *config.SystemConfig
 	// SystemFile replaces config.SystemFile for in-process tests, which
 	// also accept it owned by the account running them. OSEnv never sets
 	// it: a user cannot choose the system file.
 	SystemFile string
+	// waitTimer starts the timer of `--wait`; nil: time.After. In-package
+	// tests fire their own instead of waiting.
+	waitTimer timerFunc
 }
 
 // OSEnv describes this process: its standard files and environment, and
 // the account of its real uid with that account's home directory.
 //
-// For a caller that is not root it first reads the CLI role's store
-// credential, which only the canhazgpu group can read (the installed
-// binary is setgid canhazgpu), and then drops that group for good, before
-// anything the caller controls is looked at: the environment, the flags,
-// the user config file, the command `run` starts.
+// For a caller that is not root it first reads the system config and the
+// CLI role's store credential, which only the canhazgpu group can read
+// (the installed binary is setgid canhazgpu), and then drops that group
+// for good. Nothing before the drop looks at anything the caller
+// controls: not the environment, the flags (Run parses them later), the
+// user config file or the account database. Only after it does the
+// program recover the caller's whole environment for the command `run`
+// starts (callerenv).
 func OSEnv() (*Env, error) {
+	secure := callerenv.Secure()
 	uid := os.Getuid()
+	var sys *config.SystemConfig
 	var cred *Credential
 	if uid != 0 {
-		cred = readCLICredential()
+		sys, cred = readCLICredential(config.SystemFile)
 	}
 	if err := DropGroup(); err != nil {
+		return nil, err
+	}
+	// The group is gone: from here on, the caller's input.
+	command, err := callerenv.Environ(secure)
+	if err != nil {
 		return nil, err
 	}
 	id, home, err := lookupIdentity(uid)
 	if err != nil {
 		return nil, err
 	}
-	return &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Environ: os.Environ(), Home: home, User: id,
-		CLICredential: cred}, nil
+	return &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Environ: os.Environ(), CommandEnviron: command,
+		Home: home, User: id, CLICredential: cred, SystemConfig: sys}, nil
+}
+
+// commandEnviron is the environment `run`'s command starts from.
+func (e *Env) commandEnviron() []string {
+	if e.CommandEnviron != nil {
+		return e.CommandEnviron
+	}
+	return e.Environ
 }
 
 // lookupIdentity resolves a uid through the system's user database (NSS,

@@ -15,6 +15,7 @@ import (
 	"canhazgpu/internal/proctest"
 
 	"canhazgpu/allocator/store"
+	"canhazgpu/internal/callerenv"
 	"canhazgpu/internal/keeper"
 	"canhazgpu/internal/redistest"
 )
@@ -24,7 +25,7 @@ var srv *redistest.Server
 func TestMain(m *testing.M) {
 	// run re-executes this binary as the keeper of its command.
 	if keeper.Invoked(os.Args) {
-		os.Exit(keeper.Main(os.Args))
+		os.Exit(keeper.Main(os.Args, callerenv.Secure()))
 	}
 	os.Exit(redistest.Run(m, &srv))
 }

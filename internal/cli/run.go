@@ -101,7 +101,7 @@ func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) err
 		timeout = a.timeout.d
 	}
 	// A typo should not cost a reservation: find the program first.
-	path, err := lookPath(argv[0], env.Environ)
+	path, err := lookPath(argv[0], env.commandEnviron())
 	if err != nil {
 		return err
 	}
@@ -112,7 +112,7 @@ func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) err
 	ids := newGPUNamer(devs, nil).list(g.GPUs)
 	l := &runLease{store: node.Store, user: user, uid: p.uid, note: a.note.s, token: g.Token, gpus: g.GPUs, names: ids,
 		timeout: cfg.Run.HeartbeatTimeout}
-	environ := withEnv(env.Environ, map[string]string{"CUDA_VISIBLE_DEVICES": ids, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+	environ := withEnv(env.commandEnviron(), map[string]string{"CUDA_VISIBLE_DEVICES": ids, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
 	stderr := &lockedWriter{w: env.Stderr}
 	code, runErr := supervise(ctx, supervision{env: env, stderr: stderr, path: path, argv: argv, environ: environ,
 		timeout: timeout, grace: cfg.Run.KillGrace, interval: cfg.Run.HeartbeatInterval, lease: l})

@@ -197,8 +197,11 @@ type Options struct {
 	// FileOwner is the uid that must own the system file and the
 	// directories above it: 0 (root) except in tests run by a developer.
 	FileOwner   int
-	DefaultFile string                 // "": SystemFile
-	Hostname    func() (string, error) // nil: os.Hostname
+	DefaultFile string // "": SystemFile
+	// SystemConfig is the system file already read (ReadSystemConfig),
+	// used instead of reading it again when it is the file Load would read.
+	SystemConfig *SystemConfig
+	Hostname     func() (string, error) // nil: os.Hostname
 }
 
 // Load reads the settings from all sources. The first bad value stops it with
@@ -211,15 +214,19 @@ func Load(opts Options) (*Config, error) {
 	}
 
 	path, named := systemFile(opts, env)
-	if err := checkSystemFile(path, opts.FileOwner); err != nil {
-		return nil, err
+	sys := opts.SystemConfig
+	if sys == nil || sys.path != path {
+		var err error
+		if sys, err = readSystemConfig(path, named, opts.FileOwner); err != nil {
+			return nil, err
+		}
 	}
-	if err := l.applyFile(path, named, ""); err != nil {
+	if err := l.applySystem(sys); err != nil {
 		return nil, err
 	}
 	if opts.Home != "" && !opts.System {
 		user := filepath.Join(opts.Home, ".config", "canhazgpu", "config.toml")
-		if err := l.applyFile(user, "", path); err != nil {
+		if err := l.applyUserFile(user, path); err != nil {
 			return nil, err
 		}
 	}
@@ -279,26 +286,36 @@ func (l *loader) record(key, where string, err error) error {
 	return nil
 }
 
-// applyFile reads one config file. named is what named it ("--config",
-// "CANHAZGPU_CONFIG"; "" when it may be missing). systemPath is set for the
-// user file: it is the file that store and scheduler keys belong in.
-func (l *loader) applyFile(path, named, systemPath string) error {
+// applySystem applies the entries of the system file.
+func (l *loader) applySystem(sys *SystemConfig) error {
+	if !sys.found {
+		return nil
+	}
+	l.cfg.File = sys.path
+	return l.applyEntries(sys.path, sys.entries, "")
+}
+
+// applyUserFile reads the user's config file, which may be missing.
+// systemPath is the file that store and scheduler keys belong in.
+func (l *loader) applyUserFile(path, systemPath string) error {
 	data, err := os.ReadFile(path)
 	switch {
-	case errors.Is(err, fs.ErrNotExist) && named == "":
+	case errors.Is(err, fs.ErrNotExist):
 		return nil
-	case err != nil && named != "":
-		return fmt.Errorf("config: file named by %s: %w", named, err)
 	case err != nil:
 		return fmt.Errorf("config: %w", err)
-	}
-	if systemPath == "" {
-		l.cfg.File = path
 	}
 	entries, err := readEntries(path, string(data))
 	if err != nil {
 		return err
 	}
+	return l.applyEntries(path, entries, systemPath)
+}
+
+// applyEntries applies the entries of the config file path. systemPath is
+// set for the user file: it is the file that store and scheduler keys
+// belong in.
+func (l *loader) applyEntries(path string, entries []entry, systemPath string) error {
 	for _, e := range entries {
 		where := path
 		if e.line > 0 {

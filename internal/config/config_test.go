@@ -192,7 +192,7 @@ func TestSystemFileChoice(t *testing.T) {
 	}
 	t.Run("unreadable default file", func(t *testing.T) {
 		_, err := Load(Options{DefaultFile: dir, Hostname: hostname("gpu01"), FileOwner: os.Getuid()})
-		require.EqualError(t, err, "config: read "+dir+": is a directory")
+		require.EqualError(t, err, "config: refusing the system config file "+dir+": it is not a regular file")
 	})
 	t.Run("default path", func(t *testing.T) {
 		path, named := systemFile(Options{}, nil)

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"canhazgpu/internal/testreq"
 )
 
 // userOptions are the options of an ordinary user's command: no override
@@ -92,15 +94,35 @@ func TestSystemFileMustBeRootsAlone(t *testing.T) {
 		require.EqualError(t, err, "config: refusing the directory "+dir+" of the system config file "+path+": it is writable by group or others (mode 0775); chmod go-w")
 	})
 	t.Run("through a link to a file of another owner", func(t *testing.T) {
-		if os.Getuid() != 0 {
-			t.Skip("needs root to give the file another owner; CI runs as root")
-		}
+		testreq.Need(t, testreq.Root) // to give the file another owner
 		opts := userOptions(t)
 		target := writeFile(t, filepath.Join(filepath.Dir(opts.DefaultFile), "theirs.toml"), "node = \"n1\"\n")
 		require.NoError(t, os.Chown(target, 65534, 65534))
 		require.NoError(t, os.Symlink(target, opts.DefaultFile))
 		_, err := Load(opts)
 		require.EqualError(t, err, "config: refusing the system config file "+opts.DefaultFile+": it is owned by uid 65534, not by root")
+	})
+	t.Run("through a link into a directory others may write", func(t *testing.T) {
+		opts := userOptions(t)
+		theirs := filepath.Join(t.TempDir(), "theirs")
+		target := writeFile(t, filepath.Join(theirs, "config.toml"), "node = \"n1\"\n")
+		require.NoError(t, os.Chmod(theirs, 0o777))
+		require.NoError(t, os.MkdirAll(filepath.Dir(opts.DefaultFile), 0o755))
+		require.NoError(t, os.Symlink(target, opts.DefaultFile))
+		_, err := Load(opts)
+		require.EqualError(t, err, "config: refusing the directory "+theirs+" of the system config file "+opts.DefaultFile+
+			": it is writable by group or others (mode 0777); chmod go-w")
+	})
+	t.Run("a link that others could replace", func(t *testing.T) {
+		opts := userOptions(t)
+		target := writeFile(t, filepath.Join(t.TempDir(), "safe", "config.toml"), "node = \"n1\"\n")
+		links := filepath.Dir(opts.DefaultFile)
+		require.NoError(t, os.MkdirAll(links, 0o755))
+		require.NoError(t, os.Symlink(target, opts.DefaultFile))
+		require.NoError(t, os.Chmod(links, 0o777))
+		_, err := Load(opts)
+		require.EqualError(t, err, "config: refusing the directory "+links+" of the system config file "+opts.DefaultFile+
+			": it is writable by group or others (mode 0777); chmod go-w")
 	})
 	t.Run("a sticky world-writable directory above is fine", func(t *testing.T) {
 		opts := userOptions(t)
@@ -113,4 +135,44 @@ func TestSystemFileMustBeRootsAlone(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, "n1", cfg.Node)
 	})
+}
+
+// TestTheSystemFileIsReadOnce: what the CLI read before it gave up its
+// group is what Load applies. The file is not opened again: neither new
+// contents nor a mode that would now be refused make a difference. (A file
+// replaced between the check and the read is the same case one step
+// earlier: checkedOpen checks the descriptor it then reads.)
+func TestTheSystemFileIsReadOnce(t *testing.T) {
+	opts := userOptions(t)
+	path := writeFile(t, opts.DefaultFile, "node = \"n1\"\n[redis]\ncli_username = \"cli\"\n")
+	sys, err := ReadSystemConfig(path, opts.FileOwner)
+	require.NoError(t, err)
+	redis, err := sys.Redis()
+	require.NoError(t, err)
+	require.Equal(t, "cli", redis.CLIUsername)
+
+	writeFile(t, path, "node = \"n2\"\n")
+	require.NoError(t, os.Chmod(path, 0o666))
+	opts.SystemConfig = sys
+	opts.Env = []string{"CANHAZGPU_RUN_TIMEOUT=1h"}
+	cfg, err := Load(opts)
+	require.NoError(t, err)
+	require.Equal(t, "n1", cfg.Node)
+	require.Equal(t, "cli", cfg.Redis.CLIUsername)
+	require.Equal(t, path, cfg.File)
+	require.Equal(t, time.Hour, cfg.Run.Timeout, "the caller's own keys are layered on top")
+
+	// Without it, Load reads the file, and refuses it now.
+	opts.SystemConfig = nil
+	_, err = Load(opts)
+	require.ErrorContains(t, err, "it is writable by group or others (mode 0666)")
+}
+
+func TestAMissingSystemFileIsTheDefaults(t *testing.T) {
+	opts := userOptions(t)
+	sys, err := ReadSystemConfig(opts.DefaultFile, opts.FileOwner)
+	require.NoError(t, err)
+	redis, err := sys.Redis()
+	require.NoError(t, err)
+	require.Equal(t, defaults().Redis, redis)
 }

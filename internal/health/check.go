@@ -14,8 +14,10 @@ import (
 	"canhazgpu/allocator/gpu"
 	"canhazgpu/allocator/store"
 	"canhazgpu/allocator/usage"
+	"canhazgpu/internal/batch"
 	"canhazgpu/internal/config"
 	"canhazgpu/internal/localnode"
+	"canhazgpu/internal/schedulers"
 )
 
 // Deps is everything one run uses. Config, Store and GPUs are required.
@@ -29,12 +31,13 @@ type Deps struct {
 	SlurmNode string
 	// Env is scontrol's environment; Slurm's SLURM_CONF passes through it.
 	Env []string
-	// BootID is this boot's id; a Slurm grant from another boot is stale.
+	// BootID is this boot's id; a batch grant from another boot is stale.
 	// "": not compared.
 	BootID string
-	// StateDirs hold the pending markers of the scheduler programs
-	// ([slurm] and [pbs] state_dir); each is settled once.
-	StateDirs []string
+	// Schedulers are the adapters whose jobs the check settles; nil:
+	// schedulers.All. Their state dirs hold the job files and pending
+	// markers; each dir is settled once.
+	Schedulers []batch.Scheduler
 	// NHC: NHC does the marking, so no scontrol calls of our own.
 	NHC bool
 	// SyslogPath is the syslog socket the check's findings and changes
@@ -68,6 +71,9 @@ func Run(ctx context.Context, deps *Deps) *Report {
 	}
 	if d.SlurmNode == "" {
 		d.SlurmNode = d.Config.Node
+	}
+	if d.Schedulers == nil {
+		d.Schedulers = schedulers.All
 	}
 	c := &check{deps: &d, cfg: d.Config}
 	rep := &Report{Node: c.cfg.Node, Started: d.Now(), GPUs: []GPUState{}, Violations: []Violation{},

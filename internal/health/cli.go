@@ -109,6 +109,15 @@ func Main(ctx context.Context, args, env []string, stdout, stderr io.Writer) int
 // takes at most [health] timeout and at most half of nhcLimit, so that
 // NHC's watchdog never fires inside it (NHC would drain the node with
 // "Script timed out") and the other checks keep the other half.
+// timeLimit is the check's limit: configured, but with NHC's limit for its
+// whole run (0: none) at most half of that.
+func timeLimit(configured, nhcLimit time.Duration) time.Duration {
+	if nhcLimit > 0 {
+		return min(configured, nhcLimit/2)
+	}
+	return configured
+}
+
 func checkNode(ctx context.Context, env []string, nhc bool, nhcLimit time.Duration, prom string, flags *config.Flags) (*Report, string) {
 	fail := func(node string, err error) *Report {
 		return &Report{Node: node, Status: StatusError, Error: err.Error(), GPUs: []GPUState{},
@@ -124,9 +133,7 @@ func checkNode(ctx context.Context, env []string, nhc bool, nhcLimit time.Durati
 		}
 		prom = cfg.Health.PrometheusFile
 	}
-	if nhcLimit > 0 {
-		cfg.Health.Timeout = min(cfg.Health.Timeout, nhcLimit/2)
-	}
+	cfg.Health.Timeout = timeLimit(cfg.Health.Timeout, nhcLimit)
 	ctx, cancel := context.WithTimeout(ctx, cfg.Health.Timeout)
 	defer cancel()
 	node, err := localnode.Open(ctx, cfg)
@@ -135,7 +142,7 @@ func checkNode(ctx context.Context, env []string, nhc bool, nhcLimit time.Durati
 	}
 	defer node.Close()
 	deps := &Deps{Config: cfg, Store: node.Store, GPUs: node.GPUs(), Env: env, NHC: nhc,
-		SlurmNode: lookupEnv(env, "SLURMD_NODENAME"), StateDirs: []string{cfg.Slurm.StateDir, cfg.PBS.StateDir}}
+		SlurmNode: lookupEnv(env, "SLURMD_NODENAME")}
 	if id, err := jobstate.BootID(""); err == nil {
 		deps.BootID = id
 	}

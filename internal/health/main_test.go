@@ -17,9 +17,12 @@ import (
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/store"
+	"canhazgpu/internal/batch"
 	"canhazgpu/internal/config"
 	"canhazgpu/internal/localnode"
+	"canhazgpu/internal/pbs"
 	"canhazgpu/internal/redistest"
+	"canhazgpu/internal/slurm"
 )
 
 var srv *redistest.Server
@@ -44,6 +47,7 @@ type testNode struct {
 	spool    string
 	stateDir string
 	sc       *standIn
+	qstat    string // the stand-in qstat of the PBS adapter
 	cfgFile  string
 	settings map[string]string
 }
@@ -79,8 +83,20 @@ func newTestNode(t testing.TB, settings map[string]string) *testNode {
 	}
 	n.writeConfig()
 	n.gpus(4, nil)
+	n.qstat = filepath.Join(n.dir, "qstat")
+	n.qstatSays(0, "Job Id: 1.srv\n    job_state = R\n", "")
 	return n
 }
+
+// qstatSays makes the stand-in qstat answer every job so.
+func (n *testNode) qstatSays(code int, stdout, stderr string) {
+	n.t.Helper()
+	script := fmt.Sprintf("#!/bin/sh\nprintf '%%s' %s\nprintf '%%s' %s >&2\nexit %d\n",
+		shellQuote(stdout), shellQuote(stderr), code)
+	require.NoError(n.t, os.WriteFile(n.qstat, []byte(script), 0o755))
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // writeConfig writes the settings as a config file, the way a site would.
 func (n *testNode) writeConfig() {
@@ -167,7 +183,7 @@ func (n *testNode) store() *store.Store { return n.open().Store }
 func (n *testNode) deps() *Deps {
 	node := n.open()
 	return &Deps{Config: node.Config, Store: node.Store, GPUs: node.GPUs(), SlurmNode: "n1", Env: n.sc.env(),
-		BootID: "boot-now", StateDirs: []string{n.stateDir}}
+		BootID: "boot-now", Schedulers: []batch.Scheduler{slurm.Scheduler{}, pbs.Scheduler{Qstat: n.qstat}}}
 }
 
 func (n *testNode) run() *Report {

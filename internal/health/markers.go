@@ -18,8 +18,8 @@ import (
 func (c *check) applyMarkers(ctx context.Context) ([]Settled, error) {
 	var out []Settled
 	var dirs []string
-	for _, d := range c.deps.StateDirs {
-		if d != "" && !slices.Contains(dirs, d) {
+	for _, sched := range c.deps.Schedulers {
+		if d := sched.Policy(c.cfg).StateDir; d != "" && !slices.Contains(dirs, d) {
 			dirs = append(dirs, d)
 		}
 	}

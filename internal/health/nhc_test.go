@@ -1,7 +1,6 @@
 package health
 
 import (
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +11,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"canhazgpu/allocator"
 	"canhazgpu/internal/buildtest"
+	"canhazgpu/internal/jobstate"
 )
 
 var (
@@ -186,43 +187,71 @@ func TestNHCCheckDrainsKeepsAndResumes(t *testing.T) {
 }
 
 // The check's time limit: [health] timeout, but at most half of NHC's
-// TIMEOUT, so that a frozen store (a listener that never answers) ends the
-// check before NHC's watchdog; CANHAZGPU_HEALTHCHECK_TIMEOUT overrides
-// both.
+// TIMEOUT, so that a frozen store ends the check before NHC's watchdog;
+// CANHAZGPU_HEALTHCHECK_TIMEOUT overrides both. The NHC check hands the
+// program its share; a stand-in program records what it was given, and
+// says it could not check, as the real one does when its limit passes.
 func TestNHCCheckTimeLimit(t *testing.T) {
 	d := newNHCDriver(t)
-	frozen, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { frozen.Close() })
-	store := map[string]string{"redis.url": "redis://" + frozen.Addr().String() + "/0",
-		"redis.op_timeout": "120s", "redis.dial_timeout": "120s"}
-	n := newTestNode(t, store)
+	got := filepath.Join(d.dir, "got")
+	stub := filepath.Join(d.dir, "healthcheck")
+	require.NoError(t, os.WriteFile(stub, []byte("#!/bin/sh\n"+
+		"echo \"args=$* limit=${CANHAZGPU_HEALTH_TIMEOUT:-unset}\" > "+got+"\n"+
+		"echo 'ERROR:  canhazgpu:  could not check: store: i/o timeout'\nexit 2\n"), 0o755))
 	d.setNode("drain NHC: check_canhazgpu:  GPU 1 used by bob (pid 4242) without reservation")
 
 	for _, tc := range []struct {
-		name     string
-		settings map[string]string
-		env      []string
+		name string
+		env  []string
+		want string
 	}{
-		{"half of NHC's", map[string]string{"health.timeout": "120s"}, []string{"TIMEOUT=6"}},
-		{"the config's when shorter", map[string]string{"health.timeout": "1s"}, []string{"TIMEOUT=120"}},
-		{"the explicit one", map[string]string{"health.timeout": "120s"}, []string{"TIMEOUT=120", "CANHAZGPU_HEALTHCHECK_TIMEOUT=1s"}},
+		{"half of NHC's", []string{"TIMEOUT=6"}, "args=--nhc --nhc-timeout 6 limit=unset"},
+		{"none without NHC's", []string{"TIMEOUT=0"}, "args=--nhc limit=unset"},
+		{"the explicit one", []string{"TIMEOUT=120", "CANHAZGPU_HEALTHCHECK_TIMEOUT=1s"}, "args=--nhc limit=1s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for k, v := range tc.settings {
-				n.settings[k] = v
-			}
-			n.writeConfig()
-			start := time.Now()
-			r := d.run(append([]string{"CANHAZGPU_CONFIG=" + n.cfgFile}, tc.env...))
-			require.Less(t, time.Since(start), 5*time.Second)
+			r := d.run(append([]string{"CANHAZGPU_HEALTHCHECK=" + stub}, tc.env...))
+			data, err := os.ReadFile(got)
+			require.NoError(t, err)
+			require.Equal(t, tc.want+"\n", string(data))
 			require.Equal(t, 0, r.code, r.log)
-			require.NotContains(t, r.log, "timed out")
-			require.Contains(t, r.log, "could not check (exit status 2)")
-			require.Empty(t, r.updates)
+			require.Contains(t, r.log, "could not check (exit status 2):  could not check: store: i/o timeout; node left as it is")
+			require.Empty(t, r.updates, "the drained node stays drained")
 		})
 	}
 
-	r := d.run([]string{"CANHAZGPU_CONFIG=" + n.cfgFile, "CANHAZGPU_HEALTHCHECK_TIMEOUT=soon"})
-	require.Contains(t, r.log, "CANHAZGPU_HEALTH_TIMEOUT", "the explicit timeout reaches the program")
+	// The program takes the smaller of its own limit and half of NHC's.
+	for _, tc := range []struct{ configured, nhc, want time.Duration }{
+		{120 * time.Second, 6 * time.Second, 3 * time.Second},
+		{time.Second, 120 * time.Second, time.Second},
+		{120 * time.Second, 0, 120 * time.Second},
+	} {
+		require.Equal(t, tc.want, timeLimit(tc.configured, tc.nhc), "[health] timeout %s, NHC's %s", tc.configured, tc.nhc)
+	}
+}
+
+// A check that could not see everything (slurmd's spool directory is
+// unknown) still reports what it found: the violation drains the node,
+// and NHC's log says what could not be checked. It is never healthy.
+func TestNHCCheckDrainsWhatABlindCheckFound(t *testing.T) {
+	d := newNHCDriver(t)
+	n := newTestNode(t, map[string]string{"health.slurmd_spool_dir": "/nonexistent/spool"})
+	boot, err := jobstate.BootID("") // the program's, run as NHC runs it
+	require.NoError(t, err)
+	n.reserve(allocator.KindSlurm, "alice", 1002, "18", boot, 1) // a job to judge
+	cfg := []string{"CANHAZGPU_CONFIG=" + n.cfgFile}
+
+	r := d.run(cfg)
+	require.Equal(t, 0, r.code, r.log)
+	require.Empty(t, r.updates, "nothing found: the node is left as it is")
+	require.Contains(t, r.log, "could not check (exit status 2):  could not check: cannot judge slurm jobs: "+
+		"the slurmd spool directory /nonexistent/spool does not exist")
+	require.NotContains(t, r.log, "no GPU used without its reservation")
+
+	n.gpus(4, map[int][]fakeProc{3: {{PID: 70, User: "eve", UID: 1005, MB: 4096}}})
+	r = d.run(cfg)
+	require.Equal(t, 1, r.code, r.log)
+	reason := "NHC: check_canhazgpu:  GPU 3 used by eve (pid 70) without reservation"
+	require.Equal(t, [][]string{{"update", "State=DRAIN", "NodeName=node7", "Reason=" + reason}}, r.updates)
+	require.Contains(t, r.log, "check_canhazgpu:  also:  could not check: cannot judge slurm jobs: the slurmd spool directory /nonexistent/spool does not exist")
 }

@@ -13,6 +13,7 @@ import (
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
+	"canhazgpu/internal/batch"
 	"canhazgpu/internal/jobstate"
 )
 
@@ -31,11 +32,8 @@ import (
 func (c *check) restoreJobs(ctx context.Context, snap *allocator.Snapshot, devs []gpu.Device) ([]Settled, error) {
 	lv := &liveness{check: c, procs: jobsOnGPUs(devs)}
 	var out []Settled
-	for _, src := range []struct {
-		kind allocator.Kind
-		dir  string
-	}{{allocator.KindSlurm, c.cfg.Slurm.StateDir}, {allocator.KindPBS, c.cfg.PBS.StateDir}} {
-		s, err := c.restoreKind(ctx, snap, src.kind, src.dir, lv)
+	for _, sched := range c.deps.Schedulers {
+		s, err := c.restoreKind(ctx, snap, sched.Kind(), sched.Policy(c.cfg).StateDir, lv)
 		out = append(out, s...)
 		if err != nil {
 			return out, err
@@ -303,14 +301,22 @@ type liveness struct {
 // scontrol calls of ours). These are the signs settling uses to keep a
 // job's reservations.
 //
-// PBS offers nothing to ask whether a job runs on this host, so the file
-// alone counts while its boot id is this boot's: the PBS epilog removes
-// the file when the job ends, and no job outlives a reboot. A file without
-// a boot id is not trusted.
+// Another scheduler (PBS): the file counts while its boot id is this
+// boot's (its epilog removes the file when the job ends, and no job
+// outlives a reboot; a file without a boot id is not trusted) and the
+// scheduler, where its adapter can ask it, does not say the job ended.
 func (l *liveness) runs(ctx context.Context, kind allocator.Kind, id string, f jobstate.JobFile) bool {
 	boot := l.deps.BootID
-	if kind == allocator.KindPBS {
-		return boot != "" && f.BootID == boot
+	if kind != allocator.KindSlurm {
+		if boot == "" || f.BootID != boot {
+			return false
+		}
+		for _, sched := range l.deps.Schedulers {
+			if live, ok := sched.(batch.Liveness); ok && sched.Kind() == kind {
+				return l.askScheduler(ctx, kind, live, id) == ""
+			}
+		}
+		return true
 	}
 	if boot != "" && f.BootID != "" && f.BootID != boot {
 		return false

@@ -1,19 +1,17 @@
 package health
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
+	"canhazgpu/internal/batch"
 	"canhazgpu/internal/jobstate"
 )
 
@@ -60,67 +58,23 @@ func (p jobPlaces) hasJobFile(job string) bool {
 	return err == nil
 }
 
-// whyEarlierBoot is why a grant from another boot is stale.
-const whyEarlierBoot = "granted before this boot"
-
-// staleJob is one grant of a Slurm job to release: its GPUs share the
-// grant's token, which fences the release against a new grant of a reused
-// job id made after the snapshot.
-type staleJob struct {
-	JobID string
-	Token int64
-	GPUs  []string
-	Why   string
-	// AskSlurm: only the job's file is left, so only Slurm can tell
-	// whether the job still runs (its Epilog may not have run).
-	AskSlurm bool
-}
-
-// findStale picks the Slurm reservations whose job no longer runs here.
-// A job runs here while it has a step socket or a process on one of the
-// GPUs; a reservation younger than the Prolog's deadline may come from a
-// Prolog still running, before either exists. A job with neither but with
-// its per-job file (an allocation without steps, such as salloc with
-// PrologFlags=Alloc but not Contain, or a job whose Epilog never ran) is
-// left for Slurm to judge. sockets nil means the spool dir could not be
-// read: then only the boot id counts. A grant made in an earlier boot is
-// stale whatever else says. Other kinds are never touched.
-func findStale(snap *allocator.Snapshot, devs []gpu.Device, places jobPlaces, sockets map[string]bool,
-	bootID string, startGrace time.Duration) []staleJob {
-	procs := jobsOnGPUs(devs)
-	byGrant := map[string]*staleJob{}
-	for _, r := range snap.Reservations {
-		if r.Kind != allocator.KindSlurm || r.Queued {
-			continue
-		}
-		why, ask := "", false
+// slurmJudge judges a Slurm job that holds GPUs here for batch.FindStale.
+// It runs while it has a step socket or a process on one of the GPUs. A
+// job with neither but with its per-job file (an allocation without
+// steps, such as salloc with PrologFlags=Alloc but not Contain, or a job
+// whose Epilog never ran) is left for Slurm to judge. sockets nil means
+// the spool dir could not be read: then only the boot id counts.
+func (c *check) slurmJudge(ctx context.Context, places jobPlaces, sockets, procs map[string]bool) batch.Judge {
+	return func(job string) string {
 		switch {
-		case r.BootID != "" && bootID != "" && r.BootID != bootID:
-			why = whyEarlierBoot
-		case sockets == nil, sockets[r.JobID], procs[r.JobID], snap.Now.Sub(r.StartedAt) < startGrace:
-			continue
-		case places.hasJobFile(r.JobID):
-			ask = true
+		case sockets == nil, sockets[job], procs[job]:
+			return ""
+		case places.hasJobFile(job):
+			return c.slurmEnded(ctx, job)
 		default:
-			why = "the job no longer runs on this node"
+			return "the job no longer runs on this node"
 		}
-		key := fmt.Sprintf("%s/%d", r.JobID, r.Token)
-		s, ok := byGrant[key]
-		if !ok {
-			s = &staleJob{JobID: r.JobID, Token: r.Token, Why: why, AskSlurm: ask}
-			byGrant[key] = s
-		}
-		s.GPUs = append(s.GPUs, r.GPU)
 	}
-	out := make([]staleJob, 0, len(byGrant))
-	for _, s := range byGrant {
-		slices.Sort(s.GPUs)
-		out = append(out, *s)
-	}
-	slices.SortFunc(out, func(a, b staleJob) int {
-		return cmp.Or(cmp.Compare(a.JobID, b.JobID), cmp.Compare(a.Token, b.Token))
-	})
-	return out
 }
 
 // jobsOnGPUs lists the Slurm jobs that have a process on one of the GPUs.
@@ -186,64 +140,87 @@ func (c *check) blindTo(what string) {
 	c.blind = append(c.blind, what)
 }
 
-// releaseStale releases stale grants and says what it did. A failing
-// release stops the rest: the store is not answering.
+// releaseStale releases the stale grants of every scheduler's jobs and
+// says what it did. A failing release stops the rest: the store is not
+// answering.
 func (c *check) releaseStale(ctx context.Context, snap *allocator.Snapshot, devs []gpu.Device) ([]Settled, error) {
-	if !hasKind(snap, allocator.KindSlurm) {
-		return nil, nil // nothing to settle: skip reading the spool dir
-	}
-	sockets, err := c.slurmSockets(ctx)
-	if err != nil {
-		return nil, err
-	}
-	places := c.slurmPlaces()
 	var out []Settled
-	verdicts := map[string]string{} // job -> why it ended, "" while it runs
-	for _, s := range findStale(snap, devs, places, sockets, c.deps.BootID, c.cfg.Slurm.Deadline) {
-		if s.AskSlurm {
-			why, asked := verdicts[s.JobID]
-			if !asked {
-				why = c.slurmEnded(ctx, s.JobID)
-				verdicts[s.JobID] = why
-			}
-			if why == "" {
-				continue
-			}
-			s.Why = why
+	for _, sched := range c.deps.Schedulers {
+		kind := sched.Kind()
+		if !hasKind(snap, kind) {
+			continue // nothing to settle: skip asking the scheduler
 		}
-		rel, err := c.deps.Store.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(),
-			Kinds: []allocator.Kind{allocator.KindSlurm}, JobID: s.JobID, Token: s.Token, GPUs: s.GPUs})
+		pol := sched.Policy(c.cfg)
+		judge, err := c.judge(ctx, sched, devs)
 		if err != nil {
-			return out, fmt.Errorf("release stale slurm job %s: %w", s.JobID, err)
+			return out, err
 		}
-		if len(rel.GPUs) == 0 {
-			continue // granted again since the snapshot
+		for _, s := range batch.FindStale(snap, kind, c.deps.BootID, pol.Deadline, judge) {
+			rel, err := c.deps.Store.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(),
+				Kinds: []allocator.Kind{kind}, JobID: s.JobID, Token: s.Token, GPUs: s.GPUs})
+			if err != nil {
+				return out, fmt.Errorf("release stale %s job %s: %w", kind, s.JobID, err)
+			}
+			if len(rel.GPUs) == 0 {
+				continue // granted again since the snapshot
+			}
+			msg := fmt.Sprintf("released %s of %s job %s: %s", gpuList(snap, rel.GPUs), kind, s.JobID, s.Why)
+			if err := c.removeJobFile(pol, s); err != nil {
+				msg += "; job file left: " + err.Error()
+			}
+			out = append(out, Settled{What: "stale_job", Kind: kind, JobID: s.JobID, GPUs: rel.GPUs, Message: msg})
 		}
-		msg := fmt.Sprintf("released %s of slurm job %s: %s", gpuList(snap, rel.GPUs), s.JobID, s.Why)
-		if err := c.removeJobFile(places, s); err != nil {
-			msg += "; job file left: " + err.Error()
-		}
-		out = append(out, Settled{What: "stale_job", Kind: allocator.KindSlurm, JobID: s.JobID, GPUs: rel.GPUs, Message: msg})
 	}
 	return out, nil
 }
 
+// judge is how one scheduler's jobs are judged: Slurm's by the node's
+// signs and scontrol, another's by its adapter when it can ask the
+// scheduler (batch.Liveness), else never (the boot id alone counts).
+// Only the grace a prolog needs (the policy's deadline) applies to all.
+func (c *check) judge(ctx context.Context, sched batch.Scheduler, devs []gpu.Device) (batch.Judge, error) {
+	if sched.Kind() == allocator.KindSlurm {
+		sockets, err := c.slurmSockets(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return c.slurmJudge(ctx, c.slurmPlaces(), sockets, jobsOnGPUs(devs)), nil
+	}
+	live, ok := sched.(batch.Liveness)
+	if !ok {
+		return func(string) string { return "" }, nil
+	}
+	return func(job string) string { return c.askScheduler(ctx, sched.Kind(), live, job) }, nil
+}
+
+// askScheduler asks a scheduler's adapter whether a job ended; "" while
+// it runs, or when the scheduler gives no answer, which the run reports
+// (blind).
+func (c *check) askScheduler(ctx context.Context, kind allocator.Kind, live batch.Liveness, job string) string {
+	why, err := live.Ended(ctx, job)
+	if err != nil {
+		c.blindTo(fmt.Sprintf("cannot learn the state of %s job %s (%v): it keeps its GPUs", kind, job, err))
+		return ""
+	}
+	return why
+}
+
 // removeJobFile deletes the file of a job whose GPUs were just released,
-// as its Epilog would have: a released job's file would otherwise stay in
+// as its epilog would have: a released job's file would otherwise stay in
 // the state dir until reboot, telling admins and the next checks of a job
-// that is gone. Only a file the Prolog wrote goes; one planted by someone
+// that is gone. Only a file the prolog wrote goes; one planted by someone
 // else is reported by the restore step, not silently removed. A grant
 // from an earlier boot says nothing about a file written in this boot:
 // that is a new job with the same id, and keeps it.
-func (c *check) removeJobFile(places jobPlaces, s staleJob) error {
-	f, err := jobstate.ReadJob(places.stateDir, allocator.KindSlurm, s.JobID)
+func (c *check) removeJobFile(pol batch.Policy, s batch.Stale) error {
+	f, err := jobstate.ReadJob(pol.StateDir, pol.Kind, s.JobID)
 	if err != nil {
-		return nil // none, or not the Prolog's
+		return nil // none, or not the prolog's
 	}
-	if s.Why == whyEarlierBoot && (f.BootID == "" || f.BootID == c.deps.BootID) {
+	if s.Why == batch.WhyEarlierBoot && (f.BootID == "" || f.BootID == c.deps.BootID) {
 		return nil // maybe this boot's
 	}
-	return jobstate.RemoveJob(places.stateDir, allocator.KindSlurm, s.JobID)
+	return jobstate.RemoveJob(pol.StateDir, pol.Kind, s.JobID)
 }
 
 // askSlurm reads a job's state from Slurm (see Scontrol.JobEnded). ok is

@@ -137,9 +137,12 @@ func CheckJobID(id string) error {
 	return nil
 }
 
+// checkKind accepts a batch scheduler's kind. Its name becomes a directory
+// name beside the markers', so it is parsed, not merely tested for being
+// batch.
 func checkKind(kind allocator.Kind) error {
-	if !kind.Batch() {
-		return &allocator.InputError{Field: "job kind", Value: string(kind), Accepted: "slurm or pbs"}
+	if k, err := allocator.ParseKind(string(kind)); err != nil || !k.Batch() || k == pendingDir {
+		return &allocator.InputError{Field: "job kind", Value: string(kind), Accepted: "a batch scheduler's kind such as slurm or pbs"}
 	}
 	return nil
 }

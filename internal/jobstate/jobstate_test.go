@@ -73,6 +73,10 @@ func TestBadNames(t *testing.T) {
 		{allocator.KindSlurm, "1\n"},
 		{allocator.KindManual, "1"},
 		{allocator.KindRun, "1"},
+		// Any batch kind is a directory name: one that is not a
+		// scheduler's name never becomes a path.
+		{"../etc", "1"},
+		{"pending", "1"},
 	} {
 		t.Run(string(tc.kind)+"/"+tc.job, func(t *testing.T) {
 			var in *allocator.InputError

@@ -15,10 +15,12 @@ import (
 	"canhazgpu/internal/proctest"
 )
 
-// Start re-executes this test binary as the keeper.
+// Start re-executes this test binary as the keeper, which reads the
+// command's environment from its own memory, as the installed set-group-ID
+// keeper does.
 func TestMain(m *testing.M) {
 	if Invoked(os.Args) {
-		os.Exit(Main(os.Args))
+		os.Exit(Main(os.Args, true))
 	}
 	os.Exit(m.Run())
 }
@@ -168,4 +170,27 @@ func TestParseStat(t *testing.T) {
 		_, err := parseStat([]byte(bad))
 		require.Error(t, err, "%q", bad)
 	}
+}
+
+// TestTheCommandGetsTheEnvironmentRunGave: the keeper hands the command
+// exactly the environment Start was given, read back from the keeper's
+// memory as the installed set-group-ID keeper reads it (TestMain), so
+// nothing the loader may take from the keeper's own view is lost.
+func TestTheCommandGetsTheEnvironmentRunGave(t *testing.T) {
+	dir := t.TempDir()
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer null.Close()
+	environ := []string{"PATH=/usr/bin:/bin", "LD_LIBRARY_PATH=/opt/x", "TMPDIR=/tmp/y", "CUDA_VISIBLE_DEVICES=1"}
+	tree, err := Start(Options{Path: "/bin/sh", Argv: []string{"sh", "-c", "env > " + dir + "/env"},
+		Environ: environ, Stdin: null, Stdout: null, Stderr: null, Grace: time.Second, Warn: func(string) {}})
+	require.NoError(t, err)
+	ws := <-tree.Events
+	require.True(t, ws.Exited() && ws.ExitStatus() == 0, "%v", ws)
+	require.NoError(t, tree.Finish())
+	out, err := os.ReadFile(dir + "/env")
+	require.NoError(t, err)
+	got := strings.Split(strings.TrimSpace(string(out)), "\n")
+	// sh adds PWD, SHLVL and _ of its own.
+	require.Subset(t, got, environ)
 }

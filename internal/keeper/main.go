@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"syscall"
 	"time"
+
+	"canhazgpu/internal/callerenv"
 )
 
 // prSetChildSubreaper is PR_SET_CHILD_SUBREAPER from <linux/prctl.h>.
@@ -16,12 +18,15 @@ const prSetChildSubreaper = 36
 
 // Main is the keeper process. args are what Start passes: the program
 // name, the grace between TERM and KILL, "fg" or "bg", the command's path
-// and its argv. It returns the exit status.
-func Main(args []string) int {
+// and its argv. secure says the keeper started in secure-execution mode
+// (callerenv.Secure, asked before it gave up its group): the command then
+// gets the environment Start was given back from memory, with what the
+// loader removed. It returns the exit status.
+func Main(args []string, secure bool) int {
 	// The command's Pdeathsig fires when the thread that started it ends:
 	// this one, which stays locked until the keeper exits.
 	runtime.LockOSThread()
-	k := &keeper{report: os.NewFile(reportFD, "report"), self: os.Getpid()}
+	k := &keeper{report: os.NewFile(reportFD, "report"), self: os.Getpid(), secure: secure}
 	if err := k.run(args, os.NewFile(controlFD, "control")); err != nil {
 		var errno syscall.Errno
 		if !errors.As(err, &errno) {
@@ -36,6 +41,7 @@ func Main(args []string) int {
 type keeper struct {
 	report *os.File
 	self   int
+	secure bool
 	cmd    int // the command's pid, 0 until started
 	chld   chan os.Signal
 }
@@ -74,7 +80,11 @@ func (k *keeper) run(args []string, control *os.File) error {
 	k.chld = make(chan os.Signal, 1)
 	signal.Notify(k.chld, syscall.SIGCHLD)
 
-	p, err := os.StartProcess(args[3], args[4:], &os.ProcAttr{Env: os.Environ(), Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
+	environ, err := callerenv.Environ(k.secure)
+	if err != nil {
+		return err
+	}
+	p, err := os.StartProcess(args[3], args[4:], &os.ProcAttr{Env: environ, Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
 		Sys: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Foreground: args[2] == "fg", Ctty: 0}})
 	if err != nil {
 		return err

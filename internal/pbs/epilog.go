@@ -1,19 +1,15 @@
 package pbs
 
 import (
+	"canhazgpu/internal/batch"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/spf13/pflag"
-
-	"canhazgpu/allocator"
-	"canhazgpu/internal/jobstate"
-	"canhazgpu/internal/localnode"
 )
 
 // RunEpilog is canhazgpu-epilog --pbs; args are the flags after --pbs. It
@@ -47,59 +43,26 @@ func runEpilog(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		logf(stderr, "error: pbs job %s: %v", a.job, err)
 		return ExitError
 	}
-	// Before anything changes: a state directory others could write stops
-	// the epilog with nothing done.
-	if err := jobstate.Prepare(cfg.PBS.StateDir); err != nil {
-		return fail(err)
-	}
-	// The job is over whatever the store says: its environment must not
-	// outlive it.
-	if err := removeEnvFile(a.envFile); err != nil {
-		return fail(err)
-	}
-
-	ctx, cancel := withDeadline(ctx)
-	defer cancel()
-	// The epilog needs no GPU scan: the store alone says what the job holds.
-	st, err := localnode.OpenStore(ctx, cfg)
-	if err != nil {
-		return fail(err)
-	}
-	defer st.Close()
-	rel, err := st.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(),
-		Kinds: []allocator.Kind{allocator.KindPBS}, JobID: a.job})
+	e := &batch.Engine{Config: cfg, Policy: Policy(cfg)}
+	rel, err := e.Release(ctx, batch.Job{ID: a.job, UID: -1,
+		Withdraw: func() error { return removeEnvFile(a.envFile) }})
+	var refused *batch.Refused
 	switch {
-	case errors.Is(err, allocator.ErrUnavailable) && cfg.PBS.OnStoreError == "allow":
-		m := jobstate.Marker{Op: jobstate.OpRelease, Kind: allocator.KindPBS, JobID: a.job, At: time.Now()}
-		if err := jobstate.WriteMarker(cfg.PBS.StateDir, m); err != nil {
-			return fail(err)
-		}
-		if err := jobstate.RemoveJob(cfg.PBS.StateDir, allocator.KindPBS, a.job); err != nil {
-			return fail(err)
-		}
-		logf(stderr, "warning: pbs job %s: release left to the health check (on_store_error = allow; pending marker written): %v", a.job, err)
-		return ExitOK
-	case errors.Is(err, allocator.ErrUnavailable):
-		logf(stderr, "pbs job %s: %v", a.job, err)
+	case errors.As(err, &refused):
+		logf(stderr, "pbs job %s: %v", a.job, refused.Cause)
 		return ExitStoreDown
 	case err != nil:
 		return fail(err)
-	}
-	// A reserve marker from a prolog that found the store down stands for
-	// this job only: the job is over, so it must never be applied.
-	if err := jobstate.RemoveMarker(cfg.PBS.StateDir, allocator.KindPBS, a.job, jobstate.OpReserve); err != nil {
-		return fail(err)
-	}
-	if err := jobstate.RemoveJob(cfg.PBS.StateDir, allocator.KindPBS, a.job); err != nil {
-		return fail(err)
-	}
-	if len(rel.GPUs) == 0 {
+	case rel.StoreDown != nil:
+		logf(stderr, "warning: pbs job %s: release left to the health check (on_store_error = allow; pending marker written): %v", a.job, rel.StoreDown)
+		return ExitOK
+	case len(rel.GPUs) == 0:
 		logf(stderr, "pbs job %s held no GPUs on this host", a.job)
-	} else {
+	default:
 		logf(stderr, "pbs job %s: released GPUs %s", a.job, strings.Join(rel.GPUs, ","))
 	}
-	if more := jobstate.SettleLeftovers(ctx, st, cfg.PBS.StateDir); more != "" {
-		logf(stderr, "%s", more)
+	if rel.Settled != "" {
+		logf(stderr, "%s", rel.Settled)
 	}
 	return ExitOK
 }

@@ -235,7 +235,9 @@ func TestPrologWarnRunsOnChosenGPUsAndRecordsConflicts(t *testing.T) {
 	require.Equal(t, map[int]string{0: "manual  alice", 1: "pbs 5.srv bob"}, n.held())
 	f, err := jobstate.ReadJob(n.stateDir, allocator.KindPBS, "5.srv")
 	require.NoError(t, err)
-	require.Equal(t, []jobstate.Conflict{{GPU: uuid(0), Reason: "reserved by alice (manual)"}}, f.Conflicts)
+	require.Len(t, f.Conflicts, 1)
+	require.Equal(t, uuid(0), f.Conflicts[0].GPU)
+	require.True(t, strings.HasPrefix(f.Conflicts[0].Reason, "reserved by alice (manual since "), f.Conflicts[0].Reason)
 }
 
 // deadURL is a Redis URL nobody listens on: a socket path in an empty

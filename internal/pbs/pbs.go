@@ -42,7 +42,6 @@
 package pbs
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -71,11 +70,6 @@ const deadline = 10 * time.Second
 func loadConfig(cf *config.Flags, env []string) (*config.Config, error) {
 	return config.Load(config.Options{System: true, Env: env,
 		ConfigFile: cf.ConfigFile(), Overrides: cf.Overrides(), MayOverride: true})
-}
-
-// withDeadline bounds ctx by the run's deadline.
-func withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, deadline)
 }
 
 // Modes runs the PBS modes; the zero Modes is what the programs run.

@@ -6,19 +6,15 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/pflag"
 
 	"canhazgpu/allocator"
-	"canhazgpu/allocator/gpu"
-	"canhazgpu/allocator/usage"
+	"canhazgpu/internal/batch"
 	"canhazgpu/internal/config"
 	"canhazgpu/internal/jobstate"
-	"canhazgpu/internal/localnode"
 )
 
 // RunProlog is canhazgpu-prolog --pbs; args are the flags after --pbs. It
@@ -56,28 +52,32 @@ type prolog struct {
 	cfg    *config.Config
 	stdout io.Writer
 	stderr io.Writer
-	ngpus  int
-	boot   string
+}
+
+// Policy is the [pbs] section as the batch engine follows it. PBS never
+// names a job's GPUs, so canhazgpu chooses them: placement does not apply.
+func Policy(cfg *config.Config) batch.Policy {
+	return batch.Policy{Kind: allocator.KindPBS, StateDir: cfg.PBS.StateDir, OnConflict: cfg.PBS.OnConflict,
+		OnStoreError: cfg.PBS.OnStoreError, Deadline: deadline}
 }
 
 func (p *prolog) run(ctx context.Context) int {
 	a := p.args
-	// Before anything changes: a state directory others could write stops
-	// the prolog with nothing done.
-	if err := jobstate.Prepare(p.cfg.PBS.StateDir); err != nil {
-		return p.fail(err)
-	}
-	p.ngpus = a.ngpus
-	if p.ngpus < 0 {
+	ngpus := a.ngpus
+	if ngpus < 0 {
 		host, _ := os.Hostname() // "" only matches nothing
 		n, err := torqueShare(a.torque, []string{p.cfg.Node, host})
 		if err != nil {
 			return p.fail(err)
 		}
-		p.ngpus = n
+		ngpus = n
 	}
-	if p.ngpus == 0 {
-		// A rerun may have left the env file of an earlier run here.
+	if ngpus == 0 {
+		// A rerun may have left the env file of an earlier run here; a
+		// state directory others could write stops even that.
+		if err := jobstate.Prepare(p.cfg.PBS.StateDir); err != nil {
+			return p.fail(err)
+		}
 		if err := removeEnvFile(a.envFile); err != nil {
 			return p.fail(err)
 		}
@@ -91,181 +91,46 @@ func (p *prolog) run(ctx context.Context) int {
 		}
 		a.uid = uid
 	}
-	boot, err := jobstate.BootID("")
-	if err != nil {
-		return p.fail(err)
-	}
-	p.boot = boot
-
-	ctx, cancel := withDeadline(ctx)
-	defer cancel()
-	node, err := localnode.Open(ctx, p.cfg)
-	if err != nil {
-		return p.fail(err)
-	}
-	defer node.Close()
-	devs, err := node.Devices(ctx)
-	if err != nil {
-		return p.fail(err)
-	}
-	req := allocator.Request{RequestID: requestID(a.job), Kind: allocator.KindPBS,
-		User: a.user, UID: a.uid, JobID: a.job, Count: p.ngpus, Restart: max(a.runCount, 0), BootID: boot}
-	grant, err := node.Allocate(ctx, req, devs)
-	var short *allocator.ShortageError
+	e := &batch.Engine{Config: p.cfg, Policy: Policy(p.cfg)}
+	placed, err := e.Reserve(ctx, batch.Job{ID: a.job, User: a.user, UID: a.uid, Restart: max(a.runCount, 0),
+		Count: ngpus, Export: p.export})
+	var refused *batch.Refused
 	switch {
-	case err == nil:
-		if err := p.record(grant.GPUs, devs, nil, false); err != nil {
-			p.undo(ctx, node)
-			return p.fail(err)
-		}
-		logf(p.stderr, "pbs job %s of %s: reserved GPUs %s", a.job, a.user, indexList(grant.GPUs, devs))
-		if more := jobstate.SettleLeftovers(ctx, node.Store, p.cfg.PBS.StateDir); more != "" {
-			logf(p.stderr, "%s", more)
-		}
-		return ExitOK
-	case errors.As(err, &short):
-		return p.shortage(ctx, node, devs, short)
-	case errors.Is(err, allocator.ErrUnavailable):
-		return p.storeDown(devs, err)
-	default:
-		return p.fail(err)
-	}
-}
-
-// requestID names one grant call. It carries the job id so the store's
-// reply keys can be traced to a job, and a fresh random part because a
-// replayed reply would be wrong here: once a run of the job has been
-// released, a later prolog of the same job (a rerun, or a retry after the
-// hook gave up) must reserve again, not be told what an earlier call got.
-// Retrying prologs of one run stay idempotent through the store itself,
-// which keeps the GPUs a job already holds.
-func requestID(job string) string {
-	return "pbs-" + job + "-" + allocator.NewRequestID()
-}
-
-// shortage handles a node without enough free GPUs for the job.
-func (p *prolog) shortage(ctx context.Context, node *localnode.Node, devs []gpu.Device, short *allocator.ShortageError) int {
-	a := p.args
-	if p.cfg.PBS.OnConflict == "fail" {
-		logf(p.stderr, "pbs job %s of %s: %v", a.job, a.user, short)
+	case errors.As(err, &refused) && refused.Setting == "on_conflict":
+		logf(p.stderr, "pbs job %s of %s: %v", a.job, a.user, refused.Cause)
 		return ExitShortage
-	}
-	// on_conflict = "warn": the job runs anyway, on GPUs chosen here. It
-	// holds the free ones; the others are recorded as conflicts for the
-	// health check.
-	_, gpus, err := node.Classify(ctx)
-	if errors.Is(err, allocator.ErrUnavailable) {
-		return p.storeDown(devs, err)
-	}
-	if err != nil {
-		return p.fail(err)
-	}
-	var free, taken []usage.GPU
-	for _, g := range gpus {
-		mine := g.Reservation != nil && g.Reservation.Kind == allocator.KindPBS && g.Reservation.JobID == a.job
-		if g.State == usage.Available || mine {
-			free = append(free, g)
-		} else {
-			taken = append(taken, g)
-		}
-	}
-	pick := slices.Concat(free, taken)[:min(p.ngpus, len(gpus))]
-	var hold, run []string
-	var conflicts []jobstate.Conflict
-	for _, g := range pick {
-		run = append(run, g.UUID)
-		if slices.ContainsFunc(free, func(f usage.GPU) bool { return f.UUID == g.UUID }) {
-			hold = append(hold, g.UUID)
-		} else {
-			conflicts = append(conflicts, jobstate.Conflict{GPU: g.UUID, Reason: conflictReason(g)})
-		}
-	}
-	if len(hold) > 0 {
-		req := allocator.Request{RequestID: requestID(a.job), Kind: allocator.KindPBS, User: a.user,
-			UID: a.uid, JobID: a.job, GPUs: hold, Restart: max(a.runCount, 0), BootID: p.boot}
-		if _, err := node.Allocate(ctx, req, devs); err != nil {
-			// Taken meanwhile: the job runs on all of them unreserved.
-			for _, u := range hold {
-				conflicts = append(conflicts, jobstate.Conflict{GPU: u, Reason: "taken while the job started"})
-			}
-		}
-	}
-	if err := p.record(run, devs, conflicts, false); err != nil {
-		p.undo(ctx, node)
-		return p.fail(err)
-	}
-	logf(p.stderr, "warning: pbs job %s of %s runs on GPUs %s without holding all of them (on_conflict = warn): %v",
-		a.job, a.user, indexList(run, devs), short)
-	return ExitOK
-}
-
-func conflictReason(g usage.GPU) string {
-	if g.Reservation != nil {
-		return fmt.Sprintf("reserved by %s (%s)", g.Reservation.User, g.Reservation.Kind)
-	}
-	return "in use without reservation"
-}
-
-// storeDown handles an unreachable store. With on_store_error = "allow"
-// the job runs on GPUs chosen from the scan alone (idle ones first) and a
-// pending marker asks the health check to reserve them once the store is
-// back.
-func (p *prolog) storeDown(devs []gpu.Device, cause error) int {
-	a := p.args
-	if p.cfg.PBS.OnStoreError == "fail" {
-		logf(p.stderr, "pbs job %s: %v", a.job, cause)
+	case errors.As(err, &refused):
+		logf(p.stderr, "pbs job %s: %v", a.job, refused.Cause)
 		return ExitStoreDown
-	}
-	busy := usage.Busy(devs, p.cfg.GPU.MemoryThresholdMB)
-	order := slices.Clone(devs)
-	slices.SortStableFunc(order, func(x, y gpu.Device) int {
-		return boolRank(slices.Contains(busy, x.UUID)) - boolRank(slices.Contains(busy, y.UUID))
-	})
-	var pick []string
-	for _, d := range order[:min(p.ngpus, len(order))] {
-		pick = append(pick, d.UUID)
-	}
-	m := jobstate.Marker{Op: jobstate.OpReserve, Kind: allocator.KindPBS, JobID: a.job, User: a.user, UID: a.uid,
-		GPUs: pick, Restart: max(a.runCount, 0), BootID: p.boot, At: time.Now()}
-	if err := jobstate.WriteMarker(p.cfg.PBS.StateDir, m); err != nil {
+	case err != nil:
 		return p.fail(err)
+	case placed.StoreDown != nil:
+		logf(p.stderr, "warning: pbs job %s of %s runs on GPUs %s unreserved (on_store_error = allow; pending marker written): %v",
+			a.job, a.user, indexList(placed.GPUs), placed.StoreDown)
+		return ExitOK
+	case placed.Shortage != nil:
+		logf(p.stderr, "warning: pbs job %s of %s runs on GPUs %s without holding all of them (on_conflict = warn): %v",
+			a.job, a.user, indexList(placed.GPUs), placed.Shortage)
+	default:
+		logf(p.stderr, "pbs job %s of %s: reserved GPUs %s", a.job, a.user, indexList(placed.GPUs))
 	}
-	if err := p.record(pick, devs, nil, true); err != nil {
-		return p.fail(err)
+	if placed.Settled != "" {
+		logf(p.stderr, "%s", placed.Settled)
 	}
-	logf(p.stderr, "warning: pbs job %s of %s runs on GPUs %s unreserved (on_store_error = allow; pending marker written): %v",
-		a.job, a.user, indexList(pick, devs), cause)
 	return ExitOK
 }
 
-func boolRank(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// record writes the job file and the env file and prints the environment.
-func (p *prolog) record(uuids []string, devs []gpu.Device, conflicts []jobstate.Conflict, pending bool) error {
-	a := p.args
-	byIndex := sortByIndex(uuids, devs)
-	f := jobstate.JobFile{User: a.user, UID: a.uid, Restart: max(a.runCount, 0), Conflicts: conflicts,
-		Pending: pending, BootID: p.boot, At: time.Now()}
-	indices := make([]int, len(byIndex))
-	for i, d := range byIndex {
-		f.GPUs = append(f.GPUs, jobstate.GPU{UUID: d.UUID, Index: d.Index, SchedIndex: -1})
-		indices[i] = d.Index
-	}
-	if err := jobstate.WriteJob(p.cfg.PBS.StateDir, allocator.KindPBS, a.job, f); err != nil {
-		return err
-	}
-	ids := make([]string, len(byIndex))
-	for i, d := range byIndex {
-		ids[i] = d.UUID
+// export writes the env file and prints the environment: the job's GPUs
+// reach its processes this way (the hook or the Torque wrapper reads it).
+func (p *prolog) export(gpus []jobstate.GPU) error {
+	ids := make([]string, len(gpus))
+	indices := make([]int, len(gpus))
+	for i, g := range gpus {
+		ids[i], indices[i] = g.UUID, g.Index
 	}
 	text := envLines(ids, indices)
-	if a.envFile != "" {
-		if err := writeEnvFile(a.envFile, text); err != nil {
+	if p.args.envFile != "" {
+		if err := writeEnvFile(p.args.envFile, text); err != nil {
 			return err
 		}
 	}
@@ -273,55 +138,19 @@ func (p *prolog) record(uuids []string, devs []gpu.Device, conflicts []jobstate.
 	return err
 }
 
-// undo gives back what the job holds when the prolog cannot finish, so a
-// failed start leaves nothing behind.
-func (p *prolog) undo(ctx context.Context, node *localnode.Node) {
-	_, err := node.Store.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(),
-		Kinds: []allocator.Kind{allocator.KindPBS}, JobID: p.args.job})
-	if err != nil {
-		logf(p.stderr, "pbs job %s: could not release its GPUs after the failure below: %v", p.args.job, err)
-	}
-	if err := jobstate.RemoveJob(p.cfg.PBS.StateDir, allocator.KindPBS, p.args.job); err != nil {
-		logf(p.stderr, "pbs job %s: %v", p.args.job, err)
-	}
-}
-
 func (p *prolog) fail(err error) int {
 	logf(p.stderr, "error: pbs job %s: %v", p.args.job, err)
 	return ExitError
 }
 
-// sortByIndex returns the devices of uuids in NVML index order, so that
-// CUDA's device 0 is the job's lowest GPU. A UUID the scan lacks (the GPU
-// vanished since the grant) keeps index -1 and goes last.
-func sortByIndex(uuids []string, devs []gpu.Device) []gpu.Device {
-	out := make([]gpu.Device, 0, len(uuids))
-	for _, u := range uuids {
-		d := gpu.Device{UUID: u, Index: -1}
-		for _, x := range devs {
-			if x.UUID == u {
-				d = x
-			}
-		}
-		out = append(out, d)
-	}
-	slices.SortStableFunc(out, func(x, y gpu.Device) int {
-		if (x.Index < 0) != (y.Index < 0) {
-			return boolRank(x.Index < 0) - boolRank(y.Index < 0)
-		}
-		return x.Index - y.Index
-	})
-	return out
-}
-
-// indexList is "0,2" for log lines.
-func indexList(uuids []string, devs []gpu.Device) string {
-	var parts []string
-	for _, d := range sortByIndex(uuids, devs) {
-		if d.Index < 0 {
-			parts = append(parts, d.UUID)
+// indexList is "0,2" for log lines; a GPU the scan lacks is named by UUID.
+func indexList(gpus []jobstate.GPU) string {
+	parts := make([]string, len(gpus))
+	for i, g := range gpus {
+		if g.Index < 0 {
+			parts[i] = g.UUID
 		} else {
-			parts = append(parts, strconv.Itoa(d.Index))
+			parts[i] = strconv.Itoa(g.Index)
 		}
 	}
 	return strings.Join(parts, ",")

@@ -130,7 +130,13 @@ func TestResolve(t *testing.T) {
 	// NVML order differs from the minor numbers, as on many real boards.
 	devs := []gpu.Device{{Index: 0, UUID: "GPU-a", Minor: 2}, {Index: 1, UUID: "GPU-b", Minor: 3},
 		{Index: 2, UUID: "GPU-c", Minor: 0}, {Index: 3, UUID: "GPU-d", Minor: 1}}
-	uuids := func(ds []gpu.Device) []string { return uuidsOf(ds) }
+	uuids := func(ds []gpu.Device) []string {
+		out := make([]string, len(ds))
+		for i, d := range ds {
+			out[i] = d.UUID
+		}
+		return out
+	}
 
 	got, err := Resolve(nil, []int{0, 1}, devs)
 	require.NoError(t, err)

@@ -9,23 +9,23 @@
 // leave no child behind, and each writes at most one line (Prolog, Epilog)
 // or only "export" lines (TaskProlog) on stdout.
 //
-// The logic lives in Hook, whose environment, config, output and store are
-// injected, so tests run it in process against a real Redis; PrologMain and
-// EpilogMain are the thin wrappers the binaries call.
+// The package is Slurm's adapter to the batch engine (internal/batch),
+// which owns placement, the policies, the job files and markers: Hook turns
+// SLURM_* variables into a batch.Job and the engine's outcome into
+// Slurm's one line. Its environment, config, output and store are
+// injected, so tests run it in process against a real Redis; PrologMain
+// and EpilogMain are the thin wrappers the binaries call.
 package slurm
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"time"
 
-	"canhazgpu/allocator"
 	"canhazgpu/allocator/store"
 	"canhazgpu/internal/config"
-	"canhazgpu/internal/localnode"
 	"canhazgpu/internal/syslogline"
 )
 
@@ -43,37 +43,6 @@ type Hook struct {
 	// SyslogPath is the syslog socket the Prolog's and Epilog's line also
 	// goes to; "": the system's (/dev/log), skipped where there is none.
 	SyslogPath string
-}
-
-func (h *Hook) now() time.Time {
-	if h.Now != nil {
-		return h.Now()
-	}
-	return time.Now()
-}
-
-func (h *Hook) openStore(ctx context.Context) (*store.Store, error) {
-	if h.OpenStore != nil {
-		return h.OpenStore(ctx, h.Config)
-	}
-	return localnode.OpenStore(ctx, h.Config)
-}
-
-// openNode is the Prolog's node: the store and, at its first scan, the
-// configured GPU provider. Run as root (by slurmd), it registers.
-func (h *Hook) openNode(ctx context.Context) (*localnode.Node, error) {
-	st, err := h.openStore(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return localnode.New(h.Config, st, nil), nil
-}
-
-// unreachable reports whether err means the store did not answer in time,
-// the case on_store_error decides.
-func unreachable(err error) bool {
-	return errors.Is(err, allocator.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, context.Canceled)
 }
 
 // LoadConfig reads the settings as every scheduler program does: the

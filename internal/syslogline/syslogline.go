@@ -22,29 +22,35 @@ import (
 // once the socket's buffer is full, and a Prolog must not wait on it.
 const sendTimeout = time.Second
 
-// Sender sends lines tagged with one program's name. The zero Sender, and
-// one whose socket was missing, drops them.
+// Sender sends lines tagged with one program's name. It connects at its
+// first line, so a run with nothing to tell (most Prologs' and Epilogs'
+// runs on a busy node) never opens the socket. The zero Sender, and one
+// whose socket was missing, drops them.
 type Sender struct {
-	w *syslog.Writer
+	path, tag string
+	pending   bool // Open was called and no line was sent yet
+	w         *syslog.Writer
 }
 
-// Open connects to the syslog datagram socket at path, or with "" to the
-// system's (/dev/log). It never fails: without a socket the Sender drops
-// every line.
+// Open returns a Sender for the syslog datagram socket at path, or with
+// "" the system's (/dev/log). It never fails: without a socket the Sender
+// drops every line.
 func Open(path, tag string) *Sender {
-	var (
-		w   *syslog.Writer
-		err error
-	)
-	if path == "" {
-		w, err = syslog.New(syslog.LOG_DAEMON|syslog.LOG_INFO, tag)
+	return &Sender{path: path, tag: tag, pending: true}
+}
+
+// connect opens the socket for the first line.
+func (s *Sender) connect() {
+	s.pending = false
+	var err error
+	if s.path == "" {
+		s.w, err = syslog.New(syslog.LOG_DAEMON|syslog.LOG_INFO, s.tag)
 	} else {
-		w, err = syslog.Dial("unixgram", path, syslog.LOG_DAEMON|syslog.LOG_INFO, tag)
+		s.w, err = syslog.Dial("unixgram", s.path, syslog.LOG_DAEMON|syslog.LOG_INFO, s.tag)
 	}
 	if err != nil {
-		return &Sender{}
+		s.w = nil
 	}
-	return &Sender{w: w}
 }
 
 // Info sends one line at priority info.
@@ -58,7 +64,13 @@ func (s *Sender) Warning(msg string) { s.send(msg, (*syslog.Writer).Warning) }
 // journalctl prints it on admins' terminals, and it quotes user names,
 // job ids and process names that others chose.
 func (s *Sender) send(msg string, write func(*syslog.Writer, string) error) {
-	if s == nil || s.w == nil {
+	if s == nil {
+		return
+	}
+	if s.pending {
+		s.connect()
+	}
+	if s.w == nil {
 		return
 	}
 	line := termsafe.Escape(strings.Join(strings.Fields(msg), " "))

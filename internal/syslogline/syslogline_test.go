@@ -57,3 +57,38 @@ func TestStalledSyslogDoesNotBlock(t *testing.T) {
 	s.Close()
 	require.Less(t, time.Since(start), 10*time.Second)
 }
+
+// The socket is opened at the first line, not at Open: a run with nothing
+// to tell never connects, and one that tells connects once.
+func TestConnectsAtTheFirstLine(t *testing.T) {
+	l := syslogtest.Listen(t)
+	s := syslogline.Open(l.Path, "canhazgpu-prolog")
+	require.Equal(t, 0, l.Connected(t), "Open alone connects to nothing")
+	s.Close()
+	require.Equal(t, 0, l.Connected(t))
+
+	s = syslogline.Open(l.Path, "canhazgpu-prolog")
+	s.Info("job 7: reserved GPU 0")
+	s.Info("job 8: reserved GPU 1")
+	require.Equal(t, 1, l.Connected(t), "one connection for every line")
+	require.Len(t, l.Lines(2), 2)
+	s.Close()
+	require.Equal(t, 0, l.Connected(t))
+}
+
+// A socket that appears after Open, before the first line, gets it: the
+// Sender looks for it only when there is something to send.
+func TestASocketMadeAfterOpenGetsTheLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	s := syslogline.Open(path, "canhazgpu-epilog")
+	defer s.Close()
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	require.NoError(t, err)
+	defer conn.Close()
+	s.Info("job 7: released GPU 0")
+	buf := make([]byte, 1024)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	n, err := conn.Read(buf)
+	require.NoError(t, err)
+	require.Contains(t, string(buf[:n]), "job 7: released GPU 0")
+}

@@ -5,7 +5,9 @@ package syslogtest
 
 import (
 	"net"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +19,7 @@ type Listener struct {
 	Path  string
 	mu    sync.Mutex
 	lines []string
+	refs  int // the socket's reference count with no sender connected
 }
 
 // Listen starts a listener that stops when the test ends.
@@ -45,7 +48,37 @@ func Listen(t testing.TB) *Listener {
 		conn.Close()
 		<-done
 	})
+	l.refs = l.refCount(t)
 	return l
+}
+
+// Connected is how many sockets are connected to the listener now. A
+// datagram sender's connect leaves no trace the listener could read, but
+// the kernel holds a reference to the listening socket for each, which
+// /proc/net/unix shows (RefCount).
+func (l *Listener) Connected(t testing.TB) int {
+	t.Helper()
+	return l.refCount(t) - l.refs
+}
+
+func (l *Listener) refCount(t testing.TB) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		t.Fatalf("syslog listener: %v", err)
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) == 8 && f[7] == l.Path {
+			n, err := strconv.ParseInt(f[1], 16, 64)
+			if err != nil {
+				t.Fatalf("syslog listener: /proc/net/unix: %q: %v", line, err)
+			}
+			return int(n)
+		}
+	}
+	t.Fatalf("syslog listener: %s is not in /proc/net/unix", l.Path)
+	return 0
 }
 
 // Lines returns the messages received so far. Sending returns once the

@@ -3,7 +3,8 @@
 # .rpm (called with the number of installed versions). It sets up what
 # docs/security.md describes: the canhazgpu group, which alone may read the
 # CLI's store credential; canhazgpu setgid to that group; the secrets
-# directory and the modes of any secrets already in it; /run/canhazgpu.
+# directory and the modes of any secrets already in it; /run/canhazgpu. It
+# also checks the config file as the hooks will read it.
 set -e
 
 case "$1" in
@@ -38,6 +39,18 @@ done
 if [ -f "$secrets/cli.password" ]; then
 	chown root:canhazgpu "$secrets/cli.password"
 	chmod 0640 "$secrets/cli.password"
+fi
+
+# A config file the programs now installed cannot read would fail the next
+# job's Prolog, and Slurm would drain the node: say so here, to the admin
+# who installs or upgrades. A warning, not a failed install: the new
+# programs are in place either way, a failed configure step would hold up
+# every later apt run, and rpm goes on after a failing %post anyway.
+config=/etc/canhazgpu/config.toml
+if [ -f "$config" ] && ! out=$(canhazgpu admin --check-config "$config" 2>&1); then
+	echo "canhazgpu: WARNING: $config does not load: the Prolog, Epilog and health check refuse it, so every job on this node fails until it is fixed:" >&2
+	echo "$out" >&2
+	echo "canhazgpu: fix it, then check it with: canhazgpu admin --check-config" >&2
 fi
 
 # The state directory exists before the first job, not only after a reboot.

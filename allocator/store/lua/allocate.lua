@@ -19,6 +19,8 @@
 -- ARGV[13] queue entry ("" when not waiting)  ARGV[14] reply ttl ms
 -- ARGV[15] "1": a run taking back the GPUs it held before the store lost
 --          them, which does not wait behind the queue
+-- ARGV[16] "1": a batch request, a scheduler job's (any kind but run and
+--          manual; see lib.lua)
 --
 -- Returns JSON:
 --   {ok=1, gpus="u1,u2", token=N, expires=ms (0 for batch), taken="<JSON list of replaced reservations>"}
@@ -26,6 +28,7 @@
 --   {ok=0, err="pending", allocated="u1", position=1}   (queue head, partial)
 --   {ok=0, err="unknown_gpu", value=uuid} | {ok=0, err="not_registered"}
 --   {ok=0, err="not_queued"}
+--   {ok=0, err="bad_kind", value=kind}   (the batch flag contradicts the kind)
 -- or a NOPERM error, before any write, when the caller may not write the
 -- batch reservations a batch kind needs.
 local k = {res = KEYS[1], mru = KEYS[2], hist = KEYS[3], meta = KEYS[4], q = KEYS[5], qe = KEYS[6], req = KEYS[7]}
@@ -37,10 +40,11 @@ local lease, note, restart, boot = tonumber(ARGV[9]), ARGV[10], tonumber(ARGV[11
 local entry = ARGV[13]
 local ttl = tonumber(ARGV[14])
 local retake = ARGV[15] == '1'
-local batch = is_batch(kind)
+local batch = ARGV[16] == '1'
 
 local done = redis.call('GET', k.req)
 if done then return done end
+if batch == interactive(kind) then return cjson.encode({ok = 0, err = 'bad_kind', value = kind}) end
 if batch and not may_write(k.bres) then return noperm(k.bres) end
 
 local gpus = raw_hash(k.gpus)

@@ -5,7 +5,7 @@
 --
 -- Encodings used by all operations:
 --   reservation (field = GPU UUID; interactive kinds in hash res, batch
---     kinds in hash bres), JSON:
+--     kinds, every other one, in hash bres), JSON:
 --     k kind, u user, id uid, j job id, n note, t fencing token,
 --     s start ms, e expiry ms (0 = none), h heartbeat ms (0 = none),
 --     r restart count, b boot id, q queue entry holding it ("" = handed out)
@@ -27,15 +27,18 @@ local function node_key(declared, name)
   return string.match(declared, '^.-}:') .. name
 end
 
--- is_batch names the kinds of scheduler jobs: the only place that does.
-local function is_batch(kind)
-  return kind == 'slurm' or kind == 'pbs'
+-- interactive names the kinds whose leases the store ends itself: the only
+-- place that does. Every other kind is a batch scheduler's; a request says
+-- it is one with its batch flag (allocate.lua), so no scheduler is named
+-- here and a new one needs no change to the store.
+local function interactive(kind)
+  return kind == 'run' or kind == 'manual'
 end
 
 -- res_hash is the hash a reservation of this kind lives in.
 local function res_hash(k, kind)
-  if is_batch(kind) then return k.bres end
-  return k.res
+  if interactive(kind) then return k.res end
+  return k.bres
 end
 
 -- may_write reports whether the caller may change key. Scripts are not
@@ -110,7 +113,7 @@ end
 -- an entry there that claims a batch kind is not believed.
 local function decode_res(raw, from_bres)
   local ok, r = pcall(cjson.decode, raw)
-  if not ok or type(r) ~= 'table' or type(r.k) ~= 'string' or is_batch(r.k) ~= from_bres then
+  if not ok or type(r) ~= 'table' or type(r.k) ~= 'string' or interactive(r.k) == from_bres then
     return nil
   end
   return r

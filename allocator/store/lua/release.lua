@@ -61,7 +61,7 @@ for _, uuid in ipairs(ids) do
     end
   elseif r and not expired(r, now) and r.q == '' and (any_kind or kinds[r.k]) and (job == '' or r.j == job)
      and (token == 0 or r.t == token) then
-    if is_batch(r.k) and not may_write(k.bres) then return noperm(k.bres) end
+    if not interactive(r.k) and not may_write(k.bres) then return noperm(k.bres) end
     ending[#ending + 1] = uuid
   end
 end
