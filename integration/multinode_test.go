@@ -23,6 +23,7 @@ import (
 	"canhazgpu/integration/slurmtest"
 	"canhazgpu/internal/jobstate"
 	"canhazgpu/internal/redistest"
+	"canhazgpu/internal/testreq"
 )
 
 func init() {
@@ -65,12 +66,8 @@ func (m *mnCluster) fake(node string) string    { return filepath.Join(m.nodeDir
 
 func newMNCluster(t *testing.T) *mnCluster {
 	t.Helper()
-	if err := slurmtest.Available(); err != nil {
-		t.Skip(err)
-	}
-	if err := slurmtest.NetAvailable(); err != nil {
-		t.Skip(err)
-	}
+	testreq.NoError(t, slurmtest.Available())
+	testreq.NoError(t, slurmtest.NetAvailable())
 	_, err := slurmtest.EnsureUser(jobUser)
 	require.NoError(t, err)
 	net, err := slurmtest.NewNet(append(slices.Clone(mnNodes), mnLogin)...)

@@ -11,6 +11,7 @@ import (
 
 	"canhazgpu/integration/slurmtest"
 	"canhazgpu/internal/jobstate"
+	"canhazgpu/internal/testreq"
 )
 
 // slurmVariant is a way of running Slurm the key cases are checked under.
@@ -59,9 +60,8 @@ func setConf(o *slurmtest.Options, lines ...string) {
 // docs/slurm.md configures it, with PrologFlags=Alloc,Contain and with
 // RunInJob, both with ConstrainDevices=yes.
 func TestSlurm2411(t *testing.T) {
-	if err := slurmtest.Available(); err != nil {
-		t.Skip(err)
-	}
+	testreq.NoError(t, slurmtest.Available())
+	testreq.NoError(t, slurmtest.RootAvailable())
 	root, err := slurmtest.DebianRoot("trixie")
 	require.NoError(t, err)
 	testSlurmVariants(t, root, "slurm-wlm 24.11.", []slurmVariant{
@@ -75,9 +75,7 @@ func TestSlurm2411(t *testing.T) {
 // with PrologFlags=Alloc,Contain and ConstrainDevices=yes (22.05 has no
 // RunInJob).
 func TestSlurmCgroups(t *testing.T) {
-	if err := slurmtest.Available(); err != nil {
-		t.Skip(err)
-	}
+	testreq.NoError(t, slurmtest.Available())
 	testSlurmVariants(t, "", "slurm-wlm 22.05.", []slurmVariant{
 		{name: "Alloc,Contain with ConstrainDevices", prologFlags: "Alloc,Contain", cgroups: true},
 	})

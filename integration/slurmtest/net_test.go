@@ -10,15 +10,15 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"canhazgpu/internal/testreq"
 )
 
 // TestNet builds a network over what a killed earlier run left behind,
 // checks each host's name and that it reaches this machine through the
 // bridge, and leaves nothing behind.
 func TestNet(t *testing.T) {
-	if err := NetAvailable(); err != nil {
-		t.Skip(err)
-	}
+	testreq.NoError(t, NetAvailable())
 	// Leftovers of a killed run: a namespace and a bridge with our prefix.
 	require.NoError(t, ip("netns", "add", NetPrefix+"stale"))
 	require.NoError(t, ip("link", "add", NetPrefix+"stalebr", "type", "bridge"))
