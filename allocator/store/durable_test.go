@@ -15,7 +15,7 @@ import (
 
 // replicated starts a primary with one replica; the primary knows the
 // roles' users (the replica is read only by the default user).
-func replicated(t *testing.T) (primary, replica *redistest.Server) {
+func replicated(t testing.TB) (primary, replica *redistest.Server) {
 	t.Helper()
 	users := map[string]string{}
 	for _, r := range []Role{RoleAdmin, RoleCLI} {
