@@ -98,7 +98,7 @@ func TestTooFewReplicasIsUncertain(t *testing.T) {
 	require.True(t, errors.As(err, &nr), "%v", err)
 	require.Equal(t, NotReplicatedError{Want: 1, Got: 0, Timeout: 200 * time.Millisecond}, *nr)
 	require.EqualError(t, err, "allocate: reservation store unavailable at "+primary.URL()+": the change was confirmed by 0 of "+
-		"the 1 replicas redis.wait_replicas asks for within 200ms, so a failover may lose it; retry with the same request id")
+		"the 1 replicas redis.wait_replicas asks for within 200ms, so a failover may lose it")
 
 	again := durable(t, primary, RoleAdmin, 200*time.Millisecond)
 	_, err = again.Allocate(ctx, req)

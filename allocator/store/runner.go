@@ -47,7 +47,7 @@ type NotReplicatedError struct {
 
 func (e *NotReplicatedError) Error() string {
 	return fmt.Sprintf("the change was confirmed by %d of the %d replicas redis.wait_replicas asks for within %s, "+
-		"so a failover may lose it; retry with the same request id", e.Got, e.Want, e.Timeout)
+		"so a failover may lose it", e.Got, e.Want, e.Timeout)
 }
 
 // maxAttempts bounds one operation's tries: a missing library (load,
