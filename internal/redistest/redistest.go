@@ -87,6 +87,9 @@ func Start(opts Options) (*Server, error) {
 		"--save", "",
 		"--daemonize", "no",
 		"--logfile", filepath.Join(dir, "redis.log"),
+		// A replica's first copy starts at once instead of after
+		// Redis's default 5 s wait for more replicas to share it.
+		"--repl-diskless-sync-delay", "0",
 	}
 	s.args = append(s.args, opts.Args...)
 	if len(opts.Users) > 0 {
@@ -459,14 +462,16 @@ func StartReplica(primary *Server, opts Options) (*Server, error) {
 }
 
 // WaitReplicaLinkUp waits until the server is a replica whose link to its
-// primary is up.
+// primary is up, and has written the copy to its AOF: until then it
+// refuses to shut down ("Writing initial AOF, can't exit").
 func (s *Server) WaitReplicaLinkUp(limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for {
 		c := s.Client()
-		info, err := c.Info(context.Background(), "replication").Result()
+		info, err := c.Info(context.Background(), "replication", "persistence").Result()
 		c.Close()
-		if err == nil && strings.Contains(info, "master_link_status:up") {
+		if err == nil && strings.Contains(info, "master_link_status:up") &&
+			strings.Contains(info, "aof_rewrite_in_progress:0") && strings.Contains(info, "aof_rewrite_scheduled:0") {
 			return nil
 		}
 		if time.Now().After(deadline) {
