@@ -130,3 +130,33 @@ func TestDurabilitySettingsChecked(t *testing.T) {
 		require.EqualError(t, err, tt.wantErr)
 	}
 }
+
+// TestScriptsWaitForReplicasToo: on a server without functions (see
+// TestServerWithoutFunctionsGetsScripts) a change goes as EVALSHA with
+// its WAIT, loading the script on NOSCRIPT, and is on the replica when it
+// is acknowledged.
+func TestScriptsWaitForReplicasToo(t *testing.T) {
+	ctx := context.Background()
+	primary, err := redistest.Start(redistest.Options{Args: []string{
+		"--rename-command", "FCALL", "", "--rename-command", "FCALL_RO", "", "--rename-command", "FUNCTION", ""}})
+	require.NoError(t, err)
+	t.Cleanup(primary.Stop)
+	replica, err := redistest.StartReplica(primary, redistest.Options{})
+	require.NoError(t, err)
+	t.Cleanup(replica.Stop)
+	s, err := Open(ctx, Conn{URL: primary.URL(), DialTimeout: time.Second, OpTimeout: 2 * time.Second,
+		WaitReplicas: 1, WaitTimeout: time.Second}, "old", Options{})
+	require.NoError(t, err)
+	defer s.Close()
+	_, err = s.Register(ctx, fakeGPUs(2), false)
+	require.NoError(t, err)
+	g, err := s.Allocate(ctx, manual("alice", 1))
+	require.NoError(t, err)
+	require.True(t, s.run.eval.Load(), "the store runs scripts")
+
+	c := replica.Client()
+	defer c.Close()
+	held, err := c.HExists(ctx, keysFor("old").res, g.GPUs[0]).Result()
+	require.NoError(t, err)
+	require.True(t, held, "the replica has the grant when it is acknowledged")
+}
