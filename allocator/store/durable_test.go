@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -159,4 +160,34 @@ func TestScriptsWaitForReplicasToo(t *testing.T) {
 	held, err := c.HExists(ctx, keysFor("old").res, g.GPUs[0]).Result()
 	require.NoError(t, err)
 	require.True(t, held, "the replica has the grant when it is acknowledged")
+}
+
+// TestUserWithoutWaitIsRefusedBeforeAnyChange: a CLI user made from the
+// rules of a version before wait_replicas (no PEXPIRE, no WAIT) gets
+// ErrNotPermitted and the store is unchanged, not a grant applied and
+// then refused its wait.
+func TestUserWithoutWaitIsRefusedBeforeAnyChange(t *testing.T) {
+	ctx := context.Background()
+	primary, _ := replicated(t)
+	_, err := durable(t, primary, RoleAdmin, time.Second).Register(ctx, fakeGPUs(2), false)
+	require.NoError(t, err)
+	rules, err := ACLRules(RoleCLI)
+	require.NoError(t, err)
+	earlier := strings.Replace(rules, " +pexpire +wait", "", 1)
+	require.NotEqual(t, rules, earlier)
+	c := primary.Client()
+	defer c.Close()
+	args := []any{"ACL", "SETUSER", string(RoleCLI), "reset", "on", ">secret"}
+	for _, r := range strings.Fields(earlier) {
+		args = append(args, r)
+	}
+	require.NoError(t, c.Do(ctx, args...).Err())
+	before, err := redistest.Dump(ctx, c)
+	require.NoError(t, err)
+
+	_, err = durable(t, primary, RoleCLI, time.Second).Allocate(ctx, manual("alice", 1))
+	require.ErrorIs(t, err, allocator.ErrNotPermitted)
+	after, err := redistest.Dump(ctx, c)
+	require.NoError(t, err)
+	require.Equal(t, before, after, "nothing changed")
 }

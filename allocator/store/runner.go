@@ -24,6 +24,9 @@ type runner struct {
 	rdb  redis.UniversalClient
 	eval atomic.Bool
 	wait durability
+	// mayWait: the credential was seen allowed PEXPIRE and WAIT, which
+	// replicated checks before its first change.
+	mayWait atomic.Bool
 }
 
 // durability is how many replicas must confirm a change before it is
@@ -94,6 +97,9 @@ func (r *runner) replicated(ctx context.Context, o *op, keys []string, args ...a
 	var cmd *redis.Cmd
 	var wait *redis.IntCmd
 	c, err := r.primary(ctx, keys[0])
+	if err == nil && !r.mayWait.Load() {
+		err = r.checkMayWait(ctx, c, replyKey(keys))
+	}
 	if err == nil {
 		_, err = c.Pipelined(ctx, func(p redis.Pipeliner) error {
 			if r.eval.Load() {
@@ -130,6 +136,25 @@ func (r *runner) replicated(ctx context.Context, o *op, keys []string, args ...a
 	failed := redis.NewCmd(ctx)
 	failed.SetErr(err)
 	return failed
+}
+
+// checkMayWait asks, once per runner and before any change, for the two
+// commands a durable change adds, so that a Redis user made from an
+// earlier version's rules is refused (NOPERM) with nothing changed,
+// instead of after its change was applied. WAIT 0 0 answers at once; the
+// reply key, if any, is this request's: touching it is what the change
+// does anyway.
+func (r *runner) checkMayWait(ctx context.Context, c redis.Cmdable, reply string) error {
+	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if reply != "" {
+			p.PExpire(ctx, reply, replyTTL)
+		}
+		return p.Process(ctx, redis.NewIntCmd(ctx, "wait", 0, 0))
+	})
+	if err == nil {
+		r.mayWait.Store(true)
+	}
+	return err
 }
 
 // primary is the connection a change and its WAIT share: the client
