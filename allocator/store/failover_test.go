@@ -306,10 +306,14 @@ func checkFailover(t *testing.T, wait int, top topology) {
 		"primary killed: replica promoted after %s, first grant after %s; double grants %d, fencing tokens reused %d, reservations left %d",
 		wait, l.acked, l.failed-failedBefore, l.short-shortBefore, promoted.Round(10*time.Millisecond), firstUp.Sub(l.killed).Round(10*time.Millisecond),
 		l.doubles, l.reused, len(snap.Reservations))
-	require.Empty(t, l.unclean, "every failure is a clean unavailability, retried")
-	if wait > 0 {
-		require.Zero(t, l.doubles, "no GPU acknowledged to two holders")
-		require.Zero(t, l.reused, "no fencing token granted twice")
-		require.Empty(t, snap.Reservations, "nothing left after every client released")
+	if wait == 0 {
+		// Reported, not asserted: without the wait a failover may lose
+		// what was acknowledged, and then answers other than unavailability.
+		t.Logf("wait_replicas=0: %d failures other than unavailability: %q", len(l.unclean), l.unclean)
+		return
 	}
+	require.Empty(t, l.unclean, "every failure is a clean unavailability, retried")
+	require.Zero(t, l.doubles, "no GPU acknowledged to two holders")
+	require.Zero(t, l.reused, "no fencing token granted twice")
+	require.Empty(t, snap.Reservations, "nothing left after every client released")
 }
