@@ -45,6 +45,10 @@ var (
 	// adminWrites are the writes only root programs make: DEL (flags.lua,
 	// forget.lua), the node registry and loading the function library.
 	adminWrites = []string{"del", "sadd", "srem", "function|load"}
+	// durableCommands make a change wait for replicas (redis.wait_replicas;
+	// see runner.replicated): PEXPIRE of the request's stored reply, then
+	// WAIT.
+	durableCommands = []string{"pexpire", "wait"}
 )
 
 // ACLRules returns the Redis 7 ACL rules of a role, to follow the user's
@@ -62,10 +66,10 @@ func ACLRules(role Role) (string, error) {
 	var cmds, keys []string
 	switch role {
 	case RoleAdmin:
-		cmds = slices.Concat(clientCommands, []string{"fcall", "fcall_ro"}, readCommands, interactiveWrites, adminWrites)
+		cmds = slices.Concat(clientCommands, []string{"fcall", "fcall_ro"}, readCommands, interactiveWrites, adminWrites, durableCommands)
 		keys = []string{"~" + prefix + "*"}
 	case RoleCLI:
-		cmds = slices.Concat(clientCommands, []string{"fcall", "fcall_ro"}, readCommands, interactiveWrites)
+		cmds = slices.Concat(clientCommands, []string{"fcall", "fcall_ro"}, readCommands, interactiveWrites, durableCommands)
 		for _, k := range []string{all.res, all.mru, all.hist, all.meta, all.q, all.qe, all.qx, all.reply("*", false)} {
 			keys = append(keys, "~"+k)
 		}

@@ -81,28 +81,55 @@ func BenchmarkTrivialFCall(b *testing.B) {
 func BenchmarkAllocateRelease(b *testing.B) {
 	for _, n := range benchClients {
 		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
-			s := newNode(b, 8)
-			var refusals atomic.Int64
-			runClients(b, n, func(ctx context.Context, c int) error {
-				user := fmt.Sprintf("u%d", c)
-				for {
-					g, err := s.Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(),
-						Kind: allocator.KindRun, User: user, Count: 1, Lease: time.Minute})
-					if _, short := err.(*allocator.ShortageError); short {
-						refusals.Add(1)
-						continue
-					}
-					if err != nil {
-						return err
-					}
-					// As `canhazgpu run` releases its lease: its GPUs, fenced by its token.
-					_, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: user, GPUs: g.GPUs, Token: g.Token})
-					return err
-				}
-			})
-			b.ReportMetric(float64(refusals.Load())/float64(b.N), "refusals/op")
+			allocateRelease(b, n, newNode(b, 8))
 		})
 	}
+}
+
+// BenchmarkAllocateReleaseWait is BenchmarkAllocateRelease against a
+// primary with one replica on loopback, without and with
+// redis.wait_replicas = 1: what waiting for the replica costs.
+func BenchmarkAllocateReleaseWait(b *testing.B) {
+	primary, _ := replicated(b)
+	for _, wait := range []int{0, 1} {
+		for _, n := range []int{1, 8} {
+			b.Run(fmt.Sprintf("wait_replicas=%d/clients=%d", wait, n), func(b *testing.B) {
+				s, err := Open(context.Background(), Conn{URL: primary.URL(), DialTimeout: time.Second, OpTimeout: 2 * time.Second,
+					WaitReplicas: wait, WaitTimeout: time.Second}, fmt.Sprintf("node%d", nodeSeq.Add(1)), Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer s.Close()
+				if _, err := s.Register(context.Background(), fakeGPUs(8), false); err != nil {
+					b.Fatal(err)
+				}
+				allocateRelease(b, n, s)
+			})
+		}
+	}
+}
+
+// allocateRelease runs grant-and-release cycles on s from n clients.
+func allocateRelease(b *testing.B, n int, s *Store) {
+	var refusals atomic.Int64
+	runClients(b, n, func(ctx context.Context, c int) error {
+		user := fmt.Sprintf("u%d", c)
+		for {
+			g, err := s.Allocate(ctx, allocator.Request{RequestID: allocator.NewRequestID(),
+				Kind: allocator.KindRun, User: user, Count: 1, Lease: time.Minute})
+			if _, short := err.(*allocator.ShortageError); short {
+				refusals.Add(1)
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			// As `canhazgpu run` releases its lease: its GPUs, fenced by its token.
+			_, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: user, GPUs: g.GPUs, Token: g.Token})
+			return err
+		}
+	})
+	b.ReportMetric(float64(refusals.Load())/float64(b.N), "refusals/op")
 }
 
 // BenchmarkSnapshot: one status read of an 8-GPU node with reservations.

@@ -31,6 +31,12 @@ type Conn struct {
 	TLSCAFile    string
 	DialTimeout  time.Duration
 	OpTimeout    time.Duration
+	// WaitReplicas, when above 0, makes every change wait until that many
+	// replicas confirm it (Redis WAIT, for at most WaitTimeout) before it
+	// is acknowledged, so that a failover cannot lose an acknowledged
+	// grant; fewer confirm: a *NotReplicatedError.
+	WaitReplicas int
+	WaitTimeout  time.Duration
 }
 
 // Addr describes the target for messages.
@@ -150,6 +156,14 @@ func Dial(c Conn) (redis.UniversalClient, error) {
 // Open dials Redis and returns the store of one node. The connection is
 // made lazily; the first operation reports an unreachable server.
 func Open(_ context.Context, c Conn, node string, opts Options) (*Store, error) {
+	switch {
+	case c.WaitReplicas < 0:
+		return nil, fmt.Errorf("redis wait_replicas %d: want 0 (acknowledge on the primary's reply) or more replicas", c.WaitReplicas)
+	case c.WaitReplicas > 0 && c.WaitTimeout <= 0:
+		return nil, fmt.Errorf("redis wait_timeout %s: want a positive duration when wait_replicas is set", c.WaitTimeout)
+	case c.WaitReplicas > 0 && c.OpTimeout > 0 && c.WaitTimeout >= c.OpTimeout:
+		return nil, fmt.Errorf("redis wait_timeout %s: want less than op_timeout (%s), whose socket reads the wait's reply", c.WaitTimeout, c.OpTimeout)
+	}
 	rdb, err := Dial(c)
 	if err != nil {
 		return nil, err
@@ -160,5 +174,6 @@ func Open(_ context.Context, c Conn, node string, opts Options) (*Store, error) 
 		return nil, err
 	}
 	s.owned = true
+	s.run.wait = durability{replicas: c.WaitReplicas, timeout: c.WaitTimeout}
 	return s, nil
 }

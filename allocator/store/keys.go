@@ -2,6 +2,7 @@ package store
 
 import (
 	"regexp"
+	"strings"
 
 	"canhazgpu/allocator"
 )
@@ -36,6 +37,17 @@ func (k nodeKeys) reply(id string, batch bool) string {
 		return k.base + "breq:" + id
 	}
 	return k.base + "req:" + id
+}
+
+// replyKey is the stored reply among an operation's keys, "" when it
+// keeps none.
+func replyKey(keys []string) string {
+	for _, k := range keys {
+		if strings.HasPrefix(k, prefix+"{") && (strings.Contains(k, "}:req:") || strings.Contains(k, "}:breq:")) {
+			return k
+		}
+	}
+	return ""
 }
 
 var nodeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)

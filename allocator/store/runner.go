@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -22,6 +23,34 @@ var ErrNoFunctions = errors.New("the store lacks this canhazgpu version's functi
 type runner struct {
 	rdb  redis.UniversalClient
 	eval atomic.Bool
+	wait durability
+	// mayWait: the credential was seen allowed PEXPIRE and WAIT, which
+	// replicated checks before its first change.
+	mayWait atomic.Bool
+}
+
+// durability is how many replicas must confirm a change before it is
+// acknowledged (redis.wait_replicas, redis.wait_timeout); 0: none, the
+// primary's reply is enough.
+type durability struct {
+	replicas int
+	timeout  time.Duration
+}
+
+// NotReplicatedError: a change was applied by the primary, but fewer
+// replicas than required confirmed it within the timeout. Its outcome is
+// uncertain: a failover now may lose it. The caller retries with the same
+// request id, which returns the stored reply when the change survived and
+// decides afresh on a new primary when it did not, or gives up and leaves
+// the change to expire or be settled (docs/store.md#failover).
+type NotReplicatedError struct {
+	Want, Got int
+	Timeout   time.Duration
+}
+
+func (e *NotReplicatedError) Error() string {
+	return fmt.Sprintf("the change was confirmed by %d of the %d replicas redis.wait_replicas asks for within %s, "+
+		"so a failover may lose it", e.Got, e.Want, e.Timeout)
 }
 
 // maxAttempts bounds one operation's tries: a missing library (load,
@@ -40,9 +69,12 @@ func (r *runner) call(ctx context.Context, c redis.Cmdable, o *op, keys []string
 func (r *runner) run(ctx context.Context, o *op, keys []string, args ...any) *redis.Cmd {
 	for attempt := 1; ; attempt++ {
 		var cmd *redis.Cmd
-		if r.eval.Load() {
+		switch {
+		case r.wait.replicas > 0 && !o.readOnly:
+			cmd = r.replicated(ctx, o, keys, args...)
+		case r.eval.Load():
 			cmd = o.script.Run(ctx, r.rdb, keys, args...) // EVALSHA, then EVAL on NOSCRIPT
-		} else {
+		default:
 			cmd = r.call(ctx, r.rdb, o, keys, args...)
 		}
 		retry, err := r.settle(ctx, o, cmd.Err())
@@ -54,6 +86,94 @@ func (r *runner) run(ctx context.Context, o *op, keys []string, args ...any) *re
 		case !retry || attempt == maxAttempts:
 			return cmd
 		}
+	}
+}
+
+// replicated runs a change and WAIT in one pipeline on one connection (WAIT
+// counts the replicas that have this connection's writes), and fails it
+// with a *NotReplicatedError when too few confirm it. Under the EVAL
+// fallback the pipeline carries EVALSHA; its NOSCRIPT is settled by run.
+func (r *runner) replicated(ctx context.Context, o *op, keys []string, args ...any) *redis.Cmd {
+	var cmd *redis.Cmd
+	var wait *redis.IntCmd
+	c, err := r.primary(ctx, keys[0])
+	if err == nil && !r.mayWait.Load() {
+		err = r.checkMayWait(ctx, c, replyKey(keys))
+	}
+	if err == nil {
+		_, err = c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			if r.eval.Load() {
+				cmd = o.script.EvalSha(ctx, p, keys, args...)
+			} else {
+				cmd = r.call(ctx, p, o, keys, args...)
+			}
+			// WAIT counts replicas that reached this connection's last
+			// write. A retry answered from the stored reply writes
+			// nothing, and may come on another connection than the first
+			// attempt: touching the reply (when there is one) makes it a
+			// write here, so the wait covers the change it stands for.
+			if reply := replyKey(keys); reply != "" {
+				p.PExpire(ctx, reply, replyTTL)
+			}
+			// Not p.Wait, which the Pipeliner interface lacks. The socket's
+			// read timeout (redis.op_timeout) must outlast the wait, which
+			// the settings check.
+			wait = redis.NewIntCmd(ctx, "wait", r.wait.replicas, r.wait.timeout.Milliseconds())
+			return p.Process(ctx, wait)
+		})
+	}
+	switch {
+	case cmd != nil && cmd.Err() != nil:
+		r.moved(ctx, cmd.Err())
+		return cmd
+	case err != nil:
+		r.moved(ctx, err)
+	case wait.Val() < int64(r.wait.replicas):
+		err = &NotReplicatedError{Want: r.wait.replicas, Got: int(wait.Val()), Timeout: r.wait.timeout}
+	default:
+		return cmd
+	}
+	failed := redis.NewCmd(ctx)
+	failed.SetErr(err)
+	return failed
+}
+
+// checkMayWait asks, once per runner and before any change, for the two
+// commands a durable change adds, so that a Redis user made from an
+// earlier version's rules is refused (NOPERM) with nothing changed,
+// instead of after its change was applied. WAIT 0 0 answers at once; the
+// reply key, if any, is this request's: touching it is what the change
+// does anyway.
+func (r *runner) checkMayWait(ctx context.Context, c redis.Cmdable, reply string) error {
+	_, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if reply != "" {
+			p.PExpire(ctx, reply, replyTTL)
+		}
+		return p.Process(ctx, redis.NewIntCmd(ctx, "wait", 0, 0))
+	})
+	if err == nil {
+		r.mayWait.Store(true)
+	}
+	return err
+}
+
+// primary is the connection a change and its WAIT share: the client
+// itself, or in a cluster the client of the primary that serves the
+// operation's keys (all in one slot: they share the node's hash tag). A
+// cluster pipeline would send the keyless WAIT to any primary.
+func (r *runner) primary(ctx context.Context, key string) (redis.Cmdable, error) {
+	if cc, ok := r.rdb.(*redis.ClusterClient); ok {
+		return cc.MasterForKey(ctx, key)
+	}
+	return r.rdb, nil
+}
+
+// moved: a change sent to a cluster primary directly failed, perhaps
+// because its slots moved in a failover, which the cluster client learns
+// only when told to reload.
+func (r *runner) moved(ctx context.Context, err error) {
+	if cc, ok := r.rdb.(*redis.ClusterClient); ok && err != nil {
+		cc.ReloadState(ctx)
 	}
 }
 

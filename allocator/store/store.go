@@ -112,10 +112,12 @@ func (s *Store) wrap(op string, err error) error {
 	return fmt.Errorf("%s: %w at %s: %w", op, allocator.ErrUnavailable, s.addr, err)
 }
 
-// isTransient: replies that mean the server cannot serve right now.
+// isTransient: replies that mean the server cannot serve right now. A
+// change sent to a cluster primary directly (see runner.replicated) meets
+// MOVED or ASK while a failover moves its slots.
 func isTransient(err redis.Error) bool {
 	msg := err.Error()
-	for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY"} {
+	for _, p := range []string{"LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "READONLY", "MOVED", "ASK"} {
 		if strings.HasPrefix(msg, p) {
 			return true
 		}

@@ -4,16 +4,19 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/allocator"
+	"canhazgpu/allocator/store"
 )
 
 // splitWords splits an example command line like a shell would for the
@@ -99,6 +102,11 @@ func TestExitCodesAndErrorLines(t *testing.T) {
 		{errors.New("two\nlines"), 1, "Error: two lines"},
 		{errors.New("GPU 0 is reserved by \u202eeve\x1b]0;x\a"), 1, `Error: GPU 0 is reserved by \u202eeve\x1b]0;x\x07`},
 		{allocator.ErrUnavailable, 1, "Error: reservation store unavailable (is the Redis server running, and does redis.url or CANHAZGPU_REDIS_URL point at it?)"},
+		{fmt.Errorf("allocate: %w at sentinel master chg via s1:26379: %w", allocator.ErrUnavailable,
+			&store.NotReplicatedError{Want: 1, Got: 0, Timeout: time.Second}), 1,
+			"Error: allocate: reservation store unavailable at sentinel master chg via s1:26379: the change was confirmed by 0 of " +
+				"the 1 replicas redis.wait_replicas asks for within 1s, so a failover may lose it " +
+				"(see 'canhazgpu status' for whether it took effect)"},
 	} {
 		require.Equal(t, c.code, ExitCode(c.err), "%v", c.err)
 		require.Equal(t, c.line, ErrorLine(c.err), "%v", c.err)

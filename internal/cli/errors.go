@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"canhazgpu/allocator"
+	"canhazgpu/allocator/store"
 	"canhazgpu/internal/termsafe"
 )
 
@@ -72,7 +73,13 @@ func ErrorLine(err error) string {
 		return ""
 	}
 	msg := err.Error()
-	if errors.Is(err, allocator.ErrUnavailable) {
+	var unconfirmed *store.NotReplicatedError
+	switch {
+	case errors.As(err, &unconfirmed):
+		// The server answered; only its replicas lagged. The change may
+		// stand, which the user can see before trying again.
+		msg += " (see 'canhazgpu status' for whether it took effect)"
+	case errors.Is(err, allocator.ErrUnavailable):
 		msg += " (is the Redis server running, and does redis.url or CANHAZGPU_REDIS_URL point at it?)"
 	}
 	// One line, whatever a wrapped error carried, and nothing in it that

@@ -74,6 +74,12 @@ type RedisConfig struct {
 	TLSCAFile   string
 	DialTimeout time.Duration
 	OpTimeout   time.Duration
+	// WaitReplicas: a change is acknowledged only once this many replicas
+	// confirm it (Redis WAIT, for at most WaitTimeout); 0: on the
+	// primary's reply. Site policy: a user turning it off would expose
+	// every other user to double grants after a failover.
+	WaitReplicas int
+	WaitTimeout  time.Duration
 }
 
 // GPUConfig chooses where GPU and process information comes from.
@@ -152,6 +158,7 @@ func defaults() Config {
 			URL:         "redis://127.0.0.1:6379/0",
 			DialTimeout: time.Second,
 			OpTimeout:   2 * time.Second,
+			WaitTimeout: time.Second,
 		},
 		GPU:     GPUConfig{Provider: "auto", AMDSMIPath: "/opt/rocm/bin/amd-smi", MemoryThresholdMB: 1024},
 		Reserve: ReserveConfig{Duration: 30 * time.Minute, MaxDuration: 7 * 24 * time.Hour},
@@ -398,6 +405,15 @@ func (l *loader) checkCombinations() error {
 		return l.errorAt("redis.sentinel_addrs", "needs redis.sentinel_master")
 	case c.Redis.SentinelMaster != "" && len(c.Redis.ClusterAddrs) > 0:
 		return l.errorAt("redis.cluster_addrs", "cannot be used together with redis.sentinel_master")
+	case c.Redis.WaitReplicas > 0 && c.Redis.WaitTimeout >= c.Redis.OpTimeout:
+		// The wait's reply comes on the same socket, whose reads end at
+		// op_timeout: a longer wait would fail every change.
+		key := "redis.wait_timeout"
+		if _, set := l.origin[key]; !set {
+			key = "redis.op_timeout"
+		}
+		return l.errorAt(key, fmt.Sprintf("redis.wait_timeout (%s) must be shorter than redis.op_timeout (%s)",
+			Duration(c.Redis.WaitTimeout), Duration(c.Redis.OpTimeout)))
 	case c.Reserve.Duration > c.Reserve.MaxDuration:
 		key := "reserve.duration"
 		if _, set := l.origin[key]; !set {

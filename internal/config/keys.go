@@ -77,6 +77,8 @@ var settings = []setting{
 	str("redis.tls_ca_file", func(c *Config) *string { return &c.Redis.TLSCAFile }, nil),
 	duration("redis.dial_timeout", func(c *Config) *time.Duration { return &c.Redis.DialTimeout }),
 	duration("redis.op_timeout", func(c *Config) *time.Duration { return &c.Redis.OpTimeout }),
+	replicas("redis.wait_replicas", func(c *Config) *int { return &c.Redis.WaitReplicas }),
+	duration("redis.wait_timeout", func(c *Config) *time.Duration { return &c.Redis.WaitTimeout }),
 
 	enum("gpu.provider", func(c *Config) *string { return &c.GPU.Provider }, "auto", "nvml", "amdsmi", "fake"),
 	str("gpu.fake_file", func(c *Config) *string { return &c.GPU.FakeFile }, nil),
@@ -191,6 +193,33 @@ func count[T int | int64](name string, field func(*Config) *T) setting {
 			return 0, fmt.Errorf("must be a positive integer, got %q", s)
 		}
 		return convert(n, s)
+	}
+	return define(name, field, fromTOML, fromText, nil)
+}
+
+// replicas is a number of Redis replicas: 0 (none) up to what one primary
+// can have in practice.
+func replicas(name string, field func(*Config) *int) setting {
+	const want = "must be a whole number of replicas from 0 to 100"
+	check := func(n int64, shown string) (int, error) {
+		if n < 0 || n > 100 {
+			return 0, fmt.Errorf("%s, got %s", want, shown)
+		}
+		return int(n), nil
+	}
+	fromTOML := func(raw any) (int, error) {
+		n, ok := raw.(int64)
+		if !ok {
+			return 0, fmt.Errorf("%s, got %s", want, describe(raw))
+		}
+		return check(n, describe(raw))
+	}
+	fromText := func(s string) (int, error) {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s, got %q", want, s)
+		}
+		return check(n, s)
 	}
 	return define(name, field, fromTOML, fromText, nil)
 }

@@ -43,6 +43,8 @@ func TestUserMaySetOnlyUserKeys(t *testing.T) {
 			wantErr: "config: --fake-file: only root may set gpu.fake_file; site settings come from " + SystemFile},
 		{name: "amd-smi program from the environment", env: []string{"CANHAZGPU_GPU_AMDSMI_PATH=/tmp/mine"},
 			wantErr: "config: CANHAZGPU_GPU_AMDSMI_PATH: only root may set gpu.amdsmi_path; site settings come from " + SystemFile},
+		{name: "durability off from the environment", env: []string{"CANHAZGPU_REDIS_WAIT_REPLICAS=0"},
+			wantErr: "config: CANHAZGPU_REDIS_WAIT_REPLICAS: only root may set redis.wait_replicas; site settings come from " + SystemFile},
 		{name: "node by flag", flags: map[string]string{"node": "other"},
 			wantErr: "config: --node: only root may set node; site settings come from " + SystemFile},
 	}
@@ -72,10 +74,12 @@ func TestUserMaySetOnlyUserKeys(t *testing.T) {
 	})
 	t.Run("root may override", func(t *testing.T) {
 		opts := testOptions(t)
-		opts.Env = []string{"CANHAZGPU_ADMIN_GROUP=wheel"}
+		opts.Env = []string{"CANHAZGPU_ADMIN_GROUP=wheel", "CANHAZGPU_REDIS_WAIT_REPLICAS=1", "CANHAZGPU_REDIS_WAIT_TIMEOUT=500ms"}
 		cfg, err := Load(opts)
 		require.NoError(t, err)
 		require.Equal(t, "wheel", cfg.Admin.Group)
+		require.Equal(t, 1, cfg.Redis.WaitReplicas)
+		require.Equal(t, 500*time.Millisecond, cfg.Redis.WaitTimeout)
 	})
 }
 

@@ -45,7 +45,8 @@ var ErrNeedsRoot = errors.New("root registers them: at boot (canhazgpu-register.
 func Conn(c config.RedisConfig) store.Conn {
 	return store.Conn{URL: c.URL, SentinelMaster: c.SentinelMaster, SentinelAddrs: c.SentinelAddrs,
 		ClusterAddrs: c.ClusterAddrs, Username: c.Username, Password: c.Password, PasswordFile: c.PasswordFile,
-		TLSCAFile: c.TLSCAFile, DialTimeout: c.DialTimeout, OpTimeout: c.OpTimeout}
+		TLSCAFile: c.TLSCAFile, DialTimeout: c.DialTimeout, OpTimeout: c.OpTimeout,
+		WaitReplicas: c.WaitReplicas, WaitTimeout: c.WaitTimeout}
 }
 
 // OpenStore opens this node's store as the settings name it, holding

@@ -87,6 +87,9 @@ func Start(opts Options) (*Server, error) {
 		"--save", "",
 		"--daemonize", "no",
 		"--logfile", filepath.Join(dir, "redis.log"),
+		// A replica's first copy starts at once instead of after
+		// Redis's default 5 s wait for more replicas to share it.
+		"--repl-diskless-sync-delay", "0",
 	}
 	s.args = append(s.args, opts.Args...)
 	if len(opts.Users) > 0 {
@@ -204,7 +207,9 @@ func (s *Server) Halt() {
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
-		s.kill()
+		// The waiting goroutine reaps it: a second Wait would race.
+		_ = s.cmd.Process.Kill()
+		<-done
 	}
 	s.cmd = nil
 }
@@ -276,8 +281,15 @@ type Cluster struct {
 // redis-cli --cluster create. opts.Args and opts.Users apply to every
 // node; the port and cluster mode are chosen here.
 func StartCluster(n int, opts Options) (*Cluster, error) {
+	return StartReplicatedCluster(n, 0, opts)
+}
+
+// StartReplicatedCluster is StartCluster with replicas replicas of every
+// master (Servers: the masters first, as redis-cli assigns them), and
+// waits until every replica's link is up.
+func StartReplicatedCluster(n, replicas int, opts Options) (*Cluster, error) {
 	c := &Cluster{}
-	for range n {
+	for range n * (1 + replicas) {
 		s, err := startClusterNode(opts)
 		if err != nil {
 			c.Stop()
@@ -292,7 +304,7 @@ func StartCluster(n int, opts Options) (*Cluster, error) {
 	}
 	args := []string{"--cluster", "create"}
 	args = append(args, c.Addrs()...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
 	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
 		c.Stop()
 		return nil, fmt.Errorf("redistest: cluster create: %w: %s", err, out)
@@ -300,6 +312,12 @@ func StartCluster(n int, opts Options) (*Cluster, error) {
 	if err := c.waitOK(15 * time.Second); err != nil {
 		c.Stop()
 		return nil, err
+	}
+	for _, s := range c.Servers[n:] {
+		if err := s.WaitReplicaLinkUp(15 * time.Second); err != nil {
+			c.Stop()
+			return nil, err
+		}
 	}
 	return c, nil
 }
@@ -367,6 +385,107 @@ func (c *Cluster) Stop() {
 // StartSentinel runs a Redis Sentinel on a free port watching the master
 // at masterAddr under the name master, and waits until it knows it.
 func StartSentinel(master, masterAddr string) (*Server, error) {
+	return startSentinel(master, masterAddr, "1", "")
+}
+
+// Sentinels are a quorum of Redis Sentinels watching one master.
+type Sentinels struct {
+	Master  string
+	Servers []*Server
+}
+
+// StartSentinels runs n Sentinels (quorum: a majority) watching the master
+// at masterAddr under the name master. They call it down after downAfter
+// without an answer and then fail over at once, so that tests see a
+// failover in seconds instead of Sentinel's default half minute.
+func StartSentinels(n int, master, masterAddr string, downAfter time.Duration) (*Sentinels, error) {
+	tuning := fmt.Sprintf("sentinel down-after-milliseconds %[1]s %[2]d\nsentinel failover-timeout %[1]s %[3]d\n",
+		master, downAfter.Milliseconds(), (10 * downAfter).Milliseconds())
+	ss := &Sentinels{Master: master}
+	for range n {
+		s, err := startSentinel(master, masterAddr, strconv.Itoa(n/2+1), tuning)
+		if err != nil {
+			ss.Stop()
+			return nil, err
+		}
+		ss.Servers = append(ss.Servers, s)
+	}
+	return ss, nil
+}
+
+// Addrs lists host:port of every Sentinel.
+func (ss *Sentinels) Addrs() []string {
+	var out []string
+	for _, s := range ss.Servers {
+		out = append(out, s.Addr())
+	}
+	return out
+}
+
+// MasterAddr is host:port of the master as the first Sentinel that
+// answers knows it.
+func (ss *Sentinels) MasterAddr(ctx context.Context) (string, error) {
+	var err error
+	for _, s := range ss.Servers {
+		c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
+		var hp []string
+		hp, err = c.GetMasterAddrByName(ctx, ss.Master).Result()
+		c.Close()
+		if err == nil {
+			return net.JoinHostPort(hp[0], hp[1]), nil
+		}
+	}
+	return "", fmt.Errorf("redistest: no sentinel knows master %s: %w", ss.Master, err)
+}
+
+// Stop stops every Sentinel.
+func (ss *Sentinels) Stop() {
+	for _, s := range ss.Servers {
+		s.Stop()
+	}
+}
+
+// StartReplica starts a server replicating primary and waits until its
+// link to primary is up and the initial copy is done.
+func StartReplica(primary *Server, opts Options) (*Server, error) {
+	host, port, _ := strings.Cut(primary.Addr(), ":")
+	opts.Args = append(append([]string(nil), opts.Args...), "--replicaof", host, port)
+	s, err := Start(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.WaitReplicaLinkUp(10 * time.Second); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// WaitReplicaLinkUp waits until the server is a replica whose link to its
+// primary is up, and has written the copy to its AOF: until then it
+// refuses to shut down ("Writing initial AOF, can't exit").
+func (s *Server) WaitReplicaLinkUp(limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		c := s.Client()
+		info, err := c.Info(context.Background(), "replication", "persistence").Result()
+		c.Close()
+		if err == nil && strings.Contains(info, "master_link_status:up") &&
+			strings.Contains(info, "aof_rewrite_in_progress:0") && strings.Contains(info, "aof_rewrite_scheduled:0") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redistest: replica on port %d not linked after %s (log: %s)", s.Port, limit, s.logTail())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Crash kills the server with SIGKILL, as a crash or the OOM killer
+// would, keeping its data directory; Restart brings it back.
+func (s *Server) Crash() { s.kill() }
+
+func startSentinel(master, masterAddr, quorum, tuning string) (*Server, error) {
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
@@ -381,7 +500,7 @@ func StartSentinel(master, masterAddr string) (*Server, error) {
 	}
 	host, mport, _ := strings.Cut(masterAddr, ":")
 	conf := filepath.Join(dir, "sentinel.conf")
-	body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s %s %s 1\n", port, dir, master, host, mport)
+	body := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor %s %s %s %s\n%s", port, dir, master, host, mport, quorum, tuning)
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
 		return nil, fmt.Errorf("redistest: sentinel config: %w", err)
 	}
