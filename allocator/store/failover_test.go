@@ -243,7 +243,14 @@ func checkFailover(t *testing.T, wait int, top topology) {
 		return s
 	}
 	admin := open()
-	_, err := admin.Register(ctx, fakeGPUs(gpus), false)
+	// A replica may still be making its first copy on a busy machine, so
+	// the registration is retried (it is idempotent) until it is
+	// confirmed; its failures are not the failover's and are not counted.
+	setup := &ledger{holders: map[string]map[int]bool{}, tokens: map[int64]bool{}}
+	_, err := settled(ctx, setup, "register", func() (bool, error) {
+		_, err := admin.Register(ctx, fakeGPUs(gpus), false)
+		return err == nil, err
+	})
 	require.NoError(t, err)
 
 	l := &ledger{holders: map[string]map[int]bool{}, tokens: map[int64]bool{}}
