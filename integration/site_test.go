@@ -37,6 +37,9 @@ type site struct {
 	st     *store.Store
 	user   string
 	uid    int
+	// keepsReason: this Slurm keeps a node's reason when it is resumed
+	// (24.11 does, 22.05 clears it), so an idle node may show one.
+	keepsReason bool
 }
 
 const (
@@ -64,7 +67,9 @@ func nvmlOf(k int) int {
 
 func slurmUUID(k int) string { return siteUUID(nvmlOf(k)) }
 
-func newSite(t *testing.T) *site {
+// newSite starts the site's cluster with the options tweak changes (a
+// Slurm root, other PrologFlags, cgroups).
+func newSite(t *testing.T, tweak ...func(*slurmtest.Options)) *site {
 	t.Helper()
 	testreq.NoError(t, slurmtest.Available())
 	uid, err := slurmtest.EnsureUser(jobUser)
@@ -84,9 +89,10 @@ func newSite(t *testing.T) *site {
 	// also log each run and its exit status for the tests.
 	logged := func(name, program string) string {
 		p := filepath.Join(dir, name+".sh")
-		script := fmt.Sprintf("#!/bin/sh\nout=$(CANHAZGPU_CONFIG=%s %s 2>&1)\nrc=$?\n"+
+		// The cgroups it ran in go to <name>.cgroup.<job>.
+		script := fmt.Sprintf("#!/bin/sh\ncat /proc/self/cgroup > %s/%s.cgroup.$SLURM_JOB_ID\nout=$(CANHAZGPU_CONFIG=%s %s 2>&1)\nrc=$?\n"+
 			"echo \"%s job=$SLURM_JOB_ID restart=$SLURM_JOB_RESTART_COUNT rc=$rc out=$out\" >> %s\n"+
-			"[ -z \"$out\" ] || echo \"$out\"\nexit $rc\n", s.cfg, bin(program), name, s.events)
+			"[ -z \"$out\" ] || echo \"$out\"\nexit $rc\n", dir, name, s.cfg, bin(program), name, s.events)
 		require.NoError(t, os.WriteFile(p, []byte(script), 0o755))
 		return p
 	}
@@ -121,9 +127,15 @@ func newSite(t *testing.T) *site {
 		delete(wrappers, key)
 	}
 	require.Empty(t, wrappers, "contrib/slurm/slurm.conf lacks these settings")
+	for _, f := range tweak {
+		f(&opts)
+	}
 
 	s.c = startCluster(t, opts)
 	s.configure()
+	v, err := s.c.Version()
+	require.NoError(t, err)
+	s.keepsReason = !strings.HasPrefix(v, "slurm-wlm 22.")
 
 	st, err := store.Open(context.Background(), store.Conn{URL: srv.URL(), DialTimeout: time.Second, OpTimeout: 2 * time.Second},
 		siteNode, store.Options{})
@@ -347,7 +359,7 @@ func sorted(ids ...string) []string {
 // no Slurm reservation, no job file, no pending marker.
 func (s *site) requireClean() {
 	s.t.Helper()
-	_, _, err := s.c.WaitNode(30*time.Second, func(st, reason string) bool { return st == "idle" && reason == "none" })
+	_, _, err := s.c.WaitNode(30*time.Second, func(st, reason string) bool { return st == "idle" && (reason == "none" || s.keepsReason) })
 	require.NoError(s.t, err)
 	snap, err := s.st.Snapshot(context.Background())
 	require.NoError(s.t, err)

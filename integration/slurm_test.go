@@ -40,41 +40,7 @@ func TestSlurm(t *testing.T) {
 	})
 
 	t.Run("batch job with two GPUs", func(t *testing.T) {
-		s := s.on(t)
-		id := s.submit("--gres=gpu:2", "--wrap", s.jobScript())
-		out := s.seen(id, "BATCH", "STEP0")
-		// export = "auto": Slurm's own CUDA_VISIBLE_DEVICES names the
-		// reserved GPUs, so the TaskProlog leaves it alone.
-		require.Equal(t, map[string]string{"restart": "0", "gpus": "0,1", "cvd": "0,1", "order": "unset"}, out["BATCH"])
-		require.Equal(t, map[string]string{"gpus": "0,1", "cvd": "0,1", "order": "unset"}, out["STEP0"])
-
-		held := s.jobGPUs(id)
-		require.Equal(t, sorted(slurmUUID(0), slurmUUID(1)), keys(held))
-		for _, r := range held {
-			require.Equal(t, s.user, r.User)
-			require.Equal(t, s.uid, r.UID)
-			require.Equal(t, 0, r.Restart)
-			require.Equal(t, boot, r.BootID)
-		}
-		f, err := jobstate.ReadJob(s.state, allocator.KindSlurm, id)
-		require.NoError(t, err)
-		require.Equal(t, []jobstate.GPU{{UUID: slurmUUID(0), Index: nvmlOf(0), SchedIndex: 0},
-			{UUID: slurmUUID(1), Index: nvmlOf(1), SchedIndex: 1}}, f.GPUs)
-		ev := s.waitEvent("prolog", id)
-		require.Equal(t, "0", ev.RC)
-		require.Contains(t, ev.Out, "canhazgpu-prolog: job "+id+": reserved "+slurmUUID(0))
-
-		s.letGo(id, 0)
-		s.finish(id, "COMPLETED")
-		ev = s.waitEvent("epilog", id)
-		require.Equal(t, "0", ev.RC)
-		require.Contains(t, ev.Out, "released")
-		require.Empty(t, s.jobGPUs(id))
-		// Only the job's own lines: the TaskProlog printed nothing a task sees.
-		for line := range strings.SplitSeq(strings.TrimSpace(s.c.Output(id)), "\n") {
-			require.Regexp(t, `^(BATCH|STEP0|END)\b`, line)
-		}
-		s.requireClean()
+		testBatchTwoGPUs(t, s.on(t), boot)
 	})
 
 	t.Run("index export with a one-GPU step", func(t *testing.T) {
@@ -148,40 +114,7 @@ func TestSlurm(t *testing.T) {
 	})
 
 	t.Run("interactive reservation with on_conflict fail", func(t *testing.T) {
-		s := s.on(t)
-		s.reserveInteractive("alice", slurmUUID(0))
-		defer s.releaseInteractive("alice")
-		before, err := s.st.Snapshot(context.Background())
-		require.NoError(t, err)
-
-		id := s.submit("--gres=gpu:8", "--wrap", "echo should-not-run")
-		_, reason, err := s.c.WaitNode(60*time.Second, func(st, _ string) bool { return strings.HasPrefix(st, "drain") })
-		require.NoError(t, err)
-		require.Equal(t, "Prolog error", reason)
-		job, err := s.c.WaitJob(id, 60*time.Second, func(j map[string]string) bool { return j["JobState"] == "PENDING" })
-		require.NoError(t, err)
-		require.Equal(t, "launch_failed_requeued_held", job["Reason"])
-
-		ev := s.waitEvent("prolog", id)
-		require.Equal(t, "1", ev.RC)
-		require.Contains(t, ev.Out, fmt.Sprintf("GPU %d (%s) reserved by alice (manual", nvmlOf(0), slurmUUID(0)), "by index and UUID")
-		require.Contains(t, ev.Out, "on_conflict=fail: nothing reserved")
-		// A failed Prolog is followed by the Epilog, which has nothing to do.
-		ev = s.waitEvent("epilog", id)
-		require.Equal(t, "0", ev.RC)
-		require.Contains(t, ev.Out, "nothing to release")
-
-		after, err := s.st.Snapshot(context.Background())
-		require.NoError(t, err)
-		require.Equal(t, before.Reservations, after.Reservations, "interactive reservation intact, nothing partial")
-		_, err = jobstate.ReadJob(s.state, allocator.KindSlurm, id)
-		require.ErrorIs(t, err, os.ErrNotExist)
-		require.NotContains(t, s.c.Output(id), "should-not-run")
-
-		_, err = s.c.Run("scancel", id)
-		require.NoError(t, err)
-		require.NoError(t, s.c.Resume())
-		s.requireClean()
+		testConflictFail(t, s.on(t), true)
 	})
 
 	// on_conflict = "warn": the job runs on the GPU alice holds, the
@@ -446,6 +379,89 @@ func testAMD(t *testing.T, s *site) {
 	s.letGo(id, 0)
 	s.finish(id, "COMPLETED")
 	require.Empty(t, s.jobGPUs(id))
+	s.requireClean()
+}
+
+// testBatchTwoGPUs: a two-GPU batch job with an srun step gets Slurm's
+// GPUs, reserved for it in the store with its user, restart count and
+// boot, recorded in its job file, and released by the Epilog.
+func testBatchTwoGPUs(t *testing.T, s *site, boot string) {
+	id := s.submit("--gres=gpu:2", "--wrap", s.jobScript())
+	out := s.seen(id, "BATCH", "STEP0")
+	// export = "auto": Slurm's own CUDA_VISIBLE_DEVICES names the
+	// reserved GPUs, so the TaskProlog leaves it alone.
+	require.Equal(t, map[string]string{"restart": "0", "gpus": "0,1", "cvd": "0,1", "order": "unset"}, out["BATCH"])
+	require.Equal(t, map[string]string{"gpus": "0,1", "cvd": "0,1", "order": "unset"}, out["STEP0"])
+
+	held := s.jobGPUs(id)
+	require.Equal(t, sorted(slurmUUID(0), slurmUUID(1)), keys(held))
+	for _, r := range held {
+		require.Equal(t, s.user, r.User)
+		require.Equal(t, s.uid, r.UID)
+		require.Equal(t, 0, r.Restart)
+		require.Equal(t, boot, r.BootID)
+	}
+	f, err := jobstate.ReadJob(s.state, allocator.KindSlurm, id)
+	require.NoError(t, err)
+	require.Equal(t, []jobstate.GPU{{UUID: slurmUUID(0), Index: nvmlOf(0), SchedIndex: 0},
+		{UUID: slurmUUID(1), Index: nvmlOf(1), SchedIndex: 1}}, f.GPUs)
+	ev := s.waitEvent("prolog", id)
+	require.Equal(t, "0", ev.RC)
+	require.Contains(t, ev.Out, "canhazgpu-prolog: job "+id+": reserved "+slurmUUID(0))
+
+	s.letGo(id, 0)
+	s.finish(id, "COMPLETED")
+	ev = s.waitEvent("epilog", id)
+	require.Equal(t, "0", ev.RC)
+	require.Contains(t, ev.Out, "released")
+	require.Empty(t, s.jobGPUs(id))
+	// Only the job's own lines: the TaskProlog printed nothing a task sees.
+	for line := range strings.SplitSeq(strings.TrimSpace(s.c.Output(id)), "\n") {
+		require.Regexp(t, `^(BATCH|STEP0|END)\b`, line)
+	}
+	s.requireClean()
+}
+
+// testConflictFail: a job whose GPU is held interactively fails its
+// Prolog with on_conflict=fail, drains the node, is requeued held, and
+// leaves the interactive reservation as it was. The Epilog follows the
+// failed Prolog unless epilog is false (Slurm 24.11 with RunInJob runs
+// none).
+func testConflictFail(t *testing.T, s *site, epilog bool) {
+	s.reserveInteractive("alice", slurmUUID(0))
+	defer s.releaseInteractive("alice")
+	before, err := s.st.Snapshot(context.Background())
+	require.NoError(t, err)
+
+	id := s.submit("--gres=gpu:8", "--wrap", "echo should-not-run")
+	_, reason, err := s.c.WaitNode(60*time.Second, func(st, _ string) bool { return strings.HasPrefix(st, "drain") })
+	require.NoError(t, err)
+	require.Equal(t, "Prolog error", reason)
+	job, err := s.c.WaitJob(id, 60*time.Second, func(j map[string]string) bool { return j["JobState"] == "PENDING" })
+	require.NoError(t, err)
+	require.Equal(t, "launch_failed_requeued_held", job["Reason"])
+
+	ev := s.waitEvent("prolog", id)
+	require.Equal(t, "1", ev.RC)
+	require.Contains(t, ev.Out, fmt.Sprintf("GPU %d (%s) reserved by alice (manual", nvmlOf(0), slurmUUID(0)), "by index and UUID")
+	require.Contains(t, ev.Out, "on_conflict=fail: nothing reserved")
+	// A failed Prolog is followed by the Epilog, which has nothing to do.
+	if epilog {
+		ev = s.waitEvent("epilog", id)
+		require.Equal(t, "0", ev.RC)
+		require.Contains(t, ev.Out, "nothing to release")
+	}
+
+	after, err := s.st.Snapshot(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, before.Reservations, after.Reservations, "interactive reservation intact, nothing partial")
+	_, err = jobstate.ReadJob(s.state, allocator.KindSlurm, id)
+	require.ErrorIs(t, err, os.ErrNotExist)
+	require.NotContains(t, s.c.Output(id), "should-not-run")
+
+	_, err = s.c.Run("scancel", id)
+	require.NoError(t, err)
+	require.NoError(t, s.c.Resume())
 	s.requireClean()
 }
 

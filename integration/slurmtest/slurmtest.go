@@ -76,6 +76,26 @@ type Options struct {
 
 	Base         string        // parent of the cluster's directory; default os.TempDir()
 	StartTimeout time.Duration // default 60 s
+
+	// Net, when set, makes a cluster of several hosts: slurmctld listens on
+	// the bridge's address and one slurmd runs on each host named in Nodes,
+	// with GPUs and CPUs as above each (see multinode.go). Node is then
+	// the first of Nodes.
+	Net   *Net
+	Nodes []string
+
+	// CgroupConf are the lines of cgroup.conf (default: none, and no
+	// cgroup plugin in slurm.conf).
+	CgroupConf []string
+	// CharDevices makes the GPU device files character devices of their
+	// own (NVIDIA's major 195, minor i) instead of links to /dev/null, for
+	// ConstrainDevices=yes: denying a job another GPU would otherwise deny
+	// it /dev/null.
+	CharDevices bool
+
+	// Root is a Slurm root (see root.go, DebianRoot): the cluster runs the
+	// Slurm of that root file system instead of this machine's.
+	Root string
 }
 
 // Cluster is one running cluster.
@@ -90,6 +110,14 @@ type Cluster struct {
 	LogDir      string // slurmctld.log, slurmd.log, munged.log
 	// OutDir is world-writable, for job output and files jobs read.
 	OutDir string
+	// Nodes are the names of every slurmd, Node first.
+	Nodes []string
+
+	net      *Net   // nil: one slurmd on loopback
+	spoolDir string // Options.SpoolDir
+	root     string // Options.Root
+	// inside are the commands' paths in the Slurm root; nil without one.
+	inside map[string]string
 
 	bins    map[string]string
 	daemons []*daemon // in start order
@@ -97,9 +125,13 @@ type Cluster struct {
 
 type daemon struct {
 	name string
+	node string // the slurmd's node
 	cmd  *exec.Cmd
 	done chan struct{}
 }
+
+// nvidiaMajor is the major number of NVIDIA's GPU device files.
+const nvidiaMajor = 195
 
 // commands the harness runs, looked up once.
 var commands = []string{"munged", "slurmctld", "slurmd", "slurmstepd", "scontrol", "sinfo", "squeue",
@@ -147,8 +179,22 @@ func Start(opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Net != nil {
+		if len(opts.Nodes) == 0 {
+			return nil, errors.New("slurmtest: a cluster on a Net needs Nodes")
+		}
+		for _, n := range opts.Nodes {
+			if _, ok := opts.Net.Addrs[n]; !ok {
+				return nil, fmt.Errorf("slurmtest: node %q is not a host of the network", n)
+			}
+		}
+		opts.Node = opts.Nodes[0]
+	}
 	if opts.Node == "" {
 		opts.Node = "chgnode"
+	}
+	if len(opts.Nodes) == 0 {
+		opts.Nodes = []string{opts.Node}
 	}
 	if opts.GPUs == 0 {
 		opts.GPUs = 8
@@ -172,8 +218,16 @@ func Start(opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("slurmtest: %w", err)
 	}
+	var inside map[string]string
+	if opts.Root != "" {
+		if bins, inside, err = rootBins(opts.Root, dir); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
 	c := &Cluster{Dir: dir, Conf: filepath.Join(dir, "etc", "slurm.conf"), Node: opts.Node,
-		Spool: filepath.Join(dir, strings.ReplaceAll(opts.SpoolDir, "%n", opts.Node)), LogDir: filepath.Join(dir, "log"), OutDir: filepath.Join(dir, "out"), bins: bins}
+		Spool: filepath.Join(dir, strings.ReplaceAll(opts.SpoolDir, "%n", opts.Node)), LogDir: filepath.Join(dir, "log"), OutDir: filepath.Join(dir, "out"), bins: bins,
+		Nodes: slices.Clone(opts.Nodes), net: opts.Net, spoolDir: opts.SpoolDir, root: opts.Root, inside: inside}
 	if err := c.layout(opts); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -201,8 +255,10 @@ func (c *Cluster) layout(opts Options) error {
 			return fmt.Errorf("slurmtest: %w", err)
 		}
 	}
-	if err := os.MkdirAll(c.Spool, 0o755); err != nil {
-		return fmt.Errorf("slurmtest: %w", err)
+	for _, n := range c.Nodes {
+		if err := os.MkdirAll(filepath.Join(c.Dir, strings.ReplaceAll(opts.SpoolDir, "%n", n)), 0o755); err != nil {
+			return fmt.Errorf("slurmtest: %w", err)
+		}
 	}
 	key := make([]byte, 1024)
 	_, _ = rand.Read(key)
@@ -211,7 +267,11 @@ func (c *Cluster) layout(opts Options) error {
 	}
 	for i := range opts.GPUs {
 		dev := c.path("dev", "nvidia"+strconv.Itoa(i))
-		if err := os.Symlink("/dev/null", dev); err != nil {
+		if opts.CharDevices {
+			if err := syscall.Mknod(dev, syscall.S_IFCHR|0o666, nvidiaMajor<<8|i); err != nil {
+				return fmt.Errorf("slurmtest: gpu device: %w", err)
+			}
+		} else if err := os.Symlink("/dev/null", dev); err != nil {
 			return fmt.Errorf("slurmtest: gpu device: %w", err)
 		}
 		c.GresDevices = append(c.GresDevices, dev)
@@ -220,15 +280,16 @@ func (c *Cluster) layout(opts Options) error {
 	if err != nil {
 		return err
 	}
-	gres := fmt.Sprintf("AutoDetect=off\nNodeName=%s Name=gpu File=%s[0-%d]\n", c.Node, c.path("dev", "nvidia"), opts.GPUs-1)
+	gres := fmt.Sprintf("AutoDetect=off\nNodeName=%s Name=gpu File=%s[0-%d]\n", strings.Join(c.Nodes, ","), c.path("dev", "nvidia"), opts.GPUs-1)
 	if err := os.WriteFile(c.path("etc", "gres.conf"), []byte(gres), 0o644); err != nil {
 		return fmt.Errorf("slurmtest: %w", err)
 	}
-	// Keep /etc/slurm out: no SPANK plugins, no cgroup settings.
-	for _, f := range []string{"plugstack.conf", "cgroup.conf"} {
-		if err := os.WriteFile(c.path("etc", f), nil, 0o644); err != nil {
-			return fmt.Errorf("slurmtest: %w", err)
-		}
+	// Keep /etc/slurm out: no SPANK plugins, cgroup settings only as asked.
+	if err := os.WriteFile(c.path("etc", "plugstack.conf"), nil, 0o644); err != nil {
+		return fmt.Errorf("slurmtest: %w", err)
+	}
+	if err := os.WriteFile(c.path("etc", "cgroup.conf"), []byte(strings.Join(opts.CgroupConf, "\n")), 0o644); err != nil {
+		return fmt.Errorf("slurmtest: %w", err)
 	}
 	conf := []string{
 		"ClusterName=canhazgpu",
@@ -281,16 +342,25 @@ func (c *Cluster) layout(opts Options) error {
 		conf = append(conf, "HealthCheckProgram="+opts.HealthCheckProgram, "HealthCheckInterval="+strconv.Itoa(interval),
 			"HealthCheckNodeState=ANY")
 	}
+	if c.net != nil {
+		conf = c.netConf(conf)
+	}
 	// An Extra line replaces the harness's own setting of the same key.
 	for _, line := range opts.Extra {
 		key, _, _ := strings.Cut(line, "=")
 		conf = slices.DeleteFunc(conf, func(l string) bool { return strings.HasPrefix(l, key+"=") })
 	}
 	conf = append(conf, opts.Extra...)
+	for _, n := range c.Nodes {
+		addr, host := "127.0.0.1", "localhost"
+		if c.net != nil {
+			addr, host = c.net.Addrs[n], n
+		}
+		conf = append(conf, fmt.Sprintf("NodeName=%s NodeAddr=%s NodeHostname=%s CPUs=%d RealMemory=1000 Gres=gpu:%d State=UNKNOWN",
+			n, addr, host, opts.CPUs, opts.GPUs))
+	}
 	conf = append(conf,
-		fmt.Sprintf("NodeName=%s NodeAddr=127.0.0.1 NodeHostname=localhost CPUs=%d RealMemory=1000 Gres=gpu:%d State=UNKNOWN",
-			c.Node, opts.CPUs, opts.GPUs),
-		fmt.Sprintf("PartitionName=debug Nodes=%s Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO", c.Node))
+		fmt.Sprintf("PartitionName=debug Nodes=%s Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO", strings.Join(c.Nodes, ",")))
 	return writeLines(c.Conf, conf)
 }
 
@@ -348,24 +418,39 @@ func (c *Cluster) startAll(limit time.Duration) error {
 	}); err != nil {
 		return err
 	}
-	if err := c.launch("slurmd", "-D", "-s", "-f", c.Conf, "-N", c.Node); err != nil {
-		return err
+	for _, n := range c.Nodes {
+		if err := c.StartSlurmd(n); err != nil {
+			return err
+		}
 	}
-	return c.waitFor(deadline, "node "+c.Node, func() bool {
-		st, _, err := c.NodeState()
-		return err == nil && Ready(st)
-	})
+	for _, n := range c.Nodes {
+		if err := c.waitFor(deadline, "node "+n, func() bool {
+			st, _, err := c.NodeStateOf(n)
+			return err == nil && Ready(st)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // launch starts a daemon in the foreground in its own process group, with
 // the log directory as working directory: slurmd's job step daemons
 // inherit it, which tells them apart from another cluster's.
 func (c *Cluster) launch(name string, args ...string) error {
-	cmd := exec.Command(c.bins[name], args...)
+	return c.launchCmd(name, "", exec.Command(c.bins[name], args...))
+}
+
+// launchCmd starts cmd as launch does; node names a slurmd's node.
+func (c *Cluster) launchCmd(name, node string, cmd *exec.Cmd) error {
 	cmd.Dir = c.LogDir
 	cmd.Env = c.Env()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stderr, err := os.Create(c.path("log", name+".stderr"))
+	logName := name
+	if node != "" {
+		logName += "-" + node
+	}
+	stderr, err := os.OpenFile(c.path("log", logName+".stderr"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("slurmtest: %w", err)
 	}
@@ -374,7 +459,7 @@ func (c *Cluster) launch(name string, args ...string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("slurmtest: start %s: %w", name, err)
 	}
-	d := &daemon{name: name, cmd: cmd, done: make(chan struct{})}
+	d := &daemon{name: name, node: node, cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(d.done) }()
 	c.daemons = append(c.daemons, d)
 	return nil
@@ -416,11 +501,18 @@ func (c *Cluster) Run(name string, args ...string) (string, error) {
 
 // RunAs runs a Slurm command as user.
 func (c *Cluster) RunAs(user, name string, args ...string) (string, error) {
+	if c.inside != nil {
+		// runuser runs in the Slurm root: so do env and the command.
+		return c.run([]string{c.bins["runuser"], "-u", user, "--", c.inside["env"], "SLURM_CONF=" + c.Conf}, name, args...)
+	}
 	return c.run([]string{c.bins["runuser"], "-u", user, "--", c.bins["env"], "SLURM_CONF=" + c.Conf}, name, args...)
 }
 
 func (c *Cluster) run(prefix []string, name string, args ...string) (string, error) {
 	bin := c.bins[name]
+	if prefix != nil && c.inside != nil {
+		bin = c.inside[name]
+	}
 	if bin == "" {
 		return "", fmt.Errorf("slurmtest: unknown command %q", name)
 	}
@@ -514,17 +606,22 @@ func JobState(states ...string) func(map[string]string) bool {
 // allocation it worked out at the last query for all nodes, so a node
 // whose job ended since then stays "mixed" until someone asks for all.
 func (c *Cluster) NodeState() (state, reason string, err error) {
+	return c.NodeStateOf(c.Node)
+}
+
+// NodeStateOf is NodeState of one of the cluster's nodes.
+func (c *Cluster) NodeStateOf(node string) (state, reason string, err error) {
 	out, err := c.Run("sinfo", "-h", "-N", "-o", "%N|%T|%E")
 	if err != nil {
 		return "", "", err
 	}
 	for line := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
-		if node, rest, ok := strings.Cut(line, "|"); ok && node == c.Node {
+		if name, rest, ok := strings.Cut(line, "|"); ok && name == node {
 			state, reason, _ = strings.Cut(rest, "|")
 			return state, reason, nil
 		}
 	}
-	return "", "", fmt.Errorf("slurmtest: sinfo does not list node %s: %q", c.Node, out)
+	return "", "", fmt.Errorf("slurmtest: sinfo does not list node %s: %q", node, out)
 }
 
 // Ready reports whether a node in this state takes jobs: idle, mixed or
@@ -620,18 +717,24 @@ func (c *Cluster) Remove() error {
 	return errors.Join(err, os.RemoveAll(c.Dir))
 }
 
+// alive: some daemon of that name runs (a slurmd killed and started
+// again leaves its first entry behind).
 func (c *Cluster) alive(name string) bool {
 	for _, d := range c.daemons {
-		if d.name == name {
-			select {
-			case <-d.done:
-				return false
-			default:
-				return true
-			}
+		if d.name == name && d.running() {
+			return true
 		}
 	}
 	return false
+}
+
+func (d *daemon) running() bool {
+	select {
+	case <-d.done:
+		return false
+	default:
+		return true
+	}
 }
 
 func (d *daemon) stop(grace time.Duration) error {
@@ -668,7 +771,10 @@ func (c *Cluster) stepDaemons() []int {
 		}
 		exe, err1 := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
 		cwd, err2 := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
-		if err1 == nil && err2 == nil && exe == c.bins["slurmstepd"] && cwd == c.LogDir && !zombie(pid) {
+		// A step daemon in a Slurm root shows its working directory as
+		// the root's bind of /tmp.
+		inLogDir := cwd == c.LogDir || c.root != "" && cwd == filepath.Join(c.root, c.LogDir)
+		if err1 == nil && err2 == nil && exe == c.bins["slurmstepd"] && inLogDir && !zombie(pid) {
 			pids = append(pids, pid)
 		}
 	}

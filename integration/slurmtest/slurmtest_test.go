@@ -18,6 +18,22 @@ import (
 // with a stand-in Prolog, and stops everything it started.
 func TestCluster(t *testing.T) {
 	testreq.NoError(t, Available())
+	testCluster(t, "", "slurm-wlm 22.05.")
+}
+
+// TestClusterSlurm2411 is TestCluster with Debian 13's Slurm 24.11 from
+// a Slurm root.
+func TestClusterSlurm2411(t *testing.T) {
+	testreq.NoError(t, Available())
+	testreq.NoError(t, RootAvailable())
+	root, err := DebianRoot("trixie")
+	require.NoError(t, err)
+	testCluster(t, root, "slurm-wlm 24.11.")
+}
+
+// testCluster runs TestCluster against the Slurm of root ("": this
+// machine's), whose version begins with version.
+func testCluster(t *testing.T, root, version string) {
 	_, err := EnsureUser("chgjob")
 	require.NoError(t, err)
 
@@ -31,7 +47,7 @@ func TestCluster(t *testing.T) {
 	script := "#!/bin/sh\necho \"$(id -u) $(tr '\\0' '\\n' < /proc/$$/environ | grep -c '^PATH=') $SLURM_JOB_GPUS\" > " + marks + "/prolog.$SLURM_JOB_ID\n"
 	require.NoError(t, os.WriteFile(prolog, []byte(script), 0o755))
 
-	c, err := Start(Options{GPUs: 4, CPUs: 4, Prolog: prolog})
+	c, err := Start(Options{GPUs: 4, CPUs: 4, Prolog: prolog, Root: root})
 	require.NoError(t, err)
 	stopped := false
 	t.Cleanup(func() {
@@ -41,6 +57,9 @@ func TestCluster(t *testing.T) {
 		os.RemoveAll(c.Dir)
 	})
 	require.Len(t, c.GresDevices, 4)
+	v, err := c.Version()
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(v, version), v)
 
 	out, err := c.Run("sinfo", "-h", "-N", "-o", "%N %T %G")
 	require.NoError(t, err)

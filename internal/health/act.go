@@ -51,7 +51,10 @@ func planSlurm(action string, info slurm.NodeInfo, reason string) []update {
 		switch {
 		case info.Down():
 			out = append(out, update{what: "skip", msg: "node is " + strings.Join(info.State, "+") + ": not drained"})
-		case info.Reason != "" && !ours(info.Reason):
+		// Only a drained node's reason is someone's mark: Slurm 24.11 keeps
+		// the reason of a node resumed since, e.g. "Prolog error" on an
+		// idle node, and that must not keep the node from being drained.
+		case info.Drained() && info.Reason != "" && !ours(info.Reason):
 			out = append(out, update{what: "skip", msg: fmt.Sprintf("node already has reason %q: left as it is", info.Reason)})
 		case info.Drained() && info.Reason == reason:
 		default:

@@ -93,6 +93,11 @@ var (
 	SystemdAnalyze = prog("systemd-analyze", "systemd")
 	Promtool       = prog("promtool", "prometheus")
 	Python3        = prog("python3", "python3")
+
+	// The multi-node cluster's network namespaces, and the Slurm 24.11
+	// root the Slurm suite builds.
+	IP          = prog("ip", "iproute2")
+	Debootstrap = prog("debootstrap", "debootstrap")
 )
 
 // Slurm is every program of the single-node cluster the Slurm tests start.
@@ -103,7 +108,7 @@ var Slurm = []Dep{Munged, Slurmctld, Slurmd, Slurmstepd, Scontrol, Sbatch, Srun,
 func All() []Dep {
 	deps := []Dep{Root, RedisServer, RedisCLI, GCC, Runuser, Useradd}
 	deps = append(deps, Slurm...)
-	return append(deps, Dpkg, DpkgDeb, RPM, Lintian, SystemdAnalyze, Promtool, Python3)
+	return append(deps, Dpkg, DpkgDeb, RPM, Lintian, SystemdAnalyze, Promtool, Python3, IP, Debootstrap)
 }
 
 func prog(name, pkg string) Dep {
