@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"canhazgpu/allocator"
+	"canhazgpu/internal/slurm"
 )
 
 // The [health] action values.
@@ -33,7 +34,7 @@ type update struct {
 // than RESUME so that a node that went DOWN meanwhile stays down. Marks
 // already as wanted are left untouched so that Slurm's reason time keeps
 // saying since when.
-func planSlurm(action string, info NodeInfo, reason string) []update {
+func planSlurm(action string, info slurm.NodeInfo, reason string) []update {
 	var out []update
 	if reason == "" {
 		if info.Drained() && ours(info.Reason) {
@@ -73,7 +74,9 @@ func planSlurm(action string, info NodeInfo, reason string) []update {
 }
 
 // actSlurm reads the node and applies the plan. When scontrol does not
-// answer, nothing is changed this round.
+// answer, nothing is changed this round. Marking the node is Slurm's
+// alone: [health] action drains it or sets its comment through scontrol;
+// under other schedulers the store's flags are the only mark.
 func (c *check) actSlurm(ctx context.Context, reason string) []Action {
 	sc := c.scontrol()
 	info, err := sc.Show(ctx)
@@ -95,8 +98,8 @@ func (c *check) actSlurm(ctx context.Context, reason string) []Action {
 	return out
 }
 
-func (c *check) scontrol() *Scontrol {
-	return &Scontrol{Path: c.cfg.Health.Scontrol, Node: c.deps.SlurmNode, Timeout: c.cfg.Health.ScontrolTimeout, Env: c.deps.Env}
+func (c *check) scontrol() *slurm.Scontrol {
+	return &slurm.Scontrol{Path: c.cfg.Health.Scontrol, Node: c.deps.SlurmNode, Timeout: c.cfg.Health.ScontrolTimeout, Env: c.deps.Env}
 }
 
 // wantFlags is one store flag per GPU with violations, their messages

@@ -49,13 +49,10 @@ type Deps struct {
 type check struct {
 	deps *Deps
 	cfg  *config.Config
-	// slurmd's spool dir and the step sockets in it, read once per run
-	spool       string
-	sockets     map[string]bool
-	socketsErr  error
-	socketsRead bool
-	// blind: what the run could not see (slurmd's spool dir, a job's
-	// state in Slurm). The check still finds violations and acts, but its
+	// watches judge each scheduler's jobs this run (see watch)
+	watches map[allocator.Kind]batch.JobWatch
+	// blind: what the run could not see (a scheduler's signs on this node,
+	// a job's state in its scheduler). The check still finds violations and acts, but its
 	// status is "error": stale jobs may keep GPUs nobody uses.
 	blind []string
 }
@@ -115,7 +112,7 @@ func (c *check) run(ctx context.Context, rep *Report) error {
 	gpus := usage.Classify(snap, devs, c.cfg.GPU.MemoryThresholdMB)
 	warned, allowed := c.warnedUses(snap)
 	rep.Warned = append(rep.Warned, warned...)
-	rep.Violations = append(rep.Violations, Find(gpus, c.cfg.Health.ExemptUsers, allowed)...)
+	rep.Violations = append(rep.Violations, Find(gpus, c.cfg.Health.ExemptUsers, allowed, c.inJob(devs))...)
 	rep.GPUs = gpuStates(gpus, rep.Violations)
 	rep.Status = StatusHealthy
 	if len(rep.Violations) > 0 {

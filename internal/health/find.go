@@ -20,8 +20,10 @@ import (
 // only processes whose owner is known can be judged: one that vanished
 // between the GPU scan and the /proc read must not drain a node. A process
 // of a job that on_conflict = "warn" let run on the GPU without holding it
-// (allowed) counts no more than an exempt one.
-func Find(gpus []usage.GPU, exempt []string, allowed allowedUse) []Violation {
+// (allowed) counts no more than an exempt one. inJob says whether a
+// process of a batch reservation's user runs inside the reservation's job,
+// as the job's scheduler tells (batch.JobWatch.InJob).
+func Find(gpus []usage.GPU, exempt []string, allowed allowedUse, inJob func(gpu.Process, allocator.Reservation) bool) []Violation {
 	var out []Violation
 	for _, g := range gpus {
 		if !g.Seen {
@@ -84,17 +86,6 @@ func sameUser(p gpu.Process, r allocator.Reservation) bool {
 	}
 	nameless := p.User == "" || strings.HasPrefix(p.User, "uid:")
 	return nameless && p.UID >= 0 && p.UID == r.UID
-}
-
-// inJob: a Slurm reservation belongs to one job, so its user's processes
-// must run inside that job. PBS jobs are matched by user only: processes
-// are attributed to Slurm jobs alone (Slurm cgroup or slurmstepd), and
-// judging PBS jobs by that would flag every one of them.
-func inJob(p gpu.Process, r allocator.Reservation) bool {
-	if r.Kind != allocator.KindSlurm {
-		return true
-	}
-	return p.JobID == r.JobID
 }
 
 // who names a process's owner for messages.

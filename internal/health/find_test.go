@@ -11,6 +11,8 @@ import (
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
 	"canhazgpu/allocator/usage"
+	"canhazgpu/internal/config"
+	"canhazgpu/internal/schedulers"
 )
 
 var exempt = []string{"root", "nvidia-mps"}
@@ -38,6 +40,13 @@ func classify(r *allocator.Reservation, used int64, procs ...gpu.Process) []usag
 	}
 	dev := gpu.Device{Index: 1, UUID: testUUID(1), MemoryUsedMB: used, Processes: procs}
 	return usage.Classify(snap, []gpu.Device{dev}, 1024)
+}
+
+// inJobBySchedulers tells a process's job as a run does, by the
+// schedulers' own watches.
+func inJobBySchedulers() func(gpu.Process, allocator.Reservation) bool {
+	c := &check{deps: &Deps{Schedulers: schedulers.All}, cfg: &config.Config{}}
+	return c.inJob(nil)
 }
 
 func TestFind(t *testing.T) {
@@ -98,7 +107,7 @@ func TestFind(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			vs := Find(tc.gpus, exempt, nil)
+			vs := Find(tc.gpus, exempt, nil, inJobBySchedulers())
 			var kinds []Kind
 			for _, v := range vs {
 				kinds = append(kinds, v.Kind)
@@ -127,8 +136,8 @@ func TestFind(t *testing.T) {
 
 func TestFindUsesTheConfiguredExemptions(t *testing.T) {
 	gpus := classify(nil, 2048, proc(1, "root", 0, "", 2048))
-	require.Len(t, Find(gpus, nil, nil), 1, "root counts when nobody is exempt")
-	require.Empty(t, Find(classify(nil, 2048, bobProc()), []string{"bob"}, nil))
+	require.Len(t, Find(gpus, nil, nil, inJobBySchedulers()), 1, "root counts when nobody is exempt")
+	require.Empty(t, Find(classify(nil, 2048, bobProc()), []string{"bob"}, nil, inJobBySchedulers()))
 }
 
 func bobProc() gpu.Process { return proc(4242, "bob", 1001, "", 2048) }

@@ -27,8 +27,9 @@ const (
 	// ForeignUser: a reserved GPU runs a process of another user than the
 	// reservation's owner.
 	ForeignUser Kind = "foreign_user"
-	// OutsideJob: a GPU reserved by a Slurm job runs a process of the job's
-	// user that is not part of that job.
+	// OutsideJob: a GPU reserved by a batch job runs a process of the
+	// job's user that is not part of that job (only where the scheduler
+	// tells a process's job, as Slurm does: batch.JobWatch.InJob).
 	OutsideJob Kind = "outside_job"
 )
 
@@ -71,7 +72,7 @@ type Settled struct {
 }
 
 // SettleKinds are the values of Settled.What: "marker" (a pending marker
-// applied), "stale_job" (a gone Slurm job's GPUs released), "restored" (a
+// applied), "stale_job" (a gone batch job's GPUs released), "restored" (a
 // running batch job given back the reservations the store had lost), and
 // what could not be done: "unsettled" (a marker left for the next round)
 // and "unrestored" (a running job's GPUs that could not be given back).

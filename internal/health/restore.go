@@ -30,10 +30,9 @@ import (
 // file's GPUs held by its job. Only a job that lacks a reservation is
 // checked against its scheduler.
 func (c *check) restoreJobs(ctx context.Context, snap *allocator.Snapshot, devs []gpu.Device) ([]Settled, error) {
-	lv := &liveness{check: c, procs: jobsOnGPUs(devs)}
 	var out []Settled
 	for _, sched := range c.deps.Schedulers {
-		s, err := c.restoreKind(ctx, snap, sched.Kind(), sched.Policy(c.cfg).StateDir, lv)
+		s, err := c.restoreKind(ctx, snap, sched.Kind(), sched.Policy(c.cfg).StateDir, c.watch(sched, devs))
 		out = append(out, s...)
 		if err != nil {
 			return out, err
@@ -44,9 +43,10 @@ func (c *check) restoreJobs(ctx context.Context, snap *allocator.Snapshot, devs 
 
 // restoreKind restores the jobs of one scheduler from its job files. An
 // unreadable file is reported and the others still restored; only a store
-// that does not answer stops the run.
+// that does not answer stops the run. A job is restored only while its
+// scheduler's watch says it still holds its GPUs here.
 func (c *check) restoreKind(ctx context.Context, snap *allocator.Snapshot, kind allocator.Kind, dir string,
-	lv *liveness) ([]Settled, error) {
+	watch batch.JobWatch) ([]Settled, error) {
 	// Jobs returns the good ids along with an error naming the files it
 	// left out (not root's): those are reported, the others restored.
 	ids, err := jobstate.Jobs(dir, kind)
@@ -73,7 +73,7 @@ func (c *check) restoreKind(ctx context.Context, snap *allocator.Snapshot, kind 
 		if pending == nil {
 			pending = pendingReserves(dir, kind)
 		}
-		if pending[id] || !lv.runs(ctx, kind, id, f) {
+		if pending[id] || !watch.Holds(ctx, id, f) {
 			continue
 		}
 		if p, err = c.dropEnded(ctx, kind, id, f, p); err != nil {
@@ -280,52 +280,4 @@ func pendingReserves(dir string, kind allocator.Kind) map[string]bool {
 		}
 	}
 	return out
-}
-
-// holdingStates are the Slurm job states in which a job holds its GPUs
-// and its Epilog has not begun (a COMPLETING job's Epilog is releasing
-// them).
-var holdingStates = map[string]bool{"RUNNING": true, "SUSPENDED": true, "STOPPED": true, "CONFIGURING": true}
-
-// liveness says whether the job of a job file still runs on this node.
-type liveness struct {
-	*check
-	procs map[string]bool // Slurm jobs with a process on a GPU
-}
-
-// runs judges a job whose file names GPUs the store does not hold for it.
-//
-// Slurm: the file is of this boot (files of older releases carry no boot
-// id), and the job has a step socket or a process on a GPU here, or Slurm
-// reports it in a state that holds its GPUs (not under NHC, which makes no
-// scontrol calls of ours). These are the signs settling uses to keep a
-// job's reservations.
-//
-// Another scheduler (PBS): the file counts while its boot id is this
-// boot's (its epilog removes the file when the job ends, and no job
-// outlives a reboot; a file without a boot id is not trusted) and the
-// scheduler, where its adapter can ask it, does not say the job ended.
-func (l *liveness) runs(ctx context.Context, kind allocator.Kind, id string, f jobstate.JobFile) bool {
-	boot := l.deps.BootID
-	if kind != allocator.KindSlurm {
-		if boot == "" || f.BootID != boot {
-			return false
-		}
-		for _, sched := range l.deps.Schedulers {
-			if live, ok := sched.(batch.Liveness); ok && sched.Kind() == kind {
-				return l.askScheduler(ctx, kind, live, id) == ""
-			}
-		}
-		return true
-	}
-	if boot != "" && f.BootID != "" && f.BootID != boot {
-		return false
-	}
-	// An unreadable spool dir proves nothing: Slurm is still asked.
-	sockets, _ := l.slurmSockets(ctx)
-	if sockets[id] || l.procs[id] {
-		return true
-	}
-	state, _, ok := l.askSlurm(ctx, id)
-	return ok && holdingStates[state]
 }

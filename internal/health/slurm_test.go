@@ -1,19 +1,17 @@
 package health
 
 import (
-	"context"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"canhazgpu/internal/slurm"
 )
 
-// standIn is the recording stand-in scontrol of testdata/scontrol with its
+// standIn is the recording stand-in scontrol of ../slurm/testdata/scontrol with its
 // own steering directory.
 type standIn struct {
 	t    testing.TB
@@ -23,7 +21,7 @@ type standIn struct {
 
 func newStandIn(t testing.TB) *standIn {
 	t.Helper()
-	path, err := filepath.Abs("testdata/scontrol")
+	path, err := filepath.Abs("../slurm/testdata/scontrol")
 	require.NoError(t, err)
 	return &standIn{t: t, dir: t.TempDir(), path: path}
 }
@@ -80,70 +78,45 @@ func (s *standIn) updates() [][]string {
 	return out
 }
 
-func (s *standIn) scontrol(timeout time.Duration) *Scontrol {
-	return &Scontrol{Path: s.path, Node: "n1", Timeout: timeout, Env: s.env()}
-}
-
-func TestParseShowNode(t *testing.T) {
-	data, err := os.ReadFile("testdata/show-node-22.05.txt")
-	require.NoError(t, err)
-	info, err := parseShowNode(string(data))
-	require.NoError(t, err)
-	require.Equal(t, NodeInfo{State: []string{"MIXED", "DRAIN"},
-		Reason:  "canhazgpu: GPU 1 used by bob (pid 4242) without reservation",
-		Comment: "canhazgpu: hello world"}, info)
-	require.True(t, info.Drained())
-	require.False(t, info.Down())
-
-	info, err = parseShowNode("NodeName=n1\n   State=DOWN+NOT_RESPONDING ThreadsPerCore=1\n   Reason=Not responding [slurm@2026-11-25T13:13:59]\n")
-	require.NoError(t, err)
-	require.True(t, info.Down())
-	require.False(t, info.Drained())
-	require.Equal(t, "Not responding", info.Reason)
-
-	_, err = parseShowNode("Node n1 not found\n")
-	require.ErrorContains(t, err, "no State")
-}
-
 func TestPlanSlurm(t *testing.T) {
 	const want = "canhazgpu: GPU 1 used by bob (pid 4242) without reservation"
 	tests := []struct {
 		name    string
 		action  string
-		info    NodeInfo
+		info    slurm.NodeInfo
 		reason  string
 		updates [][]string
 		skip    string
 	}{
-		{name: "drain an idle node", action: ActionDrain, info: NodeInfo{State: []string{"IDLE"}}, reason: want,
+		{name: "drain an idle node", action: ActionDrain, info: slurm.NodeInfo{State: []string{"IDLE"}}, reason: want,
 			updates: [][]string{{"State=DRAIN", "Reason=" + want}}},
-		{name: "already drained for this", action: ActionDrain, info: NodeInfo{State: []string{"IDLE", "DRAIN"}, Reason: want}, reason: want},
+		{name: "already drained for this", action: ActionDrain, info: slurm.NodeInfo{State: []string{"IDLE", "DRAIN"}, Reason: want}, reason: want},
 		{name: "drained by us for something else: new reason", action: ActionDrain,
-			info: NodeInfo{State: []string{"MIXED", "DRAIN"}, Reason: "canhazgpu: GPU 0 used by eve (pid 1) without reservation"}, reason: want,
+			info: slurm.NodeInfo{State: []string{"MIXED", "DRAIN"}, Reason: "canhazgpu: GPU 0 used by eve (pid 1) without reservation"}, reason: want,
 			updates: [][]string{{"State=DRAIN", "Reason=" + want}}},
-		{name: "drained by someone else", action: ActionDrain, info: NodeInfo{State: []string{"IDLE", "DRAIN"}, Reason: "maintenance"},
+		{name: "drained by someone else", action: ActionDrain, info: slurm.NodeInfo{State: []string{"IDLE", "DRAIN"}, Reason: "maintenance"},
 			reason: want, skip: `node already has reason "maintenance": left as it is`},
 		{name: "a resumed node's kept reason is no mark (Slurm 24.11)", action: ActionDrain,
-			info: NodeInfo{State: []string{"IDLE"}, Reason: "Prolog error"}, reason: want,
+			info: slurm.NodeInfo{State: []string{"IDLE"}, Reason: "Prolog error"}, reason: want,
 			updates: [][]string{{"State=DRAIN", "Reason=" + want}}},
-		{name: "down node is left alone", action: ActionDrain, info: NodeInfo{State: []string{"DOWN"}}, reason: want, skip: "node is DOWN: not drained"},
-		{name: "undrain our drain", action: ActionDrain, info: NodeInfo{State: []string{"IDLE", "DRAIN"}, Reason: want},
+		{name: "down node is left alone", action: ActionDrain, info: slurm.NodeInfo{State: []string{"DOWN"}}, reason: want, skip: "node is DOWN: not drained"},
+		{name: "undrain our drain", action: ActionDrain, info: slurm.NodeInfo{State: []string{"IDLE", "DRAIN"}, Reason: want},
 			updates: [][]string{{"State=UNDRAIN"}}},
-		{name: "never undrain another reason", action: ActionDrain, info: NodeInfo{State: []string{"IDLE", "DRAIN"}, Reason: "NHC: check_fs_mount failed"}},
+		{name: "never undrain another reason", action: ActionDrain, info: slurm.NodeInfo{State: []string{"IDLE", "DRAIN"}, Reason: "NHC: check_fs_mount failed"}},
 		{name: "a reason mentioning us in the middle is not ours", action: ActionDrain,
-			info: NodeInfo{State: []string{"IDLE", "DRAIN"}, Reason: "bad gpu, see canhazgpu: later"}},
-		{name: "clean and not drained", action: ActionDrain, info: NodeInfo{State: []string{"IDLE"}}},
-		{name: "flag sets the comment", action: ActionFlag, info: NodeInfo{State: []string{"IDLE"}}, reason: want,
+			info: slurm.NodeInfo{State: []string{"IDLE", "DRAIN"}, Reason: "bad gpu, see canhazgpu: later"}},
+		{name: "clean and not drained", action: ActionDrain, info: slurm.NodeInfo{State: []string{"IDLE"}}},
+		{name: "flag sets the comment", action: ActionFlag, info: slurm.NodeInfo{State: []string{"IDLE"}}, reason: want,
 			updates: [][]string{{"Comment=" + want}}},
-		{name: "flag keeps an equal comment", action: ActionFlag, info: NodeInfo{State: []string{"IDLE"}, Comment: want}, reason: want},
-		{name: "flag keeps someone else's comment", action: ActionFlag, info: NodeInfo{State: []string{"IDLE"}, Comment: "rack 4"},
+		{name: "flag keeps an equal comment", action: ActionFlag, info: slurm.NodeInfo{State: []string{"IDLE"}, Comment: want}, reason: want},
+		{name: "flag keeps someone else's comment", action: ActionFlag, info: slurm.NodeInfo{State: []string{"IDLE"}, Comment: "rack 4"},
 			reason: want, skip: `node already has comment "rack 4": left as it is`},
-		{name: "flag never drains", action: ActionFlag, info: NodeInfo{State: []string{"IDLE"}, Comment: "canhazgpu: old"}, reason: want,
+		{name: "flag never drains", action: ActionFlag, info: slurm.NodeInfo{State: []string{"IDLE"}, Comment: "canhazgpu: old"}, reason: want,
 			updates: [][]string{{"Comment=" + want}}},
 		{name: "clean clears our comment and our drain", action: ActionFlag,
-			info:    NodeInfo{State: []string{"IDLE", "DRAIN"}, Reason: want, Comment: want},
+			info:    slurm.NodeInfo{State: []string{"IDLE", "DRAIN"}, Reason: want, Comment: want},
 			updates: [][]string{{"State=UNDRAIN"}, {"Comment="}}},
-		{name: "clean keeps someone else's comment", action: ActionFlag, info: NodeInfo{State: []string{"IDLE"}, Comment: "rack 4"}},
+		{name: "clean keeps someone else's comment", action: ActionFlag, info: slurm.NodeInfo{State: []string{"IDLE"}, Comment: "rack 4"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -160,107 +133,4 @@ func TestPlanSlurm(t *testing.T) {
 			require.Equal(t, tc.skip, skip)
 		})
 	}
-}
-
-func TestScontrolCalls(t *testing.T) {
-	s := newStandIn(t)
-	s.show("IDLE+DRAIN", "canhazgpu: x", "")
-	sc := s.scontrol(5 * time.Second)
-	info, err := sc.Show(context.Background())
-	require.NoError(t, err)
-	require.Equal(t, "canhazgpu: x", info.Reason)
-	reason := "canhazgpu: GPU 1 used by bob (pid 4242) without reservation"
-	require.NoError(t, sc.Update(context.Background(), "State=DRAIN", "Reason="+reason))
-	require.Equal(t, [][]string{{"show", "node", "n1"}, {"update", "NodeName=n1", "State=DRAIN", "Reason=" + reason}}, s.calls(),
-		"the reason is one argument, spaces and all")
-
-	s.touch("fail", "slurm_update error: Invalid node state specified\n")
-	err = sc.Update(context.Background(), "State=UNDRAIN")
-	require.ErrorContains(t, err, "scontrol update: exit status 1: slurm_update error: Invalid node state specified")
-
-	require.NoError(t, os.Remove(filepath.Join(s.dir, "show")))
-	_, err = sc.Show(context.Background())
-	require.ErrorContains(t, err, "Node n1 not found")
-
-	_, err = (&Scontrol{Path: "/nonexistent/scontrol", Node: "n1", Timeout: time.Second}).Show(context.Background())
-	require.ErrorContains(t, err, "no such file")
-}
-
-// A hanging scontrol is killed with everything it started, within its
-// timeout.
-func TestScontrolTimeoutKillsTheProcessGroup(t *testing.T) {
-	s := newStandIn(t)
-	s.show("IDLE", "", "")
-	s.touch("hang", "")
-	start := time.Now()
-	_, err := s.scontrol(300 * time.Millisecond).Show(context.Background())
-	require.ErrorContains(t, err, "scontrol show: no answer within 300ms")
-	require.Less(t, time.Since(start), 5*time.Second)
-	data, err := os.ReadFile(filepath.Join(s.dir, "sleep.pid"))
-	require.NoError(t, err)
-	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
-	require.NoError(t, err)
-	require.Eventually(t, func() bool { return !alive(pid) }, 5*time.Second, 20*time.Millisecond,
-		"the stand-in's child %d outlived the check", pid)
-}
-
-// alive: the process exists and is not a zombie waiting for its reaper.
-func alive(pid int) bool {
-	if err := syscall.Kill(pid, 0); err != nil {
-		return false
-	}
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	_, rest, _ := strings.Cut(string(stat), ") ")
-	return !strings.HasPrefix(rest, "Z")
-}
-
-func TestJobEnded(t *testing.T) {
-	s := newStandIn(t)
-	sc := s.scontrol(5 * time.Second)
-	tests := []struct {
-		state string // "" : Slurm does not know the job
-		ended bool
-	}{
-		{"COMPLETED", true}, {"CANCELLED", true}, {"FAILED", true}, {"TIMEOUT", true}, {"NODE_FAIL", true},
-		{"OUT_OF_MEMORY", true}, {"PENDING", true}, {"REQUEUE_HOLD", true}, {"", true},
-		{"RUNNING", false}, {"COMPLETING", false}, {"SUSPENDED", false}, {"CONFIGURING", false}, {"SOMETHING_NEW", false},
-	}
-	for i, tc := range tests {
-		t.Run(tc.state, func(t *testing.T) {
-			job := strconv.Itoa(100 + i)
-			if tc.state != "" {
-				s.touch("job."+job, "JobId="+job+" JobName=wrap\n   UserId=alice(1002) GroupId=alice(1002)\n   JobState="+tc.state+" Reason=None Dependency=(null)\n")
-			}
-			ended, state, err := sc.JobEnded(context.Background(), job)
-			require.NoError(t, err)
-			require.Equal(t, tc.ended, ended)
-			require.Equal(t, tc.state, state)
-		})
-	}
-	s.touch("hang", "")
-	_, _, err := s.scontrol(200*time.Millisecond).JobEnded(context.Background(), "100")
-	require.ErrorContains(t, err, "no answer within 200ms")
-}
-
-// SpoolDir expands %n and %h as slurmd does, and accepts only an
-// absolute path.
-func TestScontrolSpoolDir(t *testing.T) {
-	sc := newStandIn(t)
-	s := &Scontrol{Path: sc.path, Node: "gpu01", Timeout: 5 * time.Second, Env: sc.env()}
-	sc.touch("config", "Configuration data as of 2026-11-30T17:00:00\nSlurmdPort              = 6818\n"+
-		"SlurmdSpoolDir          = /var/spool/slurmd.%h/%n\nSlurmdTimeout           = 300 sec\n")
-	dir, err := s.SpoolDir(context.Background(), "host1")
-	require.NoError(t, err)
-	require.Equal(t, "/var/spool/slurmd.host1/gpu01", dir)
-
-	sc.touch("config", "SlurmdSpoolDir          = spool\n")
-	_, err = s.SpoolDir(context.Background(), "host1")
-	require.EqualError(t, err, `scontrol show config: SlurmdSpoolDir "spool" is not an absolute path`)
-
-	sc.touch("config", "SlurmdPort              = 6818\n")
-	_, err = s.SpoolDir(context.Background(), "host1")
-	require.EqualError(t, err, "scontrol show config: no SlurmdSpoolDir in its output")
 }

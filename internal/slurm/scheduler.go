@@ -11,9 +11,9 @@ import (
 )
 
 // Scheduler is Slurm's adapter as the programs list it. Slurm runs the
-// hook programs without arguments. Whether a Slurm job still runs here is
-// judged by the health check from slurmd's step sockets and scontrol
-// (internal/health), which it also drives to drain the node.
+// hook programs without arguments. Whether a Slurm job still runs here it
+// judges for the health check from slurmd's step sockets, the job files,
+// the GPUs' processes and scontrol (Watch).
 type Scheduler struct{}
 
 var _ batch.Scheduler = Scheduler{}
