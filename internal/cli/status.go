@@ -4,6 +4,9 @@ import (
 	"context"
 	"io"
 	"strings"
+
+	"canhazgpu/allocator"
+	"canhazgpu/allocator/gpu"
 )
 
 type statusArgs struct {
@@ -79,25 +82,37 @@ func runStatus(ctx context.Context, inv *invocation, a statusArgs) error {
 	if err != nil {
 		return err
 	}
+	views := viewAllNodes(snaps, cfg.Node, devs, scanErr == nil, threshold)
+	if a.json {
+		return writeJSON(out, allNodesDocOf(views))
+	}
+	return writeAllNodes(out, views)
+}
+
+// viewAllNodes views every node; only this node's GPUs were scanned, and
+// only when scanned says the scan worked.
+func viewAllNodes(snaps []*allocator.Snapshot, local string, devs []gpu.Device, scanned bool, threshold int64) []nodeView {
 	views := make([]nodeView, len(snaps))
 	for i, s := range snaps {
-		if s.Node == cfg.Node && scanErr == nil {
+		if s.Node == local && scanned {
 			views[i] = viewNode(s, devs, true, threshold)
 		} else {
 			views[i] = viewNode(s, nil, false, threshold)
 		}
 	}
-	if a.json {
-		doc := allNodesDoc{Version: jsonVersion, Nodes: make([]jsonNode, len(views))}
-		for i, v := range views {
-			doc.Nodes[i] = jsonNodeOf(v)
-			if v.Local || doc.GeneratedAt == nil {
-				doc.GeneratedAt = jsonTime(v.Now)
-			}
+	return views
+}
+
+// allNodesDocOf is the document of status --json --all-nodes.
+func allNodesDocOf(views []nodeView) allNodesDoc {
+	doc := allNodesDoc{Version: jsonVersion, Nodes: make([]jsonNode, len(views))}
+	for i, v := range views {
+		doc.Nodes[i] = jsonNodeOf(v)
+		if v.Local || doc.GeneratedAt == nil {
+			doc.GeneratedAt = jsonTime(v.Now)
 		}
-		return writeJSON(out, doc)
 	}
-	return writeAllNodes(out, views)
+	return doc
 }
 
 // writeNodeStatus prints one node's table and its health findings.
