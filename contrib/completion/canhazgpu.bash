@@ -48,7 +48,7 @@ _canhazgpu() {
 
 	local flags=""
 	case $cmd in
-	status) flags="--json --all-nodes" ;;
+	status) flags="--json --all-nodes --prometheus" ;;
 	run) flags="--gpus --gpu-ids --wait --nonblock --note --user --timeout" ;;
 	reserve) flags="--gpus --gpu-ids --wait --nonblock --note --user --duration --short" ;;
 	release) flags="--gpu-ids --user" ;;

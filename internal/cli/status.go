@@ -10,8 +10,9 @@ import (
 )
 
 type statusArgs struct {
-	json     bool
-	allNodes bool
+	json       bool
+	allNodes   bool
+	prometheus bool
 }
 
 func statusCommand() *command {
@@ -19,9 +20,10 @@ func statusCommand() *command {
 	fs := newFlagSet("status")
 	fs.BoolVarP(&a.json, "json", "j", false, "print one JSON document instead of the table")
 	fs.BoolVarP(&a.allNodes, "all-nodes", "a", false, "show every node known to the store, grouped by node")
+	fs.BoolVar(&a.prometheus, "prometheus", false, "print the Prometheus text format of canhazgpu web's /metrics (for a node exporter's textfile directory)")
 	return &command{
 		name:  "status",
-		usage: "canhazgpu status [--json] [--all-nodes]",
+		usage: "canhazgpu status [--json | --prometheus] [--all-nodes]",
 		short: "Show who holds and who uses each GPU",
 		long: `One row per GPU: its reservation (run, manual, slurm, pbs), its real use
 (memory and processes, from NVML or the fake provider), and use WITHOUT
@@ -33,11 +35,15 @@ store knows: their reservations and their health check findings.`,
 			"canhazgpu status",
 			"canhazgpu status --json",
 			"canhazgpu status --all-nodes",
+			"canhazgpu status --all-nodes --prometheus",
 		},
 		flags: fs,
 		run: func(ctx context.Context, inv *invocation, args []string) error {
 			if err := noArgs("status", args); err != nil {
 				return err
+			}
+			if a.json && a.prometheus {
+				return usagef("--json and --prometheus: want one output format")
 			}
 			return runStatus(ctx, inv, a)
 		},
@@ -63,6 +69,9 @@ func runStatus(ctx context.Context, inv *invocation, a statusArgs) error {
 			}
 		}
 		v := viewNode(snap, devs, true, threshold)
+		if a.prometheus {
+			return writePrometheus(out, []nodeView{v}, []*allocator.Snapshot{snap})
+		}
 		if a.json {
 			n := jsonNodeOf(v)
 			return writeJSON(out, statusDoc{Version: jsonVersion, Node: n.Node, GeneratedAt: jsonTime(v.Now), GPUs: n.GPUs, Flags: n.Flags})
@@ -83,6 +92,9 @@ func runStatus(ctx context.Context, inv *invocation, a statusArgs) error {
 		return err
 	}
 	views := viewAllNodes(snaps, cfg.Node, devs, scanErr == nil, threshold)
+	if a.prometheus {
+		return writePrometheus(out, views, snaps)
+	}
 	if a.json {
 		return writeJSON(out, allNodesDocOf(views))
 	}

@@ -3,12 +3,16 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"canhazgpu/allocator"
+	"canhazgpu/internal/clusterview"
 	"canhazgpu/internal/config"
 	"canhazgpu/internal/localnode"
+	"canhazgpu/internal/metrics"
 	"canhazgpu/internal/web"
 )
 
@@ -73,7 +77,12 @@ func (s *webSource) Cluster(ctx context.Context) (*web.Docs, error) {
 	if err != nil {
 		return nil, err
 	}
-	views := viewAllNodes(snaps, s.cfg.Node, devs, scanErr == nil, s.cfg.GPU.MemoryThresholdMB)
+	return clusterDocs(viewAllNodes(snaps, s.cfg.Node, devs, scanErr == nil, s.cfg.GPU.MemoryThresholdMB), snaps)
+}
+
+// clusterDocs are the status document of the views and the queue
+// document of each snapshot.
+func clusterDocs(views []nodeView, snaps []*allocator.Snapshot) (*web.Docs, error) {
 	status, err := json.Marshal(allNodesDocOf(views))
 	if err != nil {
 		return nil, err
@@ -85,6 +94,19 @@ func (s *webSource) Cluster(ctx context.Context) (*web.Docs, error) {
 		}
 	}
 	return docs, nil
+}
+
+// writePrometheus prints what /metrics serves, for the nodes viewed.
+func writePrometheus(w io.Writer, views []nodeView, snaps []*allocator.Snapshot) error {
+	docs, err := clusterDocs(views, snaps)
+	if err != nil {
+		return err
+	}
+	c, err := clusterview.Decode(docs.Status, docs.Queues)
+	if err != nil {
+		return err
+	}
+	return metrics.Write(w, c)
 }
 
 // Report is report --json --days days.

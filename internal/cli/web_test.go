@@ -85,6 +85,21 @@ func TestWebServesTheCommandsDocuments(t *testing.T) {
 	require.Equal(t, want["nodes"], have["nodes"])
 	require.Equal(t, want["reservations"], have["reservations"])
 
+	// The textfile form is /metrics, line for line.
+	code, got = fetch(t, h, "/metrics")
+	require.Equal(t, http.StatusOK, code)
+	r = f.run(alice, "status", "--all-nodes", "--prometheus")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, got, r.stdout)
+	require.Contains(t, got, `canhazgpu_gpu_state{Hostname="`+f.node+`",gpu="1",UUID="GPU-fa4e0000-0000-4000-8000-000000000001",state="unreserved"} 1`)
+	r = f.run(alice, "status", "--prometheus")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, `canhazgpu_gpu_memory_used_bytes{Hostname="`+f.node+`",gpu="1",UUID="GPU-fa4e0000-0000-4000-8000-000000000001"} 3.145728e+09`)
+	require.NotContains(t, r.stdout, other.node, "without --all-nodes, this node only")
+	r = f.run(alice, "status", "--json", "--prometheus")
+	require.Equal(t, 2, r.code)
+	require.Equal(t, "Error: --json and --prometheus: want one output format\n", r.stderr)
+
 	_, page := fetch(t, h, "/?user=bob")
 	require.Contains(t, page, `data-state="unreserved" data-user="bob"`)
 	require.Contains(t, page, "PID 4242 (python3, bob)")
