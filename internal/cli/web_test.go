@@ -20,7 +20,7 @@ const busyGPUs = `{"gpus": [{"index": 0, "memory_used_mb": 0},
  {"index": 2, "memory_used_mb": 0}]}`
 
 // webHandler serves the dashboard of f's node as canhazgpu web would.
-func webHandler(t *testing.T, f *fixture) http.Handler {
+func webHandler(t testing.TB, f *fixture) http.Handler {
 	t.Helper()
 	env, _, _ := f.env(alice)
 	inv := &invocation{env: env}
