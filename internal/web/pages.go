@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"canhazgpu/allocator"
 	"canhazgpu/internal/clusterview"
 	"canhazgpu/internal/metrics"
 )
@@ -34,7 +35,13 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 }).ParseFS(templateFS, "templates/*.html"))
 
 // kinds are the reservation kinds, in the order report prints them.
-var kinds = []string{"run", "manual", "slurm", "pbs"}
+var kinds = func() []string {
+	out := make([]string, len(allocator.Kinds))
+	for i, k := range allocator.Kinds {
+		out[i] = string(k)
+	}
+	return out
+}()
 
 func hms(seconds int64) string {
 	d := time.Duration(seconds) * time.Second
@@ -45,7 +52,12 @@ func hms(seconds int64) string {
 func pidsOf(g clusterview.GPU) string {
 	parts := make([]string, 0, len(g.Processes))
 	for _, p := range g.Processes {
-		parts = append(parts, fmt.Sprintf("PID %d (%s, %s)", p.PID, p.Name, p.User))
+		who := strings.Join(slices.DeleteFunc([]string{p.Name, p.User}, func(s string) bool { return s == "" }), ", ")
+		if who == "" {
+			parts = append(parts, fmt.Sprintf("PID %d", p.PID))
+		} else {
+			parts = append(parts, fmt.Sprintf("PID %d (%s)", p.PID, who))
+		}
 	}
 	return strings.Join(parts, "; ")
 }
@@ -71,7 +83,7 @@ type overviewPage struct {
 }
 
 func (h *handler) overview(w http.ResponseWriter, r *http.Request) {
-	_, c, ok := h.cluster(w, r)
+	c, ok := h.cluster(w, r)
 	if !ok {
 		return
 	}
@@ -94,7 +106,7 @@ func (h *handler) overview(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) node(w http.ResponseWriter, r *http.Request) {
-	_, c, ok := h.cluster(w, r)
+	c, ok := h.cluster(w, r)
 	if !ok {
 		return
 	}
@@ -173,7 +185,7 @@ func csvSafe(s string) string {
 }
 
 func (h *handler) metrics(w http.ResponseWriter, r *http.Request) {
-	_, c, ok := h.cluster(w, r)
+	c, ok := h.cluster(w, r)
 	if !ok {
 		return
 	}

@@ -183,18 +183,18 @@ func secured(users Users, next http.Handler) http.Handler {
 }
 
 // cluster reads the store once and decodes the documents for a page.
-func (h *handler) cluster(w http.ResponseWriter, r *http.Request) (*Docs, *clusterview.Cluster, bool) {
+func (h *handler) cluster(w http.ResponseWriter, r *http.Request) (*clusterview.Cluster, bool) {
 	docs, err := h.src.Cluster(r.Context())
 	if err != nil {
 		h.fail(w, err)
-		return nil, nil, false
+		return nil, false
 	}
 	c, err := clusterview.Decode(docs.Status, docs.Queues)
 	if err != nil {
 		h.fail(w, err)
-		return nil, nil, false
+		return nil, false
 	}
-	return docs, c, true
+	return c, true
 }
 
 // fail answers a store error; the details go to the log, not to the

@@ -77,7 +77,8 @@ type fakeSource struct{}
 
 const fakeStatus = `{"version":1,"generated_at":"2026-11-30T12:00:00Z","nodes":[{"node":"gpu01","local":true,"flags":[],"gpus":[
 {"index":0,"uuid":"GPU-0","status":"unreserved","memory_used_mb":900,"users":["bob"],"foreign_users":[],"processes":[{"pid":4242,"name":"python3","user":"bob"}]},
-{"index":1,"uuid":"GPU-1","status":"in_use","memory_used_mb":0,"users":[],"foreign_users":[],"reservation":{"kind":"manual","user":"alice","held_seconds":3725}}]}]}`
+{"index":1,"uuid":"GPU-1","status":"in_use","memory_used_mb":0,"users":[],"foreign_users":[],"reservation":{"kind":"manual","user":"alice","held_seconds":3725}},
+{"index":2,"uuid":"GPU-2","status":"unreserved","memory_used_mb":900,"users":["carol"],"foreign_users":[],"processes":[{"pid":77,"name":"","user":"carol"},{"pid":78,"name":"","user":""}]}]}]}`
 
 func (fakeSource) Cluster(context.Context) (*Docs, error) {
 	return &Docs{Status: []byte(fakeStatus), Queues: map[string][]byte{"gpu01": []byte(`{"version":1,"node":"gpu01","queue":[]}`)}}, nil
@@ -137,6 +138,7 @@ func TestHeadersMethodsAndPages(t *testing.T) {
 	page := body(t, r)
 	require.Contains(t, page, `class="gpu s-unreserved" data-state="unreserved" data-user="bob"`)
 	require.Contains(t, page, "PID 4242 (python3, bob)")
+	require.Contains(t, page, "PID 77 (carol); PID 78<")
 	require.NotContains(t, page, "<script>", "no inline scripts")
 	require.NotContains(t, page, "style=", "no inline styles")
 
