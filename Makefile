@@ -46,6 +46,7 @@ demo: deps build
 # needs root and the SLURM packages (installed by deps).
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./allocator/store/ ./internal/health/ ./internal/pbs/ ./internal/cli/e2e/
+	$(GO) test -run '^$$' -bench Web -benchtime 10x -benchmem ./internal/cli/
 	$(GO) test -run '^$$' -bench SlurmJob -benchtime 300x ./integration/
 
 # package builds dist/*.deb and dist/*.rpm; see docs/install.md.

@@ -2,7 +2,7 @@
 # install-deps.sh: install the Debian packages the tests and the demo need.
 # As root it installs what is missing; otherwise it names what to install.
 set -euo pipefail
-pkgs=(redis-server redis-tools gcc munge slurmctld slurmd slurm-client python3 rpm lintian prometheus iproute2 debootstrap)
+pkgs=(redis-server redis-tools gcc munge slurmctld slurmd slurm-client python3 rpm lintian prometheus iproute2 debootstrap chromium)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -5,7 +5,7 @@ _canhazgpu() {
 	local cur prev cmd="" dash=0 i
 	cur=${COMP_WORDS[COMP_CWORD]}
 	prev=${COMP_WORDS[COMP_CWORD-1]}
-	local commands="status run reserve release queue report admin version help"
+	local commands="status run reserve release queue report web admin version help"
 	local global="--config --redis-url --node --memory-threshold --gpu-provider --fake-file --help"
 
 	# The command is the first word that is neither a flag nor a flag's value.
@@ -48,12 +48,13 @@ _canhazgpu() {
 
 	local flags=""
 	case $cmd in
-	status) flags="--json --all-nodes" ;;
+	status) flags="--json --all-nodes --prometheus" ;;
 	run) flags="--gpus --gpu-ids --wait --nonblock --note --user --timeout" ;;
 	reserve) flags="--gpus --gpu-ids --wait --nonblock --note --user --duration --short" ;;
 	release) flags="--gpu-ids --user" ;;
 	queue) flags="--json" ;;
 	report) flags="--days --json" ;;
+	web) flags="--listen --tls-cert --tls-key --auth-file --insecure" ;;
 	admin) flags="--register --gpus --force --release --gpu-ids --user --acl --check-config --forget-node" ;;
 	version) flags="" ;;
 	help) mapfile -t COMPREPLY < <(compgen -W "$commands" -- "$cur"); return ;;

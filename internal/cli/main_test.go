@@ -35,7 +35,7 @@ var nodeSeq atomic.Int64
 // fixture is one node of fake GPUs in the test server, with its own name
 // so that tests share the server safely.
 type fixture struct {
-	t       *testing.T
+	t       testing.TB
 	node    string
 	gpuFile string
 	cfgFile string // the system config file: site settings come from here
@@ -53,7 +53,7 @@ var (
 // newFixture makes a node whose system config names the test server and
 // the fake GPU file. Each extra item is a config line when it contains
 // " = " (`queue.poll_interval = "50ms"`), else an environment variable.
-func newFixture(t *testing.T, gpusJSON string, extra ...string) *fixture {
+func newFixture(t testing.TB, gpusJSON string, extra ...string) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	f := &fixture{t: t, node: fmt.Sprintf("cli%d", nodeSeq.Add(1)), gpuFile: filepath.Join(dir, "gpus.json"),

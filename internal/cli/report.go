@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"canhazgpu/allocator"
+	"canhazgpu/allocator/store"
 )
 
 type reportArgs struct {
@@ -62,23 +63,35 @@ func runReport(ctx context.Context, inv *invocation, a reportArgs) error {
 		return err
 	}
 	defer node.Close()
-	snaps, err := node.Store.Snapshots(ctx)
+	rep, err := reportOf(ctx, node.Store, a.days.n)
 	if err != nil {
 		return err
+	}
+	if a.json {
+		return writeJSON(inv.env.Stdout, rep.json())
+	}
+	return rep.write(inv.env.Stdout)
+}
+
+// reportOf reads every node's state and history and sums the last days.
+func reportOf(ctx context.Context, st *store.Store, days int) (report, error) {
+	snaps, err := st.Snapshots(ctx)
+	if err != nil {
+		return report{}, err
 	}
 	now := time.Now()
 	if len(snaps) > 0 {
 		now = snaps[0].Now // the store's clock, as every stored time
 	}
-	start := now.Add(-time.Duration(a.days.n) * 24 * time.Hour)
+	start := now.Add(-time.Duration(days) * 24 * time.Hour)
 	var spans []span
 	var nodes []string
 	for _, snap := range snaps {
 		nodes = append(nodes, snap.Node)
 	}
-	hists, err := node.Store.Histories(ctx, nodes, start)
+	hists, err := st.Histories(ctx, nodes, start)
 	if err != nil {
-		return err
+		return report{}, err
 	}
 	for _, snap := range snaps {
 		for _, r := range hists[snap.Node] {
@@ -90,11 +103,8 @@ func runReport(ctx context.Context, inv *invocation, a reportArgs) error {
 			}
 		}
 	}
-	rep := buildReport(start, now, a.days.n, nodes, spans)
-	if a.json {
-		return writeJSON(inv.env.Stdout, rep.json())
-	}
-	return rep.write(inv.env.Stdout)
+	rep := buildReport(start, now, days, nodes, spans)
+	return rep, nil
 }
 
 // userUsage is one user's time inside the window.

@@ -4,11 +4,15 @@ import (
 	"context"
 	"io"
 	"strings"
+
+	"canhazgpu/allocator"
+	"canhazgpu/allocator/gpu"
 )
 
 type statusArgs struct {
-	json     bool
-	allNodes bool
+	json       bool
+	allNodes   bool
+	prometheus bool
 }
 
 func statusCommand() *command {
@@ -16,9 +20,10 @@ func statusCommand() *command {
 	fs := newFlagSet("status")
 	fs.BoolVarP(&a.json, "json", "j", false, "print one JSON document instead of the table")
 	fs.BoolVarP(&a.allNodes, "all-nodes", "a", false, "show every node known to the store, grouped by node")
+	fs.BoolVar(&a.prometheus, "prometheus", false, "print the Prometheus text format of canhazgpu web's /metrics (for a node exporter's textfile directory)")
 	return &command{
 		name:  "status",
-		usage: "canhazgpu status [--json] [--all-nodes]",
+		usage: "canhazgpu status [--json | --prometheus] [--all-nodes]",
 		short: "Show who holds and who uses each GPU",
 		long: `One row per GPU: its reservation (run, manual, slurm, pbs), its real use
 (memory and processes, from NVML or the fake provider), and use WITHOUT
@@ -30,11 +35,15 @@ store knows: their reservations and their health check findings.`,
 			"canhazgpu status",
 			"canhazgpu status --json",
 			"canhazgpu status --all-nodes",
+			"canhazgpu status --all-nodes --prometheus",
 		},
 		flags: fs,
 		run: func(ctx context.Context, inv *invocation, args []string) error {
 			if err := noArgs("status", args); err != nil {
 				return err
+			}
+			if a.json && a.prometheus {
+				return usagef("--json and --prometheus: want one output format")
 			}
 			return runStatus(ctx, inv, a)
 		},
@@ -60,6 +69,9 @@ func runStatus(ctx context.Context, inv *invocation, a statusArgs) error {
 			}
 		}
 		v := viewNode(snap, devs, true, threshold)
+		if a.prometheus {
+			return writePrometheus(out, []nodeView{v}, []*allocator.Snapshot{snap})
+		}
 		if a.json {
 			n := jsonNodeOf(v)
 			return writeJSON(out, statusDoc{Version: jsonVersion, Node: n.Node, GeneratedAt: jsonTime(v.Now), GPUs: n.GPUs, Flags: n.Flags})
@@ -79,25 +91,40 @@ func runStatus(ctx context.Context, inv *invocation, a statusArgs) error {
 	if err != nil {
 		return err
 	}
+	views := viewAllNodes(snaps, cfg.Node, devs, scanErr == nil, threshold)
+	if a.prometheus {
+		return writePrometheus(out, views, snaps)
+	}
+	if a.json {
+		return writeJSON(out, allNodesDocOf(views))
+	}
+	return writeAllNodes(out, views)
+}
+
+// viewAllNodes views every node; only this node's GPUs were scanned, and
+// only when scanned says the scan worked.
+func viewAllNodes(snaps []*allocator.Snapshot, local string, devs []gpu.Device, scanned bool, threshold int64) []nodeView {
 	views := make([]nodeView, len(snaps))
 	for i, s := range snaps {
-		if s.Node == cfg.Node && scanErr == nil {
+		if s.Node == local && scanned {
 			views[i] = viewNode(s, devs, true, threshold)
 		} else {
 			views[i] = viewNode(s, nil, false, threshold)
 		}
 	}
-	if a.json {
-		doc := allNodesDoc{Version: jsonVersion, Nodes: make([]jsonNode, len(views))}
-		for i, v := range views {
-			doc.Nodes[i] = jsonNodeOf(v)
-			if v.Local || doc.GeneratedAt == nil {
-				doc.GeneratedAt = jsonTime(v.Now)
-			}
+	return views
+}
+
+// allNodesDocOf is the document of status --json --all-nodes.
+func allNodesDocOf(views []nodeView) allNodesDoc {
+	doc := allNodesDoc{Version: jsonVersion, Nodes: make([]jsonNode, len(views))}
+	for i, v := range views {
+		doc.Nodes[i] = jsonNodeOf(v)
+		if v.Local || doc.GeneratedAt == nil {
+			doc.GeneratedAt = jsonTime(v.Now)
 		}
-		return writeJSON(out, doc)
 	}
-	return writeAllNodes(out, views)
+	return doc
 }
 
 // writeNodeStatus prints one node's table and its health findings.

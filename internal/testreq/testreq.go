@@ -92,6 +92,7 @@ var (
 	Lintian        = prog("lintian", "lintian")
 	SystemdAnalyze = prog("systemd-analyze", "systemd")
 	Promtool       = prog("promtool", "prometheus")
+	Chromium       = prog("chromium", "chromium") // the dashboard's browser test
 	Python3        = prog("python3", "python3")
 
 	// The multi-node cluster's network namespaces, and the Slurm 24.11
@@ -108,7 +109,7 @@ var Slurm = []Dep{Munged, Slurmctld, Slurmd, Slurmstepd, Scontrol, Sbatch, Srun,
 func All() []Dep {
 	deps := []Dep{Root, RedisServer, RedisCLI, GCC, Runuser, Useradd}
 	deps = append(deps, Slurm...)
-	return append(deps, Dpkg, DpkgDeb, RPM, Lintian, SystemdAnalyze, Promtool, Python3, IP, Debootstrap)
+	return append(deps, Dpkg, DpkgDeb, RPM, Lintian, SystemdAnalyze, Promtool, Python3, IP, Debootstrap, Chromium)
 }
 
 func prog(name, pkg string) Dep {

@@ -1,0 +1,136 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/require"
+
+	"canhazgpu/internal/testreq"
+)
+
+// browser starts Debian's headless chromium with the flags this closed
+// network needs (no background connections, no sandbox as root) and
+// collects every console error, exception and browser log error.
+func browser(t *testing.T) (context.Context, func() []string) {
+	t.Helper()
+	testreq.Need(t, testreq.Chromium)
+	opts := []chromedp.ExecAllocatorOption{chromedp.ExecPath("chromium"), chromedp.Headless, chromedp.NoSandbox,
+		chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true)}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	var mu sync.Mutex
+	var errs []string
+	messages := chromedp.Console(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			if m.Type == chromedp.ConsoleException || m.Type == chromedp.ConsoleError {
+				mu.Lock()
+				errs = append(errs, fmt.Sprintf("%s: %s", m.Type, m.Text))
+				mu.Unlock()
+			}
+		}
+	}()
+	return ctx, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), errs...)
+	}
+}
+
+func screenshot(t *testing.T, ctx context.Context, dir, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644))
+}
+
+// waitFor polls the page until the JavaScript expression is true; the
+// page refreshes itself every few seconds, so this is the bound.
+func waitFor(t *testing.T, ctx context.Context, expr string) {
+	t.Helper()
+	_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(30*time.Second)))
+	require.NoError(t, err, "waiting for %s", expr)
+}
+
+func eval[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	require.NoError(t, err, expr)
+	return v
+}
+
+// TestDashboardInABrowser loads every page of a two-node cluster in
+// chromium and asserts on the DOM: the unreserved GPU highlighted with
+// its user and PID, the filter by user (a form, no script needed), a
+// reservation made with the CLI appearing without a reload, the usage
+// chart, and no console errors.
+func TestDashboardInABrowser(t *testing.T) {
+	f := registered(t, busyGPUs)
+	other := registered(t, idleGPUs(2))
+	require.Equal(t, 0, other.run(alice, "reserve", "--gpu-ids", "0", "--duration", "1h").code)
+	srvHTTP := httptest.NewServer(webHandler(t, f))
+	t.Cleanup(srvHTTP.Close)
+	ctx, consoleErrors := browser(t)
+	shots := t.TempDir()
+
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(srvHTTP.URL+"/")))
+	unreserved := fmt.Sprintf(`section[data-node=%q] li.gpu[data-state="unreserved"]`, f.node)
+	waitFor(t, ctx, fmt.Sprintf("document.querySelector(%q) !== null", unreserved))
+	cell := eval[string](t, ctx, fmt.Sprintf("document.querySelector(%q).textContent", unreserved))
+	require.Contains(t, cell, "bob")
+	require.Contains(t, cell, "PID 4242")
+	bg := eval[string](t, ctx, fmt.Sprintf("getComputedStyle(document.querySelector(%q)).backgroundColor", unreserved))
+	free := eval[string](t, ctx, `getComputedStyle(document.querySelector('li.gpu[data-state="free"]')).backgroundColor`)
+	require.NotEqual(t, free, bg, "the unreserved GPU is coloured apart from the free ones")
+	screenshot(t, ctx, shots, "overview")
+
+	// A reservation made through the CLI shows up without a reload: the
+	// marker set on this window survives only if the page is not loaded
+	// again.
+	eval[bool](t, ctx, "window.notReloaded = true")
+	require.Equal(t, 0, other.run(bob, "reserve", "--gpu-ids", "1", "--duration", "1h").code)
+	waitFor(t, ctx, fmt.Sprintf(`document.querySelector('section[data-node=%q] li.gpu[data-state="manual"][data-user="bob"]') !== null`, other.node))
+	require.True(t, eval[bool](t, ctx, "window.notReloaded === true"))
+
+	// Filter by user through the form.
+	_, err := chromedp.Run(ctx, chromedp.SetValue(chromedp.CSS(`select[name="user"]`), "alice"))
+	require.NoError(t, err)
+	resp, err := chromedp.RunResponse(ctx, chromedp.Submit(chromedp.CSS("form.filter")))
+	require.NoError(t, err)
+	require.Equal(t, int64(200), resp.Status)
+	waitFor(t, ctx, `location.search === "?node=&user=alice"`)
+	waitFor(t, ctx, `document.querySelectorAll('li.gpu[data-user="alice"]').length > 0`)
+	require.Equal(t, 0, eval[int](t, ctx, `document.querySelectorAll('li.gpu:not([data-user="alice"])').length`))
+	screenshot(t, ctx, shots, "filtered")
+
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(srvHTTP.URL+"/node/"+f.node)))
+	waitFor(t, ctx, `document.querySelector('tr#gpu-1.s-unreserved') !== null`)
+	row := eval[string](t, ctx, `document.querySelector('tr#gpu-1').textContent`)
+	require.Contains(t, row, "WITHOUT RESERVATION")
+	require.Contains(t, row, "PID 4242 (python3, bob)")
+	screenshot(t, ctx, shots, "node")
+
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(srvHTTP.URL+"/usage?days=7")))
+	waitFor(t, ctx, `document.querySelector('svg.chart g.bar[data-user="alice"] rect') !== null`)
+	require.Greater(t, eval[float64](t, ctx, `document.querySelector('svg.chart g.bar[data-user="alice"] rect.interactive').getBBox().width`), 0.0)
+	screenshot(t, ctx, shots, "usage")
+
+	require.Empty(t, consoleErrors())
+	t.Logf("screenshots in %s", shots)
+}

@@ -1,0 +1,168 @@
+package web
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/bcrypt"
+)
+
+func TestNonLoopbackBindNeedsTLSAndAuthOrInsecure(t *testing.T) {
+	for _, c := range []struct {
+		cfg  Config
+		want string // "" when served
+	}{
+		{Config{Listen: DefaultListen}, ""},
+		{Config{Listen: "[::1]:8808"}, ""},
+		{Config{Listen: "localhost:0"}, ""},
+		{Config{Listen: "0.0.0.0:8808"}, `--listen "0.0.0.0:8808" is not a loopback address: want --tls-cert, --tls-key and --auth-file, or --insecure`},
+		{Config{Listen: ":8808"}, "is not a loopback address"},
+		{Config{Listen: "gpu01.example:8808"}, "is not a loopback address"},
+		{Config{Listen: "10.0.0.5:8808", TLSCert: "c", TLSKey: "k"}, "is not a loopback address"},
+		{Config{Listen: "10.0.0.5:8808", AuthFile: "u"}, "is not a loopback address"},
+		{Config{Listen: "10.0.0.5:8808", TLSCert: "c", TLSKey: "k", AuthFile: "u"}, ""},
+		{Config{Listen: "10.0.0.5:8808", Insecure: true}, ""},
+		{Config{Listen: "10.0.0.5:8808", TLSCert: "c"}, "--tls-cert and --tls-key: want both PEM files or neither"},
+		{Config{Listen: "8808"}, `--listen "8808": want HOST:PORT`},
+		{Config{Listen: "127.0.0.1:http"}, "want a port from 0 to 65535"},
+	} {
+		err := c.cfg.Check()
+		if c.want == "" {
+			require.NoError(t, err, "%+v", c.cfg)
+		} else {
+			require.ErrorContains(t, err, c.want, "%+v", c.cfg)
+		}
+	}
+	// Serve checks before it listens: nothing is opened.
+	err := Serve(context.Background(), Config{Listen: "0.0.0.0:0"}, nil, io.Discard, func(string) { t.Fatal("listened") })
+	require.ErrorContains(t, err, "is not a loopback address")
+}
+
+func authFile(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "users")
+	require.NoError(t, os.WriteFile(p, []byte(text), 0o600))
+	return p
+}
+
+func TestAuthFile(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	require.NoError(t, err)
+	users, err := LoadUsers(authFile(t, "# admins\n\nops:"+string(hash)+"\n"))
+	require.NoError(t, err)
+	require.True(t, users.Check("ops", "s3cret"))
+	require.False(t, users.Check("ops", "wrong"))
+	require.False(t, users.Check("nobody", "s3cret"))
+
+	for text, want := range map[string]string{
+		"ops:plaintext\n": "line 1: want NAME:BCRYPT-HASH",
+		"# none\n":        "no users",
+		"ops\n":           "line 1: want NAME:BCRYPT-HASH",
+		"a:" + string(hash) + "\n:" + string(hash) + "\n": "line 2",
+	} {
+		_, err := LoadUsers(authFile(t, text))
+		require.ErrorContains(t, err, want, text)
+	}
+}
+
+// fakeSource serves fixed documents: a node with an unreserved GPU.
+type fakeSource struct{}
+
+const fakeStatus = `{"version":1,"generated_at":"2026-11-30T12:00:00Z","nodes":[{"node":"gpu01","local":true,"flags":[],"gpus":[
+{"index":0,"uuid":"GPU-0","status":"unreserved","memory_used_mb":900,"users":["bob"],"foreign_users":[],"processes":[{"pid":4242,"name":"python3","user":"bob"}]},
+{"index":1,"uuid":"GPU-1","status":"in_use","memory_used_mb":0,"users":[],"foreign_users":[],"reservation":{"kind":"manual","user":"alice","held_seconds":3725}},
+{"index":2,"uuid":"GPU-2","status":"unreserved","memory_used_mb":900,"users":["carol"],"foreign_users":[],"processes":[{"pid":77,"name":"","user":"carol"},{"pid":78,"name":"","user":""}]}]}]}`
+
+func (fakeSource) Cluster(context.Context) (*Docs, error) {
+	return &Docs{Status: []byte(fakeStatus), Queues: map[string][]byte{"gpu01": []byte(`{"version":1,"node":"gpu01","queue":[]}`)}}, nil
+}
+
+func (fakeSource) Report(_ context.Context, days int) ([]byte, error) {
+	return []byte(`{"version":1,"days":7,"nodes":["gpu01"],"users":[{"user":"alice","seconds":{"run":3600,"manual":0,"slurm":7200,"pbs":0},"total_seconds":10800,"gpu_hours":3,"reservations":2},{"user":"=cmd","seconds":{"run":36,"manual":0,"slurm":0,"pbs":0},"total_seconds":36,"gpu_hours":0.01,"reservations":1}]}`), nil
+}
+
+func get(t *testing.T, h http.Handler, method, url string, auth ...string) *http.Response {
+	t.Helper()
+	req := httptest.NewRequest(method, url, nil)
+	if len(auth) == 2 {
+		req.SetBasicAuth(auth[0], auth[1])
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec.Result()
+}
+
+func body(t *testing.T, r *http.Response) string {
+	t.Helper()
+	b, err := io.ReadAll(r.Body)
+	require.NoError(t, err)
+	return string(b)
+}
+
+func TestWrongPasswordRefused(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	require.NoError(t, err)
+	h := NewHandler(fakeSource{}, Users{"ops": hash}, io.Discard)
+	for _, auth := range [][]string{nil, {"ops", "wrong"}, {"bob", "s3cret"}} {
+		r := get(t, h, "GET", "/api/v1/status", auth...)
+		require.Equal(t, http.StatusUnauthorized, r.StatusCode, "%v", auth)
+		require.Contains(t, r.Header.Get("WWW-Authenticate"), "Basic")
+		require.NotContains(t, body(t, r), "gpu01")
+	}
+	r := get(t, h, "GET", "/api/v1/status", "ops", "s3cret")
+	require.Equal(t, http.StatusOK, r.StatusCode)
+	require.JSONEq(t, fakeStatus, body(t, r))
+}
+
+func TestHeadersMethodsAndPages(t *testing.T) {
+	h := NewHandler(fakeSource{}, nil, io.Discard)
+	for _, m := range []string{"POST", "PUT", "DELETE", "PATCH", "OPTIONS"} {
+		r := get(t, h, m, "/api/v1/status")
+		require.Equal(t, http.StatusMethodNotAllowed, r.StatusCode, m)
+		require.Equal(t, "GET, HEAD", r.Header.Get("Allow"))
+	}
+	r := get(t, h, "GET", "/")
+	require.Equal(t, http.StatusOK, r.StatusCode)
+	csp := r.Header.Get("Content-Security-Policy")
+	require.Contains(t, csp, "script-src 'self'")
+	require.NotContains(t, csp, "unsafe-inline")
+	require.Contains(t, csp, "frame-ancestors 'none'")
+	require.Equal(t, "nosniff", r.Header.Get("X-Content-Type-Options"))
+	page := body(t, r)
+	require.Contains(t, page, `class="gpu s-unreserved" data-state="unreserved" data-user="bob"`)
+	require.Contains(t, page, "PID 4242 (python3, bob)")
+	require.Contains(t, page, "PID 77 (carol); PID 78<")
+	require.NotContains(t, page, "<script>", "no inline scripts")
+	require.NotContains(t, page, "style=", "no inline styles")
+
+	page = body(t, get(t, h, "GET", "/?user=alice"))
+	require.Contains(t, page, `data-user="alice"`)
+	require.NotContains(t, page, `data-user="bob"`)
+
+	page = body(t, get(t, h, "GET", "/node/gpu01"))
+	require.Contains(t, page, `<tr id="gpu-0" class="s-unreserved"`)
+	require.Contains(t, page, "1:02:05")
+	require.Equal(t, http.StatusNotFound, get(t, h, "GET", "/node/nope").StatusCode)
+
+	page = body(t, get(t, h, "GET", "/usage?days=7"))
+	require.Contains(t, page, `<g class="bar" data-user="alice">`)
+	r = get(t, h, "GET", "/usage?days=91")
+	require.Equal(t, http.StatusBadRequest, r.StatusCode)
+	require.Equal(t, "days \"91\": want a whole number from 1 to 90\n", body(t, r))
+
+	csv := body(t, get(t, h, "GET", "/usage.csv?days=7"))
+	require.Equal(t, "user,gpu_hours,run,manual,slurm,pbs,reservations\nalice,3.00,1.00,0.00,2.00,0.00,2\n'=cmd,0.01,0.01,0.00,0.00,0.00,1\n", csv)
+
+	for _, p := range []string{"/static/app.js", "/static/style.css", "/metrics", "/api/v1/queue/gpu01", "/api/v1/report?days=1"} {
+		require.Equal(t, http.StatusOK, get(t, h, "GET", p).StatusCode, p)
+	}
+	require.True(t, strings.HasPrefix(get(t, h, "GET", "/static/app.js").Header.Get("Content-Type"), "text/javascript"))
+	require.Equal(t, http.StatusNotFound, get(t, h, "GET", "/api/v1/queue/nope").StatusCode)
+}
