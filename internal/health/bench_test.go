@@ -83,11 +83,11 @@ func BenchmarkRun(b *testing.B) {
 			if tc.bad {
 				first := Run(context.Background(), deps)
 				require.Equal(b, StatusViolations, first.Status)
-				n.sc.show("MIXED+DRAIN", Reason(first.Violations), "")
+				n.sc.Show("MIXED+DRAIN", Reason(first.Violations), "")
 			}
 			hook := &roundTrips{}
 			deps.Store.Client().AddHook(hook)
-			callsBefore := len(n.sc.calls())
+			callsBefore := len(n.sc.Calls())
 			b.ResetTimer()
 			for b.Loop() {
 				r := Run(context.Background(), deps)
@@ -97,7 +97,7 @@ func BenchmarkRun(b *testing.B) {
 			}
 			b.StopTimer()
 			b.ReportMetric(float64(hook.n.Load())/float64(b.N), "roundtrips/op")
-			b.ReportMetric(float64(len(n.sc.calls())-callsBefore)/float64(b.N), "scontrol/op")
+			b.ReportMetric(float64(len(n.sc.Calls())-callsBefore)/float64(b.N), "scontrol/op")
 		})
 	}
 }
@@ -112,7 +112,7 @@ func BenchmarkProgram(b *testing.B) {
 	boot, err := jobstate.BootID("")
 	require.NoError(b, err)
 	n := benchNode(b, ActionNone, false, boot)
-	env := append([]string{"CANHAZGPU_CONFIG=" + n.cfgFile, "SLURMD_NODENAME=n1"}, n.sc.env()...)
+	env := append([]string{"CANHAZGPU_CONFIG=" + n.cfgFile, "SLURMD_NODENAME=n1"}, n.sc.Env()...)
 	for b.Loop() {
 		cmd := exec.Command(bin)
 		cmd.Env = env

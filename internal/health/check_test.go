@@ -31,7 +31,7 @@ func TestRunHealthy(t *testing.T) {
 	n := newTestNode(t, map[string]string{"health.action": "drain"})
 	n.reserve(allocator.KindManual, "alice", 1002, "", "", 0)
 	n.gpus(4, map[int][]fakeProc{0: {{PID: 50, User: "alice", UID: 1002, MB: 4096}}, 3: {{PID: 1, User: "root", UID: 0, MB: 2048}}})
-	n.sc.show("IDLE", "", "")
+	n.sc.Show("IDLE", "", "")
 	deps := n.deps()
 	clock := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	deps.Now = func() time.Time { clock = clock.Add(250 * time.Millisecond); return clock }
@@ -45,7 +45,7 @@ func TestRunHealthy(t *testing.T) {
 	require.Equal(t, GPUState{Index: 0, UUID: testUUID(0), State: "in_use", Reserved: true, Owner: "alice", Kind: "manual",
 		Busy: true, MemoryUsedMB: 4096, Processes: 1}, r.GPUs[0])
 	require.Empty(t, r.Actions, "nothing to change on a clean node")
-	require.Equal(t, [][]string{{"show", "node", "n1"}}, n.sc.calls())
+	require.Equal(t, [][]string{{"show", "node", "n1"}}, n.sc.Calls())
 }
 
 // Unreserved use drains the node with a canhazgpu: reason and flags the
@@ -54,13 +54,13 @@ func TestRunDrainsAndUndrains(t *testing.T) {
 	n := newTestNode(t, map[string]string{"health.action": "drain"})
 	n.register()
 	n.gpus(4, bobOnGPU1)
-	n.sc.show("IDLE", "", "")
+	n.sc.Show("IDLE", "", "")
 	r := n.run()
 	require.Equal(t, StatusViolations, r.Status)
 	require.Equal(t, 1, r.ExitCode())
 	require.Len(t, r.Violations, 1)
 	require.Equal(t, Unreserved, r.Violations[0].Kind)
-	require.Equal(t, [][]string{{"State=DRAIN", "Reason=" + bobReason}}, n.sc.updates())
+	require.Equal(t, [][]string{{"State=DRAIN", "Reason=" + bobReason}}, n.sc.Updates())
 	require.Equal(t, []string{"flags: flagged 1 GPU in the store", "drain: drained: " + bobReason}, actionsOf(r))
 	snap := n.snapshot()
 	require.Len(t, snap.Flags, 1)
@@ -68,16 +68,16 @@ func TestRunDrainsAndUndrains(t *testing.T) {
 	require.Equal(t, "GPU 1 used by bob (pid 4242) without reservation", snap.Flags[0].Message)
 
 	// Next round, still in use: Slurm shows our drain, nothing is rewritten.
-	n.sc.show("IDLE+DRAIN", bobReason, "")
+	n.sc.Show("IDLE+DRAIN", bobReason, "")
 	r = n.run()
 	require.Equal(t, StatusViolations, r.Status)
 	require.Empty(t, r.Actions)
-	require.Len(t, n.sc.updates(), 1)
+	require.Len(t, n.sc.Updates(), 1)
 
 	n.gpus(4, nil)
 	r = n.run()
 	require.Equal(t, StatusHealthy, r.Status)
-	require.Equal(t, [][]string{{"State=DRAIN", "Reason=" + bobReason}, {"State=UNDRAIN"}}, n.sc.updates())
+	require.Equal(t, [][]string{{"State=DRAIN", "Reason=" + bobReason}, {"State=UNDRAIN"}}, n.sc.Updates())
 	require.Equal(t, []string{"flags: cleared the store flags", "undrain: undrained: no violations left"}, actionsOf(r))
 	require.Empty(t, n.snapshot().Flags)
 }
@@ -87,29 +87,29 @@ func TestRunLeavesAnotherDrainAlone(t *testing.T) {
 	n := newTestNode(t, map[string]string{"health.action": "drain"})
 	n.register()
 	n.gpus(4, bobOnGPU1)
-	n.sc.show("IDLE+DRAIN", "maintenance", "")
+	n.sc.Show("IDLE+DRAIN", "maintenance", "")
 	r := n.run()
 	require.Equal(t, StatusViolations, r.Status)
 	require.Contains(t, actionsOf(r), `skip: node already has reason "maintenance": left as it is`)
 	n.gpus(4, nil)
 	require.Equal(t, StatusHealthy, n.run().Status)
-	require.Empty(t, n.sc.updates())
+	require.Empty(t, n.sc.Updates())
 }
 
 func TestRunFlagSetsTheComment(t *testing.T) {
 	n := newTestNode(t, map[string]string{"health.action": "flag"})
 	n.register()
 	n.gpus(4, bobOnGPU1)
-	n.sc.show("IDLE", "", "")
+	n.sc.Show("IDLE", "", "")
 	r := n.run()
 	require.Equal(t, StatusViolations, r.Status)
-	require.Equal(t, [][]string{{"Comment=" + bobReason}}, n.sc.updates())
+	require.Equal(t, [][]string{{"Comment=" + bobReason}}, n.sc.Updates())
 	require.Len(t, n.snapshot().Flags, 1)
 
 	n.gpus(4, nil)
-	n.sc.show("IDLE", "", bobReason)
+	n.sc.Show("IDLE", "", bobReason)
 	require.Equal(t, StatusHealthy, n.run().Status)
-	require.Equal(t, [][]string{{"Comment=" + bobReason}, {"Comment="}}, n.sc.updates())
+	require.Equal(t, [][]string{{"Comment=" + bobReason}, {"Comment="}}, n.sc.Updates())
 	require.Empty(t, n.snapshot().Flags)
 }
 
@@ -131,7 +131,7 @@ func TestRunActionNoneWritesNothing(t *testing.T) {
 	r := n.run()
 	require.Equal(t, StatusViolations, r.Status)
 	require.Empty(t, r.Actions)
-	require.Empty(t, n.sc.calls())
+	require.Empty(t, n.sc.Calls())
 	require.Empty(t, n.snapshot().Flags)
 }
 
@@ -144,7 +144,7 @@ func TestRunNHCMakesNoScontrolCalls(t *testing.T) {
 	deps.NHC = true
 	r := Run(context.Background(), deps)
 	require.Equal(t, StatusViolations, r.Status)
-	require.Empty(t, n.sc.calls())
+	require.Empty(t, n.sc.Calls())
 	require.Len(t, n.snapshot().Flags, 1, "the store still records the finding")
 }
 
@@ -154,15 +154,15 @@ func TestRunSkipsActionsWhenSlurmHangs(t *testing.T) {
 	n := newTestNode(t, map[string]string{"health.action": "drain", "health.scontrol_timeout": "300ms"})
 	n.register()
 	n.gpus(4, bobOnGPU1)
-	n.sc.show("IDLE", "", "")
-	n.sc.touch("hang", "")
+	n.sc.Show("IDLE", "", "")
+	n.sc.Touch("hang", "")
 	start := time.Now()
 	r := n.run()
 	require.Less(t, time.Since(start), 5*time.Second)
 	require.Equal(t, StatusViolations, r.Status)
 	require.Equal(t, []string{"flags: flagged 1 GPU in the store",
 		"skip: Slurm actions skipped this round: scontrol show: no answer within 300ms"}, actionsOf(r))
-	require.Empty(t, n.sc.updates())
+	require.Empty(t, n.sc.Updates())
 }
 
 // As Slurm's HealthCheckProgram, a check that could not run changes
@@ -171,12 +171,12 @@ func TestRunSkipsActionsWhenSlurmHangs(t *testing.T) {
 func TestRunStoreUnreachable(t *testing.T) {
 	n := newTestNode(t, map[string]string{"health.action": "drain", "redis.url": "redis://127.0.0.1:1/0", "redis.dial_timeout": "200ms"})
 	n.gpus(4, bobOnGPU1)
-	n.sc.show("IDLE+DRAIN", bobReason, "")
+	n.sc.Show("IDLE+DRAIN", bobReason, "")
 	r := n.run()
 	require.Equal(t, StatusError, r.Status)
 	require.Equal(t, 2, r.ExitCode())
 	require.Contains(t, r.Error, allocator.ErrUnavailable.Error())
-	require.Empty(t, n.sc.calls(), "no actions without a check")
+	require.Empty(t, n.sc.Calls(), "no actions without a check")
 }
 
 func TestRunBadFakeFile(t *testing.T) {
@@ -209,8 +209,8 @@ func TestRunSettlesStaleSlurmJobs(t *testing.T) {
 	for _, job := range []string{"19", "23", "24"} {
 		require.NoError(t, jobstate.WriteJob(n.stateDir, allocator.KindSlurm, job, jobstate.JobFile{User: "alice"}))
 	}
-	n.sc.touch("job.19", "JobId=19 JobName=wrap\n   JobState=RUNNING Reason=None Dependency=(null)\n")
-	n.sc.touch("job.23", "JobId=23 JobName=wrap\n   JobState=COMPLETED Reason=None Dependency=(null)\n")
+	n.sc.Touch("job.19", "JobId=19 JobName=wrap\n   JobState=RUNNING Reason=None Dependency=(null)\n")
+	n.sc.Touch("job.23", "JobId=23 JobName=wrap\n   JobState=COMPLETED Reason=None Dependency=(null)\n")
 	// Not a socket: a leftover file with a step socket's name proves nothing.
 	require.NoError(t, os.WriteFile(filepath.Join(n.spool, "n1_18.0"), nil, 0o644))
 
@@ -233,7 +233,7 @@ func TestRunSettlesStaleSlurmJobs(t *testing.T) {
 		6: "manual carol ", 7: "run dave "}, n.holders())
 	require.Len(t, r.GPUs, 10)
 	require.False(t, r.GPUs[1].Reserved, "the report shows the state after settling")
-	require.Equal(t, [][]string{{"show", "job", "19"}, {"show", "job", "23"}, {"show", "job", "24"}}, n.sc.calls(),
+	require.Equal(t, [][]string{{"show", "job", "19"}, {"show", "job", "23"}, {"show", "job", "24"}}, n.sc.Calls(),
 		"only jobs kept by their file alone are asked about, once each")
 }
 
@@ -250,9 +250,9 @@ func TestRunKeepsJobsSlurmCannotJudge(t *testing.T) {
 			n := newTestNode(t, map[string]string{"health.scontrol_timeout": "200ms"})
 			n.reserve(allocator.KindSlurm, "alice", 1002, "23", "boot-now", 1)
 			require.NoError(t, jobstate.WriteJob(n.stateDir, allocator.KindSlurm, "23", jobstate.JobFile{User: "alice"}))
-			n.sc.touch("job.23", "JobId=23 JobName=wrap\n   JobState=COMPLETED Reason=None\n")
+			n.sc.Touch("job.23", "JobId=23 JobName=wrap\n   JobState=COMPLETED Reason=None\n")
 			if tc.hang {
-				n.sc.touch("hang", "")
+				n.sc.Touch("hang", "")
 			}
 			deps := n.deps()
 			deps.NHC = tc.nhc
@@ -268,7 +268,7 @@ func TestRunKeepsJobsSlurmCannotJudge(t *testing.T) {
 			require.Empty(t, r.Settled)
 			require.Equal(t, map[int]string{1: "slurm alice 23"}, n.holders())
 			if tc.nhc {
-				require.Empty(t, n.sc.calls())
+				require.Empty(t, n.sc.Calls())
 			}
 		})
 	}
@@ -281,14 +281,14 @@ func TestRunIgnoresForeignJobFiles(t *testing.T) {
 	n.reserve(allocator.KindSlurm, "alice", 1002, "25", "boot-now", 1)
 	require.NoError(t, jobstate.WriteJob(n.stateDir, allocator.KindSlurm, "25", jobstate.JobFile{User: "alice"}))
 	require.NoError(t, os.Lchown(jobstate.JobPath(n.stateDir, allocator.KindSlurm, "25"), 12345, 12345))
-	n.sc.touch("job.25", "JobId=25 JobName=wrap\n   JobState=RUNNING Reason=None\n")
+	n.sc.Touch("job.25", "JobId=25 JobName=wrap\n   JobState=RUNNING Reason=None\n")
 	r := n.run()
 	require.Empty(t, r.Error)
 	require.Len(t, r.Settled, 2)
 	require.Equal(t, "released GPU 1 of slurm job 25: the job no longer runs on this node", r.Settled[0].Message)
 	require.Equal(t, "unrestored", r.Settled[1].What, "the foreign file is reported, and restores nothing")
 	require.Contains(t, r.Settled[1].Message, "slurm job files: state file "+jobstate.JobPath(n.stateDir, allocator.KindSlurm, "25")+" is owned by uid 12345")
-	require.Empty(t, n.sc.calls(), "Slurm is not asked about a job only a foreign file speaks for")
+	require.Empty(t, n.sc.Calls(), "Slurm is not asked about a job only a foreign file speaks for")
 }
 
 // Without slurmd's spool dir a missing socket proves nothing: only an
@@ -322,7 +322,7 @@ func TestRunAsksSlurmForSpoolDir(t *testing.T) {
 	n.reserve(allocator.KindSlurm, "alice", 1002, "18", "boot-now", 1)
 	n.reserve(allocator.KindSlurm, "alice", 1002, "21", "boot-now", 2)
 	require.NoError(t, os.Mkdir(filepath.Join(n.spool, "n1"), 0o755))
-	n.sc.touch("config", "Configuration data as of 2026-11-30T17:00:00\nSlurmctldPort           = 6817\n"+
+	n.sc.Touch("config", "Configuration data as of 2026-11-30T17:00:00\nSlurmctldPort           = 6817\n"+
 		"SlurmdSpoolDir          = "+n.spool+"/%n\nSlurmdTimeout           = 300 sec\n")
 	l, err := net.Listen("unix", filepath.Join(n.spool, "n1", "n1_18.0"))
 	require.NoError(t, err)
@@ -335,7 +335,7 @@ func TestRunAsksSlurmForSpoolDir(t *testing.T) {
 	require.Len(t, r.Settled, 1)
 	require.Equal(t, "released GPU 2 of slurm job 21: the job no longer runs on this node", r.Settled[0].Message)
 	require.Equal(t, map[int]string{1: "slurm alice 18"}, n.holders())
-	require.Equal(t, [][]string{{"show", "config"}}, n.sc.calls())
+	require.Equal(t, [][]string{{"show", "config"}}, n.sc.Calls())
 }
 
 // When Slurm cannot say where its spool dir is, the run says so: never

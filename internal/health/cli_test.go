@@ -18,7 +18,7 @@ import (
 // CANHAZGPU_CONFIG, Slurm's node name in SLURMD_NODENAME.
 func (n *testNode) runMain(args ...string) (code int, stdout, stderr string) {
 	n.t.Helper()
-	env := append([]string{"CANHAZGPU_CONFIG=" + n.cfgFile, "SLURMD_NODENAME=n1"}, n.sc.env()...)
+	env := append([]string{"CANHAZGPU_CONFIG=" + n.cfgFile, "SLURMD_NODENAME=n1"}, n.sc.Env()...)
 	var out, errOut bytes.Buffer
 	code = Main(context.Background(), args, env, &out, &errOut)
 	return code, out.String(), errOut.String()
@@ -26,7 +26,7 @@ func (n *testNode) runMain(args ...string) (code int, stdout, stderr string) {
 
 func TestMainExitCodesAndOutputs(t *testing.T) {
 	n := newTestNode(t, map[string]string{"health.action": "drain"})
-	n.sc.show("IDLE", "", "")
+	n.sc.Show("IDLE", "", "")
 	code, out, errOut := n.runMain()
 	require.Equal(t, 0, code, errOut)
 	require.Equal(t, "healthy: 4 GPUs checked on "+n.name+"\n", out)
@@ -39,12 +39,12 @@ func TestMainExitCodesAndOutputs(t *testing.T) {
 		"flags: flagged 1 GPU in the store\n"+
 		"drain: drained: "+bobReason+"\n"+
 		"unhealthy: 1 problem on "+n.name+"\n", out)
-	require.Equal(t, [][]string{{"State=DRAIN", "Reason=" + bobReason}}, n.sc.updates(), "SLURMD_NODENAME names the node")
+	require.Equal(t, [][]string{{"State=DRAIN", "Reason=" + bobReason}}, n.sc.Updates(), "SLURMD_NODENAME names the node")
 
 	code, out, _ = n.runMain("--nhc")
 	require.Equal(t, 1, code)
 	require.Equal(t, "ERROR:  canhazgpu:  GPU 1 used by bob (pid 4242) without reservation\n", out)
-	require.Len(t, n.sc.updates(), 1, "--nhc leaves marking to NHC")
+	require.Len(t, n.sc.Updates(), 1, "--nhc leaves marking to NHC")
 
 	prom := filepath.Join(t.TempDir(), "canhazgpu.prom")
 	code, out, _ = n.runMain("--json", "--prometheus", prom)
@@ -161,7 +161,7 @@ func TestMainBadInput(t *testing.T) {
 			require.Equal(t, 1, strings.Count(errOut.String(), "\n"), "one line")
 		})
 	}
-	require.Empty(t, n.sc.calls())
+	require.Empty(t, n.sc.Calls())
 }
 
 func TestMainHelpAndVersion(t *testing.T) {

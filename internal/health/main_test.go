@@ -15,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"canhazgpu/internal/slurm/scontroltest"
+
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/store"
 	"canhazgpu/internal/batch"
@@ -46,7 +48,7 @@ type testNode struct {
 	fake     string
 	spool    string
 	stateDir string
-	sc       *standIn
+	sc       *scontroltest.StandIn
 	qstat    string // the stand-in qstat of the PBS adapter
 	cfgFile  string
 	settings map[string]string
@@ -63,7 +65,7 @@ type fakeProc struct {
 
 func newTestNode(t testing.TB, settings map[string]string) *testNode {
 	t.Helper()
-	n := &testNode{t: t, name: fmt.Sprintf("hc%d", nodeSeq.Add(1)), dir: t.TempDir(), sc: newStandIn(t)}
+	n := &testNode{t: t, name: fmt.Sprintf("hc%d", nodeSeq.Add(1)), dir: t.TempDir(), sc: scontroltest.New(t)}
 	n.fake = filepath.Join(n.dir, "gpus.json")
 	// Unix socket paths are short (108 bytes): keep the spool dir near /.
 	spool, err := os.MkdirTemp("", "hcspool")
@@ -75,7 +77,7 @@ func newTestNode(t testing.TB, settings map[string]string) *testNode {
 		"node": n.name, "redis.url": srv.URL(),
 		"gpu.provider": "fake", "gpu.fake_file": n.fake,
 		"slurm.state_dir": n.stateDir, "pbs.state_dir": n.stateDir, "slurm.deadline": "1ms",
-		"health.action": "none", "health.scontrol": n.sc.path, "health.scontrol_timeout": "5s",
+		"health.action": "none", "health.scontrol": n.sc.Path, "health.scontrol_timeout": "5s",
 		"health.slurmd_spool_dir": n.spool, "health.timeout": "20s",
 	}
 	for k, v := range settings {
@@ -182,7 +184,7 @@ func (n *testNode) store() *store.Store { return n.open().Store }
 // deps is what one run gets: Slurm node "n1", boot "boot-now".
 func (n *testNode) deps() *Deps {
 	node := n.open()
-	return &Deps{Config: node.Config, Store: node.Store, GPUs: node.GPUs(), SlurmNode: "n1", Env: n.sc.env(),
+	return &Deps{Config: node.Config, Store: node.Store, GPUs: node.GPUs(), SlurmNode: "n1", Env: n.sc.Env(),
 		BootID: "boot-now", Schedulers: []batch.Scheduler{slurm.Scheduler{}, pbs.Scheduler{Qstat: n.qstat}}}
 }
 

@@ -145,7 +145,7 @@ func TestNHCCheckDrainsKeepsAndResumes(t *testing.T) {
 	require.Contains(t, r.log, `check_canhazgpu:  also:  GPU 2 used by b\x22ob\x24(touch `+marker+`) (pid 4243) without reservation`)
 	require.Contains(t, r.log, "check_canhazgpu:  also:  GPU 3 used by jürgen\\x60touch "+marker+"\\x60 x (pid 4244) without reservation")
 	require.NoFileExists(t, marker)
-	require.Empty(t, n.sc.calls(), "NHC marks the node, not the check")
+	require.Empty(t, n.sc.Calls(), "NHC marks the node, not the check")
 
 	// Could not check, the violation still there: the drain stays, and
 	// NHC's log says why.

@@ -31,7 +31,7 @@ func (n *testNode) jobFile(kind allocator.Kind, job string, f jobstate.JobFile, 
 // jobCalls lists the scontrol show job calls so far.
 func (n *testNode) jobCalls() [][]string {
 	var out [][]string
-	for _, c := range n.sc.calls() {
+	for _, c := range n.sc.Calls() {
 		if c[0] == "show" && c[1] == "job" {
 			out = append(out, c)
 		}
@@ -55,7 +55,7 @@ func TestRunRestoresBatchJobsAfterStoreLoss(t *testing.T) {
 	t.Cleanup(priv.Stop)
 	n := newTestNode(t, map[string]string{"redis.url": priv.URL(), "health.action": "drain"})
 	n.gpus(8, nil)
-	n.sc.show("MIXED", "", "")
+	n.sc.Show("MIXED", "", "")
 
 	dave := jobstate.JobFile{User: "dave", UID: 1004, BootID: "boot-now"}
 	bobRequeued := bob
@@ -83,8 +83,8 @@ func TestRunRestoresBatchJobsAfterStoreLoss(t *testing.T) {
 	n.reserve(allocator.KindManual, "carol", 1003, "", "", 7)
 	n.stepSocket("13", "4294967291")
 	n.stepSocket("16", "0")
-	n.sc.touch("job.14", "JobId=14 JobName=wrap\n   JobState=RUNNING Reason=None Dependency=(null)\n")
-	n.sc.touch("job.15", "JobId=15 JobName=wrap\n   JobState=COMPLETING Reason=None Dependency=(null)\n")
+	n.sc.Touch("job.14", "JobId=14 JobName=wrap\n   JobState=RUNNING Reason=None Dependency=(null)\n")
+	n.sc.Touch("job.15", "JobId=15 JobName=wrap\n   JobState=COMPLETING Reason=None Dependency=(null)\n")
 	n.gpus(8, map[int][]fakeProc{
 		0: {{PID: 90, User: "alice", UID: 1002, JobID: "13", MB: 4096}},
 		1: {{PID: 91, User: "alice", UID: 1002, JobID: "13", MB: 4096}},
@@ -113,7 +113,7 @@ func TestRunRestoresBatchJobsAfterStoreLoss(t *testing.T) {
 	require.Equal(t, "13", r.GPUs[0].JobID)
 	require.Equal(t, [][]string{{"show", "job", "14"}, {"show", "job", "15"}}, n.jobCalls(),
 		"only jobs without a sign on the node are asked about")
-	require.Empty(t, n.sc.updates(), "not drained")
+	require.Empty(t, n.sc.Updates(), "not drained")
 
 	// The next run finds everything in place. Slurm is asked about job 14
 	// as about any job kept by its file alone, and about job 15 until its
@@ -235,9 +235,9 @@ func TestRunRestoresBySlurmOnlyWhenItAnswers(t *testing.T) {
 			n.stepSocket("13", "0")
 			n.jobFile(allocator.KindSlurm, "13", alice, 0)
 			n.jobFile(allocator.KindSlurm, "14", bob, 1)
-			n.sc.touch("job.14", "JobId=14 JobName=wrap\n   JobState=RUNNING Reason=None\n")
+			n.sc.Touch("job.14", "JobId=14 JobName=wrap\n   JobState=RUNNING Reason=None\n")
 			if tc.hang {
-				n.sc.touch("hang", "")
+				n.sc.Touch("hang", "")
 			}
 			deps := n.deps()
 			deps.NHC = tc.nhc
@@ -251,7 +251,7 @@ func TestRunRestoresBySlurmOnlyWhenItAnswers(t *testing.T) {
 			require.Equal(t, "restored GPU 0 of slurm job 13: the store had lost it", r.Settled[0].Message)
 			require.Equal(t, map[int]string{0: "slurm alice 13"}, n.holders())
 			if tc.nhc {
-				require.Empty(t, n.sc.calls())
+				require.Empty(t, n.sc.Calls())
 			} else {
 				require.Equal(t, [][]string{{"show", "job", "14"}}, n.jobCalls())
 			}

@@ -26,12 +26,12 @@ func TestRunLogsViolationsDrainAndUndrain(t *testing.T) {
 	n := newTestNode(t, map[string]string{"health.action": "drain"})
 	n.register()
 	n.gpus(4, bobOnGPU1)
-	n.sc.show("IDLE", "", "")
+	n.sc.Show("IDLE", "", "")
 	require.Equal(t, StatusViolations, n.runLogged(l).Status)
 	n.gpus(4, nil)
-	n.sc.show("IDLE+DRAIN", bobReason, "")
+	n.sc.Show("IDLE+DRAIN", bobReason, "")
 	require.Equal(t, StatusHealthy, n.runLogged(l).Status)
-	n.sc.show("IDLE", "", "")
+	n.sc.Show("IDLE", "", "")
 	require.Equal(t, StatusHealthy, n.runLogged(l).Status)
 
 	lines := l.Lines(4)
@@ -55,8 +55,8 @@ func TestRunSettleRemovesTheJobFileAndLogs(t *testing.T) {
 	for job, boot := range map[string]string{"31": "boot-now", "32": "boot-now", "33": "boot-old", "34": "boot-now"} {
 		require.NoError(t, jobstate.WriteJob(n.stateDir, allocator.KindSlurm, job, jobstate.JobFile{User: "alice", BootID: boot}))
 	}
-	n.sc.touch("job.31", "JobId=31 JobName=wrap\n   JobState=COMPLETED Reason=None Dependency=(null)\n")
-	n.sc.touch("job.34", "JobId=34 JobName=wrap\n   JobState=RUNNING Reason=None Dependency=(null)\n")
+	n.sc.Touch("job.31", "JobId=31 JobName=wrap\n   JobState=COMPLETED Reason=None Dependency=(null)\n")
+	n.sc.Touch("job.34", "JobId=34 JobName=wrap\n   JobState=RUNNING Reason=None Dependency=(null)\n")
 
 	r := n.runLogged(l)
 	require.Empty(t, r.Error)

@@ -26,7 +26,7 @@ func TestRunReportsWarnedUseWithoutDraining(t *testing.T) {
 		1: {{PID: 50, User: "alice", UID: 1002, MB: 4096}, {PID: 61, User: "bob", UID: 1001, JobID: "40", MB: 4096}},
 		2: {{PID: 62, User: "bob", UID: 1001, JobID: "40", MB: 4096}},
 	})
-	n.sc.show("IDLE", "", "")
+	n.sc.Show("IDLE", "", "")
 	r := n.run()
 	require.Empty(t, r.Error)
 	require.Equal(t, StatusHealthy, r.Status)
@@ -37,7 +37,7 @@ func TestRunReportsWarnedUseWithoutDraining(t *testing.T) {
 		{JobID: "40", User: "bob", GPU: 2, UUID: testUUID(2),
 			Message: "slurm job 40 of bob uses GPU 2 without a reservation (on_conflict=warn): in use without reservation"},
 	}, r.Warned)
-	require.Empty(t, n.sc.updates(), "no drain for a use the warn policy allowed")
+	require.Empty(t, n.sc.Updates(), "no drain for a use the warn policy allowed")
 	var out bytes.Buffer
 	require.NoError(t, WriteHuman(&out, r))
 	require.Contains(t, out.String(), "warned: slurm job 40 of bob uses GPU 2 without a reservation (on_conflict=warn): in use without reservation\n")
@@ -56,5 +56,5 @@ func TestRunReportsWarnedUseWithoutDraining(t *testing.T) {
 	require.Equal(t, Unreserved, r.Violations[0].Kind)
 	require.Equal(t, []Process{{PID: 70, Name: "python3", User: "bob", UID: 1001, JobID: "41",
 		UsedMemoryMB: 1024}}, r.Violations[0].Processes)
-	require.NotEmpty(t, n.sc.updates(), "a use the policy did not allow still drains")
+	require.NotEmpty(t, n.sc.Updates(), "a use the policy did not allow still drains")
 }
