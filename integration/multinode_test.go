@@ -490,17 +490,12 @@ func mnConcurrent(t *testing.T, m *mnCluster) {
 	close(stop)
 	<-watched
 
-	type span struct {
-		node       string
-		gpus       map[string]bool
-		start, end int64
-	}
-	spans := map[string]span{}
+	spans := map[string]jobSpan{}
 	perNode := map[string]int{}
 	for _, id := range ids {
 		out := parseOutput(m.c.Output(id))
 		require.NotNil(t, out["STEP0"], "job %s output: %q", id, m.c.Output(id))
-		sp := span{node: out["BATCH"]["node"], gpus: map[string]bool{}}
+		sp := jobSpan{node: out["BATCH"]["node"], gpus: map[string]bool{}}
 		perNode[sp.node]++
 		for k := range strings.SplitSeq(out["BATCH"]["gpus"], ",") {
 			i, err := strconv.Atoi(k)
@@ -516,19 +511,7 @@ func mnConcurrent(t *testing.T, m *mnCluster) {
 		mu.Unlock()
 	}
 	require.Len(t, perNode, len(mnNodes), "jobs ran on every node: %v", perNode)
-	overlaps := 0
-	for _, a := range ids {
-		for _, b := range ids {
-			if a >= b || spans[a].end < spans[b].start || spans[b].end < spans[a].start {
-				continue
-			}
-			overlaps++
-			for g := range spans[a].gpus {
-				require.False(t, spans[b].gpus[g], "jobs %s and %s ran at the same time on %s", a, b, g)
-			}
-		}
-	}
-	require.Positive(t, overlaps, "jobs did run at the same time")
+	overlaps := requireNoSharedGPU(t, spans)
 	total := 0
 	for _, n := range mnNodes {
 		hist, err := m.stores[n].History(context.Background(), start)

@@ -521,15 +521,11 @@ func testConcurrent(t *testing.T, s *site) {
 	close(stop)
 	<-watched
 
-	type span struct {
-		gpus       map[string]bool
-		start, end int64
-	}
-	spans := map[string]span{}
+	spans := map[string]jobSpan{}
 	for _, id := range ids {
 		out := parseOutput(s.c.Output(id))
 		require.NotNil(t, out["STEP0"], "job %s output: %q", id, s.c.Output(id))
-		sp := span{gpus: map[string]bool{}}
+		sp := jobSpan{gpus: map[string]bool{}}
 		for k := range strings.SplitSeq(out["BATCH"]["gpus"], ",") {
 			n, err := strconv.Atoi(k)
 			require.NoError(t, err)
@@ -543,19 +539,7 @@ func testConcurrent(t *testing.T, s *site) {
 		require.Equal(t, sp.gpus, observed[id], "job %s: the store held exactly its GPUs", id)
 		mu.Unlock()
 	}
-	overlaps := 0
-	for _, a := range ids {
-		for _, b := range ids {
-			if a >= b || spans[a].end < spans[b].start || spans[b].end < spans[a].start {
-				continue
-			}
-			overlaps++
-			for g := range spans[a].gpus {
-				require.False(t, spans[b].gpus[g], "jobs %s and %s ran at the same time on %s", a, b, g)
-			}
-		}
-	}
-	require.Positive(t, overlaps, "jobs did run at the same time")
+	overlaps := requireNoSharedGPU(t, spans)
 	hist, err := s.st.History(context.Background(), start)
 	require.NoError(t, err)
 	for _, r := range hist {
@@ -564,4 +548,33 @@ func testConcurrent(t *testing.T, s *site) {
 	require.Len(t, hist, 2*len(ids), "every grant released once")
 	s.requireClean()
 	t.Logf("%d jobs in %d rounds, %d overlapping pairs, %s", len(ids), rounds, overlaps, time.Since(start).Round(time.Millisecond))
+}
+
+// jobSpan is one job of a concurrency test: the GPUs it saw and when its
+// steps started and ended (ms), from its own output.
+type jobSpan struct {
+	node       string // "" on a one-node cluster
+	gpus       map[string]bool
+	start, end int64
+}
+
+// requireNoSharedGPU checks that no two jobs that ran at the same time
+// saw a common GPU, and that some did run at the same time (else the test
+// proves nothing); it returns how many pairs overlapped.
+func requireNoSharedGPU(t *testing.T, spans map[string]jobSpan) int {
+	t.Helper()
+	overlaps := 0
+	for a, sa := range spans {
+		for b, sb := range spans {
+			if a >= b || sa.end < sb.start || sb.end < sa.start {
+				continue
+			}
+			overlaps++
+			for g := range sa.gpus {
+				require.False(t, sb.gpus[g], "jobs %s and %s ran at the same time on %s", a, b, g)
+			}
+		}
+	}
+	require.Positive(t, overlaps, "jobs did run at the same time")
+	return overlaps
 }
