@@ -23,6 +23,7 @@ var programs = map[string]string{
 	"canhazgpu-prolog":      "canhazgpu/prolog",
 	"canhazgpu-epilog":      "canhazgpu/epilog",
 	"canhazgpu-healthcheck": "canhazgpu/cmd/canhazgpu-healthcheck",
+	"canhazgpu":             "canhazgpu/cmd/canhazgpu",
 }
 
 func TestMain(m *testing.M) {

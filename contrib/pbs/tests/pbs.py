@@ -3,12 +3,26 @@
 
 It mimics the documented objects the canhazgpu hook uses (PBS Hooks
 Guide; openpbs src/modules/python/pbs/v1/_svr_types.py): the event types,
-pbs.event() with type, job, env (execjob_launch only), vnode_list and
+pbs.event() with type, job, env (execjob_launch only), vnode_list (the
+job's vnodes in job events, all of the server's in exechost_periodic) and
 job_list (exechost_periodic only), accept() and reject() ending the hook
 with SystemExit, the job's id, euser, run_count, exec_vnode.chunks and
-rerun(), vnode state and comment, pbs.server().vnode(), logmsg and
-get_local_nodename. A test builds an event with the helpers below, runs
-the hook the way PBS does, and reads what the hook did from the objects.
+rerun(), vnode state, comment and resources_available, pbs.vnode(),
+pbs.server().vnode(), logmsg and get_local_nodename. A test builds an
+event with the helpers below, runs the hook the way PBS does, and reads
+what the hook did from the objects.
+
+Complex models what the server and the scheduler do around the hook, as
+OpenPBS does it (openpbs src/server/req_runjob.c, src/scheduler): a job
+is placed on a vnode whose resources_available.ngpus, less what running
+jobs were assigned, covers it; every run raises run_count first (the first
+run has run count 1); a job rejected in execjob_begin, with or without
+rerun(), goes back to the queue and the scheduler places it again at once;
+once run_count is above 20 the server puts a system hold on it ("job held,
+too many failed attempts to run"), and on a subjob's whole array too. Vnode
+changes a job event's hook makes reach the server whether it accepts or
+rejects (MoM's update_svr for job events); an exechost_periodic hook's on
+accept.
 """
 
 import re
@@ -44,7 +58,8 @@ log = []  # (level, message) in order
 
 def reset(local_nodename, server_vnodes=None, config_file=None):
     """Start a fresh scenario: this host's name, the server's vnodes
-    (name -> (state, comment)) and the hook config file."""
+    (name -> (state, comment) or (state, comment, ngpus)) and the hook
+    config file."""
     global _local_nodename, _event, _server, hook_config_filename, log
     _local_nodename = local_nodename
     _event = None
@@ -69,6 +84,11 @@ def server():
     return _server
 
 
+def vnode(name):
+    """A vnode object a hook adds to vnode_list to change it."""
+    return Vnode(name)
+
+
 def set_event(e):
     global _event
     _event = e
@@ -76,16 +96,22 @@ def set_event(e):
 
 class pbs_resource(object):
     """A resource list. Unlike a dict it has no get(): indexing gives None
-    for a resource that is not set."""
+    for a resource that is not set. on_set, when given, hears every
+    assignment (a vnode remembers what a hook set)."""
 
-    def __init__(self, values):
+    def __init__(self, values, on_set=None):
         self._values = dict(values)
+        self._on_set = on_set
 
     def __getitem__(self, name):
         return self._values.get(name)
 
     def __setitem__(self, name, value):
+        if name == "ngpus" and not isinstance(value, int):
+            raise TypeError("resources_available['ngpus'] is a long: got %r" % (value,))
         self._values[name] = value
+        if self._on_set is not None:
+            self._on_set(name, value)
 
     def keys(self):
         return list(self._values.keys())
@@ -116,8 +142,10 @@ class exec_vnode(object):
 
 
 class Job(object):
+    """A job as a hook sees it. run_count defaults to 1: the server raises
+    it before every run, so the first execjob_begin sees 1."""
 
-    def __init__(self, id, euser, exec_vnode_text, run_count=0):
+    def __init__(self, id, euser, exec_vnode_text, run_count=1, array=None):
         self.id = id
         self.euser = euser
         self.egroup = euser
@@ -128,6 +156,11 @@ class Job(object):
         self.Resource_List = pbs_resource({"ngpus": total})
         self.rerun_called = False
         self.delete_called = False
+        # Server-side state, read by tests through Complex.
+        self.job_state = "Q"
+        self.Hold_Types = "n"
+        self.comment = None
+        self.array = array  # the JobArray of a subjob
 
     def rerun(self):
         self.rerun_called = True
@@ -137,14 +170,19 @@ class Job(object):
 
 
 class Vnode(object):
-    """A vnode; attributes set by a hook are remembered so that accept()
-    can send them to the server, as MoM does."""
+    """A vnode; attributes set by a hook are remembered so that MoM can
+    send them to the server."""
 
-    def __init__(self, name, state=ND_FREE, comment=None):
+    def __init__(self, name, state=ND_FREE, comment=None, ngpus=None):
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "state", state)
         object.__setattr__(self, "comment", comment)
         object.__setattr__(self, "changed", {})
+        object.__setattr__(self, "resources_available", pbs_resource(
+            {"ngpus": ngpus} if ngpus is not None else {}, on_set=self._resource_set))
+
+    def _resource_set(self, name, value):
+        self.changed["resources_available." + name] = value
 
     def __setattr__(self, key, value):
         if key not in ("state", "comment"):
@@ -152,14 +190,33 @@ class Vnode(object):
         object.__setattr__(self, key, value)
         self.changed[key] = value
 
+    def copy(self):
+        v = Vnode(self.name, self.state, self.comment, self.resources_available["ngpus"])
+        return v
+
+    def apply(self, changes):
+        """The server takes a hook's changes."""
+        for key, value in changes.items():
+            if key.startswith("resources_available."):
+                self.resources_available._values[key[len("resources_available."):]] = value
+            else:
+                object.__setattr__(self, key, value)
+
 
 class Server(object):
 
     def __init__(self, vnodes):
-        self.vnodes = {n: Vnode(n, s, c) for n, (s, c) in vnodes.items()}
+        self.vnodes = {}
+        for n, spec in vnodes.items():
+            self.vnodes[n] = Vnode(n, *spec)
 
     def vnode(self, name):
         return self.vnodes[name]
+
+    def take_changes(self, vnode_list):
+        for name, v in vnode_list.items():
+            if name in self.vnodes and v.changed:
+                self.vnodes[name].apply(v.changed)
 
 
 class Event(object):
@@ -174,20 +231,140 @@ class Event(object):
             self.job = job
         if type == EXECJOB_LAUNCH:
             self.env = {"PATH": "/bin:/usr/bin", "HOME": "/home/" + job.euser}
+        # Copies: what the hook sets reaches the server when the hook ends.
         if type in (EXECHOST_PERIODIC, EXECHOST_STARTUP):
-            # Copies: what the hook sets reaches the server only on accept.
-            self.vnode_list = {n: Vnode(n, v.state, v.comment) for n, v in _server.vnodes.items()}
+            self.vnode_list = {n: v.copy() for n, v in _server.vnodes.items()}
             self.job_list = {j: Job(j, "someone", None) for j in (job_list or [])}
+        elif job is not None:
+            names = [c.vnode_name for c in job.exec_vnode.chunks] if job.exec_vnode else []
+            self.vnode_list = {n: _server.vnodes[n].copy() for n in names if n in _server.vnodes}
 
     def accept(self, msg=None):
         self.accepted = True
         if hasattr(self, "vnode_list"):
-            for name, v in self.vnode_list.items():
-                for key, value in v.changed.items():
-                    setattr(_server.vnodes[name], key, value)
+            _server.take_changes(self.vnode_list)
         raise SystemExit(0)
 
     def reject(self, msg=None):
         self.accepted = False
         self.reject_msg = msg
+        # MoM sends a job event's vnode changes even when its hook rejects.
+        if hasattr(self, "vnode_list") and self.type not in (EXECHOST_PERIODIC, EXECHOST_STARTUP):
+            _server.take_changes(self.vnode_list)
         raise SystemExit(1)
+
+
+class JobArray(object):
+    """A job array (qsub -J 1-N); subjobs share its hold and comment."""
+
+    def __init__(self, id, euser, exec_vnode_text, count):
+        self.id = id
+        self.Hold_Types = "n"
+        self.comment = None
+        base, _, server_name = id.partition(".")
+        base = base.rstrip("[]")
+        self.subjobs = [Job("%s[%d].%s" % (base, i, server_name), euser, exec_vnode_text, run_count=0, array=self)
+                        for i in range(1, count + 1)]
+
+
+class Complex(object):
+    """The PBS server and scheduler around one execution host's hook.
+
+    run_begin(job) runs the hook's execjob_begin for a job and returns the
+    event; run_end(job) its execjob_end. job_run_wait is the scheduler's
+    attribute of that name: with "execjob_hook" the scheduler waits for the
+    execjob_begin outcome and writes the hook's message into the job's
+    comment; otherwise the comment only says the MoM rejected the job."""
+
+    MAX_RUNS = 20  # PBS_MAX_HOPCOUNT + PBS_MAX_HOPCOUNT
+    MAX_CYCLES = 200  # a model that would spin longer is broken
+
+    def __init__(self, run_begin, run_end, job_run_wait="runjob_hook"):
+        self.run_begin = run_begin
+        self.run_end = run_end
+        self.job_run_wait = job_run_wait
+        self.queued = []
+        self.running = []
+        self.begins = 0  # execjob_begin events run
+
+    def submit(self, job):
+        """Queue a job or, for a JobArray, all its subjobs."""
+        jobs = job.subjobs if isinstance(job, JobArray) else [job]
+        for j in jobs:
+            j.run_count = 0
+            j.job_state = "Q"
+            self.queued.append(j)
+        return job
+
+    def _held(self, job):
+        return "s" in job.Hold_Types or (job.array is not None and "s" in job.array.Hold_Types)
+
+    def _free(self, name):
+        v = _server.vnodes[name]
+        if v.state & (ND_OFFLINE | ND_DOWN):
+            return 0
+        avail = v.resources_available["ngpus"] or 0
+        used = 0
+        for j in self.running:
+            for c in j.exec_vnode.chunks:
+                if c.vnode_name == name:
+                    used += c.chunk_resources["ngpus"] or 0
+        return avail - used
+
+    def _fits(self, job):
+        need = {}
+        for c in job.exec_vnode.chunks:
+            need[c.vnode_name] = need.get(c.vnode_name, 0) + (c.chunk_resources["ngpus"] or 0)
+        for name, n in need.items():
+            if name not in _server.vnodes or self._free(name) < n:
+                return False, name, n
+        return True, None, 0
+
+    def cycle(self):
+        """One scheduling cycle; returns how many jobs it tried to run."""
+        tried = 0
+        for job in list(self.queued):
+            if self._held(job):
+                continue
+            ok, name, n = self._fits(job)
+            if not ok:
+                job.comment = ("Not Running: Insufficient amount of resource: ngpus (R: %d A: %d)"
+                               % (n, max(self._free(name), 0) if name in _server.vnodes else 0))
+                continue
+            tried += 1
+            job.run_count += 1
+            e = self.run_begin(job)
+            self.begins += 1
+            if e.accepted:
+                self.queued.remove(job)
+                self.running.append(job)
+                job.job_state = "R"
+                job.comment = "Job run at now on (%s)" % job.exec_vnode
+                continue
+            # Requeued (rerun() or not; delete() is not modelled).
+            if self.job_run_wait == "execjob_hook" and e.reject_msg:
+                job.comment = "Not Running: PBS Error: %s" % e.reject_msg
+            else:
+                job.comment = "Not Running: PBS Error: Execution server rejected request"
+            if job.run_count > self.MAX_RUNS:
+                job.Hold_Types = "s"
+                job.job_state = "H"
+                job.comment = "job held, too many failed attempts to run"
+                if job.array is not None:
+                    job.array.Hold_Types = "s"
+                    job.array.comment = "Job Array Held, too many failed attempts to run subjob %s" % job.id
+        return tried
+
+    def settle(self):
+        """Cycles until one tries nothing: a rejected job makes the
+        scheduler start a new cycle at once."""
+        for _ in range(self.MAX_CYCLES):
+            if self.cycle() == 0:
+                return
+        raise AssertionError("the scheduler never settled")
+
+    def finish(self, job):
+        """The job ends: execjob_end on the host, its ngpus free again."""
+        self.running.remove(job)
+        job.job_state = "F"
+        self.run_end(job)

@@ -3,8 +3,9 @@
 calling the real canhazgpu-prolog, -epilog and -healthcheck on a real
 redis-server with fake GPUs.
 
-Run by `go test ./internal/pbs`, which builds the programs and starts a
-private redis-server, then runs
+Run by `go test ./internal/pbs`, which builds the programs (canhazgpu
+itself too, for interactive reservations) and starts a private
+redis-server, then runs
 
     python3 -m unittest discover -s contrib/pbs/tests
 
@@ -15,6 +16,7 @@ CANHAZGPU_TEST_REDIS_URL set.
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import unittest
 
@@ -55,6 +57,7 @@ class Node(object):
         self.set_gpus(gpus)
         state = os.path.join(self.dir, "state")
         config = os.path.join(self.dir, "config.toml")
+        self.config = config
         with open(config, "w") as f:
             f.write('node = "pbshook%d-%d"\n' % (os.getpid(), _seq[0]))
             f.write('[redis]\nurl = "%s"\ndial_timeout = "200ms"\nop_timeout = "500ms"\n' % (redis or REDIS))
@@ -97,6 +100,21 @@ class Node(object):
 
     def env_file(self, jobid):
         return os.path.join(self.env_dir, jobid + ".env")
+
+    def canhazgpu(self, *args):
+        """Run the canhazgpu command on this host (as root, as the tests
+        run): interactive reservations the batch jobs must respect."""
+        env = dict(os.environ, CANHAZGPU_CONFIG=self.config)
+        p = subprocess.run([os.path.join(BIN, "canhazgpu")] + list(args), env=env,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if p.returncode != 0:
+            raise AssertionError("canhazgpu %s: exit status %d: %s"
+                                 % (" ".join(args), p.returncode, p.stdout.decode()))
+
+    def complex(self, **kw):
+        """The stand-in PBS server and scheduler around this host's hook."""
+        return pbs.Complex(lambda job: begin(self, job),
+                           lambda job: self.run(pbs.Event(pbs.EXECJOB_END, job)), **kw)
 
 
 def begin(node, job):
@@ -220,6 +238,93 @@ class JobEvents(unittest.TestCase):
     def test_other_events_are_accepted(self):
         n = Node(self, gpus=1)
         self.assertTrue(n.run(pbs.Event(pbs.QUEUEJOB)).accepted)
+
+
+def ngpus(name="hostA"):
+    return pbs.server().vnode(name).resources_available["ngpus"]
+
+
+class Conflicts(unittest.TestCase):
+    """What the scheduler does with a job whose GPUs are taken: the
+    stand-in Complex re-runs a rejected job at once and holds it after 20
+    runs, as OpenPBS does."""
+
+    @unittest.expectedFailure
+    def test_taken_gpus_neither_spin_nor_hold_the_job(self):
+        n = Node(self, gpus=4, vnodes={"hostA": (pbs.ND_FREE, None, 4)})
+        n.canhazgpu("reserve", "--gpus", "3", "--duration", "1h")
+        c = n.complex()
+        job = c.submit(pbs.Job("901.server", "nobody", "(hostA:ncpus=1:ngpus=2)"))
+        c.settle()
+        self.assertEqual(c.begins, 1, "one begin met the conflict; the scheduler did not place the job again")
+        self.assertEqual(job.job_state, "Q")
+        self.assertEqual(job.Hold_Types, "n")
+        self.assertEqual(ngpus(), 1, "PBS now counts only the GPU canhazgpu can give")
+        self.assertIn("Insufficient amount of resource: ngpus", job.comment)
+
+        # The interactive hold ends; the next periodic event counts the
+        # GPUs again and the job runs on its next try.
+        n.canhazgpu("release")
+        n.run(pbs.Event(pbs.EXECHOST_PERIODIC))
+        self.assertEqual(ngpus(), 4)
+        c.settle()
+        self.assertEqual(job.job_state, "R")
+        self.assertEqual(job.run_count, 2)
+        c.finish(job)
+        self.assertEqual(ngpus(), 4)
+
+    @unittest.expectedFailure
+    def test_job_array_is_not_held(self):
+        n = Node(self, gpus=4, vnodes={"hostA": (pbs.ND_FREE, None, 4)})
+        n.canhazgpu("reserve", "--gpus", "3", "--duration", "1h")
+        c = n.complex()
+        array = c.submit(pbs.JobArray("902[].server", "nobody", "(hostA:ngpus=1)", 3))
+        c.settle()
+        self.assertEqual([j.job_state for j in array.subjobs], ["R", "Q", "Q"])
+        self.assertEqual(array.Hold_Types, "n")
+        self.assertLessEqual(c.begins, 2)
+        n.canhazgpu("release")
+        n.run(pbs.Event(pbs.EXECHOST_PERIODIC))
+        c.settle()
+        self.assertEqual([j.job_state for j in array.subjobs], ["R", "R", "R"])
+
+    @unittest.expectedFailure
+    def test_comment_carries_the_message_when_the_scheduler_waits(self):
+        n = Node(self, gpus=2, vnodes={"hostA": (pbs.ND_FREE, None, 2)})
+        n.canhazgpu("reserve", "--gpus", "1", "--duration", "1h")
+        c = n.complex(job_run_wait="execjob_hook")
+        # The count still says 2: the hold began after the last update.
+        job = c.submit(pbs.Job("903.server", "nobody", "(hostA:ngpus=2)"))
+        c.cycle()
+        self.assertEqual(job.comment, "Not Running: PBS Error: canhazgpu: pbs job 903.server of nobody: "
+                                      "Not enough GPUs available. Requested: 2, Available: 1")
+        c.settle()
+        self.assertEqual(c.begins, 1)
+        self.assertEqual(job.Hold_Types, "n")
+
+    def test_the_stand_in_holds_a_job_rejected_21_times(self):
+        # The real behaviour the hook must not trigger: a hook that always
+        # rejects sees the job 21 times, then the server holds it.
+        n = Node(self, gpus=1, vnodes={"hostA": (pbs.ND_FREE, None, 1)})
+        seen = {}
+
+        def reject(job):
+            seen.setdefault(job.id, []).append(job.run_count)
+            e = pbs.Event(pbs.EXECJOB_BEGIN, job)
+            try:
+                job.rerun()
+                e.reject("no")
+            except SystemExit:
+                pass
+            return e
+        c = pbs.Complex(reject, None)
+        array = c.submit(pbs.JobArray("904[].server", "nobody", "(hostA:ngpus=1)", 2))
+        c.settle()
+        self.assertEqual(seen["904[1].server"], list(range(1, 22)), "run count 1 on the first run")
+        self.assertEqual(array.subjobs[0].comment, "job held, too many failed attempts to run")
+        self.assertEqual(array.Hold_Types, "s")
+        self.assertEqual(array.comment, "Job Array Held, too many failed attempts to run subjob 904[1].server")
+        self.assertLessEqual(len(seen["904[2].server"]), 21, "the held array runs no other subjob")
 
 
 class Periodic(unittest.TestCase):
