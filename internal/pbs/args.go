@@ -23,8 +23,10 @@ type prologArgs struct {
 	torque   string // --torque-resources: Torque's resource list ($5)
 	runCount int    // -1 when unknown (Torque)
 	envFile  string
-	cf       *config.Flags
-	fs       *pflag.FlagSet
+	// available: print how many GPUs PBS may count here, reserve nothing.
+	available bool
+	cf        *config.Flags
+	fs        *pflag.FlagSet
 }
 
 // epilogArgs are the epilog's flags, checked.
@@ -47,8 +49,18 @@ func parseProlog(args []string) (*prologArgs, error) {
 	torque := fs.String("torque-resources", "", "Torque's resource `list` ($5); this host's gpus= share is taken from it")
 	run := fs.String("run-count", "", "the job's run count `N` (e.job.run_count), recorded with the reservation")
 	fs.StringVar(&a.envFile, "env-file", "", "also write the job's environment to this `file` (atomically, mode 0644)")
+	fs.BoolVar(&a.available, "available", false, "reserve nothing: print how many of this host's GPUs PBS may count in resources_available.ngpus (no job flags)")
 	if err := parse(fs, args); err != nil {
 		return a, err // a carries the flag set for --help
+	}
+	if a.available {
+		for _, name := range []string{"job", "user", "uid", "ngpus", "torque-resources", "run-count", "env-file"} {
+			if fs.Changed(name) {
+				return nil, &allocator.InputError{Field: "--available", Value: "with --" + name,
+					Accepted: "--available alone, or with --config and the setting flags: it counts the host's GPUs, not a job's"}
+			}
+		}
+		return a, nil
 	}
 	var err error
 	if a.job, err = checkJob(*job); err != nil {

@@ -361,6 +361,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown flag", []string{"--job", "1", "--gpus", "1"}, `canhazgpu-prolog: unknown flag: --gpus`},
 		{"unknown user", []string{"--job", "1", "--user", "no-such-user-here", "--ngpus", "1"}, `canhazgpu: error: pbs job 1: invalid --user "no-such-user-here": want a user of this host, or pass --uid`},
 		{"torque ambiguous", []string{"--job", "1", "--user", "alice", "--uid", "1", "--torque-resources", "nodes=1:gpus=1+1:gpus=2"}, `invalid --torque-resources "nodes=1:gpus=1+1:gpus=2"`},
+		{"available with a job", []string{"--available", "--job", "1"}, `invalid --available "with --job": want --available alone, or with --config and the setting flags`},
 	}
 	n := newTestNode(t, nodeOpts{gpus: 2})
 	for _, c := range cases {

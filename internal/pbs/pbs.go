@@ -4,6 +4,7 @@
 //
 //	canhazgpu-prolog --pbs --job ID --user NAME --ngpus N [--uid N] [--run-count N] [--env-file PATH]
 //	canhazgpu-prolog --pbs --job ID --user NAME --torque-resources LIST [--env-file PATH]
+//	canhazgpu-prolog --pbs --available
 //	canhazgpu-epilog --pbs --job ID [--env-file PATH]
 //
 // PBS only counts ngpus; it never says which GPUs a job gets. So the prolog
@@ -11,6 +12,12 @@
 // (owner kind pbs) in one atomic store call. A retried prolog of the same
 // job keeps the GPUs it already holds. The epilog releases every
 // reservation of the job on this node, whatever the prolog did.
+//
+// --available reserves nothing: it prints how many of this node's GPUs
+// PBS may count in the vnode's resources_available.ngpus (see Usable).
+// The hook keeps that attribute equal to it, so that PBS's scheduler does
+// not place a job on GPUs an interactive user holds, only to have the job
+// rejected and placed again at once.
 //
 // On success the prolog prints the job's environment on stdout, one
 // NAME=VALUE per line, and writes the same lines to --env-file when given:

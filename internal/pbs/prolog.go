@@ -44,6 +44,9 @@ func runProlog(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stderr, "canhazgpu-prolog: %v\n", err)
 		return ExitError
 	}
+	if a.available {
+		return printAvailable(ctx, cfg, stdout, stderr)
+	}
 	p := &prolog{args: a, cfg: cfg, stdout: stdout, stderr: stderr}
 	return p.run(ctx)
 }
