@@ -1,15 +1,17 @@
 package pbs
 
 import (
-	"canhazgpu/internal/batch"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/spf13/pflag"
+
+	"canhazgpu/allocator"
+	"canhazgpu/internal/batch"
+	"canhazgpu/internal/jobstate"
 )
 
 // RunEpilog is canhazgpu-epilog --pbs; args are the flags after --pbs. It
@@ -43,6 +45,10 @@ func runEpilog(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		logf(stderr, "error: pbs job %s: %v", a.job, err)
 		return ExitError
 	}
+	// The job file knows the GPUs' indices; read it before the release
+	// removes it, so that the log line names them as the prolog's did.
+	// Without it (a prolog that never ran here) the line names UUIDs.
+	held, _ := jobstate.ReadJob(cfg.PBS.StateDir, allocator.KindPBS, a.job)
 	e := &batch.Engine{Config: cfg, Policy: Policy(cfg)}
 	rel, err := e.Release(ctx, batch.Job{ID: a.job, UID: -1,
 		Withdraw: func() error { return removeEnvFile(a.envFile) }})
@@ -59,10 +65,25 @@ func runEpilog(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	case len(rel.GPUs) == 0:
 		logf(stderr, "pbs job %s held no GPUs on this host", a.job)
 	default:
-		logf(stderr, "pbs job %s: released GPUs %s", a.job, strings.Join(rel.GPUs, ","))
+		logf(stderr, "pbs job %s: released GPUs %s", a.job, indexList(named(rel.GPUs, held.GPUs)))
 	}
 	if rel.Settled != "" {
 		logf(stderr, "%s", rel.Settled)
 	}
 	return ExitOK
+}
+
+// named gives each released UUID its index from the job's GPUs; one the
+// job file lacks keeps index -1, and indexList names it by UUID.
+func named(uuids []string, known []jobstate.GPU) []jobstate.GPU {
+	out := make([]jobstate.GPU, len(uuids))
+	for i, u := range uuids {
+		out[i] = jobstate.GPU{UUID: u, Index: -1}
+		for _, g := range known {
+			if g.UUID == u {
+				out[i].Index = g.Index
+			}
+		}
+	}
+	return out
 }
