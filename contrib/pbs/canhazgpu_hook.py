@@ -21,6 +21,13 @@ exechost_periodic  run canhazgpu-healthcheck --nhc: on violations offline
                    It also releases the GPUs of jobs that ended here
                    without an epilogue or end event.
 
+After begin, end and periodic, the host's vnode gets
+resources_available.ngpus = what canhazgpu can give PBS jobs here
+(canhazgpu-prolog --pbs --available): PBS does not know about interactive
+holds, and a job it places on held GPUs would be rejected, placed again
+at once, and held by the server after 20 runs. A hook config that cannot
+be used offlines the host's vnodes with a comment naming the bad key.
+
 Install (as root on the PBS server; docs/pbs.md has the details):
 
     qmgr -c "create hook canhazgpu event='execjob_begin,execjob_launch,execjob_epilogue,execjob_end,exechost_periodic'"
@@ -61,6 +68,23 @@ DEFAULTS = {
     # this host once its env file is this old (seconds), which leaves
     # time for a starting job to show up in the event's job list.
     "settle_after": 600,
+    # Keep the host's vnode resources_available.ngpus equal to the GPUs
+    # canhazgpu can give PBS jobs. Off where the site sets it itself (a
+    # host split into several vnodes that carry ngpus, for example).
+    "set_ngpus": True,
+}
+
+# What each key accepts, for the message naming a bad one.
+ACCEPTED = {
+    "prolog": "an absolute path",
+    "epilog": "an absolute path",
+    "healthcheck": "an absolute path",
+    "config": '"" or an absolute path',
+    "env_dir": "an absolute path",
+    "timeout": "a number of seconds above 0",
+    "hide_gpus_without_request": "true or false",
+    "settle_after": "a number of seconds, 0 or more",
+    "set_ngpus": "true or false",
 }
 
 # Every vnode comment this hook sets starts with MARKER; the hook brings
@@ -78,18 +102,48 @@ PROLOG_REASONS = {
 }
 
 
+class ConfigError(Exception):
+    """The hook's config file cannot be used."""
+
+
+def accepts(key, value):
+    """Whether value is one ACCEPTED[key] describes."""
+    if key in ("prolog", "epilog", "healthcheck", "env_dir"):
+        return isinstance(value, str) and value.startswith("/")
+    if key == "config":
+        return isinstance(value, str) and (value == "" or value.startswith("/"))
+    if key in ("hide_gpus_without_request", "set_ngpus"):
+        return isinstance(value, bool)
+    # bool is an int to Python; true is no number of seconds.
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if key == "timeout":
+        return number and value > 0
+    return number and value >= 0  # settle_after
+
+
 def load_config():
-    """The DEFAULTS, overridden by the hook's imported config file."""
+    """The DEFAULTS, overridden by the hook's imported config file. A file
+    that is not a JSON object, an unknown key or a value of the wrong kind
+    is a ConfigError naming it and what is accepted."""
     cfg = dict(DEFAULTS)
     path = getattr(pbs, "hook_config_filename", None)
-    if path:
+    if not path:
+        return cfg
+    try:
         with open(path) as f:
             given = json.load(f)
-        unknown = sorted(set(given) - set(DEFAULTS))
-        if unknown:
-            raise ValueError("%s: unknown keys %s (known: %s)"
-                             % (path, ", ".join(unknown), ", ".join(sorted(DEFAULTS))))
-        cfg.update(given)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("hook config %s: %s (a JSON object of settings is accepted)" % (path, exc))
+    if not isinstance(given, dict):
+        raise ConfigError("hook config %s: a JSON object of settings is accepted" % path)
+    for key in sorted(given):
+        if key not in DEFAULTS:
+            raise ConfigError("hook config %s: unknown key %s (accepted: %s)"
+                              % (path, json.dumps(key), ", ".join(sorted(DEFAULTS))))
+        if not accepts(key, given[key]):
+            raise ConfigError("hook config %s: %s = %s: %s is accepted"
+                              % (path, key, json.dumps(given[key]), ACCEPTED[key]))
+    cfg.update(given)
     return cfg
 
 
@@ -126,7 +180,13 @@ def command(cfg, program, *args):
 
 
 def run(cfg, argv):
-    """Run a program; returns (exit status, last line of stderr).
+    """Run a program; returns (exit status, last line of stderr)."""
+    rc, msg, _ = run_output(cfg, argv)
+    return rc, msg
+
+
+def run_output(cfg, argv):
+    """Run a program; returns (exit status, last line of stderr, stdout).
 
     A program that cannot be started or does not finish in time counts as
     status 1 with a message saying so."""
@@ -134,11 +194,11 @@ def run(cfg, argv):
         p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=cfg["timeout"])
     except subprocess.TimeoutExpired:
-        return 1, "%s %s did not finish within %s s" % (MARKER, argv[0], cfg["timeout"])
+        return 1, "%s %s did not finish within %s s" % (MARKER, argv[0], cfg["timeout"]), ""
     except OSError as exc:
-        return 1, "%s cannot run %s: %s" % (MARKER, argv[0], exc)
+        return 1, "%s cannot run %s: %s" % (MARKER, argv[0], exc), ""
     lines = p.stderr.decode("utf-8", "replace").strip().splitlines()
-    return p.returncode, lines[-1] if lines else ""
+    return p.returncode, lines[-1] if lines else "", p.stdout.decode("utf-8", "replace")
 
 
 def escape(value):
@@ -158,6 +218,12 @@ def begin(e, cfg, host):
     if job.run_count is not None:
         args += ["--run-count", str(int(job.run_count))]
     rc, msg = run(cfg, command(cfg, "prolog", *args))
+    if rc in (0, 3):
+        # Granted, or refused for GPUs held outside PBS: either way PBS's
+        # count may be behind (a hold began since the last update). MoM
+        # sends a begin hook's vnode changes even when it rejects, so the
+        # scheduler stops placing jobs on GPUs canhazgpu cannot give.
+        set_ngpus(e, cfg, host)
     if rc == 0:
         pbs.logmsg(pbs.LOG_DEBUG, msg)
         e.accept()
@@ -200,11 +266,22 @@ def release(e, cfg, host):
     # Rejecting here would not bring the GPUs back: log and go on; the
     # end event and the periodic settling try again.
     pbs.logmsg(pbs.LOG_DEBUG if rc == 0 else pbs.LOG_WARNING, msg or "canhazgpu-epilog exit status %d" % rc)
+    if e.type == pbs.EXECJOB_END:
+        # Holds that ended while the job ran show up now rather than at
+        # the next periodic event.
+        set_ngpus(e, cfg, host)
     e.accept()
 
 
 def periodic(e, cfg, host):
     settle(e, cfg)
+    health(e, cfg, host)
+    set_ngpus(e, cfg, host)
+    e.accept()
+
+
+def health(e, cfg, host):
+    """Run the health check and offline or online this host's vnodes."""
     argv = [cfg["healthcheck"], "--nhc"]
     if cfg["config"]:
         argv += ["--config", cfg["config"]]
@@ -213,7 +290,7 @@ def periodic(e, cfg, host):
                            stderr=subprocess.PIPE, timeout=cfg["timeout"])
     except (OSError, subprocess.TimeoutExpired) as exc:
         pbs.logmsg(pbs.LOG_WARNING, "%s health check not run: %s" % (MARKER, exc))
-        e.accept()
+        return
     out = p.stdout.decode("utf-8", "replace").splitlines()
     problems = [line[len(NHC_PREFIX):] for line in out if line.startswith(NHC_PREFIX)]
     if p.returncode == 0:
@@ -227,7 +304,36 @@ def periodic(e, cfg, host):
         # Could not check (store or NVML down): change nothing this round.
         pbs.logmsg(pbs.LOG_WARNING, "%s health check could not check (exit status %d): %s"
                    % (MARKER, p.returncode, "; ".join(problems) or p.stderr.decode("utf-8", "replace").strip()))
-    e.accept()
+
+
+def local_vnode(e, host):
+    """This host's natural vnode in the event's vnode_list, added when the
+    event does not carry it, so that what the hook sets on it reaches the
+    server."""
+    if host not in e.vnode_list:
+        e.vnode_list[host] = pbs.vnode(host)
+    return e.vnode_list[host]
+
+
+def set_ngpus(e, cfg, host):
+    """Set the host's vnode resources_available.ngpus to the GPUs canhazgpu
+    can give PBS jobs here. When they cannot be counted (store or NVML
+    down) the vnode keeps what it has: the prolog still refuses taken GPUs."""
+    if not cfg["set_ngpus"]:
+        return
+    rc, msg, out = run_output(cfg, command(cfg, "prolog", "--available"))
+    try:
+        n = int(out.strip()) if rc == 0 else None
+    except ValueError:
+        n = None
+    if n is None:
+        pbs.logmsg(pbs.LOG_WARNING, "%s resources_available.ngpus left as it is: %s"
+                   % (MARKER, msg or "canhazgpu-prolog --available exit status %d" % rc))
+        return
+    vnode = local_vnode(e, host)
+    if vnode.resources_available["ngpus"] != n:
+        vnode.resources_available["ngpus"] = n
+        pbs.logmsg(pbs.LOG_DEBUG, "%s vnode %s resources_available.ngpus = %d" % (MARKER, host, n))
 
 
 def current_comment(name, vnode):
@@ -310,14 +416,34 @@ HANDLERS = {
 }
 
 
+def bad_config(e, host, msg):
+    """A hook config that cannot be used takes this host's vnodes offline
+    with msg, so that PBS stops sending jobs here, instead of each job
+    failing in turn until the server holds it. The first periodic event
+    with a good config brings them back (the comment is ours)."""
+    pbs.logmsg(pbs.LOG_ERROR, msg)
+    if hasattr(e, "vnode_list"):
+        local_vnode(e, host)
+        set_vnodes(e, host, msg)
+    if e.type == pbs.EXECJOB_BEGIN:
+        # No reservation was made: the job must not run here.
+        e.job.rerun()
+        e.reject(msg)
+    e.accept()
+
+
 def main():
     e = pbs.event()
     handler = HANDLERS.get(e.type)
     if handler is None:
         e.accept()
+    host = pbs.get_local_nodename()
     try:
         cfg = load_config()
-        handler(e, cfg, pbs.get_local_nodename())
+    except ConfigError as exc:
+        bad_config(e, host, "%s %s" % (MARKER, exc))
+    try:
+        handler(e, cfg, host)
     except SystemExit:
         # accept() and reject() end the hook by raising SystemExit.
         raise

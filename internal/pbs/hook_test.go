@@ -28,7 +28,7 @@ func TestPBSHook(t *testing.T) {
 	require.NotNil(t, m, "%s", out)
 	ran, _ := strconv.Atoi(string(m[1]))
 	require.GreaterOrEqual(t, ran, 14, "%s", out)
-	require.Regexp(t, `(?m)^OK( \(expected failures=\d+\))?$`, string(out))
+	require.Regexp(t, `(?m)^OK$`, string(out))
 }
 
 // TestInstallCommandsMatchTheHook keeps the qmgr commands of docs/pbs.md
