@@ -215,7 +215,8 @@ class JobEvents(unittest.TestCase):
 
     def test_bad_hook_config_offlines_the_host_instead_of_failing_every_job(self):
         cases = [
-            ({"settle_afer": 600}, 'unknown key "settle_afer" (accepted: config, env_dir, epilog, '),
+            ({"settle_afer": 600}, 'unknown key "settle_afer" (accepted: config, env_dir, epilog, healthcheck, '
+                                   'hide_gpus_without_request, prolog, set_ngpus, settle_after, timeout)'),
             ({"timeout": "20"}, 'timeout = "20": a number of seconds above 0 is accepted'),
             ({"set_ngpus": 1}, "set_ngpus = 1: true or false is accepted"),
             ({"env_dir": "pbs-env"}, 'env_dir = "pbs-env": an absolute path is accepted'),
