@@ -28,3 +28,23 @@ func BenchmarkPrologEpilog(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAvailable measures canhazgpu-prolog --pbs --available, which
+// the hook runs after every begin and end and in every periodic event:
+// config, fake GPU scan, one snapshot of the node, in process.
+//
+//	go test -run '^$' -bench Available ./internal/pbs
+func BenchmarkAvailable(b *testing.B) {
+	n := newTestNode(b, nodeOpts{gpus: 8})
+	ctx := context.Background()
+	args := []string{"--config", n.config, "--available"}
+	if code := RunProlog(ctx, args, io.Discard, io.Discard); code != ExitOK { // registers the node
+		b.Fatalf("exit %d", code)
+	}
+	b.ResetTimer()
+	for range b.N {
+		if code := RunProlog(ctx, args, io.Discard, io.Discard); code != ExitOK {
+			b.Fatalf("exit %d", code)
+		}
+	}
+}
