@@ -139,7 +139,7 @@ func TestAdminFirstDay(t *testing.T) {
 		ids[user] = id
 	}
 	for _, id := range ids {
-		_, err := c.WaitJob(id, 60*time.Second, slurmtest.JobState("RUNNING"))
+		_, err := c.WaitJob(id, 60*time.Second, c.ScriptBegun(id))
 		require.NoError(t, err, "job %s: %s", id, c.Output(id))
 	}
 	held := holders()

@@ -598,6 +598,16 @@ func JobState(states ...string) func(map[string]string) bool {
 	}
 }
 
+// ScriptBegun is a WaitJob condition for a job submitted with the default
+// --output whose script prints a line first: that line exists only once
+// the Prolog and TaskProlog have finished, whereas JobState RUNNING can
+// come before the Prolog has run.
+func (c *Cluster) ScriptBegun(id string) func(map[string]string) bool {
+	return func(job map[string]string) bool {
+		return job["JobState"] == "RUNNING" && strings.Contains(c.Output(id), "\n")
+	}
+}
+
 // NodeState is the node's state as sinfo prints it (%T: idle, mixed,
 // allocated, drained, idle* …) and its reason ("none" when there is none).
 //
