@@ -8,6 +8,7 @@ import (
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
 	"canhazgpu/internal/config"
+	"canhazgpu/internal/slurm"
 )
 
 type reserveArgs struct {
@@ -68,6 +69,12 @@ func runReserve(ctx context.Context, inv *invocation, a *reserveArgs) error {
 	if err != nil {
 		return err
 	}
+	job := ""
+	if placeholdersOn(cfg) {
+		if job, err = submitPlaceholder(ctx, env, p, g, lease); err != nil {
+			return err
+		}
+	}
 	held, _ := gpu.SetOf(devs).Pick(g.GPUs)
 	ids := gpu.SetOf(devs).List(g.GPUs)
 	if a.short {
@@ -87,6 +94,9 @@ func runReserve(ctx context.Context, inv *invocation, a *reserveArgs) error {
 		"Release %s earlier with: %s\n",
 		plural(len(g.GPUs), "GPU"), who, cfg.Node, config.Duration(lease), ids, them,
 		exportLine(gpu.VendorOf(cfg.GPU.Provider).Exports(held.IDs(), gpu.ByIndex)), them, releaseHint(inv, user))
+	if err == nil && job != "" {
+		_, err = fmt.Fprintf(env.Stdout, "Slurm sees the hold as job %s (%s), so batch jobs are placed around %s\n", job, slurm.HoldJobName, them)
+	}
 	return err
 }
 

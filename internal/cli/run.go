@@ -111,6 +111,12 @@ func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) err
 	if err != nil {
 		return err
 	}
+	placeholder := ""
+	if placeholdersOn(cfg) {
+		if placeholder, err = submitPlaceholder(ctx, env, p, g, runLimit(cfg, timeout)); err != nil {
+			return err
+		}
+	}
 	ids := gpu.SetOf(devs).List(g.GPUs)
 	l := &runLease{store: node.Store, user: user, uid: p.uid, note: a.note.s, token: g.Token, gpus: g.GPUs, names: ids,
 		timeout: cfg.Run.HeartbeatTimeout}
@@ -126,6 +132,9 @@ func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) err
 	if err := l.release(ctx); err != nil {
 		writeLine(stderr, "canhazgpu: warning: could not release GPU %s: %v; the reservation lapses %s after the last heartbeat",
 			ids, err, config.Duration(cfg.Run.HeartbeatTimeout))
+	}
+	if placeholder != "" {
+		cancelPlaceholders(ctx, env, cfg, []string{placeholder})
 	}
 	if runErr != nil {
 		return runErr
