@@ -45,6 +45,30 @@ func ParseHoldComment(comment string) (token int64, ok bool) {
 	return t, err == nil && t > 0
 }
 
+// newHoldPrefix starts the comment of a placeholder that asks for a new
+// hold on the GPUs Slurm chooses (a node without a GRES type per GPU); the
+// hold's minutes follow. Its Prolog makes the hold: the user's manual
+// reservation of exactly the GPUs Slurm gave the job, naming the job.
+const newHoldPrefix = holdCommentPrefix + "new:"
+
+// NewHoldComment is the --comment of a placeholder asking for a hold of
+// the given length on the GPUs Slurm chooses.
+func NewHoldComment(limit time.Duration) string {
+	return newHoldPrefix + strconv.Itoa(minutes(limit))
+}
+
+// ParseNewHoldComment reads the hold's length from such a comment.
+func ParseNewHoldComment(comment string) (time.Duration, bool) {
+	digits, found := strings.CutPrefix(comment, newHoldPrefix)
+	if !found || digits == "" || len(digits) > 7 || strings.Trim(digits, "0123456789") != "" {
+		return 0, false
+	}
+	m, err := strconv.Atoi(digits)
+	return time.Duration(m) * time.Minute, err == nil && m > 0
+}
+
+func minutes(d time.Duration) int { return int((d + time.Minute - 1) / time.Minute) }
+
 // HoldDevType is the GRES type of Slurm's GPU index i on a node set up for
 // pinned placeholders: gres.conf's i-th line is
 // `Name=gpu Type=dev<i> File=…` (docs/slurm.md).
@@ -109,9 +133,10 @@ func pinnedTypes(gres string) bool {
 
 // Placeholder is one hold's Slurm job as submitted.
 type Placeholder struct {
-	Token int64 // the hold's fencing token, carried in the comment
-	// Indices are Slurm's indices of the held GPUs (pinned types); nil:
-	// Count GPUs of Slurm's choice.
+	// Token is the hold's fencing token, carried in the comment; 0: the
+	// hold is yet to be made, by the Prolog, on Count GPUs Slurm chooses.
+	Token int64
+	// Indices are Slurm's indices of the held GPUs (pinned types).
 	Indices []int
 	Count   int
 	Limit   time.Duration // the job's time limit, rounded up to minutes
@@ -126,21 +151,21 @@ func (h *Holds) Submit(ctx context.Context, node string, p Placeholder) (string,
 	if !nodeName.MatchString(node) {
 		return "", fmt.Errorf("placeholder: node name %q is no Slurm node name", node)
 	}
-	if p.Token <= 0 || p.Limit <= 0 {
-		return "", errors.New("placeholder: no token or no time limit")
+	if p.Token < 0 || p.Limit <= 0 || (p.Token == 0) != (p.Indices == nil) || (p.Indices == nil && p.Count <= 0) {
+		return "", errors.New("placeholder: a token with GPUs, or a count without, and a time limit")
 	}
-	gres := "gpu:" + strconv.Itoa(p.Count)
+	gres, comment := "gpu:"+strconv.Itoa(p.Count), NewHoldComment(p.Limit)
 	if p.Indices != nil {
+		comment = HoldComment(p.Token)
 		parts := make([]string, len(p.Indices))
 		for i, k := range p.Indices {
 			parts[i] = "gpu:" + HoldDevType(k) + ":1"
 		}
 		gres = strings.Join(parts, ",")
 	}
-	minutes := int((p.Limit + time.Minute - 1) / time.Minute)
 	out, err := h.exec(ctx, h.Salloc, "--no-shell", "--immediate", "--nodes=1", "--ntasks=1",
-		"--nodelist="+node, "--job-name="+HoldJobName, "--comment="+HoldComment(p.Token),
-		"--time="+strconv.Itoa(minutes), "--gres="+gres)
+		"--nodelist="+node, "--job-name="+HoldJobName, "--comment="+comment,
+		"--time="+strconv.Itoa(minutes(p.Limit)), "--gres="+gres)
 	if m := granted.FindStringSubmatch(out); m != nil {
 		return m[1], nil
 	}
@@ -191,4 +216,68 @@ func slurmSays(out string) string {
 		return ": " + last
 	}
 	return ""
+}
+
+// HoldJob is a placeholder job of this node as Slurm lists it.
+type HoldJob struct {
+	ID    string
+	Token int64 // from its comment; 0 when the comment names no hold
+	State string
+}
+
+// HoldJobs lists the placeholder jobs of this node that have not ended:
+// running, or pending for it. It reads every job (`scontrol --oneliner
+// show job`) once. A job's name and comment are its user's text and may
+// hold spaces and "Key=value" words: only the JobId the line starts with
+// is ever acted on, and a user who dresses a job up as a placeholder can
+// only get that job cancelled.
+func (s *Scontrol) HoldJobs(ctx context.Context) ([]HoldJob, error) {
+	out, err := s.run(ctx, "--oneliner", "show", "job")
+	if err != nil {
+		if strings.Contains(err.Error(), "No jobs in the system") {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return parseHoldJobs(out, s.Node), nil
+}
+
+// parseHoldJobs reads the placeholder jobs of node from `scontrol
+// --oneliner show job`.
+func parseHoldJobs(out, node string) []HoldJob {
+	var jobs []HoldJob
+	for line := range strings.SplitSeq(out, "\n") {
+		f := firstFields(line)
+		id, ok := strings.CutPrefix(line, "JobId=")
+		if !ok || f["JobName"] != HoldJobName {
+			continue
+		}
+		id, _, _ = strings.Cut(id, " ")
+		if _, err := strconv.ParseUint(id, 10, 64); err != nil {
+			continue
+		}
+		if f["NodeList"] != node && f["ReqNodeList"] != node {
+			continue
+		}
+		st := f["JobState"]
+		if endedStates[st] && st != "PENDING" {
+			continue
+		}
+		token, _ := ParseHoldComment(f["Comment"])
+		jobs = append(jobs, HoldJob{ID: id, Token: token, State: st})
+	}
+	return jobs
+}
+
+// firstFields reads the first value of each Key= word of a one-line
+// scontrol record.
+func firstFields(line string) map[string]string {
+	m := map[string]string{}
+	for _, w := range strings.Fields(line) {
+		k, v, ok := strings.Cut(w, "=")
+		if _, seen := m[k]; ok && !seen {
+			m[k] = v
+		}
+	}
+	return m
 }

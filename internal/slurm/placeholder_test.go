@@ -75,6 +75,15 @@ func TestHoldComment(t *testing.T) {
 	tok, ok := ParseHoldComment(HoldComment(42))
 	require.True(t, ok)
 	require.Equal(t, int64(42), tok)
+	_, ok = ParseHoldComment(NewHoldComment(time.Hour))
+	require.False(t, ok, "a new hold's comment names no token")
+	limit, ok := ParseNewHoldComment(NewHoldComment(61 * time.Second))
+	require.True(t, ok)
+	require.Equal(t, 2*time.Minute, limit, "whole minutes, rounded up")
+	for _, bad := range []string{"canhazgpu-hold:new:", "canhazgpu-hold:new:0", "canhazgpu-hold:new:1x", "canhazgpu-hold:new:99999999"} {
+		_, ok := ParseNewHoldComment(bad)
+		require.False(t, ok, bad)
+	}
 	for _, bad := range []string{"", "canhazgpu-hold:", "canhazgpu-hold:0", "canhazgpu-hold:-1", "canhazgpu-hold:1 2",
 		"xcanhazgpu-hold:1", "canhazgpu-hold:99999999999999999999"} {
 		_, ok := ParseHoldComment(bad)
@@ -97,4 +106,37 @@ func TestPinnedTypes(t *testing.T) {
 	} {
 		require.Equal(t, want, pinnedTypes(gres), gres)
 	}
+}
+
+// TestPrologMakesTheHoldSlurmChose: on a node without a GRES type per GPU
+// the placeholder asks for a new hold; its Prolog holds exactly the GPUs
+// Slurm gave it, for its user, naming the job, and reserves nothing for
+// the job itself. GPUs held by someone else make it an ordinary job.
+func TestPrologMakesTheHoldSlurmChose(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, `interactive_holds = "placeholder"`)
+	f.register()
+	comment := "SLURM_JOB_COMMENT=" + NewHoldComment(90*time.Minute)
+
+	line, err := f.hook(jobEnv("41", "0,1", comment)...).Prolog(ctx)
+	require.NoError(t, err)
+	require.Contains(t, line, "job 41: placeholder: held GPU 2 ("+slurmUUID(0)+"), GPU 3 ("+slurmUUID(1)+") for bob")
+	requireNoJobFile(t, f, "41")
+	res := f.reservations()
+	require.Len(t, res, 2)
+	for _, k := range []int{0, 1} {
+		r := res[slurmUUID(k)]
+		require.Equal(t, allocator.KindManual, r.Kind)
+		require.Equal(t, "bob", r.User)
+		require.Equal(t, 1001, r.UID)
+		require.Equal(t, "41", r.JobID, "the hold names its placeholder")
+		require.Equal(t, res[slurmUUID(0)].Token, r.Token, "one hold")
+	}
+	again, err := f.hook(jobEnv("41", "0,1", comment)...).Prolog(ctx)
+	require.NoError(t, err, "a retried Prolog is answered from the hold")
+	require.Equal(t, line, again)
+
+	_, err = f.hook(jobEnv("42", "1,2", comment)...).Prolog(ctx)
+	require.ErrorContains(t, err, "reserved by bob (manual", "Slurm's GPU 1 is held: an ordinary job, refused")
+	require.Len(t, f.reservations(), 2)
 }

@@ -47,6 +47,11 @@ func (h *Hook) Prolog(ctx context.Context) (string, error) {
 			return line, nil
 		}
 	}
+	if limit, ok := ParseNewHoldComment(h.Env["SLURM_JOB_COMMENT"]); ok && jobErr == nil {
+		if line, ok := h.newHold(ctx, job, limit); ok {
+			return line, nil
+		}
+	}
 	prefix := "job " + job.ID + ": "
 	p, err := h.engine().Reserve(ctx, batch.Job{ID: job.ID, User: job.User, UID: job.UID, Restart: job.Restart,
 		Unusable: jobErr, Slots: func(devs []gpu.Device) ([]batch.Slot, error) {
