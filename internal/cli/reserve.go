@@ -65,15 +65,9 @@ func runReserve(ctx context.Context, inv *invocation, a *reserveArgs) error {
 		return badValue("--duration", a.duration.String(), fmt.Sprintf("at most %s, this site's reserve.max_duration",
 			config.Duration(cfg.Reserve.MaxDuration)))
 	}
-	g, err := a.take(ctx, inv, p, allocator.KindManual, lease)
+	g, job, err := a.hold(ctx, inv, p, allocator.KindManual, lease, lease)
 	if err != nil {
 		return err
-	}
-	job := ""
-	if placeholdersOn(cfg) {
-		if job, err = submitPlaceholder(ctx, env, p, g, lease); err != nil {
-			return err
-		}
 	}
 	held, _ := gpu.SetOf(devs).Pick(g.GPUs)
 	ids := gpu.SetOf(devs).List(g.GPUs)

@@ -107,15 +107,9 @@ func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) err
 	if err != nil {
 		return err
 	}
-	g, err := a.take(ctx, inv, p, allocator.KindRun, cfg.Run.HeartbeatTimeout)
+	g, placeholder, err := a.hold(ctx, inv, p, allocator.KindRun, cfg.Run.HeartbeatTimeout, runLimit(cfg, timeout))
 	if err != nil {
 		return err
-	}
-	placeholder := ""
-	if placeholdersOn(cfg) {
-		if placeholder, err = submitPlaceholder(ctx, env, p, g, runLimit(cfg, timeout)); err != nil {
-			return err
-		}
 	}
 	ids := gpu.SetOf(devs).List(g.GPUs)
 	l := &runLease{store: node.Store, user: user, uid: p.uid, note: a.note.s, token: g.Token, gpus: g.GPUs, names: ids,
