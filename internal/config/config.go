@@ -140,6 +140,9 @@ type SlurmHolds struct {
 	Salloc    string // absolute: the CLI runs it with no PATH of the caller's
 	Scancel   string
 	SlurmConf string // SLURM_CONF for those commands; "": Slurm's default
+	// Lost: what the health check does with a hold whose placeholder job
+	// ended before it (scancel by hand, a node reboot): release or keep.
+	Lost string
 }
 
 // PBSConfig drives the PBS and Torque hooks.
@@ -186,7 +189,7 @@ func defaults() Config {
 			Export:       "auto",
 			StateDir:     "/run/canhazgpu",
 			Deadline:     5 * time.Second,
-			Holds:        SlurmHolds{Mode: "off", Salloc: "/usr/bin/salloc", Scancel: "/usr/bin/scancel"},
+			Holds:        SlurmHolds{Mode: "off", Salloc: "/usr/bin/salloc", Scancel: "/usr/bin/scancel", Lost: "release"},
 		},
 		PBS: PBSConfig{OnConflict: "fail", OnStoreError: "allow", StateDir: "/run/canhazgpu"},
 		Health: HealthConfig{
