@@ -32,9 +32,13 @@ type holdsSite struct {
 // holdGPUs: four GPUs, so four one-GPU jobs and one hold overfill it.
 const holdGPUs = 4
 
-func newHoldsSite(t *testing.T) *holdsSite {
+func newHoldsSite(t testing.TB) *holdsSite { return newHoldsSiteTyped(t, true) }
+
+// newHoldsSiteTyped: typed false leaves the node's GPUs untyped (gpu:4),
+// so Slurm chooses the GPUs of a hold.
+func newHoldsSiteTyped(t testing.TB, typed bool) *holdsSite {
 	t.Helper()
-	s := newSite(t, func(o *slurmtest.Options) { o.TypedGPUs, o.GPUs = true, holdGPUs })
+	s := newSite(t, func(o *slurmtest.Options) { o.TypedGPUs, o.GPUs = typed, holdGPUs })
 	salloc, err := exec.LookPath("salloc")
 	require.NoError(t, err)
 	scancel, err := exec.LookPath("scancel")
@@ -135,11 +139,88 @@ func values(m map[string]string) []string {
 // one-GPU jobs three run on GPUs 0, 2 and 3 and one waits; no Prolog
 // fails and the node stays in service. Releasing the hold cancels the
 // placeholder and the waiting job starts on GPU 1.
+//
+// A GPU Slurm refuses the placeholder (here: Slurm runs a job on it that
+// the store lost) is left out and another free one is held.
 func TestSlurmPlaceholderHolds(t *testing.T) {
 	h := newHoldsSite(t)
-	ctx := context.Background()
-
 	hold := h.hold(1)
+	testHoldKeepsJobsAway(t, h, hold, 1)
+
+	t.Run("a GPU Slurm refuses is skipped", func(t *testing.T) {
+		ctx := context.Background()
+		h := &holdsSite{site: h.on(t), cli: h.cli}
+		// GPU 0 becomes the user's most recently released: the store
+		// offers it first.
+		first := h.hold(0)
+		out, code := h.canhazgpu(h.user, "release")
+		require.Equal(t, 0, code, out)
+		_, err := h.c.WaitJob(first, 60*time.Second, slurmtest.JobState("CANCELLED", "COMPLETED"))
+		require.NoError(t, err)
+		busy := h.submit("--gres=gpu:dev0:1", "--wrap", h.jobScript())
+		h.seen(busy, "BATCH")
+		_, err = h.st.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), Kinds: []allocator.Kind{allocator.KindSlurm}, JobID: busy})
+		require.NoError(t, err)
+
+		out, code = h.canhazgpu(h.user, "reserve", "--gpus", "1", "--duration", "30m")
+		require.Equal(t, 0, code, out)
+		require.Contains(t, out, fmt.Sprintf("the placeholder job for GPU %d was refused by Slurm", nvmlOf(0)),
+			"the store offered GPU 0 first")
+		require.Contains(t, out, "trying other GPUs")
+		m := holdJobLine.FindStringSubmatch(out)
+		require.NotNil(t, m, out)
+		snap, err := h.st.Snapshot(ctx)
+		require.NoError(t, err)
+		require.Len(t, snap.Reservations, 1)
+		for uuid, r := range snap.Reservations {
+			require.NotEqual(t, slurmUUID(0), uuid, "Slurm's busy GPU was left out")
+			require.Equal(t, m[1], r.JobID)
+		}
+		out, code = h.canhazgpu(h.user, "release")
+		require.Equal(t, 0, code, out)
+		h.letGo(busy, 0)
+		h.finish(busy, "COMPLETED")
+		_, err = h.c.WaitJob(m[1], 60*time.Second, slurmtest.JobState("CANCELLED", "COMPLETED"))
+		require.NoError(t, err)
+		h.requireClean()
+	})
+}
+
+// TestSlurmPlaceholderSlurmChooses: the same on a node whose GPUs have no
+// type of their own (gpu:4): `reserve --gpus 1` lets Slurm choose the
+// placeholder's GPU, its Prolog holds that GPU for the user, and batch
+// jobs are placed around it.
+func TestSlurmPlaceholderSlurmChooses(t *testing.T) {
+	h := newHoldsSiteTyped(t, false)
+	out, code := h.canhazgpu(h.user, "reserve", "--gpus", "1", "--duration", "30m")
+	require.Equal(t, 0, code, out)
+	m := holdJobLine.FindStringSubmatch(out)
+	require.NotNil(t, m, out)
+	hold := m[1]
+	snap, err := h.st.Snapshot(context.Background())
+	require.NoError(t, err)
+	require.Len(t, snap.Reservations, 1)
+	k := -1
+	for uuid, r := range snap.Reservations {
+		require.Equal(t, hold, r.JobID)
+		for i := range holdGPUs {
+			if slurmUUID(i) == uuid {
+				k = i
+			}
+		}
+	}
+	require.GreaterOrEqual(t, k, 0, "the hold is on a GPU of Slurm's")
+	require.Contains(t, out, fmt.Sprintf(": %d\n", nvmlOf(k)), "the user is told the GPU Slurm chose")
+	out, code = h.canhazgpu(h.user, "reserve", "--gpu-ids", "0")
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "give --gpus N")
+	testHoldKeepsJobsAway(t, h, hold, k)
+}
+
+// testHoldKeepsJobsAway checks a placeholder hold of Slurm's GPU k and
+// what batch jobs meet around it, then releases it.
+func testHoldKeepsJobsAway(t *testing.T, h *holdsSite, hold string, k int) {
+	ctx := context.Background()
 	job, err := h.c.Job(hold)
 	require.NoError(t, err)
 	require.Equal(t, "RUNNING", job["JobState"], "%v", job)
@@ -147,10 +228,10 @@ func TestSlurmPlaceholderHolds(t *testing.T) {
 	require.Contains(t, job["UserId"], h.user, "the hold's owner owns the placeholder")
 	ev := h.waitEvent("prolog", hold)
 	require.Equal(t, "0", ev.RC, ev.Out)
-	require.Contains(t, ev.Out, "placeholder of the interactive hold of "+h.user)
+	require.Contains(t, ev.Out, "placeholder")
 	snap, err := h.st.Snapshot(ctx)
 	require.NoError(t, err)
-	r := snap.Reservations[slurmUUID(1)]
+	r := snap.Reservations[slurmUUID(k)]
 	require.Equal(t, allocator.KindManual, r.Kind)
 	require.Equal(t, hold, r.JobID, "the hold names its placeholder")
 	require.Len(t, snap.Reservations, 1, "the Prolog reserved nothing for the placeholder")
@@ -163,7 +244,13 @@ func TestSlurmPlaceholderHolds(t *testing.T) {
 		jobs = append(jobs, h.submit("--gres=gpu:1", "--wrap", h.jobScript()))
 	}
 	gpus, pending := h.running(jobs, 3)
-	require.Equal(t, []string{"0", "2", "3"}, values(gpus), "Slurm placed the jobs around the hold")
+	var others []string
+	for i := range holdGPUs {
+		if i != k {
+			others = append(others, strconv.Itoa(i))
+		}
+	}
+	require.Equal(t, others, values(gpus), "Slurm placed the jobs around the hold")
 	require.Len(t, pending, 1)
 	for id := range gpus {
 		require.Equal(t, "0", h.waitEvent("prolog", id).RC)
@@ -179,7 +266,7 @@ func TestSlurmPlaceholderHolds(t *testing.T) {
 	_, err = h.c.WaitJob(hold, 60*time.Second, slurmtest.JobState("CANCELLED", "COMPLETED"))
 	require.NoError(t, err)
 	late := h.seen(pending[0], "BATCH")
-	require.Equal(t, "1", late["BATCH"]["gpus"], "the waiting job got the released GPU")
+	require.Equal(t, strconv.Itoa(k), late["BATCH"]["gpus"], "the waiting job got the released GPU")
 	require.Equal(t, "0", h.waitEvent("prolog", pending[0]).RC)
 
 	for _, id := range jobs {
@@ -195,4 +282,74 @@ func TestSlurmPlaceholderHolds(t *testing.T) {
 	st, _, err = h.c.NodeState()
 	require.NoError(t, err)
 	require.False(t, strings.Contains(st, "drain"), st)
+}
+
+// healthCheck runs canhazgpu-healthcheck as slurmd would and returns its
+// output.
+func (h *holdsSite) healthCheck() string {
+	h.t.Helper()
+	scontrol, err := exec.LookPath("scontrol")
+	require.NoError(h.t, err)
+	code, out, _ := runHealthCheck(h.t, []string{"SLURMD_NODENAME=" + siteNode, "SLURM_CONF=" + h.c.Conf,
+		"CANHAZGPU_CONFIG=" + h.cfg, "CANHAZGPU_HEALTH_SCONTROL=" + scontrol})
+	require.Equal(h.t, 0, code, out)
+	return out
+}
+
+// TestSlurmPlaceholderReconciled: the health check keeps placeholders and
+// holds in step both ways. A hold that ended without its canhazgpu (a
+// killed run whose lease lapsed, a release behind the CLI's back) leaves
+// its placeholder job running, keeping batch jobs off a free GPU: the
+// check cancels it. A placeholder cancelled by hand leaves a hold Slurm
+// no longer sees: the check releases it (lost_placeholder = "release").
+func TestSlurmPlaceholderReconciled(t *testing.T) {
+	h := newHoldsSite(t)
+	ctx := context.Background()
+
+	t.Run("placeholder without its hold", func(t *testing.T) {
+		hold := h.hold(2)
+		snap, err := h.st.Snapshot(ctx)
+		require.NoError(t, err)
+		r := snap.Reservations[slurmUUID(2)]
+		// What the lapse of a killed run's lease does, in one store call.
+		_, err = h.st.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: h.user, Token: r.Token})
+		require.NoError(t, err)
+		job, err := h.c.Job(hold)
+		require.NoError(t, err)
+		require.Equal(t, "RUNNING", job["JobState"], "nobody told Slurm")
+
+		out := h.healthCheck()
+		require.Contains(t, out, "cancelled placeholder job "+hold)
+		_, err = h.c.WaitJob(hold, 60*time.Second, slurmtest.JobState("CANCELLED"))
+		require.NoError(t, err)
+		require.NotContains(t, h.healthCheck(), "placeholder job", "nothing left to settle")
+	})
+
+	t.Run("hold without its placeholder", func(t *testing.T) {
+		hold := h.hold(3)
+		_, err := h.c.Run("scancel", hold)
+		require.NoError(t, err)
+		_, err = h.c.WaitJob(hold, 60*time.Second, slurmtest.JobState("CANCELLED"))
+		require.NoError(t, err)
+
+		out := h.healthCheck()
+		require.Contains(t, out, fmt.Sprintf("of %s's manual hold: its placeholder job %s no longer runs", h.user, hold))
+		snap, err := h.st.Snapshot(ctx)
+		require.NoError(t, err)
+		require.Empty(t, snap.Reservations, "the hold Slurm no longer saw is released")
+	})
+
+	t.Run("live holds are left alone", func(t *testing.T) {
+		hold := h.hold(0)
+		out := h.healthCheck()
+		require.NotContains(t, out, "placeholder job")
+		job, err := h.c.Job(hold)
+		require.NoError(t, err)
+		require.Equal(t, "RUNNING", job["JobState"])
+		out, code := h.canhazgpu(h.user, "release")
+		require.Equal(t, 0, code, out)
+		_, err = h.c.WaitJob(hold, 60*time.Second, slurmtest.JobState("CANCELLED", "COMPLETED"))
+		require.NoError(t, err)
+	})
+	h.requireClean()
 }
