@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/integration/slurmtest"
+	"canhazgpu/internal/testreq"
 )
 
 // BenchmarkSlurmPlaceholder measures interactive holds Slurm can see, on
@@ -29,12 +30,27 @@ import (
 //     (--gres=gpu:devN:1): scancel, Slurm's scheduling, the job's Prolog
 //     and launch.
 //
-// It reports each one's median and 90th percentile.
+// It reports each one's median and 90th percentile, under this machine's
+// Slurm (22.05) and Debian 13's 24.11 (a Slurm root).
 //
 // Rerun: go test -run '^$' -bench SlurmPlaceholder -benchtime 20x ./integration/
 func BenchmarkSlurmPlaceholder(b *testing.B) {
-	h := newHoldsSite(b)
-	on := holdSettings(h.c, mustLook(b, "salloc"), mustLook(b, "scancel"))
+	b.Run("22.05", func(b *testing.B) { benchPlaceholder(b, "") })
+	b.Run("24.11", func(b *testing.B) {
+		testreq.NoError(b, slurmtest.RootAvailable())
+		root, err := slurmtest.DebianRoot("trixie")
+		require.NoError(b, err)
+		benchPlaceholder(b, root)
+	})
+}
+
+func benchPlaceholder(b *testing.B, root string) {
+	h := newHoldsSiteOn(b, true, root)
+	salloc, scancel := "/usr/bin/salloc", "/usr/bin/scancel" // the root's
+	if root == "" {
+		salloc, scancel = mustLook(b, "salloc"), mustLook(b, "scancel")
+	}
+	on := holdSettings(h.c, salloc, scancel)
 	off := append([]string{`interactive_holds = "off"`}, on[1:]...)
 	gpu := strconv.Itoa(nvmlOf(1))
 	var reserveOff, reservePlaceholder, releaseToStart []time.Duration

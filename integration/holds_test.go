@@ -19,6 +19,7 @@ import (
 	"canhazgpu/allocator"
 	"canhazgpu/integration/slurmtest"
 	"canhazgpu/internal/buildtest"
+	"canhazgpu/internal/testreq"
 )
 
 // holdsSite is a site whose node offers one GRES type per GPU and whose
@@ -27,27 +28,37 @@ import (
 type holdsSite struct {
 	*site
 	cli string
+	// runuser starts the CLI as a user: this machine's, or, on a Slurm
+	// root, the root's through its wrapper, so that the CLI and the salloc
+	// it runs are the root's (the wrappers need root to enter it).
+	runuser string
 }
 
 // holdGPUs: four GPUs, so four one-GPU jobs and one hold overfill it.
 const holdGPUs = 4
 
-func newHoldsSite(t testing.TB) *holdsSite { return newHoldsSiteTyped(t, true) }
+func newHoldsSite(t testing.TB) *holdsSite { return newHoldsSiteOn(t, true, "") }
 
-// newHoldsSiteTyped: typed false leaves the node's GPUs untyped (gpu:4),
-// so Slurm chooses the GPUs of a hold.
-func newHoldsSiteTyped(t testing.TB, typed bool) *holdsSite {
+// newHoldsSiteOn: typed false leaves the node's GPUs untyped (gpu:4), so
+// Slurm chooses the GPUs of a hold; root is a Slurm root ("": this
+// machine's Slurm).
+func newHoldsSiteOn(t testing.TB, typed bool, root string) *holdsSite {
 	t.Helper()
-	s := newSite(t, func(o *slurmtest.Options) { o.TypedGPUs, o.GPUs = typed, holdGPUs })
-	salloc, err := exec.LookPath("salloc")
-	require.NoError(t, err)
-	scancel, err := exec.LookPath("scancel")
-	require.NoError(t, err)
+	s := newSite(t, func(o *slurmtest.Options) { o.TypedGPUs, o.GPUs, o.Root = typed, holdGPUs, root })
+	salloc, scancel, runuser := "/usr/bin/salloc", "/usr/bin/scancel", s.c.Bin("runuser")
+	if root == "" {
+		var err error
+		salloc, err = exec.LookPath("salloc")
+		require.NoError(t, err)
+		scancel, err = exec.LookPath("scancel")
+		require.NoError(t, err)
+		runuser = "runuser"
+	}
 	s.configure(holdSettings(s.c, salloc, scancel)...)
 	dir, err := buildtest.BuildWithSystemFile(map[string]string{"canhazgpu": "canhazgpu/cmd/canhazgpu"}, s.cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	h := &holdsSite{site: s, cli: filepath.Join(dir, "canhazgpu")}
+	h := &holdsSite{site: s, cli: filepath.Join(dir, "canhazgpu"), runuser: runuser}
 	out, code := h.canhazgpu("", "admin", "--register")
 	require.Equal(t, 0, code, out)
 	return h
@@ -68,8 +79,13 @@ func (h *holdsSite) canhazgpu(user string, args ...string) (string, int) {
 		cmd = exec.Command(h.cli, args...)
 		cmd.Env = []string{"CANHAZGPU_CONFIG=" + h.cfg}
 	} else {
-		cmd = exec.Command("runuser", append([]string{"-u", user, "--", h.cli}, args...)...)
+		cmd = exec.Command(h.runuser, append([]string{"-u", user, "--", h.cli}, args...)...)
+		// No Slurm command on the PATH: the CLI takes them from the
+		// config. (A Slurm root's wrapper needs the system's tools.)
 		cmd.Env = []string{"PATH=/nonexistent"}
+		if h.runuser != "runuser" {
+			cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
+		}
 	}
 	cmd.Dir = h.dir
 	var out bytes.Buffer
@@ -149,7 +165,7 @@ func TestSlurmPlaceholderHolds(t *testing.T) {
 
 	t.Run("a GPU Slurm refuses is skipped", func(t *testing.T) {
 		ctx := context.Background()
-		h := &holdsSite{site: h.on(t), cli: h.cli}
+		h := &holdsSite{site: h.on(t), cli: h.cli, runuser: h.runuser}
 		// GPU 0 becomes the user's most recently released: the store
 		// offers it first.
 		first := h.hold(0)
@@ -186,12 +202,27 @@ func TestSlurmPlaceholderHolds(t *testing.T) {
 	})
 }
 
+// TestSlurm2411PlaceholderHolds is TestSlurmPlaceholderHolds's hold on
+// GPU 1 under Debian 13's Slurm 24.11 (a Slurm root), the CLI and salloc
+// running inside it.
+func TestSlurm2411PlaceholderHolds(t *testing.T) {
+	testreq.NoError(t, slurmtest.Available())
+	testreq.NoError(t, slurmtest.RootAvailable())
+	root, err := slurmtest.DebianRoot("trixie")
+	require.NoError(t, err)
+	h := newHoldsSiteOn(t, true, root)
+	v, err := h.c.Version()
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(v, "slurm-wlm 24.11."), v)
+	testHoldKeepsJobsAway(t, h, h.hold(1), 1)
+}
+
 // TestSlurmPlaceholderSlurmChooses: the same on a node whose GPUs have no
 // type of their own (gpu:4): `reserve --gpus 1` lets Slurm choose the
 // placeholder's GPU, its Prolog holds that GPU for the user, and batch
 // jobs are placed around it.
 func TestSlurmPlaceholderSlurmChooses(t *testing.T) {
-	h := newHoldsSiteTyped(t, false)
+	h := newHoldsSiteOn(t, false, "")
 	out, code := h.canhazgpu(h.user, "reserve", "--gpus", "1", "--duration", "30m")
 	require.Equal(t, 0, code, out)
 	m := holdJobLine.FindStringSubmatch(out)
