@@ -370,6 +370,20 @@ func TestSlurmPlaceholderReconciled(t *testing.T) {
 		require.Empty(t, snap.Reservations, "the hold Slurm no longer saw is released")
 	})
 
+	t.Run("run ends its placeholder with the command", func(t *testing.T) {
+		before := h.holdJobIDs()
+		out, code := h.canhazgpu(h.user, "run", "--gpu-ids", strconv.Itoa(nvmlOf(1)), "--", "/bin/true")
+		require.Equal(t, 0, code, out)
+		after := h.holdJobIDs()
+		require.Len(t, after, len(before)+1, "one placeholder for the run")
+		job, err := h.c.WaitJob(after[len(after)-1], 60*time.Second, slurmtest.JobState("CANCELLED"))
+		require.NoError(t, err)
+		require.Equal(t, "gpu:dev1:1", strings.TrimPrefix(job["TresPerNode"], "gres:"), "%v", job)
+		snap, err := h.st.Snapshot(ctx)
+		require.NoError(t, err)
+		require.Empty(t, snap.Reservations)
+	})
+
 	t.Run("live holds are left alone", func(t *testing.T) {
 		hold := h.hold(0)
 		out := h.healthCheck()
@@ -383,4 +397,25 @@ func TestSlurmPlaceholderReconciled(t *testing.T) {
 		require.NoError(t, err)
 	})
 	h.requireClean()
+}
+
+// holdJobIDs are the ids of every placeholder job Slurm remembers, in
+// submission order.
+func (h *holdsSite) holdJobIDs() []string {
+	h.t.Helper()
+	out, err := h.c.Run("scontrol", "--oneliner", "show", "job")
+	require.NoError(h.t, err)
+	var ids []int
+	for line := range strings.SplitSeq(out, "\n") {
+		if m := regexp.MustCompile(`^JobId=(\d+) JobName=canhazgpu-hold `).FindStringSubmatch(line); m != nil {
+			id, _ := strconv.Atoi(m[1])
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	out2 := make([]string, len(ids))
+	for i, id := range ids {
+		out2[i] = strconv.Itoa(id)
+	}
+	return out2
 }
