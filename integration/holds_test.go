@@ -310,6 +310,20 @@ func testHoldKeepsJobsAway(t *testing.T, h *holdsSite, hold string, k int) {
 	snap, err = h.st.Snapshot(ctx)
 	require.NoError(t, err)
 	require.Empty(t, snap.Reservations)
+	// What report counts: the hold once, as the manual reservation it
+	// was; the placeholder job itself held nothing. (Earlier clusters on
+	// the same store reused the job ids: only records since the hold.)
+	recs, err := h.st.History(ctx, r.StartedAt)
+	require.NoError(t, err)
+	var ofHold []allocator.Record
+	for _, rec := range recs {
+		if rec.JobID == hold && !rec.StartedAt.Before(r.StartedAt) {
+			ofHold = append(ofHold, rec)
+		}
+	}
+	require.Len(t, ofHold, 1, "%+v", ofHold)
+	require.Equal(t, allocator.KindManual, ofHold[0].Kind)
+	require.Equal(t, slurmUUID(k), ofHold[0].GPU)
 	st, _, err = h.c.NodeState()
 	require.NoError(t, err)
 	require.False(t, strings.Contains(st, "drain"), st)
