@@ -301,6 +301,9 @@ func testHoldKeepsJobsAway(t *testing.T, h *holdsSite, hold string, k int) {
 	require.Equal(t, "0", h.waitEvent("prolog", pending[0]).RC)
 
 	for _, id := range jobs {
+		// Each job's srun step has ended before the job may: a step still
+		// starting when its job ends can take Slurm a minute to clean up.
+		h.seen(id, "BATCH", "STEP0")
 		h.letGo(id, 0)
 	}
 	for _, id := range jobs {
