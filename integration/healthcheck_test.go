@@ -137,7 +137,7 @@ func (h *hcSite) check(args ...string) (code int, out string, took time.Duration
 
 // runHealthCheck runs canhazgpu-healthcheck with exactly env and returns
 // its exit status, its output (stdout and stderr) and how long it took.
-func runHealthCheck(t *testing.T, env []string, args ...string) (code int, out string, took time.Duration) {
+func runHealthCheck(t testing.TB, env []string, args ...string) (code int, out string, took time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -25,7 +25,7 @@ import (
 // site is one Slurm node running canhazgpu: the cluster, the config file
 // the programs read, wrappers that point them at it, and a store view.
 type site struct {
-	t      *testing.T
+	t      testing.TB
 	c      *slurmtest.Cluster
 	dir    string // world-readable: the TaskProlog reads the config as the job user
 	cfg    string
@@ -69,7 +69,7 @@ func slurmUUID(k int) string { return siteUUID(nvmlOf(k)) }
 
 // newSite starts the site's cluster with the options tweak changes (a
 // Slurm root, other PrologFlags, cgroups).
-func newSite(t *testing.T, tweak ...func(*slurmtest.Options)) *site {
+func newSite(t testing.TB, tweak ...func(*slurmtest.Options)) *site {
 	t.Helper()
 	testreq.NoError(t, slurmtest.Available())
 	uid, err := slurmtest.EnsureUser(jobUser)
@@ -146,7 +146,7 @@ func newSite(t *testing.T, tweak ...func(*slurmtest.Options)) *site {
 }
 
 // contribSlurmConf reads the settings of contrib/slurm/slurm.conf.
-func contribSlurmConf(t *testing.T) []string {
+func contribSlurmConf(t testing.TB) []string {
 	data, err := os.ReadFile(filepath.Join("..", "contrib", "slurm", "slurm.conf"))
 	require.NoError(t, err)
 	var lines []string
@@ -398,7 +398,7 @@ func (s *site) on(t *testing.T) *site {
 
 // startCluster starts a Slurm cluster for the test and stops it at the
 // end, keeping its directory (logs, job output) when the test failed.
-func startCluster(t *testing.T, opts slurmtest.Options) *slurmtest.Cluster {
+func startCluster(t testing.TB, opts slurmtest.Options) *slurmtest.Cluster {
 	t.Helper()
 	c, err := slurmtest.Start(opts)
 	require.NoError(t, err)

@@ -35,9 +35,10 @@ var (
 	leaveOp     = &op{name: "leave"}
 	flagsOp     = &op{name: "flags"}
 	forgetOp    = &op{name: "forget"}
+	holdJobOp   = &op{name: "hold_job"}
 
 	// ops is every operation, in the library's order.
-	ops     = []*op{allocateOp, renewOp, releaseOp, registerOp, snapshotOp, enqueueOp, queueBeatOp, leaveOp, flagsOp, forgetOp}
+	ops     = []*op{allocateOp, renewOp, releaseOp, registerOp, snapshotOp, enqueueOp, queueBeatOp, leaveOp, flagsOp, forgetOp, holdJobOp}
 	library = buildLibrary(ops)
 )
 

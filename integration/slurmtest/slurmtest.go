@@ -92,6 +92,11 @@ type Options struct {
 	// ConstrainDevices=yes: denying a job another GPU would otherwise deny
 	// it /dev/null.
 	CharDevices bool
+	// TypedGPUs gives each GPU a GRES type of its own (gres.conf
+	// `Name=gpu Type=dev<i> File=…nvidia<i>`, slurm.conf
+	// `Gres=gpu:dev0:1,gpu:dev1:1,…`), so a job can ask for one exact
+	// GPU, as placeholder holds do.
+	TypedGPUs bool
 
 	// Root is a Slurm root (see root.go, DebianRoot): the cluster runs the
 	// Slurm of that root file system instead of this machine's.
@@ -281,6 +286,16 @@ func (c *Cluster) layout(opts Options) error {
 		return err
 	}
 	gres := fmt.Sprintf("AutoDetect=off\nNodeName=%s Name=gpu File=%s[0-%d]\n", strings.Join(c.Nodes, ","), c.path("dev", "nvidia"), opts.GPUs-1)
+	nodeGres := fmt.Sprintf("gpu:%d", opts.GPUs)
+	if opts.TypedGPUs {
+		gres = "AutoDetect=off\n"
+		var types []string
+		for i, dev := range c.GresDevices {
+			gres += fmt.Sprintf("NodeName=%s Name=gpu Type=dev%d File=%s\n", strings.Join(c.Nodes, ","), i, dev)
+			types = append(types, fmt.Sprintf("gpu:dev%d:1", i))
+		}
+		nodeGres = strings.Join(types, ",")
+	}
 	if err := os.WriteFile(c.path("etc", "gres.conf"), []byte(gres), 0o644); err != nil {
 		return fmt.Errorf("slurmtest: %w", err)
 	}
@@ -356,8 +371,8 @@ func (c *Cluster) layout(opts Options) error {
 		if c.net != nil {
 			addr, host = c.net.Addrs[n], n
 		}
-		conf = append(conf, fmt.Sprintf("NodeName=%s NodeAddr=%s NodeHostname=%s CPUs=%d RealMemory=1000 Gres=gpu:%d State=UNKNOWN",
-			n, addr, host, opts.CPUs, opts.GPUs))
+		conf = append(conf, fmt.Sprintf("NodeName=%s NodeAddr=%s NodeHostname=%s CPUs=%d RealMemory=1000 Gres=%s State=UNKNOWN",
+			n, addr, host, opts.CPUs, nodeGres))
 	}
 	conf = append(conf,
 		fmt.Sprintf("PartitionName=debug Nodes=%s Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO", strings.Join(c.Nodes, ",")))

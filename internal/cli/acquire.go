@@ -81,12 +81,14 @@ func (a *requestArgs) open(ctx context.Context, inv *invocation) (*opened, error
 	return nil, err
 }
 
-// take asks for the GPUs a describes, waiting in the queue when a says so.
-func (a *requestArgs) take(ctx context.Context, inv *invocation, p *opened, kind allocator.Kind, lease time.Duration) (allocator.Grant, error) {
+// take asks for the GPUs a describes, waiting in the queue when a says so,
+// never granting the GPUs in exclude.
+func (a *requestArgs) take(ctx context.Context, inv *invocation, p *opened, kind allocator.Kind, lease time.Duration, exclude ...string) (allocator.Grant, error) {
 	req, err := a.request(p.cfg, kind, p.user, p.uid, lease, p.devs)
 	if err != nil {
 		return allocator.Grant{}, err
 	}
+	req.Exclude = exclude
 	return acquire(ctx, inv.env, p.cfg, p.node, req, p.devs, a.wait)
 }
 

@@ -8,6 +8,7 @@ import (
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/store"
 	"canhazgpu/allocator/usage"
+	"canhazgpu/internal/config"
 )
 
 type adminArgs struct {
@@ -134,7 +135,7 @@ func runAdmin(ctx context.Context, inv *invocation, a *adminArgs) error {
 	}
 	out := env.Stdout
 	if a.release {
-		return adminRelease(ctx, env, cfg.Node, node.Store, a)
+		return adminRelease(ctx, env, cfg, node.Store, a)
 	}
 
 	devs, err := node.Devices(ctx)
@@ -172,8 +173,11 @@ func runAdmin(ctx context.Context, inv *invocation, a *adminArgs) error {
 // adminRelease ends reservations of any user (of --user) and, without
 // --gpu-ids, their places in the queue with what those hold. Root ends any
 // kind; the admin group, whose CLI credential may not write batch
-// reservations, interactive ones only.
-func adminRelease(ctx context.Context, env *Env, nodeName string, st *store.Store, a *adminArgs) error {
+// reservations, interactive ones only. The placeholder jobs of released
+// holds are cancelled (root may cancel anyone's; for the admin group the
+// health check does).
+func adminRelease(ctx context.Context, env *Env, cfg *config.Config, st *store.Store, a *adminArgs) error {
+	nodeName := cfg.Node
 	snap, err := st.Snapshot(ctx)
 	if err != nil {
 		return err
@@ -194,6 +198,9 @@ func adminRelease(ctx context.Context, env *Env, nodeName string, st *store.Stor
 	done, err := st.Release(ctx, rel)
 	if err != nil {
 		return err
+	}
+	if placeholdersOn(cfg) {
+		cancelPlaceholders(ctx, env, cfg, placeholderJobs(snap, "", done.GPUs))
 	}
 	out := env.Stdout
 	for _, u := range done.GPUs {

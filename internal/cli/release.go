@@ -62,20 +62,27 @@ func runRelease(ctx context.Context, inv *invocation, a *releaseArgs) error {
 	// works wherever the store can be reached. Without --gpu-ids it is one
 	// round trip, the reply naming the GPUs by index.
 	var registered []allocator.GPU
-	if len(a.ids.ids) > 0 {
-		snap, err := node.Store.Snapshot(ctx)
-		if err != nil {
+	var snap *allocator.Snapshot
+	if len(a.ids.ids) > 0 || placeholdersOn(cfg) {
+		// Placeholder jobs are cancelled once their holds are released:
+		// the holds name them.
+		if snap, err = node.Store.Snapshot(ctx); err != nil {
 			return err
 		}
+		registered = snap.GPUs
+	}
+	if len(a.ids.ids) > 0 {
 		if rel.GPUs, err = registeredUUIDs(snap, a.ids); err != nil {
 			return err
 		}
 		rel.Kinds = append(rel.Kinds, allocator.KindRun)
-		registered = snap.GPUs
 	}
 	done, err := node.Store.Release(ctx, rel)
 	if err != nil {
 		return err
+	}
+	if snap != nil && placeholdersOn(cfg) {
+		cancelPlaceholders(ctx, env, cfg, placeholderJobs(snap, user, done.GPUs))
 	}
 	released := make([]gpu.ID, 0, len(done.Indices))
 	for u, i := range done.Indices {

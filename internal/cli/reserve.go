@@ -8,6 +8,7 @@ import (
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
 	"canhazgpu/internal/config"
+	"canhazgpu/internal/slurm"
 )
 
 type reserveArgs struct {
@@ -64,7 +65,7 @@ func runReserve(ctx context.Context, inv *invocation, a *reserveArgs) error {
 		return badValue("--duration", a.duration.String(), fmt.Sprintf("at most %s, this site's reserve.max_duration",
 			config.Duration(cfg.Reserve.MaxDuration)))
 	}
-	g, err := a.take(ctx, inv, p, allocator.KindManual, lease)
+	g, job, err := a.hold(ctx, inv, p, allocator.KindManual, lease, lease)
 	if err != nil {
 		return err
 	}
@@ -87,6 +88,9 @@ func runReserve(ctx context.Context, inv *invocation, a *reserveArgs) error {
 		"Release %s earlier with: %s\n",
 		plural(len(g.GPUs), "GPU"), who, cfg.Node, config.Duration(lease), ids, them,
 		exportLine(gpu.VendorOf(cfg.GPU.Provider).Exports(held.IDs(), gpu.ByIndex)), them, releaseHint(inv, user))
+	if err == nil && job != "" {
+		_, err = fmt.Fprintf(env.Stdout, "Slurm sees the hold as job %s (%s), so batch jobs are placed around %s\n", job, slurm.HoldJobName, them)
+	}
 	return err
 }
 

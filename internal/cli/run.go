@@ -107,7 +107,7 @@ func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) err
 	if err != nil {
 		return err
 	}
-	g, err := a.take(ctx, inv, p, allocator.KindRun, cfg.Run.HeartbeatTimeout)
+	g, placeholder, err := a.hold(ctx, inv, p, allocator.KindRun, cfg.Run.HeartbeatTimeout, runLimit(cfg, timeout))
 	if err != nil {
 		return err
 	}
@@ -126,6 +126,9 @@ func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) err
 	if err := l.release(ctx); err != nil {
 		writeLine(stderr, "canhazgpu: warning: could not release GPU %s: %v; the reservation lapses %s after the last heartbeat",
 			ids, err, config.Duration(cfg.Run.HeartbeatTimeout))
+	}
+	if placeholder != "" {
+		cancelPlaceholders(ctx, env, cfg, []string{placeholder})
 	}
 	if runErr != nil {
 		return runErr

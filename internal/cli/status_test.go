@@ -106,6 +106,20 @@ var statusCases = []statusCase{
 		},
 	},
 	{
+		// An interactive hold Slurm sees (slurm.interactive_holds =
+		// "placeholder"): the row names the placeholder job squeue shows.
+		name: "placeholder",
+		state: func(s *allocator.Snapshot, uuid func(int) string) {
+			s.Reservations[uuid(3)] = allocator.Reservation{GPU: uuid(3), Kind: allocator.KindManual, User: "charlie", Token: 8,
+				StartedAt: statusNow.Add(-45 * time.Minute), ExpiresAt: statusNow.Add(7*time.Hour + 15*time.Minute), JobID: "4711"}
+		},
+		rows: []string{
+			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION",
+			"0 available free, never reserved 0MB used",
+			"3 in use charlie 45m 0s manual expires in 7h 15m 0s; slurm placeholder job 4711 no usage detected",
+		},
+	},
+	{
 		name: "containers",
 		rows: []string{
 			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION",

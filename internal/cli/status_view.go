@@ -108,6 +108,9 @@ func reservationDetails(v nodeView, g usage.GPU) string {
 	default:
 		d = "expires in " + hms(r.ExpiresAt.Sub(v.Now))
 	}
+	if !r.Kind.Batch() && r.JobID != "" {
+		d += "; slurm placeholder job " + r.JobID // what squeue shows for the hold
+	}
 	if r.Note != "" {
 		d += "; note: " + r.Note
 	}

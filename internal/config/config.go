@@ -130,6 +130,19 @@ type SlurmConfig struct {
 	Export       string   // auto, uuid, index or none
 	StateDir     string
 	Deadline     time.Duration
+	Holds        SlurmHolds
+}
+
+// SlurmHolds makes interactive holds visible to Slurm: one placeholder
+// job per hold (docs/slurm.md, "Interactive holds Slurm can see").
+type SlurmHolds struct {
+	Mode      string // interactive_holds: off or placeholder
+	Salloc    string // absolute: the CLI runs it with no PATH of the caller's
+	Scancel   string
+	SlurmConf string // SLURM_CONF for those commands; "": Slurm's default
+	// Lost: what the health check does with a hold whose placeholder job
+	// ended before it (scancel by hand, a node reboot): release or keep.
+	Lost string
 }
 
 // PBSConfig drives the PBS and Torque hooks.
@@ -176,6 +189,7 @@ func defaults() Config {
 			Export:       "auto",
 			StateDir:     "/run/canhazgpu",
 			Deadline:     5 * time.Second,
+			Holds:        SlurmHolds{Mode: "off", Salloc: "/usr/bin/salloc", Scancel: "/usr/bin/scancel", Lost: "release"},
 		},
 		PBS: PBSConfig{OnConflict: "fail", OnStoreError: "allow", StateDir: "/run/canhazgpu"},
 		Health: HealthConfig{

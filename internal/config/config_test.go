@@ -61,6 +61,7 @@ func TestDefaults(t *testing.T) {
 			Export:       "auto",
 			StateDir:     "/run/canhazgpu",
 			Deadline:     5 * time.Second,
+			Holds:        SlurmHolds{Mode: "off", Salloc: "/usr/bin/salloc", Scancel: "/usr/bin/scancel", Lost: "release"},
 		},
 		PBS: PBSConfig{OnConflict: "fail", OnStoreError: "allow", StateDir: "/run/canhazgpu"},
 		Health: HealthConfig{

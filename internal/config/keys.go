@@ -108,6 +108,11 @@ var settings = []setting{
 	enum("slurm.export", func(c *Config) *string { return &c.Slurm.Export }, "auto", "uuid", "index", "none"),
 	str("slurm.state_dir", func(c *Config) *string { return &c.Slurm.StateDir }, checkAbsPath),
 	duration("slurm.deadline", func(c *Config) *time.Duration { return &c.Slurm.Deadline }),
+	enum("slurm.interactive_holds", func(c *Config) *string { return &c.Slurm.Holds.Mode }, "off", "placeholder"),
+	str("slurm.salloc", func(c *Config) *string { return &c.Slurm.Holds.Salloc }, checkAbsPath),
+	str("slurm.scancel", func(c *Config) *string { return &c.Slurm.Holds.Scancel }, checkAbsPath),
+	str("slurm.slurm_conf", func(c *Config) *string { return &c.Slurm.Holds.SlurmConf }, checkAbsPathOrEmpty),
+	enum("slurm.lost_placeholder", func(c *Config) *string { return &c.Slurm.Holds.Lost }, "release", "keep"),
 
 	enum("pbs.on_conflict", func(c *Config) *string { return &c.PBS.OnConflict }, "fail", "warn"),
 	enum("pbs.on_store_error", func(c *Config) *string { return &c.PBS.OnStoreError }, "allow", "fail"),

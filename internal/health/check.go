@@ -138,6 +138,7 @@ func (c *check) settle(ctx context.Context, snap *allocator.Snapshot, devs []gpu
 			return c.applyMarkers(ctx)
 		}},
 		{"settle stale jobs", c.releaseStale},
+		{"settle placeholder jobs", c.settlePlaceholders},
 		{"restore lost batch reservations", c.restoreJobs},
 	}
 	var out []Settled

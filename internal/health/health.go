@@ -73,10 +73,12 @@ type Settled struct {
 
 // SettleKinds are the values of Settled.What: "marker" (a pending marker
 // applied), "stale_job" (a gone batch job's GPUs released), "restored" (a
-// running batch job given back the reservations the store had lost), and
+// running batch job given back the reservations the store had lost),
+// "placeholder" (a Slurm placeholder job without its hold cancelled, or a
+// hold without its placeholder released), and
 // what could not be done: "unsettled" (a marker left for the next round)
 // and "unrestored" (a running job's GPUs that could not be given back).
-var SettleKinds = []string{"marker", "stale_job", "restored", "unsettled", "unrestored"}
+var SettleKinds = []string{"marker", "stale_job", "restored", "unsettled", "unrestored", "placeholder"}
 
 // Action is what the check did, or chose not to do, about the node in
 // Slurm and in the store.

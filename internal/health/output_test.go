@@ -157,6 +157,7 @@ func TestWriteMetrics(t *testing.T) {
 		"canhazgpu_health_check_settled{what=\"marker\"} 0\ncanhazgpu_health_check_settled{what=\"stale_job\"} 0\n"+
 		"canhazgpu_health_check_settled{what=\"restored\"} 0\ncanhazgpu_health_check_settled{what=\"unsettled\"} 0\n"+
 		"canhazgpu_health_check_settled{what=\"unrestored\"} 0\n"+
+		"canhazgpu_health_check_settled{what=\"placeholder\"} 0\n"+
 		"# HELP canhazgpu_store_up Whether the reservation store answered this run (1) or not (0: down, or not reached).\n"+
 		"# TYPE canhazgpu_store_up gauge\ncanhazgpu_store_up 0\n"+
 		"# HELP canhazgpu_health_check_success Whether the health check could check the node (1) or not (0).\n"+

@@ -185,8 +185,9 @@ func (n *Node) Classify(ctx context.Context) (*allocator.Snapshot, []usage.GPU, 
 	return snap, usage.Classify(snap, devs, n.Config.GPU.MemoryThresholdMB), nil
 }
 
-// Allocate grants req with the GPUs in unreserved use by others excluded,
-// from the given scan (nil: scan now). When the store does not know the
+// Allocate grants req with the GPUs in unreserved use by others excluded
+// (besides those req excludes itself), from the given scan (nil: scan
+// now). When the store does not know the
 // node, or a GPU the request names, root's call registers the scan and
 // tries again with the same request id, so the usual grant costs one
 // round trip.
@@ -197,7 +198,7 @@ func (n *Node) Allocate(ctx context.Context, req allocator.Request, devs []gpu.D
 			return allocator.Grant{}, err
 		}
 	}
-	req.Exclude = usage.BusyFor(devs, n.Config.GPU.MemoryThresholdMB, req.User)
+	req.Exclude = append(slices.Clone(req.Exclude), usage.BusyFor(devs, n.Config.GPU.MemoryThresholdMB, req.User)...)
 	return registering(ctx, n, devs, func() (allocator.Grant, error) { return n.Store.Allocate(ctx, req) },
 		func(_ allocator.Grant, err error) bool { return lacksRegistration(err) })
 }

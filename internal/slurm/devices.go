@@ -100,3 +100,29 @@ func minorsOf(devs []gpu.Device) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// Indices maps GPUs of a scan (by UUID) to Slurm's indices: the inverse
+// of Resolve over Slurm's indices 0..n-1, n the GPUs gres_devices lists or
+// else the GPUs of the scan.
+func Indices(v gpu.Vendor, gresDevices []string, uuids []string, devs []gpu.Device) ([]int, error) {
+	n := len(gresDevices)
+	if n == 0 {
+		n = len(devs)
+	}
+	bySlurm := map[string]int{}
+	for k := range n {
+		found, err := Resolve(v, gresDevices, []int{k}, devs)
+		if err == nil {
+			bySlurm[found[0].UUID] = k
+		}
+	}
+	out := make([]int, len(uuids))
+	for i, u := range uuids {
+		k, ok := bySlurm[u]
+		if !ok {
+			return nil, fmt.Errorf("GPU %s has no Slurm index: no device file of slurm.gres_devices leads to it", u)
+		}
+		out[i] = k
+	}
+	return out, nil
+}

@@ -42,6 +42,16 @@ func (h *Hook) Prolog(ctx context.Context) (string, error) {
 	if jobErr == nil && len(job.GPUs) == 0 {
 		return "", nil // no GPUs on this node: nothing to reserve, nothing to say
 	}
+	if token, ok := ParseHoldComment(h.Env["SLURM_JOB_COMMENT"]); ok && jobErr == nil {
+		if line, ok := h.placeholder(ctx, job, token); ok {
+			return line, nil
+		}
+	}
+	if limit, ok := ParseNewHoldComment(h.Env["SLURM_JOB_COMMENT"]); ok && jobErr == nil {
+		if line, ok := h.newHold(ctx, job, limit); ok {
+			return line, nil
+		}
+	}
 	prefix := "job " + job.ID + ": "
 	p, err := h.engine().Reserve(ctx, batch.Job{ID: job.ID, User: job.User, UID: job.UID, Restart: job.Restart,
 		Unusable: jobErr, Slots: func(devs []gpu.Device) ([]batch.Slot, error) {

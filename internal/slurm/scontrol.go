@@ -28,6 +28,7 @@ type NodeInfo struct {
 	State   []string // base state and flags, e.g. ["IDLE", "DRAIN"]
 	Reason  string   // without Slurm's " [user@time]" suffix
 	Comment string
+	Gres    string // the node's configured GRES, e.g. "gpu:dev0:1,gpu:dev1:1"
 }
 
 // Drained: the node has the DRAIN flag (draining or drained).
@@ -158,6 +159,9 @@ func parseShowNode(out string) (NodeInfo, error) {
 			if st, ok := strings.CutPrefix(f, "State="); ok {
 				n.State = strings.Split(st, "+")
 				seen = true
+			}
+			if g, ok := strings.CutPrefix(f, "Gres="); ok {
+				n.Gres = g
 			}
 		}
 	}

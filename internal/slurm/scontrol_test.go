@@ -27,7 +27,7 @@ func TestParseShowNode(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, NodeInfo{State: []string{"MIXED", "DRAIN"},
 		Reason:  "canhazgpu: GPU 1 used by bob (pid 4242) without reservation",
-		Comment: "canhazgpu: hello world"}, info)
+		Comment: "canhazgpu: hello world", Gres: "gpu:4"}, info)
 	require.True(t, info.Drained())
 	require.False(t, info.Down())
 

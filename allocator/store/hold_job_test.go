@@ -1,0 +1,58 @@
+package store
+
+import (
+	"context"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"canhazgpu/allocator"
+)
+
+func TestSetHoldJobNeedsOwnerAndToken(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 3)
+	g, err := s.Allocate(ctx, manual("alice", 2))
+	require.NoError(t, err)
+
+	var lost *allocator.LeaseLostError
+	require.ErrorAs(t, s.SetHoldJob(ctx, "bob", g.Token, g.GPUs, "42"), &lost, "another user")
+	require.ErrorAs(t, s.SetHoldJob(ctx, "alice", g.Token+1, g.GPUs, "42"), &lost, "another grant")
+	other := append([]string{g.GPUs[0]}, uuid(2)) // uuid(2) is free
+	if g.GPUs[0] == uuid(2) {
+		other = append([]string{g.GPUs[1]}, uuid(0))
+	}
+	require.ErrorAs(t, s.SetHoldJob(ctx, "alice", g.Token, other, "42"), &lost, "a GPU the hold lacks")
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	for _, u := range g.GPUs {
+		require.Empty(t, snap.Reservations[u].JobID, "a refused call changes nothing")
+	}
+
+	require.NoError(t, s.SetHoldJob(ctx, "alice", g.Token, g.GPUs, "42"))
+	require.NoError(t, s.SetHoldJob(ctx, "alice", g.Token, g.GPUs, "42"), "again: the same effect")
+	snap, err = s.Snapshot(ctx)
+	require.NoError(t, err)
+	for _, u := range g.GPUs {
+		r := snap.Reservations[u]
+		require.Equal(t, "42", r.JobID)
+		require.Equal(t, allocator.KindManual, r.Kind, "still alice's manual hold")
+		require.Equal(t, g.Token, r.Token)
+	}
+}
+
+func TestSetHoldJobBadInputWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 1)
+	g, err := s.Allocate(ctx, manual("alice", 1))
+	require.NoError(t, err)
+	var input *allocator.InputError
+	for _, job := range []string{"", "12;rm", "1 2", "-3", "123456789012345678901"} {
+		require.ErrorAs(t, s.SetHoldJob(ctx, "alice", g.Token, g.GPUs, job), &input, job)
+	}
+	require.ErrorAs(t, s.SetHoldJob(ctx, "alice", 0, g.GPUs, "1"), &input)
+	require.ErrorAs(t, s.SetHoldJob(ctx, "alice", g.Token, nil, "1"), &input)
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Empty(t, snap.Reservations[g.GPUs[0]].JobID)
+}

@@ -1,0 +1,121 @@
+package slurm
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"canhazgpu/internal/config"
+)
+
+// standIn writes an executable shell script that records its arguments
+// and environment, one per line, then prints out and exits with rc.
+func standIn(t *testing.T, dir, name, out string, rc int) (path, record string) {
+	t.Helper()
+	path, record = filepath.Join(dir, name), filepath.Join(dir, name+".log")
+	script := "#!/bin/sh\nfor a in \"$@\"; do echo \"arg $a\"; done > " + record + "\nenv | sed 's/^/env /' | sort >> " + record +
+		"\nprintf '%s\\n' '" + out + "' >&2\nexit " + string(rune('0'+rc)) + "\n"
+	require.NoError(t, os.WriteFile(path, []byte(script), 0o755))
+	return path, record
+}
+
+func recorded(t *testing.T, record string) (args, env []string) {
+	t.Helper()
+	data, err := os.ReadFile(record)
+	require.NoError(t, err)
+	for line := range strings.SplitSeq(strings.TrimSpace(string(data)), "\n") {
+		if a, ok := strings.CutPrefix(line, "arg "); ok {
+			args = append(args, a)
+		} else if e, ok := strings.CutPrefix(line, "env "); ok && !strings.HasPrefix(e, "PWD=") && !strings.HasPrefix(e, "SHLVL=") && !strings.HasPrefix(e, "_=") {
+			env = append(env, e)
+		}
+	}
+	return args, env
+}
+
+// TestHoldsSubmit: salloc gets arguments built from validated values only
+// and an environment of root's config alone, whatever the caller's.
+func TestHoldsSubmit(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("SLURM_CONF", "/home/mallory/slurm.conf")
+	t.Setenv("SALLOC_PARTITION", "mallory")
+	t.Setenv("PATH", "/home/mallory/bin")
+	salloc, record := standIn(t, dir, "salloc", "salloc: Granted job allocation 77", 0)
+	cfg := &config.Config{Node: "gpu07", Slurm: config.SlurmConfig{Holds: config.SlurmHolds{Salloc: salloc, SlurmConf: "/etc/slurm/slurm.conf"}},
+		Health: config.HealthConfig{ScontrolTimeout: time.Second}}
+	h := NewHolds(cfg)
+
+	job, err := h.Submit(context.Background(), "gpu07", Placeholder{Token: 5, Indices: []int{1, 3}, Limit: 90*time.Minute + time.Second})
+	require.NoError(t, err)
+	require.Equal(t, "77", job)
+	args, env := recorded(t, record)
+	require.Equal(t, []string{"--no-shell", "--immediate", "--nodes=1", "--ntasks=1", "--nodelist=gpu07", "--job-name=canhazgpu-hold",
+		"--comment=canhazgpu-hold:5", "--time=91", "--gres=gpu:dev1:1,gpu:dev3:1"}, args)
+	require.Equal(t, []string{"PATH=/usr/bin:/bin", "SLURM_CONF=/etc/slurm/slurm.conf"}, env)
+
+	_, err = h.Submit(context.Background(), "gpu07", Placeholder{Count: 2, Limit: time.Hour})
+	require.NoError(t, err)
+	args, _ = recorded(t, record)
+	require.Contains(t, args, "--comment=canhazgpu-hold:new:60")
+	require.Contains(t, args, "--gres=gpu:2")
+
+	for _, bad := range []struct {
+		node string
+		p    Placeholder
+	}{
+		{"gpu07 --uid=0", Placeholder{Token: 5, Indices: []int{1}, Limit: time.Hour}},
+		{"--gres=gpu:8", Placeholder{Token: 5, Indices: []int{1}, Limit: time.Hour}},
+		{"gpu07", Placeholder{Token: 5, Limit: time.Hour}},
+		{"gpu07", Placeholder{Indices: []int{1}, Limit: time.Hour}},
+		{"gpu07", Placeholder{Token: 5, Indices: []int{1}}},
+	} {
+		require.NoError(t, os.RemoveAll(record))
+		_, err := h.Submit(context.Background(), bad.node, bad.p)
+		require.Error(t, err, "%+v", bad)
+		require.NoFileExists(t, record, "salloc never ran")
+	}
+}
+
+func TestHoldsSubmitRefused(t *testing.T) {
+	dir := t.TempDir()
+	salloc, _ := standIn(t, dir, "salloc", "salloc: error: Job submit/allocate failed: Requested nodes are busy", 1)
+	h := NewHolds(&config.Config{Slurm: config.SlurmConfig{Holds: config.SlurmHolds{Salloc: salloc}},
+		Health: config.HealthConfig{ScontrolTimeout: time.Second}})
+	_, err := h.Submit(context.Background(), "gpu07", Placeholder{Token: 5, Indices: []int{1}, Limit: time.Hour})
+	require.EqualError(t, err, "salloc: exit status 1: salloc: error: Job submit/allocate failed: Requested nodes are busy")
+}
+
+func TestHoldsCancel(t *testing.T) {
+	dir := t.TempDir()
+	scancel, record := standIn(t, dir, "scancel", "", 0)
+	h := NewHolds(&config.Config{Slurm: config.SlurmConfig{Holds: config.SlurmHolds{Scancel: scancel}},
+		Health: config.HealthConfig{ScontrolTimeout: time.Second}})
+	require.NoError(t, h.Cancel(context.Background(), "77"))
+	args, env := recorded(t, record)
+	require.Equal(t, []string{"77"}, args)
+	require.Equal(t, []string{"PATH=/usr/bin:/bin"}, env)
+	require.NoError(t, os.Remove(record))
+	for _, bad := range []string{"", "-u", "77 78", "--signal=KILL"} {
+		require.Error(t, h.Cancel(context.Background(), bad))
+	}
+	require.NoFileExists(t, record)
+}
+
+func TestParseHoldJobs(t *testing.T) {
+	out := strings.Join([]string{
+		"JobId=10 JobName=canhazgpu-hold UserId=bob(1001) GroupId=bob(1001) JobState=RUNNING Reason=None Comment=canhazgpu-hold:7 NodeList=gpu07 ReqNodeList=gpu07",
+		"JobId=11 JobName=canhazgpu-hold UserId=bob(1001) JobState=PENDING Reason=Resources Comment=canhazgpu-hold:new:30 NodeList=(null) ReqNodeList=gpu07",
+		"JobId=12 JobName=canhazgpu-hold UserId=bob(1001) JobState=COMPLETED Comment=canhazgpu-hold:8 NodeList=gpu07 ReqNodeList=gpu07",
+		"JobId=13 JobName=canhazgpu-hold UserId=bob(1001) JobState=RUNNING Comment=canhazgpu-hold:9 NodeList=gpu08 ReqNodeList=gpu08",
+		"JobId=14 JobName=train UserId=eve(1003) JobState=RUNNING Comment=x JobName=canhazgpu-hold NodeList=gpu07 ReqNodeList=gpu07",
+		// A name with spaces dressing a job up: only its own JobId counts.
+		"JobId=15 JobName=canhazgpu-hold JobId=10 UserId=eve(1003) JobState=RUNNING Comment=(null) NodeList=gpu07 ReqNodeList=(null)",
+	}, "\n")
+	require.Equal(t, []HoldJob{{ID: "10", Token: 7, State: "RUNNING"}, {ID: "11", State: "PENDING"}, {ID: "15", State: "RUNNING"}},
+		parseHoldJobs(out, "gpu07"))
+}
