@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"fmt"
 	"html/template"
+	"io"
 	"io/fs"
 	"net/http"
 	"slices"
@@ -32,6 +33,7 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"hours":  func(s int64) string { return fmt.Sprintf("%.2f", float64(s)/3600) },
 	"kinds":  func() []string { return kinds },
 	"pidsOf": pidsOf,
+	"grid":   grid,
 }).ParseFS(templateFS, "templates/*.html"))
 
 // kinds are the reservation kinds, in the order report prints them.
@@ -69,7 +71,7 @@ func (h *handler) render(w http.ResponseWriter, name string, data any) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	fmt.Fprint(w, b.String())
+	io.WriteString(w, b.String())
 }
 
 // overviewPage is the cluster overview, filtered by node and user.

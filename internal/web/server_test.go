@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -165,4 +166,58 @@ func TestHeadersMethodsAndPages(t *testing.T) {
 	}
 	require.True(t, strings.HasPrefix(get(t, h, "GET", "/static/app.js").Header.Get("Content-Type"), "text/javascript"))
 	require.Equal(t, http.StatusNotFound, get(t, h, "GET", "/api/v1/queue/nope").StatusCode)
+}
+
+// blockingSource counts the reads in progress and holds each until
+// released.
+type blockingSource struct {
+	fakeSource
+	in      chan int // the reads in progress, after each start
+	release chan struct{}
+	mu      sync.Mutex
+	n       int
+}
+
+func (s *blockingSource) Cluster(ctx context.Context) (*Docs, error) {
+	s.mu.Lock()
+	s.n++
+	s.in <- s.n
+	s.mu.Unlock()
+	<-s.release
+	s.mu.Lock()
+	s.n--
+	s.mu.Unlock()
+	return s.fakeSource.Cluster(ctx)
+}
+
+// TestReadsAreBounded: however many clients ask at once, at most
+// MaxReads answers are built at a time, so memory is bounded by the
+// cluster's size, not by the clients.
+func TestReadsAreBounded(t *testing.T) {
+	src := &blockingSource{in: make(chan int, 100), release: make(chan struct{})}
+	h := NewHandler(src, nil, io.Discard)
+	const clients = MaxReads + 3
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			require.Equal(t, http.StatusOK, get(t, h, "GET", "/metrics").StatusCode)
+		}()
+	}
+	most := 0
+	for range MaxReads {
+		most = max(most, <-src.in)
+	}
+	select {
+	case n := <-src.in:
+		t.Fatalf("read %d started while %d were in progress", n, MaxReads)
+	default:
+	}
+	close(src.release)
+	for range clients - MaxReads {
+		most = max(most, <-src.in)
+	}
+	wg.Wait()
+	require.Equal(t, MaxReads, most)
 }
