@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/internal/testreq"
@@ -23,7 +24,7 @@ func browser(t *testing.T) (context.Context, func() []string) {
 	t.Helper()
 	testreq.Need(t, testreq.Chromium)
 	opts := []chromedp.ExecAllocatorOption{chromedp.ExecPath("chromium"), chromedp.Headless, chromedp.NoSandbox,
-		chromedp.DisableGPU, chromedp.NoFirstRun, chromedp.UserDataDir(t.TempDir()),
+		chromedp.DisableGPU, chromedp.WindowSize(1000, 700), chromedp.NoFirstRun, chromedp.UserDataDir(t.TempDir()),
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true)}
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
@@ -53,11 +54,16 @@ func browser(t *testing.T) (context.Context, func() []string) {
 	}
 }
 
+// screenshotsEnv names a directory for the browser test's screenshots,
+// kept after the test: `make web-screenshots` writes docs/images/ with it.
+// Unset, they go to a temporary directory.
+const screenshotsEnv = "CANHAZGPU_SCREENSHOTS"
+
 func screenshot(t *testing.T, ctx context.Context, dir, name string) {
 	t.Helper()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "web-"+name+".png"), png, 0o644))
 }
 
 // waitFor polls the page until the JavaScript expression is true; the
@@ -66,6 +72,16 @@ func waitFor(t *testing.T, ctx context.Context, expr string) {
 	t.Helper()
 	_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(30*time.Second)))
 	require.NoError(t, err, "waiting for %s", expr)
+}
+
+// addHistory stores a finished reservation on node, as the store's
+// operations record one (lib.lua's history_record), with the times given.
+func addHistory(t *testing.T, node, user, kind string, start, end time.Time) {
+	t.Helper()
+	rec := fmt.Sprintf(`{"g":"GPU-history-%d","k":%q,"u":%q,"j":"","s":%d,"e":%d,"x":"released"}`, start.UnixNano(), kind, user, start.UnixMilli(), end.UnixMilli())
+	c := srv.Client()
+	defer c.Close()
+	require.NoError(t, c.ZAdd(context.Background(), "chg:{"+node+"}:hist", redis.Z{Score: float64(end.UnixMilli()), Member: rec}).Err())
 }
 
 func eval[T any](t *testing.T, ctx context.Context, expr string) T {
@@ -87,7 +103,10 @@ func TestDashboardInABrowser(t *testing.T) {
 	srvHTTP := httptest.NewServer(webHandler(t, f))
 	t.Cleanup(srvHTTP.Close)
 	ctx, consoleErrors := browser(t)
-	shots := t.TempDir()
+	shots := os.Getenv(screenshotsEnv)
+	if shots == "" {
+		shots = t.TempDir()
+	}
 
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(srvHTTP.URL+"/")))
 	unreserved := fmt.Sprintf(`section[data-node=%q] li.gpu[data-state="unreserved"]`, f.node)
@@ -126,9 +145,27 @@ func TestDashboardInABrowser(t *testing.T) {
 	require.Contains(t, row, "PID 4242 (python3, bob)")
 	screenshot(t, ctx, shots, "node")
 
+	// History over several days: carol's batch job two days ago, alice's
+	// reservation across last midnight.
+	midnight := time.Now().UTC().Truncate(24 * time.Hour)
+	addHistory(t, f.node, "carol", "slurm", midnight.Add(-46*time.Hour), midnight.Add(-43*time.Hour))
+	addHistory(t, f.node, "alice", "manual", midnight.Add(-2*time.Hour), midnight.Add(time.Hour))
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(srvHTTP.URL+"/usage?days=7")))
 	waitFor(t, ctx, `document.querySelector('svg.chart g.bar[data-user="alice"] rect') !== null`)
-	require.Greater(t, eval[float64](t, ctx, `document.querySelector('svg.chart g.bar[data-user="alice"] rect.interactive').getBBox().width`), 0.0)
+	require.Greater(t, eval[float64](t, ctx, `document.querySelector('svg.chart g.bar[data-user="alice"] rect.interactive').getBBox().height`), 0.0)
+	// A bar per user and day with use, and each user's bars add up to
+	// the table's GPU-hours.
+	require.Equal(t, []string{midnight.Add(-24 * time.Hour).Format(time.DateOnly), midnight.Format(time.DateOnly)},
+		eval[[]string](t, ctx, `[...document.querySelectorAll('svg.chart g.bar[data-user="alice"] g.day')].map(g => g.dataset.date)`))
+	require.Equal(t, []string{midnight.Add(-48 * time.Hour).Format(time.DateOnly)},
+		eval[[]string](t, ctx, `[...document.querySelectorAll('svg.chart g.bar[data-user="carol"] g.day')].map(g => g.dataset.date)`))
+	require.Greater(t, eval[float64](t, ctx, `document.querySelector('svg.chart g.bar[data-user="carol"] rect.batch').getBBox().height`), 0.0)
+	chart := eval[map[string]string](t, ctx, `Object.fromEntries([...document.querySelectorAll('svg.chart g.bar')].map(b =>
+		[b.dataset.user, ([...b.querySelectorAll('g.day')].reduce((s, d) => s + Number(d.dataset.interactive) + Number(d.dataset.batch), 0) / 3600).toFixed(2)]))`)
+	table := eval[map[string]string](t, ctx, `Object.fromEntries([...document.querySelectorAll('table.report tbody tr')].map(r =>
+		[r.querySelector('th').textContent, r.querySelector('td').textContent]))`)
+	require.Equal(t, table, chart)
+	require.Equal(t, "3.00", table["carol"])
 	screenshot(t, ctx, shots, "usage")
 
 	require.Empty(t, consoleErrors())

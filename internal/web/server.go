@@ -299,6 +299,10 @@ type reportDoc struct {
 		TotalSeconds int64            `json:"total_seconds"`
 		GPUHours     float64          `json:"gpu_hours"`
 		Reservations int              `json:"reservations"`
+		Daily        []struct {
+			Date    string           `json:"date"`
+			Seconds map[string]int64 `json:"seconds"`
+		} `json:"daily"`
 	} `json:"users"`
 }
 

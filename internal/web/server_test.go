@@ -86,7 +86,11 @@ func (fakeSource) Cluster(context.Context) (*Docs, error) {
 }
 
 func (fakeSource) Report(_ context.Context, days int) ([]byte, error) {
-	return []byte(`{"version":1,"days":7,"nodes":["gpu01"],"users":[{"user":"alice","seconds":{"run":3600,"manual":0,"slurm":7200,"pbs":0},"total_seconds":10800,"gpu_hours":3,"reservations":2},{"user":"=cmd","seconds":{"run":36,"manual":0,"slurm":0,"pbs":0},"total_seconds":36,"gpu_hours":0.01,"reservations":1}]}`), nil
+	return []byte(`{"version":1,"days":7,"start":"2026-11-23T12:00:00Z","end":"2026-11-30T12:00:00Z","nodes":["gpu01"],"users":[
+{"user":"alice","seconds":{"run":3600,"manual":0,"slurm":7200,"pbs":0},"total_seconds":10800,"gpu_hours":3,"reservations":2,
+ "daily":[{"date":"2026-11-24","seconds":{"run":0,"manual":0,"slurm":7200,"pbs":0}},{"date":"2026-11-30","seconds":{"run":3600,"manual":0,"slurm":0,"pbs":0}}]},
+{"user":"=cmd","seconds":{"run":36,"manual":0,"slurm":0,"pbs":0},"total_seconds":36,"gpu_hours":0.01,"reservations":1,
+ "daily":[{"date":"2026-11-30","seconds":{"run":36,"manual":0,"slurm":0,"pbs":0}}]}]}`), nil
 }
 
 func get(t *testing.T, h http.Handler, method, url string, auth ...string) *http.Response {
@@ -154,6 +158,12 @@ func TestHeadersMethodsAndPages(t *testing.T) {
 
 	page = body(t, get(t, h, "GET", "/usage?days=7"))
 	require.Contains(t, page, `<g class="bar" data-user="alice">`)
+	// Eight day slots (the 23rd to the 30th) of 75 units; the tallest day
+	// is alice's two batch hours, 40 units high.
+	require.Contains(t, page, `<g class="day" data-date="2026-11-24" data-interactive="0" data-batch="7200"><rect class="batch" x="232.5" y="8" width="60" height="40">`+
+		`<title>alice, 2026-11-24: 2.00 batch GPU-hours</title></rect></g>`)
+	require.Contains(t, page, `<g class="day" data-date="2026-11-30" data-interactive="3600" data-batch="0"><rect class="interactive" x="682.5" y="28" width="60" height="20">`)
+	require.Contains(t, page, `<title id="chart-title">GPU-hours per user per day, 2026-11-23 to 2026-11-30 (UTC)</title>`)
 	r = get(t, h, "GET", "/usage?days=91")
 	require.Equal(t, http.StatusBadRequest, r.StatusCode)
 	require.Equal(t, "days \"91\": want a whole number from 1 to 90\n", body(t, r))
