@@ -36,8 +36,11 @@ status rows, the queue, the health check's findings) and the usage report
 with a chart and CSV and JSON downloads. /api/v1/ serves the documents of
 status --json --all-nodes, queue --json and report --json; /metrics the
 same state in the Prometheus text format. Nothing it serves changes the
-store. It listens on this machine only unless told otherwise, and another
-address needs TLS and an authentication file, or --insecure.`,
+store, and where the site set redis.web_username and
+redis.web_password_file it reads the store with that credential only (the
+read-only monitor role). It listens on this machine only unless told
+otherwise, and another address needs TLS and an authentication file, or
+--insecure.`,
 		examples: []string{
 			"canhazgpu web",
 			"canhazgpu web --listen 0.0.0.0:8808 --tls-cert /etc/canhazgpu/web.crt --tls-key /etc/canhazgpu/web.key --auth-file /etc/canhazgpu/web.users",
