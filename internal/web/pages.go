@@ -31,7 +31,7 @@ var staticFS fs.FS = embedded
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"hms":    hms,
 	"join":   func(s []string) string { return strings.Join(s, ", ") },
-	"hours":  func(s int64) string { return fmt.Sprintf("%.2f", float64(s)/3600) },
+	"hours":  hoursOf,
 	"kinds":  func() []string { return kinds },
 	"pidsOf": pidsOf,
 	"grid":   grid,
@@ -164,7 +164,7 @@ type usageChart struct {
 func chartOf(rep *reportDoc) usageChart {
 	first, err1 := time.Parse(time.RFC3339, rep.Start)
 	last, err2 := time.Parse(time.RFC3339, rep.End)
-	if err1 != nil || err2 != nil {
+	if err1 != nil || err2 != nil { // null: a store without nodes, so no use to draw
 		first, last = time.Now().UTC().AddDate(0, 0, -rep.Days), time.Now().UTC()
 	}
 	first = time.Date(first.UTC().Year(), first.UTC().Month(), first.UTC().Day(), 0, 0, 0, 0, time.UTC)
