@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -201,6 +203,23 @@ func TestDashboardInABrowser(t *testing.T) {
 	require.Equal(t, table, chart)
 	require.Equal(t, "3.00", table["grace"])
 	screenshot(t, ctx, shots, "usage")
+
+	// The dark scheme: another background, and the bars and labels still
+	// apart from it.
+	colours := `[getComputedStyle(document.body).backgroundColor, getComputedStyle(document.querySelector('svg.chart rect.batch')).fill,
+		getComputedStyle(document.querySelector('svg.chart rect.interactive')).fill, getComputedStyle(document.querySelector('svg.chart text.label')).fill]`
+	light := eval[[]string](t, ctx, colours)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}})
+		return err
+	})))
+	dark := eval[[]string](t, ctx, colours)
+	require.NotEqual(t, light[0], dark[0], "the dark scheme's background")
+	for i, what := range []string{"batch bar", "interactive bar", "label"} {
+		require.NotEqual(t, dark[0], dark[i+1], "%s on the dark background", what)
+		require.NotEqual(t, light[0], light[i+1], "%s on the light background", what)
+	}
 
 	require.Empty(t, consoleErrors())
 	t.Logf("screenshots in %s", shots)
