@@ -15,7 +15,7 @@ PROGRAMS := canhazgpu:./cmd/canhazgpu canhazgpu-prolog:./prolog canhazgpu-epilog
 # staticcheck, pinned, through the Go module proxy like nfpm.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build test testdeps demo bench lint clean deps package
+.PHONY: build test testdeps demo bench lint clean deps package web-screenshots
 
 build:
 	@mkdir -p $(BIN)
@@ -41,6 +41,11 @@ testdeps:
 
 demo: deps build
 	@scripts/demo.sh
+
+# web-screenshots writes the dashboard's pictures in docs/images/ from the
+# browser test's cluster (docs/web.md).
+web-screenshots:
+	CANHAZGPU_SCREENSHOTS=$(CURDIR)/docs/images $(GO) test -count=1 -run '^TestDashboardInABrowser$$' ./internal/cli/
 
 # Figures and how to read them: docs/benchmarks.md. The SLURM benchmark
 # needs root and the SLURM packages (installed by deps).

@@ -17,7 +17,12 @@ redis_server=$(command -v redis-server) || {
 
 dir=$(mktemp -d /tmp/canhazgpu-demo.XXXXXX)
 redis_pid=""
+web_pid=""
 cleanup() {
+	if [ -n "$web_pid" ]; then
+		kill "$web_pid" 2>/dev/null || true
+		wait "$web_pid" 2>/dev/null || true
+	fi
 	if [ -n "$redis_pid" ]; then
 		kill "$redis_pid" 2>/dev/null || true
 		wait "$redis_pid" 2>/dev/null || true
@@ -81,3 +86,20 @@ wait "$run_pid"
 chg release
 chg status
 chg report --days 1
+
+# The dashboard of the same store, on a free port of this machine only,
+# until Enter (or the end of the input).
+step "canhazgpu web --listen 127.0.0.1:0 &"
+"$bin" web --listen 127.0.0.1:0 2>"$dir/web.log" &
+web_pid=$!
+url=""
+for _ in $(seq 100); do
+	url=$(sed -n 's|^canhazgpu web: serving \(http://[^ ]*\)$|\1|p' "$dir/web.log")
+	[ -n "$url" ] && break
+	sleep 0.05
+done
+[ -n "$url" ] || { echo "demo: the dashboard did not start:" >&2; cat "$dir/web.log" >&2; exit 1; }
+echo "The dashboard: $url"
+printf 'Press Enter to end the demo. '
+read -r _ || true
+echo

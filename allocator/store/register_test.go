@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -59,29 +60,51 @@ func TestRegisterKeepsAbsentGPUsUnlessReplacedOrForced(t *testing.T) {
 	require.Equal(t, "Test GPU", snap.GPUs[0].Name, "names with spaces survive the encoding")
 }
 
-func TestSnapshotsRoundTripsDoNotGrowWithNodes(t *testing.T) {
+// TestSnapshotsIsOneRoundTrip: the registry and every node known from
+// the last call in one pipeline, however many nodes; nodes that joined
+// since cost one more round trip, once, and a node that left is dropped.
+func TestSnapshotsIsOneRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	first := newNode(t, 2)
 	trips := countRoundTrips(first)
-	measure := func() (int, int64) {
+	measure := func() ([]string, int64) {
+		t.Helper()
 		trips.Store(0)
 		snaps, err := first.Snapshots(ctx)
 		require.NoError(t, err)
-		return len(snaps), trips.Load()
+		var nodes []string
+		for _, s := range snaps {
+			nodes = append(nodes, s.Node)
+		}
+		return nodes, trips.Load()
 	}
 	_, err := first.Snapshots(ctx) // a warm connection, functions loaded
 	require.NoError(t, err)
 	nodesBefore, tripsBefore := measure()
+	require.Equal(t, int64(1), tripsBefore, "the registry and every node in one pipeline")
+	require.Contains(t, nodesBefore, first.Node())
+	var joined []*Store
 	for i := range 20 {
-		s, err := first.ForNode(fmt.Sprintf("many%d", i))
+		s, err := first.ForNode(fmt.Sprintf("many%02d", i))
 		require.NoError(t, err)
 		_, err = s.Register(ctx, fakeGPUs(8), false)
 		require.NoError(t, err)
+		joined = append(joined, s)
 	}
+	nodesJoined, tripsJoined := measure()
+	require.Len(t, nodesJoined, len(nodesBefore)+20)
+	require.True(t, slices.IsSorted(nodesJoined))
+	require.Equal(t, int64(2), tripsJoined, "the nodes that joined since, in a second pipeline")
 	nodesAfter, tripsAfter := measure()
-	require.Equal(t, nodesBefore+20, nodesAfter)
-	require.Equal(t, int64(2), tripsBefore, "the registry, then one pipeline")
-	require.Equal(t, int64(2), tripsAfter)
+	require.Equal(t, nodesJoined, nodesAfter)
+	require.Equal(t, int64(1), tripsAfter, "20 more nodes, still one round trip")
+
+	_, forgot, err := joined[3].Forget(ctx, false)
+	require.NoError(t, err)
+	require.True(t, forgot)
+	nodesLeft, tripsLeft := measure()
+	require.Equal(t, int64(1), tripsLeft)
+	require.Equal(t, slices.DeleteFunc(slices.Clone(nodesAfter), func(n string) bool { return n == "many03" }), nodesLeft)
 
 	trips.Store(0)
 	_, err = first.Snapshot(ctx)

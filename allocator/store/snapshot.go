@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"canhazgpu/allocator"
 )
 
@@ -26,19 +28,61 @@ func (s *Store) Snapshot(ctx context.Context) (*allocator.Snapshot, error) {
 	return decodeSnapshot(s.node, v, 1)
 }
 
-// Snapshots reads every registered node: one round trip for the registry
-// and one pipelined round trip for all nodes, however many there are.
+// Snapshots reads every registered node in one round trip however many
+// there are: one pipeline of the node registry and the snapshots of the
+// nodes it held at the last call. A node that has joined since costs a
+// second round trip, for the new nodes only, once; a node that has left
+// is dropped from the answer.
 func (s *Store) Snapshots(ctx context.Context) ([]*allocator.Snapshot, error) {
-	nodes, err := s.Nodes(ctx)
+	var known []string
+	if k := s.registry.Load(); k != nil {
+		known = *k
+	}
+	var members *redis.StringSliceCmd
+	snaps, err := s.snapshotsOf(ctx, known, func(p redis.Pipeliner) { members = p.SMembers(ctx, registryKey) })
 	if err != nil {
 		return nil, err
 	}
+	nodes, err := members.Result()
+	if err != nil {
+		return nil, s.wrap("list nodes", err)
+	}
 	sort.Strings(nodes)
+	byNode := make(map[string]*allocator.Snapshot, len(snaps))
+	for _, snap := range snaps {
+		byNode[snap.Node] = snap
+	}
+	var joined []string
+	for _, n := range nodes {
+		if byNode[n] == nil {
+			joined = append(joined, n)
+		}
+	}
+	if len(joined) > 0 {
+		more, err := s.snapshotsOf(ctx, joined, nil)
+		if err != nil {
+			return nil, err
+		}
+		for _, snap := range more {
+			byNode[snap.Node] = snap
+		}
+	}
+	s.registry.Store(&nodes)
+	out := make([]*allocator.Snapshot, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, byNode[n])
+	}
+	return out, nil
+}
+
+// snapshotsOf reads the given nodes in one pipeline, after the commands
+// first queues.
+func (s *Store) snapshotsOf(ctx context.Context, nodes []string, first func(redis.Pipeliner)) ([]*allocator.Snapshot, error) {
 	keys := make([][]string, len(nodes))
 	for i, n := range nodes {
 		keys[i] = keysFor(n).snapshotKeys()
 	}
-	cmds, err := s.run.runAll(ctx, snapshotOp, keys)
+	cmds, err := s.run.runAll(ctx, snapshotOp, keys, first)
 	if err != nil {
 		return nil, s.wrap("snapshot all nodes", err)
 	}

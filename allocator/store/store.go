@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -41,6 +42,8 @@ type Store struct {
 	keys   nodeKeys
 	policy allocator.Policy // defaults filled in
 	owned  bool             // Close closes rdb
+	// registry is the node registry as Snapshots last read it, sorted.
+	registry atomic.Pointer[[]string]
 }
 
 // replyTTL is how long a request's reply is kept for retries.

@@ -69,8 +69,24 @@ type invocation struct {
 
 // config loads the settings: flags, then CANHAZGPU_* variables, then the
 // files, then the defaults; for a caller that is not root, site policy
-// from the system file alone. A bad setting is a usage error.
+// from the system file alone, and the CLI role's store credential. A bad
+// setting is a usage error.
 func (inv *invocation) config() (*config.Config, error) {
+	cfg, err := inv.settings()
+	if err != nil {
+		return nil, err
+	}
+	if !inv.env.User.Root() {
+		if err := useCLICredential(cfg, inv.env.CLICredential); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+// settings loads the settings as config does, with the store credential
+// the files give.
+func (inv *invocation) settings() (*config.Config, error) {
 	overrides := map[string]string{}
 	file := ""
 	for _, g := range inv.global {
@@ -89,11 +105,6 @@ func (inv *invocation) config() (*config.Config, error) {
 	cfg, err := config.Load(opts)
 	if err != nil {
 		return nil, &usageError{err}
-	}
-	if !inv.env.User.Root() {
-		if err := useCLICredential(cfg, inv.env.CLICredential); err != nil {
-			return nil, err
-		}
 	}
 	return cfg, nil
 }

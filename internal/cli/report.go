@@ -112,6 +112,7 @@ type userUsage struct {
 	user         string
 	ms           map[allocator.Kind]int64 // exact, for --json
 	reservations int
+	daily        map[string]map[allocator.Kind]int64 // ms per UTC date (2006-01-02), for the dashboard's chart
 }
 
 type report struct {
@@ -131,11 +132,20 @@ func buildReport(start, end time.Time, days int, nodes []string, spans []span) r
 		}
 		u := by[s.user]
 		if u == nil {
-			u = &userUsage{user: s.user, ms: map[allocator.Kind]int64{}}
+			u = &userUsage{user: s.user, ms: map[allocator.Kind]int64{}, daily: map[string]map[allocator.Kind]int64{}}
 			by[s.user] = u
 		}
 		u.ms[s.kind] += to.Sub(from).Milliseconds()
 		u.reservations++
+		for day := from; day.Before(to); {
+			date := day.UTC().Format(time.DateOnly)
+			next := earlier(time.Date(day.UTC().Year(), day.UTC().Month(), day.UTC().Day()+1, 0, 0, 0, 0, time.UTC), to)
+			if u.daily[date] == nil {
+				u.daily[date] = map[allocator.Kind]int64{}
+			}
+			u.daily[date][s.kind] += next.Sub(day).Milliseconds()
+			day = next
+		}
 	}
 	rep := report{start: start, end: end, days: days, nodes: nodes}
 	for _, u := range by {
@@ -241,6 +251,37 @@ type jsonUserUsage struct {
 	TotalSeconds int64            `json:"total_seconds"`
 	GPUHours     float64          `json:"gpu_hours"`
 	Reservations int              `json:"reservations"`
+	Daily        []jsonDayUsage   `json:"daily"` // the days with use, oldest first
+}
+
+// jsonDayUsage is one user's use on one UTC day. Each kind's seconds over
+// the days add up to the user's seconds of that kind.
+type jsonDayUsage struct {
+	Date    string           `json:"date"` // 2006-01-02, UTC
+	Seconds map[string]int64 `json:"seconds"`
+}
+
+// dailyJSON gives u's days whole seconds such that, kind by kind, they
+// add up to the whole seconds of the total: each day gets the seconds
+// its milliseconds complete, counted from the window's start.
+func (u *userUsage) dailyJSON() []jsonDayUsage {
+	dates := make([]string, 0, len(u.daily))
+	for d := range u.daily {
+		dates = append(dates, d)
+	}
+	slices.Sort(dates)
+	out := make([]jsonDayUsage, 0, len(dates))
+	done := map[allocator.Kind]int64{} // ms before the day
+	for _, d := range dates {
+		day := jsonDayUsage{Date: d, Seconds: kindSeconds()}
+		for _, k := range allocator.Kinds {
+			ms := u.daily[d][k]
+			day.Seconds[string(k)] = (done[k]+ms)/1000 - done[k]/1000
+			done[k] += ms
+		}
+		out = append(out, day)
+	}
+	return out
 }
 
 func kindSeconds() map[string]int64 {
@@ -256,7 +297,7 @@ func (r report) json() reportDoc {
 	doc := reportDoc{Version: jsonVersion, Days: r.days, Start: jsonTime(r.start), End: jsonTime(r.end),
 		Nodes: nonNil(r.nodes), Users: []jsonUserUsage{}, Seconds: kindSeconds()}
 	for _, u := range r.users {
-		ju := jsonUserUsage{User: u.user, Seconds: kindSeconds(), Reservations: u.reservations}
+		ju := jsonUserUsage{User: u.user, Seconds: kindSeconds(), Reservations: u.reservations, Daily: u.dailyJSON()}
 		for _, k := range allocator.Kinds {
 			s := u.ms[k] / 1000
 			ju.Seconds[string(k)] = s

@@ -79,7 +79,7 @@ func runStatus(ctx context.Context, inv *invocation, a statusArgs) error {
 		return writeNodeStatus(out, v)
 	}
 
-	// Every node in two round trips; only this node's GPUs can be scanned,
+	// Every node in two round trips (the registry, then the nodes); only this node's GPUs can be scanned,
 	// and a machine that has none (a login node) still shows the others.
 	devs, scanErr := node.Devices(ctx)
 	if scanErr != nil {

@@ -3,9 +3,11 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"canhazgpu/allocator"
@@ -34,8 +36,11 @@ status rows, the queue, the health check's findings) and the usage report
 with a chart and CSV and JSON downloads. /api/v1/ serves the documents of
 status --json --all-nodes, queue --json and report --json; /metrics the
 same state in the Prometheus text format. Nothing it serves changes the
-store. It listens on this machine only unless told otherwise, and another
-address needs TLS and an authentication file, or --insecure.`,
+store, and where the site set redis.web_username and
+redis.web_password_file it reads the store with that credential only (the
+read-only monitor role). It listens on this machine only unless told
+otherwise, and another address needs TLS and an authentication file, or
+--insecure.`,
 		examples: []string{
 			"canhazgpu web",
 			"canhazgpu web --listen 0.0.0.0:8808 --tls-cert /etc/canhazgpu/web.crt --tls-key /etc/canhazgpu/web.key --auth-file /etc/canhazgpu/web.users",
@@ -48,17 +53,49 @@ address needs TLS and an authentication file, or --insecure.`,
 			if err := c.Check(); err != nil {
 				return &usageError{err}
 			}
-			cfg, node, err := inv.openNode(ctx)
+			cfg, node, err := inv.openWebNode(ctx)
 			if err != nil {
 				return err
 			}
 			defer node.Close()
-			node.MayRegister = false // a dashboard only reads
 			ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return web.Serve(ctx, c, &webSource{cfg: cfg, node: node}, inv.env.Stderr, nil)
 		},
 	}
+}
+
+// openWebNode opens the store for the dashboard, which only reads. Where
+// the site named the dashboard's credential (redis.web_username and
+// redis.web_password_file: the monitor role, which Redis lets read and
+// nothing else), it is the only one used, whoever runs the dashboard;
+// else the caller's, as for any command.
+func (inv *invocation) openWebNode(ctx context.Context) (*config.Config, *localnode.Node, error) {
+	cfg, err := inv.settings()
+	if err != nil {
+		return nil, nil, err
+	}
+	switch r := &cfg.Redis; {
+	case r.WebUsername != "" || r.WebPasswordFile != "":
+		r.Username, r.PasswordFile, r.Password = r.WebUsername, "", ""
+		if r.WebPasswordFile != "" {
+			b, err := os.ReadFile(r.WebPasswordFile)
+			if err != nil {
+				return nil, nil, fmt.Errorf("read the dashboard's store credential (redis.web_password_file): %w", err)
+			}
+			r.Password = strings.TrimRight(string(b), "\r\n")
+		}
+	case !inv.env.User.Root():
+		if err := useCLICredential(cfg, inv.env.CLICredential); err != nil {
+			return nil, nil, err
+		}
+	}
+	node, err := localnode.Open(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	node.MayRegister = false
+	return cfg, node, nil
 }
 
 // webSource reads the store for the dashboard through the builders of
@@ -68,8 +105,9 @@ type webSource struct {
 	node *localnode.Node
 }
 
-// Cluster is one read of every node (two round trips however many nodes):
-// the status document, and each node's queue document from the same
+// Cluster is one read of every node (one round trip however many nodes,
+// once the first read has learnt the registry; see store.Snapshots): the
+// status document, and each node's queue document from the same
 // snapshots.
 func (s *webSource) Cluster(ctx context.Context) (*web.Docs, error) {
 	devs, scanErr := s.node.Devices(ctx)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"canhazgpu/internal/localnode"
 	"canhazgpu/internal/redistest"
 	"canhazgpu/internal/web"
 )
@@ -22,13 +23,20 @@ const busyGPUs = `{"gpus": [{"index": 0, "memory_used_mb": 0},
 // webHandler serves the dashboard of f's node as canhazgpu web would.
 func webHandler(t testing.TB, f *fixture) http.Handler {
 	t.Helper()
-	env, _, _ := f.env(alice)
+	h, _ := webServer(t, f, alice)
+	return h
+}
+
+// webServer is the dashboard of f's node as canhazgpu web run by id
+// serves it, and the store connection it reads through.
+func webServer(t testing.TB, f *fixture, id Identity) (http.Handler, *localnode.Node) {
+	t.Helper()
+	env, _, _ := f.env(id)
 	inv := &invocation{env: env}
-	cfg, node, err := inv.openNode(context.Background())
+	cfg, node, err := inv.openWebNode(context.Background())
 	require.NoError(t, err)
 	t.Cleanup(func() { node.Close() })
-	node.MayRegister = false
-	return web.NewHandler(&webSource{cfg: cfg, node: node}, nil, io.Discard)
+	return web.NewHandler(&webSource{cfg: cfg, node: node}, nil, io.Discard), node
 }
 
 func fetch(t *testing.T, h http.Handler, path string) (int, string) {

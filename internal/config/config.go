@@ -68,6 +68,11 @@ type RedisConfig struct {
 	// to that group, reads it first and drops the group at once.
 	CLIUsername     string
 	CLIPasswordFile string
+	// The dashboard's credential (canhazgpu web, the read-only "monitor"
+	// role): when set, the dashboard uses it whoever runs it, and no
+	// other credential.
+	WebUsername     string
+	WebPasswordFile string
 	// Password is a password already read (the CLI role's, read before
 	// privileges were dropped). Never a setting: no source can set it.
 	Password    string

@@ -74,6 +74,8 @@ var settings = []setting{
 	str("redis.password_file", func(c *Config) *string { return &c.Redis.PasswordFile }, checkAbsPathOrEmpty),
 	str("redis.cli_username", func(c *Config) *string { return &c.Redis.CLIUsername }, checkACLUser),
 	str("redis.cli_password_file", func(c *Config) *string { return &c.Redis.CLIPasswordFile }, checkAbsPathOrEmpty),
+	str("redis.web_username", func(c *Config) *string { return &c.Redis.WebUsername }, checkACLUser),
+	str("redis.web_password_file", func(c *Config) *string { return &c.Redis.WebPasswordFile }, checkAbsPathOrEmpty),
 	str("redis.tls_ca_file", func(c *Config) *string { return &c.Redis.TLSCAFile }, nil),
 	duration("redis.dial_timeout", func(c *Config) *time.Duration { return &c.Redis.DialTimeout }),
 	duration("redis.op_timeout", func(c *Config) *time.Duration { return &c.Redis.OpTimeout }),

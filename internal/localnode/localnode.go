@@ -159,8 +159,10 @@ func (n *Node) Look(ctx context.Context) (*allocator.Snapshot, []gpu.Device, err
 
 // LookAll reads every node in the store, this one registered first when
 // the scan devs (nil where nothing could be scanned) says the store lacks
-// it as it is and the caller may register. Two round trips however many
-// nodes there are, plus four when this node is registered.
+// it as it is and the caller may register. One round trip however many
+// nodes there are (store.Snapshots: one more the first time, and when
+// nodes have joined since the last call), plus four when this node is
+// registered.
 func (n *Node) LookAll(ctx context.Context, devs []gpu.Device) ([]*allocator.Snapshot, error) {
 	return registering(ctx, n, devs, func() ([]*allocator.Snapshot, error) { return n.Store.Snapshots(ctx) },
 		func(snaps []*allocator.Snapshot, err error) bool {

@@ -5,7 +5,9 @@ import (
 	"encoding/csv"
 	"fmt"
 	"html/template"
+	"io"
 	"io/fs"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -29,9 +31,10 @@ var staticFS fs.FS = embedded
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
 	"hms":    hms,
 	"join":   func(s []string) string { return strings.Join(s, ", ") },
-	"hours":  func(s int64) string { return fmt.Sprintf("%.2f", float64(s)/3600) },
+	"hours":  hoursOf,
 	"kinds":  func() []string { return kinds },
 	"pidsOf": pidsOf,
+	"grid":   grid,
 }).ParseFS(templateFS, "templates/*.html"))
 
 // kinds are the reservation kinds, in the order report prints them.
@@ -69,7 +72,7 @@ func (h *handler) render(w http.ResponseWriter, name string, data any) {
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	fmt.Fprint(w, b.String())
+	io.WriteString(w, b.String())
 }
 
 // overviewPage is the cluster overview, filtered by node and user.
@@ -122,39 +125,96 @@ func (h *handler) node(w http.ResponseWriter, r *http.Request) {
 	}{c.GeneratedAt, c.Nodes[i]})
 }
 
-// bar is one user's row of the usage chart: interactive (run, manual) and
-// batch (slurm, pbs) hours, as widths of a 100-wide plot.
-type bar struct {
-	User                 string
-	Y                    int
-	Interactive, Batch   float64 // widths
-	InteractiveH, BatchH string
+// The usage chart: a row per user, in it a stacked bar per UTC day with
+// use, interactive (run, manual) at the bottom and batch (slurm, pbs) on
+// top, all on one scale. Sizes are in SVG user units.
+const (
+	chartLabel = 150 // the user's name
+	chartPlot  = 600 // the days
+	chartRow   = 48  // a user's row
+	chartBar   = 40  // the tallest day
+	chartAxis  = 20  // the dates below
+)
+
+// userRow is one user's row of the chart.
+type userRow struct {
+	User string
+	Y    int // the row's baseline
+	Days []dayBar
 }
+
+// dayBar is one day's stacked bar; the seconds are the report's.
+type dayBar struct {
+	Date                       string
+	X, Width                   float64
+	Interactive, Batch         int64 // seconds
+	InteractiveH, BatchH       float64
+	InteractiveText, BatchText string // GPU-hours
+	InteractiveTop, BatchTop   float64
+}
+
+// usageChart is the chart of a report: its rows and the dates on its axis.
+type usageChart struct {
+	Rows             []userRow
+	Height           int
+	First, Last      string // dates at the axis's ends
+	AxisY, LabelLast int
+}
+
+func chartOf(rep *reportDoc) usageChart {
+	first, err1 := time.Parse(time.RFC3339, rep.Start)
+	last, err2 := time.Parse(time.RFC3339, rep.End)
+	if err1 != nil || err2 != nil { // null: a store without nodes, so no use to draw
+		first, last = time.Now().UTC().AddDate(0, 0, -rep.Days), time.Now().UTC()
+	}
+	first = time.Date(first.UTC().Year(), first.UTC().Month(), first.UTC().Day(), 0, 0, 0, 0, time.UTC)
+	ndays := int(last.Sub(first).Hours()/24) + 1
+	slot := float64(chartPlot) / float64(ndays)
+	var most int64
+	for _, u := range rep.Users {
+		for _, d := range u.Daily {
+			most = max(most, d.Seconds["run"]+d.Seconds["manual"]+d.Seconds["slurm"]+d.Seconds["pbs"])
+		}
+	}
+	c := usageChart{First: first.Format(time.DateOnly), Last: last.UTC().Format(time.DateOnly)}
+	for i, u := range rep.Users {
+		row := userRow{User: u.User, Y: (i + 1) * chartRow}
+		for _, d := range u.Daily {
+			at, err := time.Parse(time.DateOnly, d.Date)
+			if err != nil {
+				continue
+			}
+			b := dayBar{Date: d.Date, X: chartLabel + slot*math.Floor(at.Sub(first).Hours()/24) + slot*0.1, Width: max(slot*0.8, 1),
+				Interactive: d.Seconds["run"] + d.Seconds["manual"], Batch: d.Seconds["slurm"] + d.Seconds["pbs"]}
+			if most > 0 {
+				b.InteractiveH = float64(chartBar) * float64(b.Interactive) / float64(most)
+				b.BatchH = float64(chartBar) * float64(b.Batch) / float64(most)
+			}
+			b.InteractiveTop = float64(row.Y) - b.InteractiveH
+			b.BatchTop = b.InteractiveTop - b.BatchH
+			b.InteractiveText, b.BatchText = hoursOf(b.Interactive), hoursOf(b.Batch)
+			row.Days = append(row.Days, b)
+		}
+		c.Rows = append(c.Rows, row)
+	}
+	c.AxisY = len(c.Rows)*chartRow + 16
+	c.Height = len(c.Rows)*chartRow + chartAxis + 4
+	c.LabelLast = chartLabel + chartPlot
+	return c
+}
+
+func hoursOf(seconds int64) string { return fmt.Sprintf("%.2f", float64(seconds)/3600) }
 
 func (h *handler) usage(w http.ResponseWriter, r *http.Request) {
 	rep, ok := h.report(w, r)
 	if !ok {
 		return
 	}
-	var most int64
-	for _, u := range rep.Users {
-		most = max(most, u.TotalSeconds)
-	}
-	bars := make([]bar, 0, len(rep.Users))
-	for i, u := range rep.Users {
-		inter, batch := u.Seconds["run"]+u.Seconds["manual"], u.Seconds["slurm"]+u.Seconds["pbs"]
-		b := bar{User: u.User, Y: i * 24, InteractiveH: fmt.Sprintf("%.2f", float64(inter)/3600), BatchH: fmt.Sprintf("%.2f", float64(batch)/3600)}
-		if most > 0 {
-			b.Interactive, b.Batch = 600*float64(inter)/float64(most), 600*float64(batch)/float64(most)
-		}
-		bars = append(bars, b)
-	}
 	h.render(w, "usage.html", struct {
-		Report      *reportDoc
-		Bars        []bar
-		ChartHeight int
-		DayChoices  []int
-	}{rep, bars, len(bars)*24 + 4, []int{1, 7, 30, 90}})
+		Report     *reportDoc
+		Chart      usageChart
+		DayChoices []int
+	}{rep, chartOf(rep), []int{1, 7, 30, 90}})
 }
 
 func (h *handler) usageCSV(w http.ResponseWriter, r *http.Request) {

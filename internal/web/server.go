@@ -136,23 +136,47 @@ func Serve(ctx context.Context, c Config, src Source, logw io.Writer, ready func
 // NewHandler is every route, behind the security headers, the method
 // check and, when users is not nil, HTTP basic authentication.
 func NewHandler(src Source, users Users, logw io.Writer) http.Handler {
-	h := &handler{src: src, log: logw}
+	h := &handler{src: src, log: logw, reads: make(chan struct{}, MaxReads)}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", h.overview)
-	mux.HandleFunc("GET /node/{node}", h.node)
-	mux.HandleFunc("GET /usage", h.usage)
-	mux.HandleFunc("GET /usage.csv", h.usageCSV)
-	mux.HandleFunc("GET /api/v1/status", h.apiStatus)
-	mux.HandleFunc("GET /api/v1/queue/{node}", h.apiQueue)
-	mux.HandleFunc("GET /api/v1/report", h.apiReport)
-	mux.HandleFunc("GET /metrics", h.metrics)
+	mux.HandleFunc("GET /{$}", h.read(h.overview))
+	mux.HandleFunc("GET /node/{node}", h.read(h.node))
+	mux.HandleFunc("GET /usage", h.read(h.usage))
+	mux.HandleFunc("GET /usage.csv", h.read(h.usageCSV))
+	mux.HandleFunc("GET /api/v1/status", h.read(h.apiStatus))
+	mux.HandleFunc("GET /api/v1/queue/{node}", h.read(h.apiQueue))
+	mux.HandleFunc("GET /api/v1/report", h.read(h.apiReport))
+	mux.HandleFunc("GET /metrics", h.read(h.metrics))
 	mux.Handle("GET /static/", http.FileServerFS(staticFS))
 	return secured(users, mux)
 }
 
 type handler struct {
-	src Source
-	log io.Writer
+	src   Source
+	log   io.Writer
+	reads chan struct{} // a token per request reading the store
+}
+
+// MaxReads bounds the requests that read the store and build an answer at
+// once; more wait their turn. Each holds the whole cluster's view while
+// it builds a page (about 40 MB at 1,000 nodes of 8 GPUs,
+// docs/benchmarks.md), so this bounds the dashboard's memory however
+// many clients poll it.
+const MaxReads = 4
+
+// read takes a turn to read the store, for as long as the answer is
+// built; done gives it back. A request that gives up waiting is answered
+// 503.
+func (h *handler) read(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case h.reads <- struct{}{}:
+		case <-r.Context().Done():
+			http.Error(w, "busy: try again", http.StatusServiceUnavailable)
+			return
+		}
+		defer func() { <-h.reads }()
+		next(w, r)
+	}
 }
 
 // secured sets the headers every answer carries, refuses every method but
@@ -275,6 +299,10 @@ type reportDoc struct {
 		TotalSeconds int64            `json:"total_seconds"`
 		GPUHours     float64          `json:"gpu_hours"`
 		Reservations int              `json:"reservations"`
+		Daily        []struct {
+			Date    string           `json:"date"`
+			Seconds map[string]int64 `json:"seconds"`
+		} `json:"daily"`
 	} `json:"users"`
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -85,7 +86,11 @@ func (fakeSource) Cluster(context.Context) (*Docs, error) {
 }
 
 func (fakeSource) Report(_ context.Context, days int) ([]byte, error) {
-	return []byte(`{"version":1,"days":7,"nodes":["gpu01"],"users":[{"user":"alice","seconds":{"run":3600,"manual":0,"slurm":7200,"pbs":0},"total_seconds":10800,"gpu_hours":3,"reservations":2},{"user":"=cmd","seconds":{"run":36,"manual":0,"slurm":0,"pbs":0},"total_seconds":36,"gpu_hours":0.01,"reservations":1}]}`), nil
+	return []byte(`{"version":1,"days":7,"start":"2026-11-23T12:00:00Z","end":"2026-11-30T12:00:00Z","nodes":["gpu01"],"users":[
+{"user":"alice","seconds":{"run":3600,"manual":0,"slurm":7200,"pbs":0},"total_seconds":10800,"gpu_hours":3,"reservations":2,
+ "daily":[{"date":"2026-11-24","seconds":{"run":0,"manual":0,"slurm":7200,"pbs":0}},{"date":"2026-11-30","seconds":{"run":3600,"manual":0,"slurm":0,"pbs":0}}]},
+{"user":"=cmd","seconds":{"run":36,"manual":0,"slurm":0,"pbs":0},"total_seconds":36,"gpu_hours":0.01,"reservations":1,
+ "daily":[{"date":"2026-11-30","seconds":{"run":36,"manual":0,"slurm":0,"pbs":0}}]}]}`), nil
 }
 
 func get(t *testing.T, h http.Handler, method, url string, auth ...string) *http.Response {
@@ -153,6 +158,12 @@ func TestHeadersMethodsAndPages(t *testing.T) {
 
 	page = body(t, get(t, h, "GET", "/usage?days=7"))
 	require.Contains(t, page, `<g class="bar" data-user="alice">`)
+	// Eight day slots (the 23rd to the 30th) of 75 units; the tallest day
+	// is alice's two batch hours, 40 units high.
+	require.Contains(t, page, `<g class="day" data-date="2026-11-24" data-interactive="0" data-batch="7200"><rect class="batch" x="232.5" y="8" width="60" height="40">`+
+		`<title>alice, 2026-11-24: 2.00 batch GPU-hours</title></rect></g>`)
+	require.Contains(t, page, `<g class="day" data-date="2026-11-30" data-interactive="3600" data-batch="0"><rect class="interactive" x="682.5" y="28" width="60" height="20">`)
+	require.Contains(t, page, `<title id="chart-title">GPU-hours per user per day, 2026-11-23 to 2026-11-30 (UTC)</title>`)
 	r = get(t, h, "GET", "/usage?days=91")
 	require.Equal(t, http.StatusBadRequest, r.StatusCode)
 	require.Equal(t, "days \"91\": want a whole number from 1 to 90\n", body(t, r))
@@ -165,4 +176,58 @@ func TestHeadersMethodsAndPages(t *testing.T) {
 	}
 	require.True(t, strings.HasPrefix(get(t, h, "GET", "/static/app.js").Header.Get("Content-Type"), "text/javascript"))
 	require.Equal(t, http.StatusNotFound, get(t, h, "GET", "/api/v1/queue/nope").StatusCode)
+}
+
+// blockingSource counts the reads in progress and holds each until
+// released.
+type blockingSource struct {
+	fakeSource
+	in      chan int // the reads in progress, after each start
+	release chan struct{}
+	mu      sync.Mutex
+	n       int
+}
+
+func (s *blockingSource) Cluster(ctx context.Context) (*Docs, error) {
+	s.mu.Lock()
+	s.n++
+	s.in <- s.n
+	s.mu.Unlock()
+	<-s.release
+	s.mu.Lock()
+	s.n--
+	s.mu.Unlock()
+	return s.fakeSource.Cluster(ctx)
+}
+
+// TestReadsAreBounded: however many clients ask at once, at most
+// MaxReads answers are built at a time, so memory is bounded by the
+// cluster's size, not by the clients.
+func TestReadsAreBounded(t *testing.T) {
+	src := &blockingSource{in: make(chan int, 100), release: make(chan struct{})}
+	h := NewHandler(src, nil, io.Discard)
+	const clients = MaxReads + 3
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			require.Equal(t, http.StatusOK, get(t, h, "GET", "/metrics").StatusCode)
+		}()
+	}
+	most := 0
+	for range MaxReads {
+		most = max(most, <-src.in)
+	}
+	select {
+	case n := <-src.in:
+		t.Fatalf("read %d started while %d were in progress", n, MaxReads)
+	default:
+	}
+	close(src.release)
+	for range clients - MaxReads {
+		most = max(most, <-src.in)
+	}
+	wg.Wait()
+	require.Equal(t, MaxReads, most)
 }
