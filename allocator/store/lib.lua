@@ -12,6 +12,9 @@
 --     r restart count, b boot id, q queue entry holding it ("" = handed out),
 --     rq the request id of the grant (absent or "" for queue holds and
 --     reservations written before request ids were kept here)
+--     a last sign of use ms and w the idle spell last warned about (its
+--     start ms), both interactive only and absent until idle.lua or
+--     keep_alive.lua writes them
 --   queue entry (hash qe, field = entry id), made by queue_entry(), JSON:
 --     k kind, u user, c count, g named GPUs (list), a GPUs held so far
 --     (list), t enqueued ms, h last heartbeat ms, to heartbeat timeout ms
@@ -25,7 +28,7 @@
 --   history record (sorted set hist, scored by end ms), made by
 --     history_record(), JSON: g GPU UUID, k kind, u user, j job id,
 --     s start ms, e end ms, x how it ended (released, expired,
---     taken_over), t fencing token
+--     taken_over, reclaimed_idle), t fencing token
 --   finding (hash flags, field = GPU UUID or "node"), made by finding(),
 --     JSON: m message, t ms
 --   registered GPU (hash gpus, field = UUID): "index minor name"

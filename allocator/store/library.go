@@ -35,9 +35,11 @@ var (
 	leaveOp     = &op{name: "leave"}
 	flagsOp     = &op{name: "flags"}
 	forgetOp    = &op{name: "forget"}
+	idleOp      = &op{name: "idle"}
+	keepAliveOp = &op{name: "keep_alive"}
 
 	// ops is every operation, in the library's order.
-	ops     = []*op{allocateOp, renewOp, releaseOp, registerOp, snapshotOp, enqueueOp, queueBeatOp, leaveOp, flagsOp, forgetOp}
+	ops     = []*op{allocateOp, renewOp, releaseOp, registerOp, snapshotOp, enqueueOp, queueBeatOp, leaveOp, flagsOp, forgetOp, idleOp, keepAliveOp}
 	library = buildLibrary(ops)
 )
 
