@@ -67,8 +67,8 @@ func (s *Store) ApplyIdle(ctx context.Context, u IdleUpdate) ([]string, error) {
 
 // KeepAlive restarts the idle clock of user's manual reservations on
 // this node: those on the named GPUs, or all of them when gpus is empty.
-// It returns the GPUs kept alive and the named ones that are not the
-// user's manual reservations (then the others are still kept alive).
+// It returns the GPUs kept alive, or, when a named GPU is not one of the
+// user's manual reservations, those GPUs and nothing kept alive.
 func (s *Store) KeepAlive(ctx context.Context, user string, gpus []string) (kept, refused []string, err error) {
 	if err := allocator.ValidateUser(user); err != nil {
 		return nil, nil, err

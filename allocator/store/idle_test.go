@@ -159,13 +159,19 @@ func TestKeepAliveTouchesOnlyTheUsersManualReservations(t *testing.T) {
 	named := append([]string{mine.GPUs[0]}, theirs.GPUs[0], lease.GPUs[0])
 	kept, refused, err := s.KeepAlive(ctx, "alice", named)
 	require.NoError(t, err)
-	require.Equal(t, []string{mine.GPUs[0]}, kept)
+	require.Empty(t, kept, "all or nothing")
 	require.Equal(t, []string{theirs.GPUs[0], lease.GPUs[0]}, refused)
-	rs := held(t, s, mine.GPUs[0], mine.GPUs[1], theirs.GPUs[0], lease.GPUs[0])
-	require.False(t, rs[0].ActiveAt.IsZero())
-	for _, r := range rs[1:] {
+	for _, r := range held(t, s, mine.GPUs[0], mine.GPUs[1], theirs.GPUs[0], lease.GPUs[0]) {
 		require.True(t, r.ActiveAt.IsZero(), "%s of %s untouched", r.Kind, r.User)
 	}
+
+	kept, refused, err = s.KeepAlive(ctx, "alice", mine.GPUs[:1])
+	require.NoError(t, err)
+	require.Equal(t, mine.GPUs[:1], kept)
+	require.Empty(t, refused)
+	rs := held(t, s, mine.GPUs...)
+	require.False(t, rs[0].ActiveAt.IsZero())
+	require.True(t, rs[1].ActiveAt.IsZero(), "only the GPU named")
 
 	kept, refused, err = s.KeepAlive(ctx, "alice", nil)
 	require.NoError(t, err)
