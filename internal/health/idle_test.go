@@ -14,6 +14,7 @@ import (
 	"canhazgpu/allocator/gpu"
 	"canhazgpu/allocator/usage"
 	"canhazgpu/internal/config"
+	"canhazgpu/internal/syslogtest"
 )
 
 // fakeWarner records what the check tells owners, in place of their
@@ -308,4 +309,21 @@ func TestRunIdleWarnerFailureIsReported(t *testing.T) {
 	require.Equal(t, StatusHealthy, r.Status)
 	require.Equal(t, []string{"warned manual"}, whats(r.Idle))
 	require.Equal(t, []string{"error: telling alice: no terminal"}, actionsOf(r))
+}
+
+// Without a warner of its own, the check warns through syslog: one line
+// naming the owner at warning, and the release once more at info.
+func TestRunIdleWarnsThroughSyslog(t *testing.T) {
+	l := syslogtest.Listen(t)
+	n := newTestNode(t, nil)
+	n.util = map[int]int{0: 0}
+	n.gpus(4, nil)
+	n.reserveFor(allocator.KindManual, "alice", 1002, 8*time.Hour, 0)
+	n.ageIdle(2 * time.Hour)
+	r := n.runLogged(l)
+	require.Equal(t, []string{"released manual"}, whats(r.Idle))
+	lines := l.Lines(2)
+	require.Len(t, lines, 2)
+	require.Regexp(t, `^<28>.* canhazgpu-healthcheck\[\d+\]: idle: to alice: released manual reservation of GPU 0 by alice on hc\d+: idle for 2h `, lines[0])
+	require.Regexp(t, `^<30>.* canhazgpu-healthcheck\[\d+\]: idle: released manual reservation of GPU 0 by alice`, lines[1])
 }
