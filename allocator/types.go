@@ -116,6 +116,10 @@ type Record struct {
 	// "reclaimed_idle" (a manual reservation the health check released
 	// after [idle] manual_release_after without use).
 	End string `json:"end"`
+	// IdleFrom is when the GPU's last idle spell began, as the health
+	// check's idle clock kept it (interactive kinds); zero when no clock
+	// was kept, so nothing is known to have been idle.
+	IdleFrom time.Time `json:"idle_from,omitzero"`
 }
 
 // QueueEntry is one request waiting in a node's FCFS queue.

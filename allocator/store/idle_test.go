@@ -44,6 +44,20 @@ func TestApplyIdleRestartsTheClockOfActiveReservations(t *testing.T) {
 	require.Equal(t, after[0].ActiveAt, after[0].IdleSince())
 	require.True(t, after[1].ActiveAt.IsZero(), "only the GPUs named")
 	require.Equal(t, before[0].ExpiresAt, after[0].ExpiresAt, "a sign of use does not extend the reservation")
+
+	// Its history record keeps the clock: idle from the last use.
+	_, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: "alice"})
+	require.NoError(t, err)
+	recs, err := s.History(ctx, time.Now().Add(-time.Minute))
+	require.NoError(t, err)
+	require.Len(t, recs, 2)
+	for _, rec := range recs {
+		if rec.GPU == g.GPUs[0] {
+			require.Equal(t, after[0].ActiveAt, rec.IdleFrom)
+		} else {
+			require.True(t, rec.IdleFrom.IsZero(), "no clock kept: nothing known idle")
+		}
+	}
 }
 
 func TestApplyIdleWarnsOncePerIdleSpell(t *testing.T) {
@@ -90,6 +104,7 @@ func TestApplyIdleReleasesAManualReservationStillIdle(t *testing.T) {
 	for _, rec := range recs {
 		require.Equal(t, "reclaimed_idle", rec.End)
 		require.Equal(t, "alice", rec.User)
+		require.Equal(t, decided[0].IdleSince(), rec.IdleFrom, "idle since its start: it never showed use")
 	}
 
 	again, err := s.ApplyIdle(ctx, IdleUpdate{Release: decided})

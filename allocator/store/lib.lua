@@ -28,7 +28,8 @@
 --   history record (sorted set hist, scored by end ms), made by
 --     history_record(), JSON: g GPU UUID, k kind, u user, j job id,
 --     s start ms, e end ms, x how it ended (released, expired,
---     taken_over, reclaimed_idle), t fencing token
+--     taken_over, reclaimed_idle), t fencing token, and the reservation's
+--     a and w when it had them (its idle clock at the end)
 --   finding (hash flags, field = GPU UUID or "node"), made by finding(),
 --     JSON: m message, t ms
 --   registered GPU (hash gpus, field = UUID): "index minor name"
@@ -182,7 +183,7 @@ end
 
 -- history_record encodes a finished reservation (see Encodings).
 local function history_record(uuid, r, ended, how)
-  return cjson.encode({g = uuid, k = r.k, u = r.u, j = r.j, s = r.s, e = ended, x = how, t = r.t})
+  return cjson.encode({g = uuid, k = r.k, u = r.u, j = r.j, s = r.s, e = ended, x = how, t = r.t, a = r.a, w = r.w})
 end
 
 -- finding encodes a health-check finding (see Encodings).
