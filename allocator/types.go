@@ -81,6 +81,21 @@ type Reservation struct {
 	Restart     int       `json:"restart"`      // scheduler restart count of the job
 	BootID      string    `json:"boot_id"`      // node boot the batch job was granted in
 	Queued      bool      `json:"queued"`       // held for a waiting queue entry, not yet handed out
+	// ActiveAt is when the health check last saw the reservation's GPUs in
+	// use, or its owner kept it alive (interactive kinds); zero: never.
+	ActiveAt time.Time `json:"active_at,omitzero"`
+	// IdleWarned is the IdleSince the owner was last warned about: one
+	// warning per idle spell. Zero: not warned.
+	IdleWarned time.Time `json:"idle_warned,omitzero"`
+}
+
+// IdleSince is when the reservation's current idle spell began: its last
+// sign of use, or its start when it has shown none.
+func (r Reservation) IdleSince() time.Time {
+	if r.ActiveAt.After(r.StartedAt) {
+		return r.ActiveAt
+	}
+	return r.StartedAt
 }
 
 // Active reports whether the reservation still holds its GPU at now.
@@ -97,8 +112,14 @@ type Record struct {
 	StartedAt time.Time `json:"started_at"`
 	EndedAt   time.Time `json:"ended_at"`
 	// How it ended: "released", "expired" (reclaimed after expiry or a
-	// stale heartbeat) or "taken_over" (a batch job's stale reservation).
+	// stale heartbeat), "taken_over" (a batch job's stale reservation) or
+	// "reclaimed_idle" (a manual reservation the health check released
+	// after [idle] manual_release_after without use).
 	End string `json:"end"`
+	// IdleFrom is when the GPU's last idle spell began, as the health
+	// check's idle clock kept it (interactive kinds); zero when no clock
+	// was kept, so nothing is known to have been idle.
+	IdleFrom time.Time `json:"idle_from,omitzero"`
 }
 
 // QueueEntry is one request waiting in a node's FCFS queue.

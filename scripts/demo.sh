@@ -6,10 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bin=${CANHAZGPU:-$PWD/bin/canhazgpu}
-if [ ! -x "$bin" ]; then
-	echo "demo: $bin not found; run 'make build' first" >&2
-	exit 1
-fi
+healthcheck=${CANHAZGPU_HEALTHCHECK:-$PWD/bin/canhazgpu-healthcheck}
+for b in "$bin" "$healthcheck"; do
+	if [ ! -x "$b" ]; then
+		echo "demo: $b not found; run 'make build' first" >&2
+		exit 1
+	fi
+done
 redis_server=$(command -v redis-server) || {
 	echo "demo: redis-server not found; run scripts/install-deps.sh as root" >&2
 	exit 1
@@ -41,14 +44,15 @@ for _ in $(seq 100); do
 done
 [ -S "$dir/redis.sock" ] || { echo "demo: redis-server did not start; see $dir/redis.log" >&2; exit 1; }
 
-# A fake node: GPU 3 is used by bob's vLLM server without a reservation.
+# A fake node: GPU 3 is used by bob's vLLM server without a reservation;
+# the others are idle.
 cat >"$dir/gpus.json" <<'EOF'
 {
   "gpus": [
-    {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_used_mb": 3},
-    {"index": 1, "name": "NVIDIA H100 80GB HBM3", "memory_used_mb": 3},
-    {"index": 2, "name": "NVIDIA H100 80GB HBM3", "memory_used_mb": 45},
-    {"index": 3, "name": "NVIDIA H100 80GB HBM3", "memory_used_mb": 20480,
+    {"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_used_mb": 3, "utilization": 0},
+    {"index": 1, "name": "NVIDIA H100 80GB HBM3", "memory_used_mb": 3, "utilization": 0},
+    {"index": 2, "name": "NVIDIA H100 80GB HBM3", "memory_used_mb": 45, "utilization": 0},
+    {"index": 3, "name": "NVIDIA H100 80GB HBM3", "memory_used_mb": 20480, "utilization": 87,
      "processes": [
        {"pid": 12345, "name": "python3", "user": "bob", "used_memory_mb": 20000,
         "cmdline": ["python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "mistralai/Mistral-7B-Instruct-v0.1"]},
@@ -57,12 +61,20 @@ cat >"$dir/gpus.json" <<'EOF'
   ]
 }
 EOF
-: >"$dir/config.toml"
+# Idle manual reservations are warned about after 2s instead of 30m, so
+# the health check below has one to show.
+cat >"$dir/config.toml" <<'EOF'
+[idle]
+manual_warn_after = "2s"
+EOF
+mkdir "$dir/state"
 export CANHAZGPU_CONFIG="$dir/config.toml"
 export CANHAZGPU_REDIS_URL="unix://$dir/redis.sock"
 export CANHAZGPU_NODE=demo-node
 export CANHAZGPU_GPU_PROVIDER=fake
 export CANHAZGPU_GPU_FAKE_FILE="$dir/gpus.json"
+export CANHAZGPU_SLURM_STATE_DIR="$dir/state" CANHAZGPU_PBS_STATE_DIR="$dir/state"
+export CANHAZGPU_HEALTH_SCONTROL="$dir/no-scontrol"
 
 if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold="" plain=""; fi
 step() { printf '\n%s$ %s%s\n' "$bold" "$*" "$plain"; }
@@ -83,6 +95,8 @@ chg status
 step "canhazgpu reserve --gpus 2   # more than is free"
 "$bin" reserve --gpus 2 || echo "(exit status $?)"
 wait "$run_pid"
+step "canhazgpu-healthcheck   # what the node's periodic check says"
+"$healthcheck" || echo "(exit status $?)"
 chg release
 chg status
 chg report --days 1

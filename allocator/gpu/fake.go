@@ -43,6 +43,7 @@ type fakeGPU struct {
 	Minor         *int          `json:"minor"`
 	MemoryUsedMB  *int64        `json:"memory_used_mb"`
 	MemoryTotalMB *int64        `json:"memory_total_mb"`
+	Utilization   *int          `json:"utilization"`
 	Processes     []fakeProcess `json:"processes"`
 	MIG           []fakeMIG     `json:"mig"`
 }
@@ -178,6 +179,13 @@ func (f *fakeProvider) device(g fakeGPU) (Device, error) {
 			return d, fmt.Errorf("gpu %d: negative memory_total_mb %d", d.Index, *g.MemoryTotalMB)
 		}
 		d.MemoryTotalMB = *g.MemoryTotalMB
+	}
+	if g.Utilization != nil {
+		// Absent stays unknown, as on a GPU whose driver does not say.
+		if *g.Utilization < 0 || *g.Utilization > 100 {
+			return d, fmt.Errorf("gpu %d: utilization %d: want a percentage from 0 to 100", d.Index, *g.Utilization)
+		}
+		d.Utilization = Percent(*g.Utilization)
 	}
 
 	seenPID := make(map[int]bool)

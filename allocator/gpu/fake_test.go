@@ -188,6 +188,9 @@ func TestFakeErrors(t *testing.T) {
 		{name: "negative index", file: `{"gpus": [{"index": -1}]}`, wantErr: "negative index -1"},
 		{name: "negative minor", file: `{"gpus": [{"index": 0, "minor": -2}]}`, wantErr: "gpu 0: negative minor -2"},
 		{name: "negative total", file: `{"gpus": [{"index": 0, "memory_total_mb": -5}]}`, wantErr: "gpu 0: negative memory_total_mb -5"},
+		{name: "utilization above 100", file: `{"gpus": [{"index": 1, "utilization": 101}]}`, wantErr: "gpu 1: utilization 101: want a percentage from 0 to 100"},
+		{name: "negative utilization", file: `{"gpus": [{"index": 0, "utilization": -1}]}`, wantErr: "gpu 0: utilization -1: want a percentage from 0 to 100"},
+		{name: "utilization not a number", file: `{"gpus": [{"index": 0, "utilization": "5%"}]}`, wantErr: "line 1"},
 		{name: "negative used", file: `{"gpus": [{"index": 0, "memory_used_mb": -5}]}`, wantErr: "gpu 0: negative memory_used_mb -5"},
 		{name: "zero pid", file: `{"gpus": [{"index": 0, "processes": [{"pid": 0}]}]}`, wantErr: "gpu 0: bad pid 0"},
 		{name: "missing pid", file: `{"gpus": [{"index": 0, "processes": [{"name": "x"}]}]}`, wantErr: "gpu 0: bad pid 0"},
@@ -288,6 +291,9 @@ func TestFakeFileDocExampleLoads(t *testing.T) {
 	require.Equal(t, "NVIDIA A100-SXM4-80GB", devs[0].Name)
 	require.Equal(t, fakeUUID(0), devs[0].UUID)
 	require.Equal(t, int64(0), devs[0].MemoryUsedMB)
+	require.Equal(t, Percent(0), devs[0].Utilization, "idle, as the file says")
+	require.Equal(t, Percent(87), devs[1].Utilization)
+	require.Equal(t, Utilization{}, devs[2].Utilization, "absent: unknown, not 0")
 	require.Equal(t, []Process{{PID: 4242, Name: "python3", User: "alice", UID: 2001, UsedMemoryMB: 30000,
 		Cmdline: []string{"python3", "train.py"}, JobID: "42"}}, devs[1].Processes)
 	require.Equal(t, int64(30000), devs[1].MemoryUsedMB, "the processes' sum")

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // Process is one process using a GPU.
@@ -18,6 +19,40 @@ type Process struct {
 	UsedMemoryMB int64    `json:"used_memory_mb"`   // -1 when the driver does not say
 	Cmdline      []string `json:"-"`                // argv from /proc/<pid>/cmdline (or fake file)
 	JobID        string   `json:"job_id,omitempty"` // Slurm job from its Slurm cgroup, else from the slurmstepd that started it (never its environment); "" when none
+	// Utilization is the process's share of the GPU's compute in the
+	// driver's latest sample, where the driver samples processes.
+	Utilization Utilization `json:"-"`
+}
+
+// Utilization is how busy a GPU (or one process on it) was over the
+// driver's last sample period, in percent. The zero value is unknown: a
+// driver that does not say (MIG, vGPU, AMD, a fake file without the field)
+// must never make a GPU look idle, so unknown is never read as 0.
+type Utilization struct {
+	Percent int  // 0 to 100; meaningful only when Known
+	Known   bool // false: the driver does not say
+}
+
+// Percent is a known utilisation of p percent, clamped to 0..100.
+func Percent(p int) Utilization { return Utilization{Percent: min(max(p, 0), 100), Known: true} }
+
+// String is the percentage ("37%"), or "-" when unknown.
+func (u Utilization) String() string {
+	if !u.Known {
+		return "-"
+	}
+	return strconv.Itoa(u.Percent) + "%"
+}
+
+// Below: the utilisation is known and under pct percent.
+func (u Utilization) Below(pct int) bool { return u.Known && u.Percent < pct }
+
+// MarshalJSON writes the percentage as a number, or null when unknown.
+func (u Utilization) MarshalJSON() ([]byte, error) {
+	if !u.Known {
+		return []byte("null"), nil
+	}
+	return []byte(strconv.Itoa(u.Percent)), nil
 }
 
 // Device is one GPU as seen now.
@@ -28,7 +63,10 @@ type Device struct {
 	Minor         int // the number of its device file (Vendor.DeviceFile); 0 for an AMD GPU without a known render node
 	MemoryUsedMB  int64
 	MemoryTotalMB int64
-	Processes     []Process // sorted by PID; one PID appears once per device
+	// Utilization is the GPU's compute utilisation over the driver's
+	// last sample period (NVML: about the last second).
+	Utilization Utilization
+	Processes   []Process // sorted by PID; one PID appears once per device
 	// MIG are the MIG devices of an NVIDIA GPU in MIG mode, by slot. Their
 	// processes are also in Processes: the whole GPU is what is reserved.
 	MIG []MIGDevice

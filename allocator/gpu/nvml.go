@@ -148,7 +148,63 @@ func (p *nvmlProvider) device(index int) (Device, error) {
 	if d.Processes, d.MIG, err = p.processes(h, total); err != nil {
 		return d, err
 	}
+	if d.Utilization, err = deviceUtilization(h); err != nil {
+		return d, err
+	}
+	if len(d.Processes) > 0 {
+		processUtilization(h, d.Processes)
+	}
 	return d, nil
+}
+
+// deviceUtilization is the share of the last sample period (about a
+// second) in which a kernel ran. A GPU that cannot say (MIG mode, vGPU,
+// a driver busy resetting it) is unknown, never idle.
+func deviceUtilization(h nvml.Device) (Utilization, error) {
+	u, ret := h.GetUtilizationRates()
+	switch {
+	case ret == nvml.SUCCESS:
+		return Percent(int(u.Gpu)), nil
+	case utilizationUnknown(ret):
+		return Utilization{}, nil
+	default:
+		return Utilization{}, fmt.Errorf("get utilization rates: %w", ret)
+	}
+}
+
+// utilizationUnknown: answers that mean "no figure for this GPU now"
+// rather than a failing driver; the scan goes on with the GPU unknown.
+func utilizationUnknown(ret nvml.Return) bool {
+	switch ret {
+	case nvml.ERROR_NOT_SUPPORTED, nvml.ERROR_NO_PERMISSION, nvml.ERROR_NO_DATA, nvml.ERROR_NOT_FOUND,
+		nvml.ERROR_FUNCTION_NOT_FOUND, nvml.ERROR_GPU_IS_LOST, nvml.ERROR_IN_USE, nvml.ERROR_RESET_REQUIRED:
+		return true
+	}
+	return false
+}
+
+// processUtilization fills each process's share of the GPU from the
+// driver's newest sample of it. The driver keeps a short buffer of
+// samples and has none for a process that has not run a kernel lately
+// (NOT_FOUND) or on MIG (NOT_SUPPORTED). Per-process figures are for
+// people only (idleness is judged on the GPU's own figure), so any answer
+// but SUCCESS leaves them unknown rather than failing the scan.
+func processUtilization(h nvml.Device, procs []Process) {
+	samples, ret := h.GetProcessUtilization(0)
+	if ret != nvml.SUCCESS {
+		return
+	}
+	newest := map[uint32]nvml.ProcessUtilizationSample{}
+	for _, s := range samples {
+		if prev, ok := newest[s.Pid]; !ok || s.TimeStamp > prev.TimeStamp {
+			newest[s.Pid] = s
+		}
+	}
+	for i := range procs {
+		if s, ok := newest[uint32(procs[i].PID)]; ok && s.SmUtil <= 100 {
+			procs[i].Utilization = Percent(int(s.SmUtil))
+		}
+	}
 }
 
 func bytesToMB(b uint64) int64 { return int64(b / (1 << 20)) }

@@ -59,6 +59,13 @@ func newMockDevice(uuid string, minor int, usedBytes uint64) *mock.Device {
 		GetComputeRunningProcessesFunc:    procs(),
 		GetGraphicsRunningProcessesFunc:   procs(),
 		GetMPSComputeRunningProcessesFunc: procs(),
+		// Like a GPU in MIG mode or under vGPU: no utilisation figures.
+		GetUtilizationRatesFunc: func() (nvml.Utilization, nvml.Return) {
+			return nvml.Utilization{}, nvml.ERROR_NOT_SUPPORTED
+		},
+		GetProcessUtilizationFunc: func(uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
+			return nil, nvml.ERROR_NOT_SUPPORTED
+		},
 	}
 }
 
@@ -594,4 +601,88 @@ func TestOpenWithoutNVMLGivesNoProvider(t *testing.T) {
 	}
 	require.Nil(t, p)
 	require.Contains(t, err.Error(), "NVML unavailable")
+}
+
+func TestNVMLUtilization(t *testing.T) {
+	rates := func(pct uint32, ret nvml.Return) func() (nvml.Utilization, nvml.Return) {
+		return func() (nvml.Utilization, nvml.Return) { return nvml.Utilization{Gpu: pct, Memory: 1}, ret }
+	}
+	samples := func(ret nvml.Return, s ...nvml.ProcessUtilizationSample) func(uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
+		return func(uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) { return s, ret }
+	}
+	tests := []struct {
+		name     string
+		rates    func() (nvml.Utilization, nvml.Return)
+		samples  func(uint64) ([]nvml.ProcessUtilizationSample, nvml.Return)
+		want     Utilization
+		wantProc []Utilization // of pids 100 and 101
+		wantErr  error
+	}{
+		{
+			name:  "device and newest sample per process",
+			rates: rates(37, nvml.SUCCESS),
+			samples: samples(nvml.SUCCESS,
+				nvml.ProcessUtilizationSample{Pid: 100, TimeStamp: 2, SmUtil: 20},
+				nvml.ProcessUtilizationSample{Pid: 100, TimeStamp: 1, SmUtil: 90},
+				nvml.ProcessUtilizationSample{Pid: 101, TimeStamp: 1, SmUtil: 101}), // impossible: dropped
+			want:     Percent(37),
+			wantProc: []Utilization{Percent(20), {}},
+		},
+		{
+			name:     "an idle GPU is a known 0",
+			rates:    rates(0, nvml.SUCCESS),
+			samples:  samples(nvml.ERROR_NOT_FOUND), // no process ran a kernel lately
+			want:     Percent(0),
+			wantProc: []Utilization{{}, {}},
+		},
+		{
+			name:     "a GPU that cannot say is unknown, not idle",
+			rates:    rates(0, nvml.ERROR_NOT_SUPPORTED),
+			samples:  samples(nvml.ERROR_INSUFFICIENT_SIZE),
+			want:     Utilization{},
+			wantProc: []Utilization{{}, {}},
+		},
+		{
+			name:     "no data yet is unknown",
+			rates:    rates(0, nvml.ERROR_NO_DATA),
+			samples:  samples(nvml.ERROR_NO_PERMISSION),
+			want:     Utilization{},
+			wantProc: []Utilization{{}, {}},
+		},
+		{
+			name:    "a failing driver fails the scan",
+			rates:   rates(0, nvml.ERROR_UNKNOWN),
+			samples: samples(nvml.SUCCESS),
+			wantErr: nvml.ERROR_UNKNOWN,
+		},
+		{
+			name:     "process samples are for people: a refusal leaves them unknown",
+			rates:    rates(5, nvml.SUCCESS),
+			samples:  samples(nvml.ERROR_UNKNOWN),
+			want:     Percent(5),
+			wantProc: []Utilization{{}, {}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dev := newMockDevice("GPU-0", 0, 2*gib)
+			dev.GetComputeRunningProcessesFunc = procs(pi(100, gib), pi(101, gib))
+			dev.GetUtilizationRatesFunc = tt.rates
+			dev.GetProcessUtilizationFunc = tt.samples
+			lib, _ := newMockLib(nil, dev)
+			p := newTestProvider(t, lib, newFixtureProcRoot(t))
+			got, err := p.Devices(context.Background())
+			if tt.wantErr != nil {
+				require.ErrorIs(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tt.want, got[0].Utilization)
+			var procUtil []Utilization
+			for _, pr := range got[0].Processes {
+				procUtil = append(procUtil, pr.Utilization)
+			}
+			require.Equal(t, tt.wantProc, procUtil)
+		})
+	}
 }

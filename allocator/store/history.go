@@ -20,6 +20,19 @@ type wireRecord struct {
 	S int64  `json:"s"`
 	E int64  `json:"e"`
 	X string `json:"x"`
+	A int64  `json:"a"`
+	W int64  `json:"w"`
+}
+
+// idleFrom is when the GPU's last idle spell began, when the health
+// check kept its clock: it saw the reservation in use (a), warned about
+// it (w) or released it for idleness. Zero when no clock was kept: then
+// nothing is known to have been idle.
+func (w wireRecord) idleFrom() time.Time {
+	if w.A == 0 && w.W == 0 && w.X != "reclaimed_idle" {
+		return time.Time{}
+	}
+	return msTime(max(w.A, w.S))
 }
 
 func sinceRange(since time.Time) *redis.ZRangeBy {
@@ -72,7 +85,7 @@ func decodeRecords(node string, raws []string) ([]allocator.Record, error) {
 			return nil, fmt.Errorf("history of %s: %w", node, err)
 		}
 		out = append(out, allocator.Record{GPU: w.G, Kind: allocator.Kind(w.K), User: w.U, JobID: w.J,
-			StartedAt: msTime(w.S), EndedAt: msTime(w.E), End: w.X})
+			StartedAt: msTime(w.S), EndedAt: msTime(w.E), End: w.X, IdleFrom: w.idleFrom()})
 	}
 	return out, nil
 }

@@ -12,6 +12,9 @@
 --     r restart count, b boot id, q queue entry holding it ("" = handed out),
 --     rq the request id of the grant (absent or "" for queue holds and
 --     reservations written before request ids were kept here)
+--     a last sign of use ms and w the idle spell last warned about (its
+--     start ms), both interactive only and absent until idle.lua or
+--     keep_alive.lua writes them
 --   queue entry (hash qe, field = entry id), made by queue_entry(), JSON:
 --     k kind, u user, c count, g named GPUs (list), a GPUs held so far
 --     (list), t enqueued ms, h last heartbeat ms, to heartbeat timeout ms
@@ -25,7 +28,8 @@
 --   history record (sorted set hist, scored by end ms), made by
 --     history_record(), JSON: g GPU UUID, k kind, u user, j job id,
 --     s start ms, e end ms, x how it ended (released, expired,
---     taken_over), t fencing token
+--     taken_over, reclaimed_idle), t fencing token, and the reservation's
+--     a and w when it had them (its idle clock at the end)
 --   finding (hash flags, field = GPU UUID or "node"), made by finding(),
 --     JSON: m message, t ms
 --   registered GPU (hash gpus, field = UUID): "index minor name"
@@ -179,7 +183,7 @@ end
 
 -- history_record encodes a finished reservation (see Encodings).
 local function history_record(uuid, r, ended, how)
-  return cjson.encode({g = uuid, k = r.k, u = r.u, j = r.j, s = r.s, e = ended, x = how, t = r.t})
+  return cjson.encode({g = uuid, k = r.k, u = r.u, j = r.j, s = r.s, e = ended, x = how, t = r.t, a = r.a, w = r.w})
 end
 
 -- finding encodes a health-check finding (see Encodings).

@@ -36,9 +36,11 @@ var (
 	flagsOp     = &op{name: "flags"}
 	forgetOp    = &op{name: "forget"}
 	holdJobOp   = &op{name: "hold_job"}
+	idleOp      = &op{name: "idle"}
+	keepAliveOp = &op{name: "keep_alive"}
 
 	// ops is every operation, in the library's order.
-	ops     = []*op{allocateOp, renewOp, releaseOp, registerOp, snapshotOp, enqueueOp, queueBeatOp, leaveOp, flagsOp, forgetOp, holdJobOp}
+	ops     = []*op{allocateOp, renewOp, releaseOp, registerOp, snapshotOp, enqueueOp, queueBeatOp, leaveOp, flagsOp, forgetOp, holdJobOp, idleOp, keepAliveOp}
 	library = buildLibrary(ops)
 )
 

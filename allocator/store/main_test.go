@@ -61,7 +61,7 @@ func manual(user string, count int) allocator.Request {
 // stored instead of waiting: each helper moves stored times back by `by`.
 
 // ageReservations makes every reservation of the node older: its start,
-// expiry and heartbeat (those that are set) move back by `by`.
+// expiry, heartbeat and idle clock (those that are set) move back by `by`.
 func ageReservations(t testing.TB, s *Store, by time.Duration) {
 	t.Helper()
 	ctx := context.Background()
@@ -73,7 +73,7 @@ func ageReservations(t testing.TB, s *Store, by time.Duration) {
 		for id, stored := range all {
 			var r map[string]any
 			require.NoError(t, json.Unmarshal([]byte(stored), &r))
-			for _, f := range []string{"s", "e", "h"} {
+			for _, f := range []string{"s", "e", "h", "a", "w"} {
 				if v, ok := r[f].(float64); ok && v != 0 {
 					r[f] = int64(v) - by.Milliseconds()
 				}

@@ -135,6 +135,8 @@ type wireReservation struct {
 	R  int    `json:"r"`
 	B  string `json:"b"`
 	Q  string `json:"q"`
+	A  int64  `json:"a"`
+	W  int64  `json:"w"`
 }
 
 func msTime(ms int64) time.Time {
@@ -147,7 +149,7 @@ func msTime(ms int64) time.Time {
 func (w wireReservation) reservation(uuid string) allocator.Reservation {
 	return allocator.Reservation{GPU: uuid, Kind: allocator.Kind(w.K), User: w.U, UID: w.ID, JobID: w.J,
 		Note: w.N, Token: w.T, StartedAt: msTime(w.S), ExpiresAt: msTime(w.E), HeartbeatAt: msTime(w.H),
-		Restart: w.R, BootID: w.B, Queued: w.Q != ""}
+		Restart: w.R, BootID: w.B, Queued: w.Q != "", ActiveAt: msTime(w.A), IdleWarned: msTime(w.W)}
 }
 
 // decodeReservation reads a stored reservation of GPU uuid (see

@@ -31,7 +31,10 @@ type GPU struct {
 	// (fallen off the bus, or the provider file lost it).
 	Seen         bool
 	MemoryUsedMB int64
-	Processes    []gpu.Process // by PID
+	// Utilization is the GPU's own figure; unknown when the driver does
+	// not say or the GPU was not seen.
+	Utilization gpu.Utilization
+	Processes   []gpu.Process // by PID
 	// Users of the processes, each once, in the order of their lowest PID.
 	Users []string
 	// Foreign lists processes on a reserved GPU run by someone other than
@@ -60,6 +63,7 @@ func Classify(snap *allocator.Snapshot, devices []gpu.Device, thresholdMB int64)
 		if d, ok := byUUID[g.UUID]; ok {
 			v.Seen = true
 			v.MemoryUsedMB = d.MemoryUsedMB
+			v.Utilization = d.Utilization
 			v.Processes = slices.Clone(d.Processes)
 			slices.SortFunc(v.Processes, func(a, b gpu.Process) int { return a.PID - b.PID })
 			v.Busy = d.MemoryUsedMB >= thresholdMB

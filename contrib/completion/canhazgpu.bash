@@ -50,7 +50,7 @@ _canhazgpu() {
 	case $cmd in
 	status) flags="--json --all-nodes --prometheus" ;;
 	run) flags="--gpus --gpu-ids --wait --nonblock --note --user --timeout" ;;
-	reserve) flags="--gpus --gpu-ids --wait --nonblock --note --user --duration --short" ;;
+	reserve) flags="--gpus --gpu-ids --wait --nonblock --note --user --duration --short --keep-alive" ;;
 	release) flags="--gpu-ids --user" ;;
 	queue) flags="--json" ;;
 	report) flags="--days --json" ;;

@@ -151,8 +151,8 @@ func TestStatusThroughTheStore(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	require.Len(t, lines, 4)
 	// Within the same millisecond as the grant, all two hours remain.
-	require.Regexp(t, `^0 in use alice \d+s manual expires in (1h 59m \d+s|2h 0m 0s) no usage detected$`, collapse(lines[2]))
-	require.Equal(t, "1 in use bob Qwen/Qwen2-7B WITHOUT RESERVATION 3000MB used by PID 4242 (python3)", collapse(lines[3]))
+	require.Regexp(t, `^0 in use alice \d+s manual expires in (1h 59m \d+s|2h 0m 0s) no usage detected -$`, collapse(lines[2]))
+	require.Equal(t, "1 in use bob Qwen/Qwen2-7B WITHOUT RESERVATION 3000MB used by PID 4242 (python3) -", collapse(lines[3]))
 
 	r = f.run(alice, "status", "--json")
 	require.Equal(t, 0, r.code, r.stderr)
@@ -351,11 +351,12 @@ func TestReportCountsTheWindowOnly(t *testing.T) {
 	start := now.Add(-7 * 24 * time.Hour)
 	h := func(n float64) time.Duration { return time.Duration(n * float64(time.Hour)) }
 	spans := []span{
-		{"alice", allocator.KindRun, now.Add(-h(3)), now.Add(-h(1))},                        // 2h inside
-		{"alice", allocator.KindManual, start.Add(-h(5)), start.Add(h(1))},                  // 1h of 6h inside
-		{"bob", allocator.KindSlurm, now.Add(-h(0.5)), now},                                 // in progress: 0.5h
-		{"bob", allocator.KindManual, start.Add(-h(3)), start.Add(-h(1))},                   // before the window
-		{"carol", allocator.KindPBS, now.Add(-h(1) / 3), now.Add(-h(1)/3 + 20*time.Second)}, // 20s
+		{"alice", allocator.KindRun, now.Add(-h(3)), now.Add(-h(1)), time.Time{}},                        // 2h inside
+		{"alice", allocator.KindManual, start.Add(-h(5)), start.Add(h(1)), start.Add(-h(1))},             // 1h of 6h inside, idle since 1h before the window: 1h idle
+		{"bob", allocator.KindSlurm, now.Add(-h(0.5)), now, time.Time{}},                                 // in progress: 0.5h
+		{"bob", allocator.KindManual, start.Add(-h(3)), start.Add(-h(1)), start.Add(-h(2))},              // before the window
+		{"carol", allocator.KindPBS, now.Add(-h(1) / 3), now.Add(-h(1)/3 + 20*time.Second), time.Time{}}, // 20s
+		{"dave", allocator.KindManual, now.Add(-h(4)), now, now.Add(-h(1.5))},                            // held now, idle for the last 1.5h
 	}
 	rep := buildReport(start, now, 7, []string{"n1", "n2"}, spans)
 	var b strings.Builder
@@ -363,8 +364,8 @@ func TestReportCountsTheWindowOnly(t *testing.T) {
 	golden(t, "report/window.golden", []byte(b.String()))
 
 	doc := rep.json()
-	require.Equal(t, int64(3*3600), doc.Users[0].TotalSeconds)
-	require.Equal(t, "alice", doc.Users[0].User)
+	require.Equal(t, int64(4*3600), doc.Users[0].TotalSeconds)
+	require.Equal(t, "dave", doc.Users[0].User)
 	var sum int64
 	for _, u := range doc.Users {
 		var own int64
@@ -375,8 +376,14 @@ func TestReportCountsTheWindowOnly(t *testing.T) {
 		sum += u.TotalSeconds
 	}
 	require.Equal(t, doc.TotalSeconds, sum)
-	require.Equal(t, int64(3*3600+1800+20), doc.TotalSeconds)
-	require.Equal(t, 4, doc.Reservations)
+	require.Equal(t, int64(3*3600+1800+20+4*3600), doc.TotalSeconds)
+	require.Equal(t, 5, doc.Reservations)
+	used := map[string]int64{}
+	for _, u := range doc.Users {
+		used[u.User] = u.UsedSeconds
+	}
+	require.Equal(t, map[string]int64{"alice": 2 * 3600, "bob": 1800, "carol": 20, "dave": 2.5 * 3600}, used)
+	require.Equal(t, int64(2*3600+1800+20+2.5*3600), doc.UsedSeconds)
 }
 
 func TestReportThroughTheStore(t *testing.T) {

@@ -34,8 +34,10 @@ func reportCommand() *command {
 		long: `GPU-hours per user over the window, split by reservation type (run, manual,
 slurm, pbs), from the usage history of every node plus the reservations
 held now. A reservation counts only for its part inside the window; one
-still held counts up to now. Hours are rounded to 0.01 per cell, and the
-totals are the sums of the cells shown; --json gives exact seconds.`,
+still held counts up to now. USED is GPU-HOURS less the time the health
+check's idle clock knows the GPUs were idle after their last use. Hours are
+rounded to 0.01 per cell, and the totals are the sums of the cells shown;
+--json gives exact seconds.`,
 		examples: []string{
 			"canhazgpu report",
 			"canhazgpu report --days 7 --json",
@@ -55,6 +57,19 @@ type span struct {
 	user       string
 	kind       allocator.Kind
 	start, end time.Time
+	// idleFrom: the GPU was idle from then to end, as the health check's
+	// idle clock kept it; zero when no clock was kept (batch kinds,
+	// GPUs whose utilisation is unknown, a node without the check).
+	idleFrom time.Time
+}
+
+// heldIdleFrom is the idle spell of a reservation held now, as far as
+// the health check has kept its clock.
+func heldIdleFrom(r allocator.Reservation) time.Time {
+	if r.ActiveAt.IsZero() && r.IdleWarned.IsZero() {
+		return time.Time{}
+	}
+	return r.IdleSince()
 }
 
 func runReport(ctx context.Context, inv *invocation, a reportArgs) error {
@@ -95,11 +110,11 @@ func reportOf(ctx context.Context, st *store.Store, days int) (report, error) {
 	}
 	for _, snap := range snaps {
 		for _, r := range hists[snap.Node] {
-			spans = append(spans, span{r.User, r.Kind, r.StartedAt, r.EndedAt})
+			spans = append(spans, span{r.User, r.Kind, r.StartedAt, r.EndedAt, r.IdleFrom})
 		}
 		for _, r := range snap.Reservations {
 			if !r.Queued { // holds for a waiting request are not handed out yet
-				spans = append(spans, span{r.User, r.Kind, r.StartedAt, now})
+				spans = append(spans, span{r.User, r.Kind, r.StartedAt, now, heldIdleFrom(r)})
 			}
 		}
 	}
@@ -111,6 +126,7 @@ func reportOf(ctx context.Context, st *store.Store, days int) (report, error) {
 type userUsage struct {
 	user         string
 	ms           map[allocator.Kind]int64 // exact, for --json
+	idleMS       int64                    // of that, known idle (see span.idleFrom)
 	reservations int
 	daily        map[string]map[allocator.Kind]int64 // ms per UTC date (2006-01-02), for the dashboard's chart
 }
@@ -136,6 +152,11 @@ func buildReport(start, end time.Time, days int, nodes []string, spans []span) r
 			by[s.user] = u
 		}
 		u.ms[s.kind] += to.Sub(from).Milliseconds()
+		if !s.idleFrom.IsZero() {
+			if idle := later(s.idleFrom, from); to.After(idle) {
+				u.idleMS += to.Sub(idle).Milliseconds()
+			}
+		}
 		u.reservations++
 		for day := from; day.Before(to); {
 			date := day.UTC().Format(time.DateOnly)
@@ -197,17 +218,17 @@ func (r report) write(w io.Writer) error {
 		_, err := io.WriteString(w, b.String())
 		return err
 	}
-	header := []string{"USER", "GPU-HOURS"}
+	header := []string{"USER", "GPU-HOURS", "USED"}
 	for _, k := range allocator.Kinds {
 		header = append(header, strings.ToUpper(string(k)))
 	}
 	header = append(header, "RESERVATIONS")
 	totals := make([]int64, len(allocator.Kinds))
-	var grand int64
+	var grand, grandUsed int64
 	count := 0
 	var rows [][]string
 	for _, u := range r.users {
-		row := []string{u.user, ""}
+		row := []string{u.user, "", ""}
 		var sum int64
 		for i, k := range allocator.Kinds {
 			c := centiHours(u.ms[k])
@@ -215,13 +236,15 @@ func (r report) write(w io.Writer) error {
 			sum += c
 			totals[i] += c
 		}
-		row[1] = formatCenti(sum)
+		used := max(sum-centiHours(u.idleMS), 0)
+		row[1], row[2] = formatCenti(sum), formatCenti(used)
 		row = append(row, strconv.Itoa(u.reservations))
 		grand += sum
+		grandUsed += used
 		count += u.reservations
 		rows = append(rows, row)
 	}
-	total := []string{"TOTAL", formatCenti(grand)}
+	total := []string{"TOTAL", formatCenti(grand), formatCenti(grandUsed)}
 	for _, t := range totals {
 		total = append(total, formatCenti(t))
 	}
@@ -241,6 +264,7 @@ type reportDoc struct {
 	Users        []jsonUserUsage  `json:"users"`
 	Seconds      map[string]int64 `json:"seconds"` // per kind, all users
 	TotalSeconds int64            `json:"total_seconds"`
+	UsedSeconds  int64            `json:"used_seconds"`
 	GPUHours     float64          `json:"gpu_hours"`
 	Reservations int              `json:"reservations"`
 }
@@ -249,6 +273,7 @@ type jsonUserUsage struct {
 	User         string           `json:"user"`
 	Seconds      map[string]int64 `json:"seconds"` // per kind: run, manual, slurm, pbs
 	TotalSeconds int64            `json:"total_seconds"`
+	UsedSeconds  int64            `json:"used_seconds"` // total_seconds less what the idle clock knows was idle
 	GPUHours     float64          `json:"gpu_hours"`
 	Reservations int              `json:"reservations"`
 	Daily        []jsonDayUsage   `json:"daily"` // the days with use, oldest first
@@ -305,7 +330,9 @@ func (r report) json() reportDoc {
 			doc.Seconds[string(k)] += s
 		}
 		ju.GPUHours = hours(ju.TotalSeconds)
+		ju.UsedSeconds = max(ju.TotalSeconds-u.idleMS/1000, 0)
 		doc.TotalSeconds += ju.TotalSeconds
+		doc.UsedSeconds += ju.UsedSeconds
 		doc.Reservations += u.reservations
 		doc.Users = append(doc.Users, ju)
 	}

@@ -17,11 +17,11 @@ func TestReportDaily(t *testing.T) {
 	start := now.Add(-3 * 24 * time.Hour)
 	at := func(day, hour, minute int) time.Time { return time.Date(2025, 6, day, hour, minute, 0, 0, time.UTC) }
 	spans := []span{
-		{"alice", allocator.KindRun, at(8, 23, 0), at(9, 1, 30)}, // 1h on the 8th, 1.5h on the 9th
-		{"alice", allocator.KindSlurm, at(6, 0, 0), at(8, 0, 0)}, // from the window's start (7th 12:00): 12h
-		{"alice", allocator.KindSlurm, at(9, 10, 0), now},        // in progress: 14h on the 9th, 12h on the 10th
-		{"bob", allocator.KindManual, at(8, 10, 0), at(8, 10, 0).Add(1500 * time.Millisecond)},
-		{"bob", allocator.KindManual, at(9, 10, 0), at(9, 10, 0).Add(1700 * time.Millisecond)},
+		{"alice", allocator.KindRun, at(8, 23, 0), at(9, 1, 30), time.Time{}}, // 1h on the 8th, 1.5h on the 9th
+		{"alice", allocator.KindSlurm, at(6, 0, 0), at(8, 0, 0), time.Time{}}, // from the window's start (7th 12:00): 12h
+		{"alice", allocator.KindSlurm, at(9, 10, 0), now, time.Time{}},        // in progress: 14h on the 9th, 12h on the 10th
+		{"bob", allocator.KindManual, at(8, 10, 0), at(8, 10, 0).Add(1500 * time.Millisecond), time.Time{}},
+		{"bob", allocator.KindManual, at(9, 10, 0), at(9, 10, 0).Add(1700 * time.Millisecond), time.Time{}},
 	}
 	doc := buildReport(start, now, 3, nil, spans).json()
 	require.Equal(t, "alice", doc.Users[0].User)

@@ -13,8 +13,9 @@ import (
 
 type reserveArgs struct {
 	requestArgs
-	duration durationValue
-	short    bool
+	duration  durationValue
+	short     bool
+	keepAlive bool
 }
 
 func reserveCommand() *command {
@@ -23,6 +24,7 @@ func reserveCommand() *command {
 	a.bind(fs)
 	fs.VarP(&a.duration, "duration", "d", "how long to hold the GPUs: `D` such as 30m, 4h, 1d (default reserve.duration, 30m)")
 	fs.BoolVar(&a.short, "short", false, "print only the GPU indices, comma-separated, for CUDA_VISIBLE_DEVICES (ROCR_VISIBLE_DEVICES on AMD nodes)")
+	fs.BoolVar(&a.keepAlive, "keep-alive", false, "reserve nothing: tell the idle check that your manual reservations (or those of --gpu-ids) are in use")
 	return &command{
 		name:  "reserve",
 		usage: "canhazgpu reserve [--gpus N | --gpu-ids LIST] [--duration D] [--wait[=D]] [--short] [--note TEXT]",
@@ -30,15 +32,29 @@ func reserveCommand() *command {
 		long: `A manual reservation holds GPUs for --duration, then ends by itself; release
 it earlier with 'canhazgpu release'. GPUs used WITHOUT RESERVATION are never
 handed out. Without --wait, a request that cannot be met now fails at once;
-with --wait it joins the node's first-come-first-served queue.`,
+with --wait it joins the node's first-come-first-served queue. The health
+check releases a manual reservation whose GPUs stay idle too long (site
+policy, [idle]); --keep-alive tells it yours are in use.`,
 		examples: []string{
 			"canhazgpu reserve --gpus 2 --duration 4h",
 			"canhazgpu reserve --gpu-ids 0,3 --note 'debugging NCCL'",
 			"export CUDA_VISIBLE_DEVICES=$(canhazgpu reserve --short)",
 			"canhazgpu reserve --gpus 4 --wait=2h",
+			"canhazgpu reserve --keep-alive",
 		},
 		flags: fs,
 		run: func(ctx context.Context, inv *invocation, args []string) error {
+			if a.keepAlive {
+				for _, f := range keepAliveConflicts {
+					if fs.Changed(f) {
+						return usagef("--keep-alive and --%s conflict: --keep-alive reserves nothing, it keeps your manual reservations", f)
+					}
+				}
+				if err := noArgs("reserve", args); err != nil {
+					return err
+				}
+				return runKeepAlive(ctx, inv, &a)
+			}
 			if err := a.check(fs); err != nil {
 				return err
 			}

@@ -56,35 +56,35 @@ var statusCases = []statusCase{
 				StartedAt: statusNow.Add(-time.Hour), ExpiresAt: statusNow.Add(time.Hour)}
 		},
 		rows: []string{
-			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION",
-			"0 in use alice 1h 0m 0s manual expires in 1h 0m 0s; also used by bob WITHOUT RESERVATION (owner alice) 25000MB, 2 processes",
+			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION UTIL",
+			"0 in use alice 1h 0m 0s manual expires in 1h 0m 0s; also used by bob WITHOUT RESERVATION (owner alice) 25000MB, 2 processes -",
 			"0/mig0 alice MIG device MIG-2f6c0d3e-8a1b-5c4d-9e7f-0a1b2c3d4e5f 20000MB of 40192MB, PID 7001 (python3)",
 			"0/mig1 bob MIG device MIG-7b8c9d0e-1f2a-5b3c-8d4e-5f6a7b8c9d0e 5000MB of 19968MB, PID 7002 (jupyter)",
 			"0/mig2 MIG device MIG-0c1d2e3f-4a5b-5c6d-8e7f-9a0b1c2d3e4f 0MB of 19968MB, no processes",
-			"1 available free, never reserved 0MB used",
+			"1 available free, never reserved 0MB used -",
 		},
 	},
 	{
 		name: "single",
 		rows: []string{
-			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION",
-			"2 in use bob mistralai/Mistral-7B-Instruct-v0.1 WITHOUT RESERVATION 1024MB used by PID 12345 (python3), PID 67890 (jupyter)",
+			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION UTIL",
+			"2 in use bob mistralai/Mistral-7B-Instruct-v0.1 WITHOUT RESERVATION 1024MB used by PID 12345 (python3), PID 67890 (jupyter) -",
 		},
 	},
 	{
 		name: "multiple",
 		rows: []string{
-			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION",
-			"3 in use alice,bob,charlie meta-llama/Meta-Llama-3-8B-Instruct WITHOUT RESERVATION 2048MB used by PID 12345 (python3), PID 23456 (pytorch) and 2 more",
+			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION UTIL",
+			"3 in use alice,bob,charlie meta-llama/Meta-Llama-3-8B-Instruct WITHOUT RESERVATION 2048MB used by PID 12345 (python3), PID 23456 (pytorch) and 2 more -",
 		},
 	},
 	{
 		name: "multigpu",
 		rows: []string{
-			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION",
-			"1 in use alice NousResearch/Nous-Hermes-2-Yi-34B WITHOUT RESERVATION 2048MB used by PID 11111 (python3)",
-			"2 in use alice NousResearch/Nous-Hermes-2-Yi-34B WITHOUT RESERVATION 2048MB used by PID 11111 (python3)",
-			"5 in use alice NousResearch/Nous-Hermes-2-Yi-34B WITHOUT RESERVATION 2048MB used by PID 11111 (python3)",
+			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION UTIL",
+			"1 in use alice NousResearch/Nous-Hermes-2-Yi-34B WITHOUT RESERVATION 2048MB used by PID 11111 (python3) -",
+			"2 in use alice NousResearch/Nous-Hermes-2-Yi-34B WITHOUT RESERVATION 2048MB used by PID 11111 (python3) -",
+			"5 in use alice NousResearch/Nous-Hermes-2-Yi-34B WITHOUT RESERVATION 2048MB used by PID 11111 (python3) -",
 		},
 	},
 	{
@@ -98,11 +98,11 @@ var statusCases = []statusCase{
 			s.LastReleased[uuid(2)] = statusNow.Add(-2 * time.Hour)
 		},
 		rows: []string{
-			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION",
-			"0 in use bob 1h 30m 0s run microsoft/DialoGPT-large heartbeat 5s ago 8452MB, 1 processes",
-			"1 in use alice teknium/OpenHermes-2.5-Mistral-7B WITHOUT RESERVATION 1024MB used by PID 22222 (jupyter)",
-			"2 available free for 2h 45MB used",
-			"3 in use charlie 45m 0s manual expires in 7h 15m 0s no usage detected",
+			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION UTIL",
+			"0 in use bob 1h 30m 0s run microsoft/DialoGPT-large heartbeat 5s ago 8452MB, 1 processes 73%",
+			"1 in use alice teknium/OpenHermes-2.5-Mistral-7B WITHOUT RESERVATION 1024MB used by PID 22222 (jupyter) -",
+			"2 available free for 2h 45MB used 0%",
+			"3 in use charlie 45m 0s manual expires in 7h 15m 0s no usage detected 2%",
 		},
 	},
 	{
@@ -122,8 +122,8 @@ var statusCases = []statusCase{
 	{
 		name: "containers",
 		rows: []string{
-			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION",
-			"1 in use root,alice codellama/CodeLlama-7b-Instruct-hf WITHOUT RESERVATION 3072MB used by PID 33333 (dockerd), PID 44444 (python3) and 1 more",
+			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION UTIL",
+			"1 in use root,alice codellama/CodeLlama-7b-Instruct-hf WITHOUT RESERVATION 3072MB used by PID 33333 (dockerd), PID 44444 (python3) and 1 more -",
 		},
 	},
 	{
@@ -141,10 +141,10 @@ var statusCases = []statusCase{
 			s.Flags = []allocator.Flag{{GPU: uuid(0), Message: "used by mallory\u2028\x1b[1A", At: statusNow.Add(-time.Minute)}}
 		},
 		rows: []string{
-			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION",
-			`0 in use mallory \x1b]0;root@gpu01\x07org/model WITHOUT RESERVATION 2048MB used by PID 6666 (\x1b[2Jtop)`,
-			`1 in use eve 1m 0s manual org/\u202ellama\u200b expires in 1h 0m 0s; note: ok \u202etxt.exe; also used by \u202enimda WITHOUT RESERVATION (owner eve) 5120MB, 2 processes`,
-			`2 in use bob 1h 0m 0s slurm job 42\x1b[31m no usage detected`,
+			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION UTIL",
+			`0 in use mallory \x1b]0;root@gpu01\x07org/model WITHOUT RESERVATION 2048MB used by PID 6666 (\x1b[2Jtop) -`,
+			`1 in use eve 1m 0s manual org/\u202ellama\u200b expires in 1h 0m 0s; note: ok \u202etxt.exe; also used by \u202enimda WITHOUT RESERVATION (owner eve) 5120MB, 2 processes -`,
+			`2 in use bob 1h 0m 0s slurm job 42\x1b[31m no usage detected -`,
 		},
 	},
 	{
@@ -166,12 +166,12 @@ var statusCases = []statusCase{
 			}
 		},
 		rows: []string{
-			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION",
-			"0 in use dave 3h 20m 0s slurm Qwen/Qwen2.5-7B job 12345 30000MB, 1 processes",
-			"1 in use erin 10m 0s manual expires in 20m 0s; note: debugging NCCL; also used by frank WITHOUT RESERVATION (owner erin) 4096MB, 2 processes",
-			"2 in use grace 1m 0s manual held for a waiting request no usage detected",
+			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION UTIL",
+			"0 in use dave 3h 20m 0s slurm Qwen/Qwen2.5-7B job 12345 30000MB, 1 processes -",
+			"1 in use erin 10m 0s manual expires in 20m 0s; note: debugging NCCL; also used by frank WITHOUT RESERVATION (owner erin) 4096MB, 2 processes -",
+			"2 in use grace 1m 0s manual held for a waiting request no usage detected -",
 			"3 available free, never reserved not reported by the GPU provider",
-			"4 in use WITHOUT RESERVATION 2000MB used (no process information)",
+			"4 in use WITHOUT RESERVATION 2000MB used (no process information) -",
 		},
 	},
 }

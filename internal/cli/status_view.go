@@ -44,13 +44,13 @@ func flagged(flags []allocator.Flag, uuid string) bool {
 	return slices.ContainsFunc(flags, func(f allocator.Flag) bool { return f.GPU == uuid })
 }
 
-var statusHeader = []string{"GPU", "STATUS", "USER", "DURATION", "TYPE", "MODEL", "DETAILS", "VALIDATION"}
+var statusHeader = []string{"GPU", "STATUS", "USER", "DURATION", "TYPE", "MODEL", "DETAILS", "VALIDATION", "UTIL"}
 
 // statusRows are the table cells, one row per GPU in index order.
 func statusRows(v nodeView) [][]string {
 	rows := make([][]string, 0, len(v.GPUs))
 	for _, g := range v.GPUs {
-		row := []string{strconv.Itoa(g.Index), "in use", "", "", "", g.Model, "", validation(v, g)}
+		row := []string{strconv.Itoa(g.Index), "in use", "", "", "", g.Model, "", validation(v, g), util(v, g)}
 		switch {
 		case g.Reservation != nil:
 			r := g.Reservation
@@ -85,7 +85,17 @@ func migRow(g usage.GPU, m gpu.MIGDevice) []string {
 		use = fmt.Sprintf("%dMB of %dMB, %s", m.MemoryUsedMB, m.MemoryTotalMB, use)
 	}
 	return []string{fmt.Sprintf("%d/mig%d", g.Index, m.Slot), "", strings.Join(usage.UsersByLowestPID(procs), ","), "", "", "",
-		"MIG device " + m.UUID, use}
+		"MIG device " + m.UUID, use, ""}
+}
+
+// util is the GPU's utilisation as the driver last sampled it, "-" when
+// it does not say; empty for another node's GPUs, which are not scanned
+// from here.
+func util(v nodeView, g usage.GPU) string {
+	if !v.Local || !g.Seen {
+		return ""
+	}
+	return g.Utilization.String()
 }
 
 func freeDetails(v nodeView, g usage.GPU) string {
@@ -224,6 +234,7 @@ type jsonGPU struct {
 	Name         string           `json:"name"`
 	Status       string           `json:"status"` // available, in_use or unreserved
 	MemoryUsedMB *int64           `json:"memory_used_mb"`
+	Utilization  gpu.Utilization  `json:"utilization_percent"` // null when the driver does not say, or on another node
 	Processes    []jsonProcess    `json:"processes"`
 	Users        []string         `json:"users"`         // process owners, by lowest PID
 	ForeignUsers []string         `json:"foreign_users"` // on a reserved GPU: owners other than the holder
@@ -276,6 +287,7 @@ func jsonNodeOf(v nodeView) jsonNode {
 		if v.Local && g.Seen {
 			mem := g.MemoryUsedMB
 			j.MemoryUsedMB = &mem
+			j.Utilization = g.Utilization
 		}
 		for _, m := range g.MIG {
 			jm := jsonMIG{Slot: m.Slot, UUID: m.UUID, PIDs: nonNil(m.PIDs)}

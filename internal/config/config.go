@@ -51,6 +51,7 @@ type Config struct {
 	Slurm   SlurmConfig
 	PBS     PBSConfig
 	Health  HealthConfig
+	Idle    IdleConfig
 	File    string // the system file that was read ("" if none)
 }
 
@@ -168,6 +169,16 @@ type HealthConfig struct {
 	Timeout         time.Duration
 }
 
+// IdleConfig is when the health check warns the owner of an idle
+// interactive reservation and when it gives the GPUs back (docs/healthcheck.md).
+// Batch reservations are the scheduler's and never judged idle.
+type IdleConfig struct {
+	UtilizationBelow   int           // a GPU under this many percent, and with no process over the memory threshold, is idle
+	ManualWarnAfter    time.Duration // manual reservations: warn the owner after this long idle
+	ManualReleaseAfter time.Duration // manual reservations: release after this long idle; 0: never
+	RunWarnAfter       time.Duration // run leases: warn the owner (never released for idleness)
+}
+
 // defaults returns the built-in settings; Node is filled from the hostname
 // after all sources are applied.
 func defaults() Config {
@@ -204,6 +215,12 @@ func defaults() Config {
 			ScontrolTimeout: 5 * time.Second,
 			SlurmdSpoolDir:  "",
 			Timeout:         30 * time.Second,
+		},
+		Idle: IdleConfig{
+			UtilizationBelow:   5,
+			ManualWarnAfter:    30 * time.Minute,
+			ManualReleaseAfter: 2 * time.Hour,
+			RunWarnAfter:       30 * time.Minute,
 		},
 	}
 }
@@ -440,6 +457,14 @@ func (l *loader) checkCombinations() error {
 		}
 		return l.errorAt(key, fmt.Sprintf("reserve.duration (%s) must not exceed reserve.max_duration (%s)",
 			Duration(c.Reserve.Duration), Duration(c.Reserve.MaxDuration)))
+	case c.Idle.ManualReleaseAfter > 0 && c.Idle.ManualWarnAfter >= c.Idle.ManualReleaseAfter:
+		// The owner is told before the GPUs go, with the time left.
+		key := "idle.manual_warn_after"
+		if _, set := l.origin[key]; !set {
+			key = "idle.manual_release_after"
+		}
+		return l.errorAt(key, fmt.Sprintf("idle.manual_warn_after (%s) must be shorter than idle.manual_release_after (%s; \"0\" for never)",
+			Duration(c.Idle.ManualWarnAfter), Duration(c.Idle.ManualReleaseAfter)))
 	case c.Run.HeartbeatInterval >= c.Run.HeartbeatTimeout:
 		// Every run reservation would look stale between two heartbeats.
 		// Blame the one of the pair that was set; the defaults fit.

@@ -72,6 +72,12 @@ func TestDefaults(t *testing.T) {
 			SlurmdSpoolDir:  "",
 			Timeout:         30 * time.Second,
 		},
+		Idle: IdleConfig{
+			UtilizationBelow:   5,
+			ManualWarnAfter:    30 * time.Minute,
+			ManualReleaseAfter: 2 * time.Hour,
+			RunWarnAfter:       30 * time.Minute,
+		},
 	}, cfg)
 }
 

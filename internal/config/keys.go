@@ -43,7 +43,7 @@ func (s setting) envVar() string {
 
 // sections are the accepted tables, in the order of the example config.
 // [output] has no keys yet; it is accepted so that user files may carry it.
-var sections = []string{"redis", "gpu", "reserve", "run", "queue", "output", "admin", "history", "slurm", "pbs", "health"}
+var sections = []string{"redis", "gpu", "reserve", "run", "queue", "output", "admin", "history", "slurm", "pbs", "health", "idle"}
 
 // userKey marks a setting an ordinary user may set: it shapes only the
 // caller's own requests, never the store, other users or the scheduler.
@@ -127,6 +127,11 @@ var settings = []setting{
 	str("health.slurmd_spool_dir", func(c *Config) *string { return &c.Health.SlurmdSpoolDir }, checkAbsPathOrEmpty),
 	str("health.prometheus_file", func(c *Config) *string { return &c.Health.PrometheusFile }, nil),
 	duration("health.timeout", func(c *Config) *time.Duration { return &c.Health.Timeout }),
+
+	percent("idle.utilization_below", func(c *Config) *int { return &c.Idle.UtilizationBelow }),
+	duration("idle.manual_warn_after", func(c *Config) *time.Duration { return &c.Idle.ManualWarnAfter }),
+	durationOrNever("idle.manual_release_after", func(c *Config) *time.Duration { return &c.Idle.ManualReleaseAfter }),
+	duration("idle.run_warn_after", func(c *Config) *time.Duration { return &c.Idle.RunWarnAfter }),
 }
 
 // lookupSetting finds a key by its dotted name.
@@ -240,6 +245,57 @@ func duration(name string, field func(*Config) *time.Duration) setting {
 		return ParseDuration(s)
 	}
 	return define(name, field, fromTOML, ParseDuration, nil)
+}
+
+// durationOrNever is a duration where "0" means never (stored as 0): a
+// limit a site may switch off, spelled so that it cannot be confused
+// with an unset value.
+func durationOrNever(name string, field func(*Config) *time.Duration) setting {
+	parse := func(s string) (time.Duration, error) {
+		if s == "0" {
+			return 0, nil
+		}
+		d, err := ParseDuration(s)
+		if err != nil {
+			return 0, fmt.Errorf("%w; or \"0\" for never", err)
+		}
+		return d, nil
+	}
+	fromTOML := func(raw any) (time.Duration, error) {
+		s, ok := raw.(string)
+		if !ok {
+			return 0, fmt.Errorf("must be a duration string such as \"2h\" or \"0\" for never, got %s", describe(raw))
+		}
+		return parse(s)
+	}
+	return define(name, field, fromTOML, parse, nil)
+}
+
+// percent is a whole percentage from 1 to 100 (0 would make every GPU
+// busy and switch the feature off by accident).
+func percent(name string, field func(*Config) *int) setting {
+	const want = "must be a whole percentage from 1 to 100"
+	check := func(n int64, shown string) (int, error) {
+		if n < 1 || n > 100 {
+			return 0, fmt.Errorf("%s, got %s", want, shown)
+		}
+		return int(n), nil
+	}
+	fromTOML := func(raw any) (int, error) {
+		n, ok := raw.(int64)
+		if !ok {
+			return 0, fmt.Errorf("%s, got %s", want, describe(raw))
+		}
+		return check(n, describe(raw))
+	}
+	fromText := func(s string) (int, error) {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s, got %q", want, s)
+		}
+		return check(n, s)
+	}
+	return define(name, field, fromTOML, fromText, nil)
 }
 
 // optionalDuration is a duration where "" means none (stored as 0).

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -58,6 +59,70 @@ func benchNode(b *testing.B, action string, bad bool, boot string) *testNode {
 	}
 	n.gpus(8, procs)
 	return n
+}
+
+// idleBenchNode is a node of 8 GPUs with 8 processes each, every GPU held
+// by a manual reservation of its own (8 grants), for the idle clock: with
+// busy, the processes hold 4 GB per GPU, so every grant is in use and its
+// clock is written every run; without, every GPU is idle (0%, 64 MB per
+// GPU), its grant past the warning time and already warned, so nothing is
+// written.
+func idleBenchNode(b *testing.B, busy bool) *testNode {
+	n := newTestNode(b, nil)
+	n.util = map[int]int{}
+	procs := map[int][]fakeProc{}
+	n.gpus(8, nil)
+	mb := int64(8)
+	if busy {
+		mb = 512
+	}
+	for g := range 8 {
+		n.util[g] = 0
+		n.reserveFor(allocator.KindManual, "alice", 1002, 8*time.Hour, g)
+		for p := range 8 {
+			procs[g] = append(procs[g], fakeProc{PID: 1000 + 8*g + p, User: "alice", UID: 1002, MB: mb})
+		}
+	}
+	n.gpus(8, procs)
+	if !busy {
+		n.ageIdle(time.Hour)
+		first := Run(context.Background(), n.deps())
+		require.Len(b, first.Idle, 8, "all warned once")
+	}
+	return n
+}
+
+// BenchmarkIdle is BenchmarkRun's clean case with interactive
+// reservations instead of batch ones, so that the idle clock has work:
+//
+//   - in_use: 8 manual grants whose GPUs are busy: one more round trip,
+//     which writes the 8 clocks.
+//   - idle_warned: 8 idle manual grants, all warned: judged, nothing
+//     written.
+//
+// Run: go test -run '^$' -bench BenchmarkIdle -benchtime 2s ./internal/health/
+func BenchmarkIdle(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		busy bool
+	}{{"in_use", true}, {"idle_warned", false}} {
+		b.Run(tc.name, func(b *testing.B) {
+			n := idleBenchNode(b, tc.busy)
+			deps := n.deps()
+			deps.Warner = &fakeWarner{}
+			hook := &roundTrips{}
+			deps.Store.Client().AddHook(hook)
+			b.ResetTimer()
+			for b.Loop() {
+				r := Run(context.Background(), deps)
+				if r.Status == StatusError || len(r.Idle) > 0 {
+					b.Fatal(r.Error, r.Idle)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(hook.n.Load())/float64(b.N), "roundtrips/op")
+		})
+	}
 }
 
 // BenchmarkRun is one health check of a node with 8 GPUs and 64 processes

@@ -43,7 +43,10 @@ type Deps struct {
 	// SyslogPath is the syslog socket the check's findings and changes
 	// also go to; "": the system's (/dev/log), skipped where there is none.
 	SyslogPath string
-	Now        func() time.Time // default time.Now
+	// Warner tells owners about their idle reservations; nil: syslog
+	// (SyslogWarner).
+	Warner Warner
+	Now    func() time.Time // default time.Now
 }
 
 type check struct {
@@ -74,7 +77,7 @@ func Run(ctx context.Context, deps *Deps) *Report {
 	}
 	c := &check{deps: &d, cfg: d.Config}
 	rep := &Report{Node: c.cfg.Node, Started: d.Now(), GPUs: []GPUState{}, Violations: []Violation{},
-		Settled: []Settled{}, Warned: []WarnedUse{}, Actions: []Action{}}
+		Settled: []Settled{}, Warned: []WarnedUse{}, Idle: []IdleFinding{}, Actions: []Action{}}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Health.Timeout)
 	defer cancel()
 	if err := c.run(ctx, rep); err != nil {
@@ -119,6 +122,9 @@ func (c *check) run(ctx context.Context, rep *Report) error {
 		rep.Status = StatusViolations
 	}
 	rep.Actions = append(rep.Actions, c.act(ctx, snap.Flags, rep.Violations)...)
+	idle, acts := c.idle(ctx, gpus, snap.Now)
+	rep.Idle = append(rep.Idle, idle...)
+	rep.Actions = append(rep.Actions, acts...)
 	if len(c.blind) > 0 {
 		return errors.New("cannot judge slurm jobs: " + strings.Join(c.blind, "; "))
 	}
@@ -184,7 +190,8 @@ func gpuStates(gpus []usage.GPU, vs []Violation) []GPUState {
 	out := make([]GPUState, 0, len(gpus))
 	for _, g := range gpus {
 		s := GPUState{Index: g.Index, UUID: g.UUID, State: string(g.State), Reserved: g.Reservation != nil,
-			Busy: g.Busy, MemoryUsedMB: g.MemoryUsedMB, Processes: len(g.Processes), Violations: count[g.UUID]}
+			Busy: g.Busy, MemoryUsedMB: g.MemoryUsedMB, Utilization: g.Utilization, Processes: len(g.Processes),
+			Violations: count[g.UUID]}
 		if r := g.Reservation; r != nil {
 			s.Owner, s.Kind, s.JobID = r.User, string(r.Kind), r.JobID
 		}
@@ -199,7 +206,7 @@ func deviceStates(devs []gpu.Device, thresholdMB int64) []GPUState {
 	out := make([]GPUState, 0, len(devs))
 	for _, d := range devs {
 		out = append(out, GPUState{Index: d.Index, UUID: d.UUID, Busy: d.MemoryUsedMB >= thresholdMB,
-			MemoryUsedMB: d.MemoryUsedMB, Processes: len(d.Processes)})
+			MemoryUsedMB: d.MemoryUsedMB, Utilization: d.Utilization, Processes: len(d.Processes)})
 	}
 	return out
 }

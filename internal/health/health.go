@@ -54,10 +54,14 @@ type Process struct {
 	UID          int    `json:"uid"`  // -1 when unknown
 	JobID        string `json:"job_id"`
 	UsedMemoryMB int64  `json:"used_memory_mb"` // -1 when the driver does not say
+	// Utilization is the process's share of the GPU where the driver
+	// samples processes; null otherwise.
+	Utilization gpu.Utilization `json:"utilization_percent"`
 }
 
 func reportProcess(p gpu.Process) Process {
-	return Process{PID: p.PID, Name: p.Name, User: p.User, UID: p.UID, JobID: p.JobID, UsedMemoryMB: p.UsedMemoryMB}
+	return Process{PID: p.PID, Name: p.Name, User: p.User, UID: p.UID, JobID: p.JobID, UsedMemoryMB: p.UsedMemoryMB,
+		Utilization: p.Utilization}
 }
 
 // Settled is one change the check made to bring the store in line with
@@ -98,23 +102,27 @@ type GPUState struct {
 	JobID        string `json:"job_id,omitempty"`
 	Busy         bool   `json:"busy"` // memory use reached the threshold
 	MemoryUsedMB int64  `json:"memory_used_mb"`
-	Processes    int    `json:"processes"`
-	Violations   int    `json:"violations"`
+	// Utilization is the GPU's, in percent; null when the driver does
+	// not say.
+	Utilization gpu.Utilization `json:"utilization_percent"`
+	Processes   int             `json:"processes"`
+	Violations  int             `json:"violations"`
 }
 
 // Report is the outcome of one run.
 type Report struct {
-	Node       string      `json:"node"`
-	Status     string      `json:"status"` // healthy, violations, error
-	Error      string      `json:"error,omitempty"`
-	StoreUp    bool        `json:"store_up"` // the store answered this run
-	GPUs       []GPUState  `json:"gpus"`
-	Violations []Violation `json:"violations"`
-	Settled    []Settled   `json:"settled"`
-	Warned     []WarnedUse `json:"warned"` // uses on_conflict = "warn" allowed: reported, no violation
-	Actions    []Action    `json:"actions"`
-	Started    time.Time   `json:"-"`
-	Duration   float64     `json:"duration_seconds"`
+	Node       string        `json:"node"`
+	Status     string        `json:"status"` // healthy, violations, error
+	Error      string        `json:"error,omitempty"`
+	StoreUp    bool          `json:"store_up"` // the store answered this run
+	GPUs       []GPUState    `json:"gpus"`
+	Violations []Violation   `json:"violations"`
+	Settled    []Settled     `json:"settled"`
+	Warned     []WarnedUse   `json:"warned"` // uses on_conflict = "warn" allowed: reported, no violation
+	Idle       []IdleFinding `json:"idle"`   // idle interactive reservations warned about or released
+	Actions    []Action      `json:"actions"`
+	Started    time.Time     `json:"-"`
+	Duration   float64       `json:"duration_seconds"`
 }
 
 // The report statuses and the exit codes they map to.

@@ -52,6 +52,9 @@ type testNode struct {
 	qstat    string // the stand-in qstat of the PBS adapter
 	cfgFile  string
 	settings map[string]string
+	// util is each GPU's utilisation in the fake file, by index; absent:
+	// unknown.
+	util map[int]int
 }
 
 // fakeProc is a process line of the fake GPU file.
@@ -148,15 +151,19 @@ func (n *testNode) gpus(count int, procs map[int][]fakeProc) {
 		JobID   string   `json:"job_id"`
 	}
 	type dev struct {
-		Index     int    `json:"index"`
-		UUID      string `json:"uuid"`
-		Processes []proc `json:"processes"`
+		Index       int    `json:"index"`
+		UUID        string `json:"uuid"`
+		Utilization *int   `json:"utilization,omitempty"`
+		Processes   []proc `json:"processes"`
 	}
 	var file struct {
 		GPUs []dev `json:"gpus"`
 	}
 	for i := range count {
 		d := dev{Index: i, UUID: testUUID(i), Processes: []proc{}}
+		if u, ok := n.util[i]; ok {
+			d.Utilization = &u
+		}
 		for _, p := range procs[i] {
 			d.Processes = append(d.Processes, proc{PID: p.PID, Name: "python3", User: p.User, UID: p.UID, MB: p.MB,
 				Cmdline: []string{"python3", "train.py"}, JobID: p.JobID})
@@ -220,6 +227,19 @@ func (n *testNode) reserve(kind allocator.Kind, user string, uid int, job, boot 
 	}
 	_, err := n.store().Allocate(context.Background(), req)
 	require.NoError(n.t, err)
+}
+
+// reserveFor is reserve for an interactive kind with a lease of its own.
+func (n *testNode) reserveFor(kind allocator.Kind, user string, uid int, lease time.Duration, gpus ...int) allocator.Grant {
+	n.t.Helper()
+	n.register()
+	req := allocator.Request{RequestID: allocator.NewRequestID(), Kind: kind, User: user, UID: uid, Lease: lease}
+	for _, g := range gpus {
+		req.GPUs = append(req.GPUs, testUUID(g))
+	}
+	g, err := n.store().Allocate(context.Background(), req)
+	require.NoError(n.t, err)
+	return g
 }
 
 // stepSocket makes slurmd's socket of a running step of job.

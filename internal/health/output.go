@@ -9,7 +9,8 @@ import (
 )
 
 // WriteHuman prints one line per finding: problems, then what was settled,
-// the uses on_conflict = "warn" allowed, and what was done, then a summary. A run that could not check prints no summary:
+// the uses on_conflict = "warn" allowed, idle reservations warned about or
+// released, and what was done, then a summary. A run that could not check prints no summary:
 // its error belongs on stderr. Messages are escaped (termsafe): they quote
 // account names, job ids and errors that others chose.
 func WriteHuman(w io.Writer, r *Report) error {
@@ -22,6 +23,9 @@ func WriteHuman(w io.Writer, r *Report) error {
 	}
 	for _, u := range r.Warned {
 		ew.printf("warned: %s\n", termsafe.Escape(u.Message))
+	}
+	for _, f := range r.Idle {
+		ew.printf("idle: %s\n", termsafe.Escape(f.Message))
 	}
 	for _, a := range r.Actions {
 		ew.printf("%s: %s\n", a.What, termsafe.Escape(a.Message))

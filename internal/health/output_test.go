@@ -18,7 +18,8 @@ import (
 var updateGolden = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 // sampleReport is a run with one violation on GPU 1, one job restored and
-// one released.
+// one released, and an idle manual reservation warned about. GPU 1's
+// driver does not say how busy it is.
 func sampleReport() *Report {
 	return &Report{
 		Node:    "n1",
@@ -26,9 +27,9 @@ func sampleReport() *Report {
 		StoreUp: true,
 		GPUs: []GPUState{
 			{Index: 0, UUID: testUUID(0), State: "in_use", Reserved: true, Owner: "alice", Kind: "slurm", JobID: "17",
-				Busy: true, MemoryUsedMB: 4096, Processes: 1},
+				Busy: true, MemoryUsedMB: 4096, Utilization: gpu.Percent(87), Processes: 1},
 			{Index: 1, UUID: testUUID(1), State: "unreserved", Busy: true, MemoryUsedMB: 2048, Processes: 1, Violations: 1},
-			{Index: 2, UUID: testUUID(2), State: "available"},
+			{Index: 2, UUID: testUUID(2), State: "in_use", Reserved: true, Owner: "carol", Kind: "manual", Utilization: gpu.Percent(0)},
 		},
 		Violations: []Violation{{Kind: Unreserved, GPU: 1, UUID: testUUID(1), MemoryUsedMB: 2048,
 			Processes: []Process{{PID: 4242, Name: "python3", User: "bob", UID: 1001, UsedMemoryMB: 2048}},
@@ -39,6 +40,8 @@ func sampleReport() *Report {
 			{What: "restored", Kind: allocator.KindSlurm, JobID: "17", GPUs: []string{testUUID(0)},
 				Message: "restored GPU 0 of slurm job 17: the store had lost it"},
 		},
+		Idle: []IdleFinding{{What: IdleWarned, Kind: allocator.KindManual, User: "carol", GPUs: []int{2}, IdleSeconds: 2700,
+			Message: "manual reservation of GPU 2 by carol on n1 idle for 45m"}},
 		Actions:  []Action{{What: "drain", Message: "drained: " + bobReason}},
 		Duration: 0.0125,
 	}
@@ -61,6 +64,7 @@ func TestWriteHuman(t *testing.T) {
 	require.Equal(t, "problem: GPU 1 used by bob (pid 4242) without reservation\n"+
 		"settled: released GPU 2 of slurm job 18: the job no longer runs on this node\n"+
 		"settled: restored GPU 0 of slurm job 17: the store had lost it\n"+
+		"idle: manual reservation of GPU 2 by carol on n1 idle for 45m\n"+
 		"drain: drained: "+bobReason+"\n"+
 		"unhealthy: 1 problem on n1\n", b.String())
 
@@ -129,6 +133,11 @@ func TestWriteJSON(t *testing.T) {
 	require.Equal(t, "alice", v["reservation"].(map[string]any)["user"])
 	require.Equal(t, 0.0125, got["duration_seconds"])
 	require.Len(t, got["gpus"], 3)
+	require.Equal(t, float64(87), got["gpus"].([]any)[0].(map[string]any)["utilization_percent"])
+	require.Nil(t, got["gpus"].([]any)[1].(map[string]any)["utilization_percent"], "unknown is null, not 0")
+	require.Contains(t, got["gpus"].([]any)[1].(map[string]any), "utilization_percent")
+	require.Equal(t, []any{map[string]any{"what": "warned", "kind": "manual", "user": "carol", "gpus": []any{float64(2)},
+		"idle_seconds": float64(2700), "message": "manual reservation of GPU 2 by carol on n1 idle for 45m"}}, got["idle"])
 	restored := got["settled"].([]any)[1].(map[string]any)
 	require.Equal(t, map[string]any{"what": "restored", "kind": "slurm", "job_id": "17", "gpus": []any{testUUID(0)},
 		"message": "restored GPU 0 of slurm job 17: the store had lost it"}, restored)

@@ -2,14 +2,15 @@ package health
 
 import "canhazgpu/internal/syslogline"
 
-// logReport sends one syslog line per violation, settled change, drain,
-// undrain and node comment. Under Slurm the check's output is seen only
+// logReport sends one syslog line per violation, settled change, idle
+// release, drain, undrain and node comment (idle warnings go through the
+// Warner). Under Slurm the check's output is seen only
 // when it fails (slurmd does not log a successful HealthCheckProgram), so
 // without these lines what it settled and why it drained show nowhere.
 // A run with nothing to tell sends nothing: the check runs every few
 // minutes on every node.
 func (c *check) logReport(rep *Report) {
-	if len(rep.Violations)+len(rep.Settled)+len(rep.Actions) == 0 {
+	if len(rep.Violations)+len(rep.Settled)+len(rep.Idle)+len(rep.Actions) == 0 {
 		return // spares opening the socket
 	}
 	sys := syslogline.Open(c.deps.SyslogPath, "canhazgpu-healthcheck")
@@ -23,6 +24,11 @@ func (c *check) logReport(rep *Report) {
 			sys.Warning(s.What + ": " + s.Message)
 		default:
 			sys.Info("settled: " + s.Message)
+		}
+	}
+	for _, f := range rep.Idle {
+		if f.What == IdleReleased {
+			sys.Info("idle: " + f.Message)
 		}
 	}
 	for _, a := range rep.Actions {

@@ -45,6 +45,19 @@ func WriteMetrics(w io.Writer, r *Report) error {
 				ew.printf("%s{gpu=\"%d\",uuid=\"%s\"} %d\n", s.name, g.Index, escapeLabel(g.UUID), s.value(g))
 			}
 		}
+		// A GPU whose driver does not say has no sample: absent is
+		// unknown, which 0 would not be.
+		help := false
+		for _, g := range r.GPUs {
+			if g.Utilization.Known && !help {
+				help = true
+				ew.printf("# HELP canhazgpu_gpu_utilization_percent The GPU's compute utilisation over the driver's last sample period.\n")
+				ew.printf("# TYPE canhazgpu_gpu_utilization_percent gauge\n")
+			}
+			if g.Utilization.Known {
+				ew.printf("canhazgpu_gpu_utilization_percent{gpu=\"%d\",uuid=\"%s\"} %d\n", g.Index, escapeLabel(g.UUID), g.Utilization.Percent)
+			}
+		}
 	}
 	ew.printf("# HELP canhazgpu_health_check_settled Changes this run made to bring the store in line with the node, and those it could not make, by kind.\n")
 	ew.printf("# TYPE canhazgpu_health_check_settled gauge\n")
@@ -56,6 +69,19 @@ func WriteMetrics(w io.Writer, r *Report) error {
 			}
 		}
 		ew.printf("canhazgpu_health_check_settled{what=\"%s\"} %d\n", what, n)
+	}
+	if r.StoreUp {
+		ew.printf("# HELP canhazgpu_health_check_idle Idle interactive reservations this run warned about or released.\n")
+		ew.printf("# TYPE canhazgpu_health_check_idle gauge\n")
+		for _, what := range []string{IdleWarned, IdleReleased} {
+			n := 0
+			for _, f := range r.Idle {
+				if f.What == what {
+					n++
+				}
+			}
+			ew.printf("canhazgpu_health_check_idle{what=\"%s\"} %d\n", what, n)
+		}
 	}
 	ew.printf("# HELP canhazgpu_store_up Whether the reservation store answered this run (1) or not (0: down, or not reached).\n")
 	ew.printf("# TYPE canhazgpu_store_up gauge\n")

@@ -167,10 +167,10 @@ func TestMixedSeedTableThroughTheStore(t *testing.T) {
 	t.Cleanup(func() { _ = run.Process.Kill(); _ = run.Wait() })
 	require.Eventually(t, func() bool { return n.reservations()[0] == "bob" }, 5*time.Second, 20*time.Millisecond)
 	n.setGPUs(`{"gpus": [
-		{"index": 0, "memory_used_mb": 8452, "processes": [{"pid": 31337, "name": "python3", "user": "bob", "used_memory_mb": 8452, "cmdline": ["python3", "chat.py", "--model", "microsoft/DialoGPT-large"]}]},
+		{"index": 0, "memory_used_mb": 8452, "utilization": 73, "processes": [{"pid": 31337, "name": "python3", "user": "bob", "used_memory_mb": 8452, "cmdline": ["python3", "chat.py", "--model", "microsoft/DialoGPT-large"]}]},
 		{"index": 1, "memory_used_mb": 1024, "processes": [{"pid": 22222, "name": "jupyter", "user": "alice", "used_memory_mb": 1024, "cmdline": ["jupyter", "notebook", "--model=teknium/OpenHermes-2.5-Mistral-7B"]}]},
-		{"index": 2, "memory_used_mb": 45},
-		{"index": 3, "memory_used_mb": 0}]}`)
+		{"index": 2, "memory_used_mb": 45, "utilization": 0},
+		{"index": 3, "memory_used_mb": 0, "utilization": 2}]}`)
 
 	c := redis.NewClient(&redis.Options{Network: "unix", Addr: srv.Socket})
 	defer c.Close()
@@ -206,11 +206,11 @@ func TestMixedSeedTableThroughTheStore(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
 	require.Equal(t, []string{
-		"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION",
-		"0 in use bob 1h 30m 0s run microsoft/DialoGPT-large heartbeat 5s ago 8452MB, 1 processes",
-		"1 in use alice teknium/OpenHermes-2.5-Mistral-7B WITHOUT RESERVATION 1024MB used by PID 22222 (jupyter)",
-		"2 available free for 2h 45MB used",
-		"3 in use charlie 45m 0s manual expires in 7h 15m 0s no usage detected",
+		"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION UTIL",
+		"0 in use bob 1h 30m 0s run microsoft/DialoGPT-large heartbeat 5s ago 8452MB, 1 processes 73%",
+		"1 in use alice teknium/OpenHermes-2.5-Mistral-7B WITHOUT RESERVATION 1024MB used by PID 22222 (jupyter) -",
+		"2 available free for 2h 45MB used 0%",
+		"3 in use charlie 45m 0s manual expires in 7h 15m 0s no usage detected 2%",
 	}, []string{collapse(lines[0]), collapse(lines[2]), collapse(lines[3]), collapse(lines[4]), collapse(lines[5])}, r.stdout)
 }
 

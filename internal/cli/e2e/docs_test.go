@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"canhazgpu/internal/buildtest"
 )
 
 var repoRoot = filepath.Join("..", "..", "..")
@@ -110,12 +112,16 @@ func TestDocsExamplesRun(t *testing.T) {
 func TestDemoScript(t *testing.T) {
 	root, err := filepath.Abs(repoRoot)
 	require.NoError(t, err)
+	hcDir, err := buildtest.Build(map[string]string{"canhazgpu-healthcheck": "canhazgpu/cmd/canhazgpu-healthcheck"})
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(hcDir) })
 	cmd := exec.Command(filepath.Join(root, "scripts", "demo.sh"))
-	cmd.Env = append(os.Environ(), "CANHAZGPU="+bin)
+	cmd.Env = append(os.Environ(), "CANHAZGPU="+bin, "CANHAZGPU_HEALTHCHECK="+filepath.Join(hcDir, "canhazgpu-healthcheck"))
 	r := runCmd(t, cmd)
 	require.Equal(t, 0, r.code, "stdout: %s\nstderr: %s", r.stdout, r.stderr)
 	for _, want := range []string{
-		"3   in use    bob                mistralai/Mistral-7B-Instruct-v0.1 WITHOUT RESERVATION  20480MB used by PID 12345 (python3), PID 67890 (jupyter)\n",
+		"3   in use    bob                mistralai/Mistral-7B-Instruct-v0.1 WITHOUT RESERVATION  20480MB used by PID 12345 (python3), PID 67890 (jupyter) 87%\n",
+		"problem: GPU 3 used by bob (pid 12345, +1 more) without reservation\n",
 		"the command runs with CUDA_VISIBLE_DEVICES=0,1 CUDA_DEVICE_ORDER=PCI_BUS_ID\n",
 		"Reserved 1 GPU on node demo-node for 2h: ",
 	} {
@@ -123,5 +129,8 @@ func TestDemoScript(t *testing.T) {
 	}
 	require.Regexp(t, `(?m)^\d   in use    root \d+s +manual +expires in (1h 59m \d+s|2h 0m 0s); note: demo notebook`, r.stdout)
 	require.Regexp(t, `(?m)^\d   in use    root \d+s +run +heartbeat \d+s ago`, r.stdout)
+	// The health check warns about the demo notebook's idle reservation
+	// (the demo warns after 2s).
+	require.Regexp(t, `(?m)^idle: manual reservation of GPU \d by root on demo-node idle for \d+s \(no process above 1024 MB and under 5% utilisation\): released in (1h59m|2h) unless used or kept with 'canhazgpu reserve --keep-alive'$`, r.stdout)
 	require.Equal(t, "Error: Not enough GPUs available. Requested: 2, Available: 1 (1 GPUs in use without reservation - run 'canhazgpu status' for details)\n", r.stderr)
 }
