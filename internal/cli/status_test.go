@@ -114,9 +114,9 @@ var statusCases = []statusCase{
 				StartedAt: statusNow.Add(-45 * time.Minute), ExpiresAt: statusNow.Add(7*time.Hour + 15*time.Minute), JobID: "4711"}
 		},
 		rows: []string{
-			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION",
-			"0 available free, never reserved 0MB used",
-			"3 in use charlie 45m 0s manual expires in 7h 15m 0s; slurm placeholder job 4711 no usage detected",
+			"GPU STATUS USER DURATION TYPE MODEL DETAILS VALIDATION UTIL",
+			"0 available free, never reserved 0MB used -",
+			"3 in use charlie 45m 0s manual expires in 7h 15m 0s; slurm placeholder job 4711 no usage detected -",
 		},
 	},
 	{
