@@ -105,9 +105,14 @@ func TestTooFewReplicasIsUncertain(t *testing.T) {
 	_, err = again.Allocate(ctx, req)
 	require.True(t, errors.As(err, &nr), "a retry on a fresh connection still waits for the first attempt's write: %v", err)
 
+	// Once the replica runs again, a retry that may wait long enough
+	// (a loaded machine can take longer than 200ms to catch up; the
+	// wait must stay under the connection's 2s op_timeout) gets the
+	// first attempt's grant.
 	cont()
 	require.NoError(t, replica.WaitReplicaLinkUp(10*time.Second))
-	g, err := again.Allocate(ctx, req)
+	patient := durable(t, primary, RoleAdmin, 1500*time.Millisecond)
+	g, err := patient.Allocate(ctx, req)
 	require.NoError(t, err)
 	snap, err := admin.Snapshot(ctx)
 	require.NoError(t, err)
