@@ -51,7 +51,10 @@ type Config struct {
 	Slurm   SlurmConfig
 	PBS     PBSConfig
 	Health  HealthConfig
-	File    string // the system file that was read ("" if none)
+	// Violations drives what the health check does to the people behind a
+	// violation (violations.go).
+	Violations ViolationsConfig
+	File       string // the system file that was read ("" if none)
 }
 
 // RedisConfig is how to reach the store. SentinelMaster with SentinelAddrs
@@ -186,6 +189,7 @@ func defaults() Config {
 			SlurmdSpoolDir:  "",
 			Timeout:         30 * time.Second,
 		},
+		Violations: violationsDefaults(),
 	}
 }
 
@@ -249,6 +253,9 @@ func Load(opts Options) (*Config, error) {
 		return nil, err
 	}
 	if err := l.checkCombinations(); err != nil {
+		return nil, err
+	}
+	if err := l.checkViolations(); err != nil {
 		return nil, err
 	}
 	if l.cfg.Node == "" {

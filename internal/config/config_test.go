@@ -71,6 +71,8 @@ func TestDefaults(t *testing.T) {
 			SlurmdSpoolDir:  "",
 			Timeout:         30 * time.Second,
 		},
+		Violations: ViolationsConfig{KillAfter: 10 * time.Minute, RenotifyEvery: time.Hour, KillWait: 10 * time.Second,
+			KillsPerHour: 10, ExecTimeout: 10 * time.Second, UtmpFile: "/run/utmp"},
 	}, cfg)
 }
 
