@@ -36,8 +36,12 @@ var (
 	flagsOp     = &op{name: "flags"}
 	forgetOp    = &op{name: "forget"}
 
+	violationsOp     = &op{name: "violations"}
+	violationsReadOp = &op{name: "violations_read", readOnly: true}
+
 	// ops is every operation, in the library's order.
-	ops     = []*op{allocateOp, renewOp, releaseOp, registerOp, snapshotOp, enqueueOp, queueBeatOp, leaveOp, flagsOp, forgetOp}
+	ops = []*op{allocateOp, renewOp, releaseOp, registerOp, snapshotOp, enqueueOp, queueBeatOp, leaveOp, flagsOp, forgetOp,
+		violationsOp, violationsReadOp}
 	library = buildLibrary(ops)
 )
 
