@@ -73,7 +73,7 @@ func checkViolationAction(s string) error {
 	return nil
 }
 
-// graceTime is a wait that may be zero: "0" (or "") is at once.
+// graceTime is a wait that may be zero: "0", 0 or "" is at once.
 func graceTime(name string, field func(*Config) *time.Duration) setting {
 	parse := func(s string) (time.Duration, error) {
 		if s == "" || s == "0" {
@@ -86,6 +86,9 @@ func graceTime(name string, field func(*Config) *time.Duration) setting {
 		return d, nil
 	}
 	fromTOML := func(raw any) (time.Duration, error) {
+		if n, ok := raw.(int64); ok && n == 0 {
+			return 0, nil // notify_after = 0
+		}
 		s, ok := raw.(string)
 		if !ok {
 			return 0, fmt.Errorf("must be a duration string such as \"10m\" or \"0\", got %s", describe(raw))

@@ -44,6 +44,12 @@ type Deps struct {
 	// also go to; "": the system's (/dev/log), skipped where there is none.
 	SyslogPath string
 	Now        func() time.Time // default time.Now
+	// Processes identifies and stops the processes of violations (the
+	// kill action); nil: /proc. Notify writes a line to a user's
+	// terminals (the notify action); nil: the sessions of [violations]
+	// utmp_file.
+	Processes Processes
+	Notify    func(user, message string) (int, error)
 }
 
 type check struct {
@@ -118,7 +124,9 @@ func (c *check) run(ctx context.Context, rep *Report) error {
 	if len(rep.Violations) > 0 {
 		rep.Status = StatusViolations
 	}
-	rep.Actions = append(rep.Actions, c.act(ctx, snap.Flags, rep.Violations)...)
+	steps, marked := c.violators(ctx, rep.Violations)
+	rep.Actions = append(rep.Actions, steps...)
+	rep.Actions = append(rep.Actions, c.act(ctx, snap.Flags, marked)...)
 	if len(c.blind) > 0 {
 		return errors.New("cannot judge slurm jobs: " + strings.Join(c.blind, "; "))
 	}
