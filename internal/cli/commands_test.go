@@ -358,11 +358,17 @@ func TestReportCountsTheWindowOnly(t *testing.T) {
 		{"carol", allocator.KindPBS, now.Add(-h(1) / 3), now.Add(-h(1)/3 + 20*time.Second)}, // 20s
 	}
 	rep := buildReport(start, now, 7, []string{"n1", "n2"}, spans)
+	// bob's two violations; dave's, who reserved nothing; one whose user
+	// no process named.
+	rep.addViolations([]allocator.ViolationRecord{{User: "bob"}, {User: "dave"}, {User: "bob"}, {User: ""}})
 	var b strings.Builder
 	require.NoError(t, rep.write(&b))
 	golden(t, "report/window.golden", []byte(b.String()))
 
 	doc := rep.json()
+	require.Equal(t, 3, doc.Violations)
+	require.Equal(t, "dave", doc.Users[3].User)
+	require.Equal(t, 1, doc.Users[3].Violations)
 	require.Equal(t, int64(3*3600), doc.Users[0].TotalSeconds)
 	require.Equal(t, "alice", doc.Users[0].User)
 	var sum int64

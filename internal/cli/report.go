@@ -104,6 +104,11 @@ func reportOf(ctx context.Context, st *store.Store, days int) (report, error) {
 		}
 	}
 	rep := buildReport(start, now, days, nodes, spans)
+	viols, err := st.AllViolations(ctx, start)
+	if err != nil {
+		return report{}, err
+	}
+	rep.addViolations(viols)
 	return rep, nil
 }
 
@@ -112,6 +117,7 @@ type userUsage struct {
 	user         string
 	ms           map[allocator.Kind]int64 // exact, for --json
 	reservations int
+	violations   int // records of the health check seen in the window
 }
 
 type report struct {
@@ -148,6 +154,27 @@ func buildReport(start, end time.Time, days int, nodes []string, spans []span) r
 		return strings.Compare(a.user, b.user)
 	})
 	return rep
+}
+
+// addViolations counts each user's violation records; a user with
+// violations and no reservations gets a row of their own.
+func (r *report) addViolations(recs []allocator.ViolationRecord) {
+	by := map[string]*userUsage{}
+	for _, u := range r.users {
+		by[u.user] = u
+	}
+	for _, v := range recs {
+		if v.User == "" {
+			continue // no process to name anyone by
+		}
+		u := by[v.User]
+		if u == nil {
+			u = &userUsage{user: v.User, ms: map[allocator.Kind]int64{}}
+			by[v.User] = u
+			r.users = append(r.users, u)
+		}
+		u.violations++
+	}
 }
 
 func later(a, b time.Time) time.Time {
@@ -191,10 +218,10 @@ func (r report) write(w io.Writer) error {
 	for _, k := range allocator.Kinds {
 		header = append(header, strings.ToUpper(string(k)))
 	}
-	header = append(header, "RESERVATIONS")
+	header = append(header, "RESERVATIONS", "VIOLATIONS")
 	totals := make([]int64, len(allocator.Kinds))
 	var grand int64
-	count := 0
+	count, viols := 0, 0
 	var rows [][]string
 	for _, u := range r.users {
 		row := []string{u.user, ""}
@@ -206,16 +233,17 @@ func (r report) write(w io.Writer) error {
 			totals[i] += c
 		}
 		row[1] = formatCenti(sum)
-		row = append(row, strconv.Itoa(u.reservations))
+		row = append(row, strconv.Itoa(u.reservations), strconv.Itoa(u.violations))
 		grand += sum
 		count += u.reservations
+		viols += u.violations
 		rows = append(rows, row)
 	}
 	total := []string{"TOTAL", formatCenti(grand)}
 	for _, t := range totals {
 		total = append(total, formatCenti(t))
 	}
-	rows = append(rows, append(total, strconv.Itoa(count)))
+	rows = append(rows, append(total, strconv.Itoa(count), strconv.Itoa(viols)))
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err
 	}
@@ -233,6 +261,7 @@ type reportDoc struct {
 	TotalSeconds int64            `json:"total_seconds"`
 	GPUHours     float64          `json:"gpu_hours"`
 	Reservations int              `json:"reservations"`
+	Violations   int              `json:"violations"`
 }
 
 type jsonUserUsage struct {
@@ -241,6 +270,7 @@ type jsonUserUsage struct {
 	TotalSeconds int64            `json:"total_seconds"`
 	GPUHours     float64          `json:"gpu_hours"`
 	Reservations int              `json:"reservations"`
+	Violations   int              `json:"violations"`
 }
 
 func kindSeconds() map[string]int64 {
@@ -256,7 +286,7 @@ func (r report) json() reportDoc {
 	doc := reportDoc{Version: jsonVersion, Days: r.days, Start: jsonTime(r.start), End: jsonTime(r.end),
 		Nodes: nonNil(r.nodes), Users: []jsonUserUsage{}, Seconds: kindSeconds()}
 	for _, u := range r.users {
-		ju := jsonUserUsage{User: u.user, Seconds: kindSeconds(), Reservations: u.reservations}
+		ju := jsonUserUsage{User: u.user, Seconds: kindSeconds(), Reservations: u.reservations, Violations: u.violations}
 		for _, k := range allocator.Kinds {
 			s := u.ms[k] / 1000
 			ju.Seconds[string(k)] = s
@@ -266,6 +296,7 @@ func (r report) json() reportDoc {
 		ju.GPUHours = hours(ju.TotalSeconds)
 		doc.TotalSeconds += ju.TotalSeconds
 		doc.Reservations += u.reservations
+		doc.Violations += u.violations
 		doc.Users = append(doc.Users, ju)
 	}
 	doc.GPUHours = hours(doc.TotalSeconds)
