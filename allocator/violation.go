@@ -16,6 +16,7 @@ type ViolationRecord struct {
 	User      string             `json:"user"`             // the offender; "" when no process could be named
 	Holder    string             `json:"holder,omitempty"` // the reservation's user
 	JobID     string             `json:"job_id,omitempty"` // the reservation's job
+	Model     string             `json:"model,omitempty"`  // guessed from the command lines; the offender's text
 	Processes []ViolationProcess `json:"processes"`
 	FirstSeen time.Time          `json:"first_seen"`
 	LastSeen  time.Time          `json:"last_seen"`

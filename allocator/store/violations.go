@@ -46,6 +46,7 @@ type Sighting struct {
 	User      string
 	Holder    string
 	JobID     string
+	Model     string
 	Processes []allocator.ViolationProcess
 	Kill      []allocator.ViolationProcess
 }
@@ -68,6 +69,7 @@ type wireSighting struct {
 	U    string                       `json:"u"`
 	H    string                       `json:"h"`
 	J    string                       `json:"j"`
+	M    string                       `json:"m"`
 	P    []allocator.ViolationProcess `json:"p"`
 	Kill [][2]uint64                  `json:"kill"`
 }
@@ -101,6 +103,7 @@ type wireViolation struct {
 	U string                              `json:"u"`
 	H string                              `json:"h"`
 	J string                              `json:"j"`
+	M string                              `json:"m"`
 	F int64                               `json:"f"`
 	L int64                               `json:"l"`
 	P luaList[allocator.ViolationProcess] `json:"p"`
@@ -133,7 +136,7 @@ func (s *Store) RecordViolations(ctx context.Context, run ViolationRun) ([]Viola
 			return nil, &allocator.InputError{Field: "violation", Value: x.Kind + " " + x.GPU + " " + x.User,
 				Accepted: "kind, GPU and user without '|'"}
 		}
-		ws := wireSighting{K: x.Kind, G: x.GPU, I: x.Index, U: x.User, H: x.Holder, J: x.JobID,
+		ws := wireSighting{K: x.Kind, G: x.GPU, I: x.Index, U: x.User, H: x.Holder, J: x.JobID, M: x.Model,
 			P: append([]allocator.ViolationProcess{}, x.Processes...), Kill: [][2]uint64{}}
 		for _, p := range x.Kill {
 			ws.Kill = append(ws.Kill, [2]uint64{uint64(p.PID), p.Start})
@@ -173,7 +176,7 @@ func (w wireViolation) record(node, id string) allocator.ViolationRecord {
 	if strings.Count(id, "|") == 2 { // the open record: its id ends with its first sighting
 		id += "|" + strconv.FormatInt(w.F, 10)
 	}
-	r := allocator.ViolationRecord{ID: id, Node: node, Kind: w.K, GPU: w.G, Index: w.I, User: w.U, Holder: w.H, JobID: w.J,
+	r := allocator.ViolationRecord{ID: id, Node: node, Kind: w.K, GPU: w.G, Index: w.I, User: w.U, Holder: w.H, JobID: w.J, Model: w.M,
 		Processes: append([]allocator.ViolationProcess{}, w.P...), FirstSeen: msTime(w.F), LastSeen: msTime(w.L),
 		Actions: []allocator.ViolationAction{}}
 	for _, a := range w.A {

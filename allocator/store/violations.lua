@@ -8,7 +8,8 @@
 -- ARGV[1] the run as JSON: now (ms, the node's clock), gap (ms: a record
 -- not seen for longer is closed), steps ({a, after} in order), renotify
 -- (ms), kills_per_hour, max_age (ms), max_records, seen: the sightings
--- {k, g, i, u, h, j, p = {{pid, name, start}}, kill = {{pid, start}}}.
+-- {k, g, i, u, h, j, m (model guess), p = {{pid, name, start}},
+-- kill = {{pid, start}}}.
 --
 -- A record's id is "kind|gpu|user|first seen"; the open record of a
 -- (kind, gpu, user) is stored under "kind|gpu|user" until it is closed.
@@ -67,6 +68,7 @@ for _, s in ipairs(run.seen) do
     rec = {k = s.k, g = s.g, u = s.u, f = now, p = {}, a = {}}
   end
   rec.i, rec.h, rec.j, rec.l = s.i, s.h, s.j, math.max(rec.l or now, now)
+  if s.m ~= '' then rec.m = s.m end
   local known = {}
   for _, p in ipairs(rec.p) do known[p.pid .. ':' .. (p.start or 0)] = true end
   for _, p in ipairs(s.p) do

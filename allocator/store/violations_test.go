@@ -18,7 +18,7 @@ func violationRun(now time.Time, pids ...int) ViolationRun {
 	run := ViolationRun{Now: now, Gap: 2 * time.Hour, Renotify: time.Hour, KillsPerHour: 2,
 		MaxAge: 24 * time.Hour, MaxRecords: 100,
 		Steps: []ViolationStep{{Action: "notify"}, {Action: "kill", After: 10 * time.Minute}}}
-	s := Sighting{Kind: "unreserved", GPU: uuid(0), User: "bob"}
+	s := Sighting{Kind: "unreserved", GPU: uuid(0), User: "bob", Model: "meta-llama/Llama-3.1-8B"}
 	for _, pid := range pids {
 		p := allocator.ViolationProcess{PID: pid, Name: "python3", Start: uint64(1000 + pid)}
 		s.Processes = append(s.Processes, p)
@@ -83,6 +83,7 @@ func TestRecordViolations(t *testing.T) {
 	}
 	require.Equal(t, []string{"notify", "kill", "kill_limited", "notify", "kill"}, what)
 	require.Equal(t, s.node, recs[0].Node)
+	require.Equal(t, "meta-llama/Llama-3.1-8B", recs[0].Model)
 	require.Equal(t, p.Record.ID, recs[0].ID)
 
 	// Not seen for longer than the gap: the next sighting is a new record.

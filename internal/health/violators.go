@@ -60,7 +60,7 @@ func (c *check) violators(ctx context.Context, vs []Violation) ([]Action, []Viol
 		run.Steps = append(run.Steps, store.ViolationStep{Action: a, After: cfg.After(a)})
 	}
 	for _, s := range sights {
-		x := store.Sighting{Kind: string(s.v.Kind), GPU: s.v.UUID, Index: s.v.GPU, User: s.user}
+		x := store.Sighting{Kind: string(s.v.Kind), GPU: s.v.UUID, Index: s.v.GPU, User: s.user, Model: s.v.Model}
 		if r := s.v.Reservation; r != nil {
 			x.Holder, x.JobID = r.User, r.JobID
 		}
