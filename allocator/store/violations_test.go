@@ -128,3 +128,28 @@ func TestRecordViolationsCount(t *testing.T) {
 	require.Equal(t, uuid(2), recs[0].GPU)
 	require.Equal(t, uuid(3), recs[1].GPU)
 }
+
+// TestViolationsRoles: only the admin credential (the health check's)
+// records violations; the CLI's and the monitor's read them, and their
+// attempts to record change nothing.
+func TestViolationsRoles(t *testing.T) {
+	ctx := context.Background()
+	own := startWithRoles(t)
+	admin, _ := batchSetup(t, own, "n1")
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	_, err := admin.RecordViolations(ctx, violationRun(t0, 10))
+	require.NoError(t, err)
+	for _, r := range []Role{RoleCLI, RoleMonitor} {
+		s := openAs(t, own, r, "n1", Options{})
+		recs, err := s.Violations(ctx, time.Time{})
+		require.NoError(t, err, r)
+		require.Len(t, recs, 1, r)
+		all, err := s.AllViolations(ctx, time.Time{})
+		require.NoError(t, err, r)
+		require.Len(t, all, 1, r)
+		before := dumpAll(t, own)
+		_, err = s.RecordViolations(ctx, violationRun(t0.Add(time.Hour), 11))
+		require.ErrorIs(t, err, allocator.ErrNotPermitted, r)
+		require.Equal(t, before, dumpAll(t, own), r)
+	}
+}
