@@ -75,6 +75,10 @@ func (c *check) violators(ctx context.Context, vs []Violation) ([]Action, []Viol
 		run.Seen = append(run.Seen, x)
 	}
 	plans, err := c.deps.Store.RecordViolations(ctx, run)
+	if errors.Is(err, allocator.ErrNotPermitted) {
+		// Run by someone without root's credential: the check only reads.
+		return []Action{{What: "skip", Message: "violations not recorded and no one told or stopped: this credential may not write them"}}, vs
+	}
 	if err != nil {
 		// Nothing recorded, nothing claimed: no one is told or stopped,
 		// and the node is marked as it was before there were steps.
