@@ -93,8 +93,7 @@ func (Notifier) write(line string, uid int, text []byte) error {
 	if err != nil {
 		return err
 	}
-	f := os.NewFile(uintptr(fd), line)
-	defer f.Close()
+	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return err
@@ -102,9 +101,10 @@ func (Notifier) write(line string, uid int, text []byte) error {
 	if st.Mode&unix.S_IFMT != unix.S_IFCHR || int(st.Uid) != uid || st.Mode&0o020 == 0 {
 		return errNotTerminal
 	}
-	// Non-blocking: a terminal that is not read (a stopped ssh client)
-	// must not hold up the health check.
-	_, err = f.Write(text)
+	// A plain write on the non-blocking descriptor (not an os.File, whose
+	// poller would wait): a terminal that is not read (a stopped ssh
+	// client) must not hold up the health check.
+	_, err = unix.Write(fd, text)
 	return err
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"canhazgpu/internal/accounttest"
 	"canhazgpu/internal/termnotify/utmptest"
@@ -50,6 +51,27 @@ func TestNotify(t *testing.T) {
 	for _, s := range []*utmptest.Session{mesgN, notTheirs, other} {
 		require.Empty(t, s.Sent(t))
 	}
+}
+
+// TestNotifyUnreadTerminal: a terminal nobody reads, its buffer full, is
+// skipped at once instead of holding the caller up.
+func TestNotifyUnreadTerminal(t *testing.T) {
+	accounttest.Ensure(t, "chgnotify1")
+	utmp := filepath.Join(t.TempDir(), "utmp")
+	s := utmptest.Login(t, utmp, "chgnotify1", uidOf(t, "chgnotify1"), 0o620)
+	fd, err := unix.Open("/dev/"+s.Line, unix.O_WRONLY|unix.O_NOCTTY|unix.O_NONBLOCK, 0)
+	require.NoError(t, err)
+	defer unix.Close(fd)
+	chunk := make([]byte, 4096)
+	for {
+		if _, err := unix.Write(fd, chunk); err != nil {
+			require.ErrorIs(t, err, unix.EAGAIN)
+			break
+		}
+	}
+	n, err := Notifier{Utmp: utmp}.Notify("chgnotify1", "hello")
+	require.NoError(t, err)
+	require.Zero(t, n)
 }
 
 // TestNotifyNoSessions: no sessions, or no utmp at all, is no error.
