@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"canhazgpu/allocator"
@@ -268,9 +269,18 @@ func (c *check) runExec(ctx context.Context, s sighting, rec allocator.Violation
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"}
 	cmd.Dir = "/"
 	cmd.Stdin = bytes.NewReader(in)
+	// Its own process group, killed whole at the timeout, and no wait for
+	// a child left holding the output: no command of the site's outlives
+	// or holds up the check.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
 	var outBuf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &outBuf, &outBuf
 	err = cmd.Run()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("no end within %s", config.Duration(cfg.ExecTimeout))
+	}
 	output := strings.Join(strings.Fields(outBuf.String()), " ")
 	if len(output) > maxExecOutput {
 		output = output[:maxExecOutput] + "…"

@@ -5,12 +5,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"canhazgpu/allocator"
 	"canhazgpu/internal/jobstate"
@@ -262,4 +264,32 @@ type changing struct{ *fakeProcs }
 func (c *changing) Stop(ctx context.Context, pid int, want procstop.Identity, wait time.Duration) (string, error) {
 	want.Start++
 	return c.fakeProcs.Stop(ctx, pid, want, wait)
+}
+
+// TestViolatorsExecTimeout: a site command that does not end is killed,
+// with what it started, at exec_timeout, and the run goes on.
+func TestViolatorsExecTimeout(t *testing.T) {
+	n, deps, _, _, _ := violatorsNode(t, map[string]string{"violations.actions": `["exec"]`, "violations.exec_after": "0",
+		"violations.exec_timeout": "1s"})
+	pidFile := filepath.Join(n.dir, "child")
+	require.NoError(t, os.WriteFile(n.settings["violations.exec"],
+		[]byte("#!/bin/sh\nsleep 60 &\necho $! > "+pidFile+"\nexec sleep 60\n"), 0o755))
+	r := Run(context.Background(), deps)
+	require.Equal(t, StatusViolations, r.Status, r.Error)
+	require.Contains(t, r.Actions[0].Message, "no end within 1s")
+	data, err := os.ReadFile(pidFile)
+	require.NoError(t, err)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	require.NoError(t, err)
+	// The child was killed with the command: it ends (a pidfd turns
+	// readable), without anyone signalling it again.
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err == nil {
+		defer unix.Close(fd)
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 30000)
+		require.NoError(t, err)
+		require.Equal(t, 1, n, "the command's child ended")
+	} else {
+		require.ErrorIs(t, err, unix.ESRCH)
+	}
 }
