@@ -76,6 +76,10 @@ func ACLRules(role Role) (string, error) {
 		for _, k := range []string{all.gpus, all.bres, all.flags, all.policy, registryKey} {
 			keys = append(keys, "%R~"+k)
 		}
+		// Violations are the health check's to write, anyone's to read.
+		for _, k := range []string{all.viol, all.violt} {
+			keys = append(keys, "%R~"+k)
+		}
 	case RoleMonitor:
 		cmds = slices.Concat(clientCommands, []string{"fcall_ro"}, readCommands)
 		keys = []string{"%R~" + prefix + "*"}

@@ -21,12 +21,17 @@ const registryKey = prefix + "nodes"
 type nodeKeys struct {
 	base                                                       string
 	gpus, res, bres, mru, hist, meta, q, qe, qx, flags, policy string
+	// viol: the violation records by id; violt: their ids by last seen;
+	// kills: the processes the health check killed, by time, for its
+	// hourly limit. Written by the health check only.
+	viol, violt, kills string
 }
 
 func keysFor(node string) nodeKeys {
 	b := prefix + "{" + node + "}:"
 	return nodeKeys{base: b, gpus: b + "gpus", res: b + "res", bres: b + "bres", mru: b + "mru",
-		hist: b + "hist", meta: b + "meta", q: b + "q", qe: b + "qe", qx: b + "qx", flags: b + "flags", policy: b + "policy"}
+		hist: b + "hist", meta: b + "meta", q: b + "q", qe: b + "qe", qx: b + "qx", flags: b + "flags", policy: b + "policy",
+		viol: b + "viol", violt: b + "violt", kills: b + "kills"}
 }
 
 // reply is where the reply to one request id is kept, so a retry returns

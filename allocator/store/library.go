@@ -39,8 +39,12 @@ var (
 	idleOp      = &op{name: "idle"}
 	keepAliveOp = &op{name: "keep_alive"}
 
+	violationsOp     = &op{name: "violations"}
+	violationsReadOp = &op{name: "violations_read", readOnly: true}
+
 	// ops is every operation, in the library's order.
-	ops     = []*op{allocateOp, renewOp, releaseOp, registerOp, snapshotOp, enqueueOp, queueBeatOp, leaveOp, flagsOp, forgetOp, holdJobOp, idleOp, keepAliveOp}
+	ops = []*op{allocateOp, renewOp, releaseOp, registerOp, snapshotOp, enqueueOp, queueBeatOp, leaveOp, flagsOp, forgetOp,
+		holdJobOp, idleOp, keepAliveOp, violationsOp, violationsReadOp}
 	library = buildLibrary(ops)
 )
 

@@ -5,7 +5,7 @@ _canhazgpu() {
 	local cur prev cmd="" dash=0 i
 	cur=${COMP_WORDS[COMP_CWORD]}
 	prev=${COMP_WORDS[COMP_CWORD-1]}
-	local commands="status run reserve release queue report web admin version help"
+	local commands="status run reserve release queue report violations web admin version help"
 	local global="--config --redis-url --node --memory-threshold --gpu-provider --fake-file --help"
 
 	# The command is the first word that is neither a flag nor a flag's value.
@@ -54,6 +54,7 @@ _canhazgpu() {
 	release) flags="--gpu-ids --user" ;;
 	queue) flags="--json" ;;
 	report) flags="--days --json" ;;
+	violations) flags="--days --user --all-nodes --json" ;;
 	web) flags="--listen --tls-cert --tls-key --auth-file --insecure" ;;
 	admin) flags="--register --gpus --force --release --gpu-ids --user --acl --check-config --forget-node" ;;
 	version) flags="" ;;

@@ -37,6 +37,7 @@ func commands() []*command {
 		releaseCommand(),
 		queueCommand(),
 		reportCommand(),
+		violationsCommand(),
 		webCommand(),
 		adminCommand(),
 		versionCommand(),

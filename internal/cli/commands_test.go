@@ -359,11 +359,18 @@ func TestReportCountsTheWindowOnly(t *testing.T) {
 		{"dave", allocator.KindManual, now.Add(-h(4)), now, now.Add(-h(1.5))},                            // held now, idle for the last 1.5h
 	}
 	rep := buildReport(start, now, 7, []string{"n1", "n2"}, spans)
+	// bob's two violations; erin's, who reserved nothing; one whose user
+	// no process named.
+	rep.addViolations([]allocator.ViolationRecord{{User: "bob"}, {User: "erin"}, {User: "bob"}, {User: ""}})
 	var b strings.Builder
 	require.NoError(t, rep.write(&b))
 	golden(t, "report/window.golden", []byte(b.String()))
 
 	doc := rep.json()
+	require.Equal(t, 3, doc.Violations)
+	require.Equal(t, "erin", doc.Users[4].User)
+	require.Equal(t, 1, doc.Users[4].Violations)
+	require.Equal(t, int64(0), doc.Users[4].TotalSeconds)
 	require.Equal(t, int64(4*3600), doc.Users[0].TotalSeconds)
 	require.Equal(t, "dave", doc.Users[0].User)
 	var sum int64
@@ -382,7 +389,7 @@ func TestReportCountsTheWindowOnly(t *testing.T) {
 	for _, u := range doc.Users {
 		used[u.User] = u.UsedSeconds
 	}
-	require.Equal(t, map[string]int64{"alice": 2 * 3600, "bob": 1800, "carol": 20, "dave": 2.5 * 3600}, used)
+	require.Equal(t, map[string]int64{"alice": 2 * 3600, "bob": 1800, "carol": 20, "dave": 2.5 * 3600, "erin": 0}, used)
 	require.Equal(t, int64(2*3600+1800+20+2.5*3600), doc.UsedSeconds)
 }
 

@@ -119,6 +119,11 @@ func reportOf(ctx context.Context, st *store.Store, days int) (report, error) {
 		}
 	}
 	rep := buildReport(start, now, days, nodes, spans)
+	viols, err := st.AllViolations(ctx, start)
+	if err != nil {
+		return report{}, err
+	}
+	rep.addViolations(viols)
 	return rep, nil
 }
 
@@ -129,6 +134,7 @@ type userUsage struct {
 	idleMS       int64                    // of that, known idle (see span.idleFrom)
 	reservations int
 	daily        map[string]map[allocator.Kind]int64 // ms per UTC date (2006-01-02), for the dashboard's chart
+	violations   int                                 // records of the health check seen in the window
 }
 
 type report struct {
@@ -181,6 +187,27 @@ func buildReport(start, end time.Time, days int, nodes []string, spans []span) r
 	return rep
 }
 
+// addViolations counts each user's violation records; a user with
+// violations and no reservations gets a row of their own.
+func (r *report) addViolations(recs []allocator.ViolationRecord) {
+	by := map[string]*userUsage{}
+	for _, u := range r.users {
+		by[u.user] = u
+	}
+	for _, v := range recs {
+		if v.User == "" {
+			continue // no process to name anyone by
+		}
+		u := by[v.User]
+		if u == nil {
+			u = &userUsage{user: v.User, ms: map[allocator.Kind]int64{}}
+			by[v.User] = u
+			r.users = append(r.users, u)
+		}
+		u.violations++
+	}
+}
+
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
@@ -222,10 +249,10 @@ func (r report) write(w io.Writer) error {
 	for _, k := range allocator.Kinds {
 		header = append(header, strings.ToUpper(string(k)))
 	}
-	header = append(header, "RESERVATIONS")
+	header = append(header, "RESERVATIONS", "VIOLATIONS")
 	totals := make([]int64, len(allocator.Kinds))
 	var grand, grandUsed int64
-	count := 0
+	count, viols := 0, 0
 	var rows [][]string
 	for _, u := range r.users {
 		row := []string{u.user, "", ""}
@@ -238,17 +265,18 @@ func (r report) write(w io.Writer) error {
 		}
 		used := max(sum-centiHours(u.idleMS), 0)
 		row[1], row[2] = formatCenti(sum), formatCenti(used)
-		row = append(row, strconv.Itoa(u.reservations))
+		row = append(row, strconv.Itoa(u.reservations), strconv.Itoa(u.violations))
 		grand += sum
 		grandUsed += used
 		count += u.reservations
+		viols += u.violations
 		rows = append(rows, row)
 	}
 	total := []string{"TOTAL", formatCenti(grand), formatCenti(grandUsed)}
 	for _, t := range totals {
 		total = append(total, formatCenti(t))
 	}
-	rows = append(rows, append(total, strconv.Itoa(count)))
+	rows = append(rows, append(total, strconv.Itoa(count), strconv.Itoa(viols)))
 	if _, err := io.WriteString(w, b.String()); err != nil {
 		return err
 	}
@@ -267,6 +295,7 @@ type reportDoc struct {
 	UsedSeconds  int64            `json:"used_seconds"`
 	GPUHours     float64          `json:"gpu_hours"`
 	Reservations int              `json:"reservations"`
+	Violations   int              `json:"violations"`
 }
 
 type jsonUserUsage struct {
@@ -276,6 +305,7 @@ type jsonUserUsage struct {
 	UsedSeconds  int64            `json:"used_seconds"` // total_seconds less what the idle clock knows was idle
 	GPUHours     float64          `json:"gpu_hours"`
 	Reservations int              `json:"reservations"`
+	Violations   int              `json:"violations"`
 	Daily        []jsonDayUsage   `json:"daily"` // the days with use, oldest first
 }
 
@@ -322,7 +352,8 @@ func (r report) json() reportDoc {
 	doc := reportDoc{Version: jsonVersion, Days: r.days, Start: jsonTime(r.start), End: jsonTime(r.end),
 		Nodes: nonNil(r.nodes), Users: []jsonUserUsage{}, Seconds: kindSeconds()}
 	for _, u := range r.users {
-		ju := jsonUserUsage{User: u.user, Seconds: kindSeconds(), Reservations: u.reservations, Daily: u.dailyJSON()}
+		ju := jsonUserUsage{User: u.user, Seconds: kindSeconds(), Reservations: u.reservations, Violations: u.violations,
+			Daily: u.dailyJSON()}
 		for _, k := range allocator.Kinds {
 			s := u.ms[k] / 1000
 			ju.Seconds[string(k)] = s
@@ -334,6 +365,7 @@ func (r report) json() reportDoc {
 		doc.TotalSeconds += ju.TotalSeconds
 		doc.UsedSeconds += ju.UsedSeconds
 		doc.Reservations += u.reservations
+		doc.Violations += u.violations
 		doc.Users = append(doc.Users, ju)
 	}
 	doc.GPUHours = hours(doc.TotalSeconds)

@@ -52,7 +52,10 @@ type Config struct {
 	PBS     PBSConfig
 	Health  HealthConfig
 	Idle    IdleConfig
-	File    string // the system file that was read ("" if none)
+	// Violations drives what the health check does to the people behind a
+	// violation (violations.go).
+	Violations ViolationsConfig
+	File       string // the system file that was read ("" if none)
 }
 
 // RedisConfig is how to reach the store. SentinelMaster with SentinelAddrs
@@ -222,6 +225,7 @@ func defaults() Config {
 			ManualReleaseAfter: 2 * time.Hour,
 			RunWarnAfter:       30 * time.Minute,
 		},
+		Violations: violationsDefaults(),
 	}
 }
 
@@ -285,6 +289,9 @@ func Load(opts Options) (*Config, error) {
 		return nil, err
 	}
 	if err := l.checkCombinations(); err != nil {
+		return nil, err
+	}
+	if err := l.checkViolations(); err != nil {
 		return nil, err
 	}
 	if l.cfg.Node == "" {

@@ -78,6 +78,8 @@ func TestDefaults(t *testing.T) {
 			ManualReleaseAfter: 2 * time.Hour,
 			RunWarnAfter:       30 * time.Minute,
 		},
+		Violations: ViolationsConfig{KillAfter: 10 * time.Minute, RenotifyEvery: time.Hour, KillWait: 10 * time.Second,
+			KillsPerHour: 10, ExecTimeout: 10 * time.Second, UtmpFile: "/run/utmp"},
 	}, cfg)
 }
 

@@ -43,7 +43,7 @@ func (s setting) envVar() string {
 
 // sections are the accepted tables, in the order of the example config.
 // [output] has no keys yet; it is accepted so that user files may carry it.
-var sections = []string{"redis", "gpu", "reserve", "run", "queue", "output", "admin", "history", "slurm", "pbs", "health", "idle"}
+var sections = []string{"redis", "gpu", "reserve", "run", "queue", "output", "admin", "history", "slurm", "pbs", "health", "idle", "violations"}
 
 // userKey marks a setting an ordinary user may set: it shapes only the
 // caller's own requests, never the store, other users or the scheduler.
@@ -132,6 +132,20 @@ var settings = []setting{
 	duration("idle.manual_warn_after", func(c *Config) *time.Duration { return &c.Idle.ManualWarnAfter }),
 	durationOrNever("idle.manual_release_after", func(c *Config) *time.Duration { return &c.Idle.ManualReleaseAfter }),
 	duration("idle.run_warn_after", func(c *Config) *time.Duration { return &c.Idle.RunWarnAfter }),
+
+	list("violations.actions", func(c *Config) *[]string { return &c.Violations.Actions }, checkViolationAction),
+	graceTime("violations.notify_after", func(c *Config) *time.Duration { return &c.Violations.NotifyAfter }),
+	graceTime("violations.exec_after", func(c *Config) *time.Duration { return &c.Violations.ExecAfter }),
+	graceTime("violations.kill_after", func(c *Config) *time.Duration { return &c.Violations.KillAfter }),
+	graceTime("violations.mark_after", func(c *Config) *time.Duration { return &c.Violations.MarkAfter }),
+	duration("violations.renotify_every", func(c *Config) *time.Duration { return &c.Violations.RenotifyEvery }),
+	duration("violations.kill_wait", func(c *Config) *time.Duration { return &c.Violations.KillWait }),
+	count("violations.kills_per_hour", func(c *Config) *int { return &c.Violations.KillsPerHour }),
+	list("violations.kill_exempt_users", func(c *Config) *[]string { return &c.Violations.KillExemptUsers }, checkNotEmpty),
+	list("violations.kill_exempt_commands", func(c *Config) *[]string { return &c.Violations.KillExemptCommands }, checkAbsPath),
+	str("violations.exec", func(c *Config) *string { return &c.Violations.Exec }, checkAbsPathOrEmpty),
+	duration("violations.exec_timeout", func(c *Config) *time.Duration { return &c.Violations.ExecTimeout }),
+	str("violations.utmp_file", func(c *Config) *string { return &c.Violations.UtmpFile }, checkAbsPath),
 }
 
 // lookupSetting finds a key by its dotted name.

@@ -14,6 +14,7 @@ import (
 
 	"canhazgpu/allocator"
 	"canhazgpu/internal/jobstate"
+	"canhazgpu/internal/procstop"
 )
 
 // roundTrips counts what the client sends: each command, and each
@@ -134,6 +135,11 @@ func BenchmarkIdle(b *testing.B) {
 //   - violations: one GPU in unreserved use, the rest as above; action
 //     drain, with Slurm (a stand-in scontrol) already showing the drain, so
 //     the steady state of a node that stays unhealthy: one scontrol call.
+//     The violation is recorded each run.
+//   - violations-steps: as violations, with [violations] actions notify
+//     and kill, the violator already told and within the kill grace: the
+//     steady state of a violation being waited out (processes identified
+//     from a stand-in for /proc).
 //
 // Run: go test -run '^$' -bench BenchmarkRun -benchtime 2s ./internal/health/
 func BenchmarkRun(b *testing.B) {
@@ -141,10 +147,17 @@ func BenchmarkRun(b *testing.B) {
 		name   string
 		action string
 		bad    bool
-	}{{"clean", ActionNone, false}, {"violations", ActionDrain, true}} {
+		steps  bool
+	}{{"clean", ActionNone, false, false}, {"violations", ActionDrain, true, false}, {"violations-steps", ActionDrain, true, true}} {
 		b.Run(tc.name, func(b *testing.B) {
 			n := benchNode(b, tc.action, tc.bad, "boot-now")
+			if tc.steps {
+				n.settings["violations.actions"] = `["notify", "kill"]`
+				n.writeConfig()
+			}
 			deps := n.deps()
+			deps.Processes = &fakeProcs{ids: map[int]procstop.Identity{4242: {UID: 1001, Start: 1, Exe: "/usr/bin/python3"}}}
+			deps.Notify = func(string, string) (int, error) { return 1, nil }
 			if tc.bad {
 				first := Run(context.Background(), deps)
 				require.Equal(b, StatusViolations, first.Status)

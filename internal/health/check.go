@@ -47,6 +47,12 @@ type Deps struct {
 	// (SyslogWarner).
 	Warner Warner
 	Now    func() time.Time // default time.Now
+	// Processes identifies and stops the processes of violations (the
+	// kill action); nil: /proc. Notify writes a line to a user's
+	// terminals (the notify action); nil: the sessions of [violations]
+	// utmp_file.
+	Processes Processes
+	Notify    func(user, message string) (int, error)
 }
 
 type check struct {
@@ -121,7 +127,9 @@ func (c *check) run(ctx context.Context, rep *Report) error {
 	if len(rep.Violations) > 0 {
 		rep.Status = StatusViolations
 	}
-	rep.Actions = append(rep.Actions, c.act(ctx, snap.Flags, rep.Violations)...)
+	steps, marked := c.violators(ctx, rep.Violations)
+	rep.Actions = append(rep.Actions, steps...)
+	rep.Actions = append(rep.Actions, c.act(ctx, snap.Flags, marked)...)
 	idle, acts := c.idle(ctx, gpus, snap.Now)
 	rep.Idle = append(rep.Idle, idle...)
 	rep.Actions = append(rep.Actions, acts...)

@@ -20,8 +20,10 @@ import (
 const helpText = `Usage: canhazgpu-healthcheck [flags]
 
 Check this node's GPUs against the reservations: find GPUs used without a
-reservation or by someone other than their owner, settle what the Slurm and
-PBS hooks left pending, and act per [health] action (none, flag, drain).
+reservation or by someone other than their owner, record them, settle what
+the Slurm and PBS hooks left pending, act on the people behind them per
+[violations] actions (notify, exec, kill) and on the node per [health]
+action (none, flag, drain).
 Exit status: 0 healthy, 1 violations, 2 the node could not be checked.
 
 Flags:

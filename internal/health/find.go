@@ -66,6 +66,9 @@ func newViolation(kind Kind, g usage.GPU, procs []gpu.Process) Violation {
 		Processes: make([]Process, 0, len(procs))}
 	for _, p := range procs {
 		v.Processes = append(v.Processes, reportProcess(p))
+		if v.Model == "" {
+			v.Model = usage.GuessModel(p.Cmdline)
+		}
 	}
 	v.Message = message(v)
 	return v

@@ -170,3 +170,13 @@ func TestReason(t *testing.T) {
 		})
 	}
 }
+
+// TestFindGuessesModel: a violation names the model its processes' command
+// lines name, for the record.
+func TestFindGuessesModel(t *testing.T) {
+	p := proc(4242, "bob", 1001, "", 4096)
+	p.Cmdline = []string{"/usr/bin/python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "meta-llama/Llama-3.1-8B"}
+	vs := Find(classify(nil, 4096, p), nil, allowedUse{}, func(gpu.Process, allocator.Reservation) bool { return true })
+	require.Len(t, vs, 1)
+	require.Equal(t, "meta-llama/Llama-3.1-8B", vs[0].Model)
+}

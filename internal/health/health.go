@@ -43,7 +43,10 @@ type Violation struct {
 	MemoryUsedMB int64                  `json:"memory_used_mb"`
 	Reservation  *allocator.Reservation `json:"reservation,omitempty"`
 	Processes    []Process              `json:"processes"`
-	Message      string                 `json:"message"`
+	// Model is the AI model the offending processes' command lines name
+	// (usage.GuessModel), "" when none does: their owners' text.
+	Model   string `json:"model,omitempty"`
+	Message string `json:"message"`
 }
 
 // Process is a GPU process as the report shows it.

@@ -37,6 +37,10 @@ func (c *check) logReport(rep *Report) {
 			sys.Warning(a.What + ": " + a.Message)
 		case "undrain", "comment":
 			sys.Info(a.What + ": " + a.Message)
+		case "kill", "kill_limited":
+			sys.Warning(a.What + ": " + a.Message)
+		case "notify", "exec":
+			sys.Info(a.What + ": " + a.Message)
 		}
 	}
 }

@@ -84,7 +84,7 @@ func TestBadInputs(t *testing.T) {
 		code int
 		want string // part of the error line
 	}{
-		{"", []string{"frobnicate"}, 2, `unknown command "frobnicate": want one of status, run, reserve, release, queue, report, web, admin, version`},
+		{"", []string{"frobnicate"}, 2, `unknown command "frobnicate": want one of status, run, reserve, release, queue, report, violations, web, admin, version`},
 		{"", []string{}, 2, "no command given: want one of status, run,"},
 		{"", []string{"help", "nope"}, 2, `unknown command "nope"`},
 		{"", []string{"status", "--bogus"}, 2, "unknown flag --bogus for canhazgpu status: want one of --json, --all-nodes,"},
