@@ -43,8 +43,8 @@ type Deps struct {
 	// SyslogPath is the syslog socket the check's findings and changes
 	// also go to; "": the system's (/dev/log), skipped where there is none.
 	SyslogPath string
-	// Warner tells owners about their idle reservations; nil: syslog
-	// (SyslogWarner).
+	// Warner tells owners about their idle reservations; nil: their
+	// terminals (Notify) and syslog.
 	Warner Warner
 	Now    func() time.Time // default time.Now
 	// Processes identifies and stops the processes of violations (the

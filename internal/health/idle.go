@@ -24,19 +24,21 @@ type Warner interface {
 	Warn(ctx context.Context, user, message string) error
 }
 
-// SyslogWarner is the Warner until owners can be reached where they
-// work: the warning goes to syslog, with the check's own lines, naming
-// the owner.
-type SyslogWarner struct {
-	Path string // the syslog socket; "": the system's
-}
+// ownerWarner is the check's Warner: a line on each of the owner's
+// terminals, through the same door as the violations' notify step
+// (internal/termnotify), and the same line in syslog naming the owner,
+// which an admin reads and which is the only trace for an owner with no
+// session on the node.
+type ownerWarner struct{ c *check }
 
-// Warn sends one warning line.
-func (w SyslogWarner) Warn(_ context.Context, user, message string) error {
-	sys := syslogline.Open(w.Path, "canhazgpu-healthcheck")
-	defer sys.Close()
+// Warn logs the warning, then writes it to the owner's terminals; only
+// the terminals can fail.
+func (w ownerWarner) Warn(_ context.Context, user, message string) error {
+	sys := syslogline.Open(w.c.deps.SyslogPath, "canhazgpu-healthcheck")
 	sys.Warning("idle: to " + user + ": " + message)
-	return nil
+	sys.Close()
+	_, err := w.c.notify(user, message)
+	return err
 }
 
 // The values of IdleFinding.What.
@@ -226,5 +228,5 @@ func (c *check) warner() Warner {
 	if c.deps.Warner != nil {
 		return c.deps.Warner
 	}
-	return SyslogWarner{Path: c.deps.SyslogPath}
+	return ownerWarner{c}
 }

@@ -311,17 +311,27 @@ func TestRunIdleWarnerFailureIsReported(t *testing.T) {
 	require.Equal(t, []string{"error: telling alice: no terminal"}, actionsOf(r))
 }
 
-// Without a warner of its own, the check warns through syslog: one line
-// naming the owner at warning, and the release once more at info.
-func TestRunIdleWarnsThroughSyslog(t *testing.T) {
+// Without a warner of its own, the check warns on the owner's terminals
+// and in syslog: one line naming the owner at warning, and the release
+// once more at info.
+func TestRunIdleWarnsOnTerminalsAndSyslog(t *testing.T) {
 	l := syslogtest.Listen(t)
 	n := newTestNode(t, nil)
 	n.util = map[int]int{0: 0}
 	n.gpus(4, nil)
 	n.reserveFor(allocator.KindManual, "alice", 1002, 8*time.Hour, 0)
 	n.ageIdle(2 * time.Hour)
-	r := n.runLogged(l)
+	deps := n.deps()
+	deps.SyslogPath = l.Path
+	var told []string
+	deps.Notify = func(user, message string) (int, error) {
+		told = append(told, user+": "+message)
+		return 1, nil
+	}
+	r := Run(context.Background(), deps)
 	require.Equal(t, []string{"released manual"}, whats(r.Idle))
+	require.Len(t, told, 1, "the owner's terminals get the warning too")
+	require.Regexp(t, `^alice: released manual reservation of GPU 0 by alice on hc\d+: idle for 2h `, told[0])
 	lines := l.Lines(2)
 	require.Len(t, lines, 2)
 	require.Regexp(t, `^<28>.* canhazgpu-healthcheck\[\d+\]: idle: to alice: released manual reservation of GPU 0 by alice on hc\d+: idle for 2h `, lines[0])
