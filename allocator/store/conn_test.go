@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/allocator"
+	"canhazgpu/internal/porttest"
 	"canhazgpu/internal/redistest"
 )
 
@@ -55,7 +56,8 @@ func TestPasswordFromFile(t *testing.T) {
 func TestTLSWithCAFile(t *testing.T) {
 	dir := t.TempDir()
 	ca, cert, key := writeTestPKI(t, dir)
-	port := freeTCPPort(t)
+	port, err := porttest.Free(0)
+	require.NoError(t, err)
 	own, err := redistest.Start(redistest.Options{Args: []string{
 		"--tls-port", fmt.Sprint(port), "--tls-cert-file", cert, "--tls-key-file", key,
 		"--tls-ca-cert-file", ca, "--tls-auth-clients", "no"}})
@@ -91,13 +93,6 @@ func TestBadURLNamesIt(t *testing.T) {
 	_, err := Dial(Conn{URL: "http://user:pw@example:6379"})
 	require.ErrorContains(t, err, `redis url "http://user:***@example:6379"`)
 	require.NotContains(t, err.Error(), ":pw@", "the password is never printed")
-}
-
-func freeTCPPort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // writeTestPKI writes a CA and a server certificate for 127.0.0.1.

@@ -33,7 +33,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -44,6 +43,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"canhazgpu/internal/porttest"
 )
 
 // Options shape the cluster. The zero value gives 8 GPUs, 8 CPUs,
@@ -394,22 +395,16 @@ func (c *Cluster) mungeSocket() string { return c.path("munge", "run", "munge.so
 
 // freePorts finds two free loopback ports for slurmctld and slurmd.
 func freePorts() (int, int, error) {
-	var ports []int
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range 2 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for {
+		ctld, err := porttest.Free(0)
 		if err != nil {
-			return 0, 0, fmt.Errorf("slurmtest: free port: %w", err)
+			return 0, 0, err
 		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		slurmd, err := porttest.Free(0)
+		if err != nil || slurmd != ctld {
+			return ctld, slurmd, err
+		}
 	}
-	return ports[0], ports[1], nil
 }
 
 func (c *Cluster) startAll(limit time.Duration) error {

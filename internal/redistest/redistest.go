@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"canhazgpu/internal/porttest"
 )
 
 // Server is one running redis-server owned by the test binary.
@@ -69,7 +71,7 @@ func Start(opts Options) (*Server, error) {
 	}
 	port := opts.Port
 	if port == 0 {
-		if port, err = freePort(); err != nil {
+		if port, err = porttest.Free(0); err != nil {
 			return nil, err
 		}
 	}
@@ -263,15 +265,6 @@ func (s *Server) Client() *redis.Client {
 	return redis.NewClient(&redis.Options{Network: "unix", Addr: s.Socket})
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("redistest: find free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // Cluster is a set of cluster-mode servers joined into one Redis Cluster.
 type Cluster struct {
 	Servers []*Server
@@ -324,23 +317,12 @@ func StartReplicatedCluster(n, replicas int, opts Options) (*Cluster, error) {
 
 // startClusterNode picks a port whose cluster bus port (+10000) is free too.
 func startClusterNode(opts Options) (*Server, error) {
-	for range 20 {
-		p, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		if p+10000 > 65535 {
-			continue
-		}
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+10000)))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		opts.Cluster, opts.Port = true, p
-		return Start(opts)
+	p, err := porttest.Free(10000)
+	if err != nil {
+		return nil, err
 	}
-	return nil, errors.New("redistest: no free port pair for a cluster node")
+	opts.Cluster, opts.Port = true, p
+	return Start(opts)
 }
 
 // Addrs lists host:port of every node.
@@ -494,7 +476,7 @@ func startSentinel(master, masterAddr, quorum, tuning string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redistest: temp dir: %w", err)
 	}
-	port, err := freePort()
+	port, err := porttest.Free(0)
 	if err != nil {
 		return nil, err
 	}
