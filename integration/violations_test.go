@@ -1,16 +1,12 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -23,33 +19,6 @@ import (
 	"canhazgpu/internal/termnotify/utmptest"
 	"canhazgpu/internal/testreq"
 )
-
-// startAs runs a Python process as account that waits for a signal and
-// returns its PID, printed once it runs.
-func startAs(t *testing.T, account string) int {
-	t.Helper()
-	script := "import os, signal\nprint(os.getpid(), flush=True)\nsignal.pause()\n"
-	cmd := exec.Command("runuser", "-u", account, "--", "python3", "-c", script)
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
-	require.NoError(t, err)
-	pid, err := strconv.Atoi(strings.TrimSpace(line))
-	require.NoError(t, err)
-	t.Cleanup(func() { exec.Command("kill", "-9", strconv.Itoa(pid)).Run() })
-	return pid
-}
-
-func uidOf(t *testing.T, account string) int {
-	t.Helper()
-	u, err := user.Lookup(account)
-	require.NoError(t, err)
-	uid, err := strconv.Atoi(u.Uid)
-	require.NoError(t, err)
-	return uid
-}
 
 // backdateViolations moves the first sighting of every open violation
 // record of node back by d, as if the check had first seen them d ago.
@@ -83,7 +52,7 @@ func TestViolatorNotifiedThenKilled(t *testing.T) {
 	accounttest.Ensure(t, "chgviol")
 	accounttest.Ensure(t, "chgexempt")
 	h := newHost(t)
-	offender, exempt := startAs(t, "chgviol"), startAs(t, "chgexempt")
+	offender, exempt := accounttest.StartWaiting(t, "chgviol", false), accounttest.StartWaiting(t, "chgexempt", false)
 	gpus := fmt.Sprintf(`{"gpus": [{"index": 0, "processes": [{"pid": %d, "used_memory_mb": 4096}]},
 		{"index": 1, "processes": [{"pid": %d, "used_memory_mb": 4096}]}]}`, offender, exempt)
 	fake := filepath.Join(h.dir, "gpus.json")
@@ -94,8 +63,8 @@ func TestViolatorNotifiedThenKilled(t *testing.T) {
 	cfg = append(cfg, fmt.Sprintf("[violations]\nactions = [\"notify\", \"kill\"]\nkill_after = \"10m\"\nkill_wait = \"5s\"\n"+
 		"kill_exempt_users = [\"chgexempt\"]\nutmp_file = %q\n", utmp)...)
 	require.NoError(t, os.WriteFile(h.cfg, cfg, 0o644))
-	session := utmptest.Login(t, utmp, "chgviol", uidOf(t, "chgviol"), 0o620)
-	exemptSession := utmptest.Login(t, utmp, "chgexempt", uidOf(t, "chgexempt"), 0o620)
+	session := utmptest.Login(t, utmp, "chgviol", accounttest.UID(t, "chgviol"), 0o620)
+	exemptSession := utmptest.Login(t, utmp, "chgexempt", accounttest.UID(t, "chgexempt"), 0o620)
 	env := []string{"CANHAZGPU_CONFIG=" + h.cfg}
 
 	r := runProgram(t, "canhazgpu-healthcheck", env)

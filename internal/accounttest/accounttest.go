@@ -4,7 +4,10 @@
 package accounttest
 
 import (
+	"bufio"
 	"os/exec"
+	"os/user"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -51,4 +54,38 @@ func Output(t testing.TB, account, name string, args ...string) string {
 	out, err := Run(account, name, args...)
 	require.NoError(t, err, "%s as %s: %s", name, account, out)
 	return out
+}
+
+// StartWaiting runs a process of the account that waits for a signal
+// (python3; ignoring SIGTERM if told to) and returns its PID once it
+// runs. It is killed at the end of the test if it still runs.
+func StartWaiting(t testing.TB, account string, ignoreTerm bool) int {
+	t.Helper()
+	testreq.Need(t, testreq.Python3)
+	script := "import os, signal\n"
+	if ignoreTerm {
+		script += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+	}
+	script += "print(os.getpid(), flush=True)\nsignal.pause()\n"
+	cmd := exec.Command("runuser", "-u", account, "--", "python3", "-c", script)
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	require.NoError(t, err)
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	require.NoError(t, err)
+	t.Cleanup(func() { exec.Command("kill", "-9", strconv.Itoa(pid)).Run() })
+	return pid
+}
+
+// UID is the account's user id.
+func UID(t testing.TB, account string) int {
+	t.Helper()
+	u, err := user.Lookup(account)
+	require.NoError(t, err)
+	uid, err := strconv.Atoi(u.Uid)
+	require.NoError(t, err)
+	return uid
 }

@@ -226,9 +226,13 @@ func count[T int | int64](name string, field func(*Config) *T) setting {
 // replicas is a number of Redis replicas: 0 (none) up to what one primary
 // can have in practice.
 func replicas(name string, field func(*Config) *int) setting {
-	const want = "must be a whole number of replicas from 0 to 100"
+	return wholeNumber(name, field, 0, 100, "must be a whole number of replicas from 0 to 100")
+}
+
+// wholeNumber is an integer from lo to hi; want says so in errors.
+func wholeNumber(name string, field func(*Config) *int, lo, hi int64, want string) setting {
 	check := func(n int64, shown string) (int, error) {
-		if n < 0 || n > 100 {
+		if n < lo || n > hi {
 			return 0, fmt.Errorf("%s, got %s", want, shown)
 		}
 		return int(n), nil
@@ -288,28 +292,7 @@ func durationOrNever(name string, field func(*Config) *time.Duration) setting {
 // percent is a whole percentage from 1 to 100 (0 would make every GPU
 // busy and switch the feature off by accident).
 func percent(name string, field func(*Config) *int) setting {
-	const want = "must be a whole percentage from 1 to 100"
-	check := func(n int64, shown string) (int, error) {
-		if n < 1 || n > 100 {
-			return 0, fmt.Errorf("%s, got %s", want, shown)
-		}
-		return int(n), nil
-	}
-	fromTOML := func(raw any) (int, error) {
-		n, ok := raw.(int64)
-		if !ok {
-			return 0, fmt.Errorf("%s, got %s", want, describe(raw))
-		}
-		return check(n, describe(raw))
-	}
-	fromText := func(s string) (int, error) {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("%s, got %q", want, s)
-		}
-		return check(n, s)
-	}
-	return define(name, field, fromTOML, fromText, nil)
+	return wholeNumber(name, field, 1, 100, "must be a whole percentage from 1 to 100")
 }
 
 // optionalDuration is a duration where "" means none (stored as 0).

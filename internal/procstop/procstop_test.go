@@ -1,61 +1,30 @@
 package procstop
 
 import (
-	"bufio"
 	"context"
-	"os/exec"
-	"os/user"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/internal/accounttest"
-	"canhazgpu/internal/testreq"
 )
 
 const account = "chgstop"
 
-// start runs a Python process as the test account that waits for a
-// signal, ignoring SIGTERM if told to, and returns its PID, which it
-// prints once it runs.
+// start runs a process of the test account that waits for a signal,
+// ignoring SIGTERM if told to, and returns its PID.
 func start(t *testing.T, ignoreTerm bool) int {
 	t.Helper()
-	testreq.Need(t, testreq.Python3)
 	accounttest.Ensure(t, account)
-	script := "import os, signal\n"
-	if ignoreTerm {
-		script += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-	}
-	script += "print(os.getpid(), flush=True)\nsignal.pause()\n"
-	cmd := exec.Command("runuser", "-u", account, "--", "python3", "-c", script)
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
-	require.NoError(t, err)
-	pid, err := strconv.Atoi(strings.TrimSpace(line))
-	require.NoError(t, err)
-	t.Cleanup(func() { exec.Command("kill", "-9", strconv.Itoa(pid)).Run() })
-	return pid
-}
-
-func accountUID(t *testing.T) int {
-	u, err := user.Lookup(account)
-	require.NoError(t, err)
-	uid, err := strconv.Atoi(u.Uid)
-	require.NoError(t, err)
-	return uid
+	return accounttest.StartWaiting(t, account, ignoreTerm)
 }
 
 func TestIdentify(t *testing.T) {
 	pid := start(t, false)
 	id, err := Procs{}.Identify(pid)
 	require.NoError(t, err)
-	require.Equal(t, accountUID(t), id.UID)
+	require.Equal(t, accounttest.UID(t, account), id.UID)
 	require.False(t, id.Root)
 	require.NotZero(t, id.Start)
 	require.Contains(t, id.Exe, "python3")

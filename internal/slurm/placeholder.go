@@ -8,6 +8,7 @@ import (
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
+	"canhazgpu/allocator/store"
 	"canhazgpu/internal/localnode"
 )
 
@@ -24,28 +25,11 @@ func (h *Hook) placeholder(ctx context.Context, job Job, token int64) (line stri
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.Config.Slurm.Deadline)
 	defer cancel()
-	open := h.OpenStore
-	if open == nil {
-		open = localnode.OpenStore
-	}
-	st, err := open(ctx, h.Config)
+	st, snap, found, err := h.jobGPUsInStore(ctx, job)
 	if err != nil {
 		return "", false
 	}
 	defer st.Close()
-	snap, err := st.Snapshot(ctx)
-	if err != nil {
-		return "", false
-	}
-	// The store's registration names the GPUs by minor: no scan needed.
-	devs := make([]gpu.Device, len(snap.GPUs))
-	for i, g := range snap.GPUs {
-		devs[i] = gpu.Device{UUID: g.UUID, Index: g.Index, Minor: g.Minor}
-	}
-	found, err := Resolve(gpu.VendorOf(h.Config.GPU.Provider), h.Config.Slurm.GresDevices, job.GPUs, devs)
-	if err != nil {
-		return "", false
-	}
 	var user string
 	var names []string
 	for _, d := range found {
@@ -73,27 +57,11 @@ func (h *Hook) newHold(ctx context.Context, job Job, limit time.Duration) (line 
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.Config.Slurm.Deadline)
 	defer cancel()
-	open := h.OpenStore
-	if open == nil {
-		open = localnode.OpenStore
-	}
-	st, err := open(ctx, h.Config)
+	st, _, found, err := h.jobGPUsInStore(ctx, job)
 	if err != nil {
 		return "", false
 	}
 	defer st.Close()
-	snap, err := st.Snapshot(ctx)
-	if err != nil {
-		return "", false
-	}
-	devs := make([]gpu.Device, len(snap.GPUs))
-	for i, g := range snap.GPUs {
-		devs[i] = gpu.Device{UUID: g.UUID, Index: g.Index, Minor: g.Minor}
-	}
-	found, err := Resolve(gpu.VendorOf(h.Config.GPU.Provider), h.Config.Slurm.GresDevices, job.GPUs, devs)
-	if err != nil {
-		return "", false
-	}
 	uuids := make([]string, len(found))
 	names := make([]string, len(found))
 	for i, d := range found {
@@ -109,4 +77,34 @@ func (h *Hook) newHold(ctx context.Context, job Job, limit time.Duration) (line 
 	}
 	return fmt.Sprintf("job %s: placeholder: held %s for %s, as Slurm chose: nothing reserved for the job",
 		job.ID, strings.Join(names, ", "), job.User), true
+}
+
+// jobGPUsInStore opens the store, reads the node's snapshot and finds the
+// GPUs Slurm gave the job among the registered ones: the registration
+// names them by minor, so no scan is needed. On success the caller closes
+// the store.
+func (h *Hook) jobGPUsInStore(ctx context.Context, job Job) (*store.Store, *allocator.Snapshot, []gpu.Device, error) {
+	open := h.OpenStore
+	if open == nil {
+		open = localnode.OpenStore
+	}
+	st, err := open(ctx, h.Config)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	snap, err := st.Snapshot(ctx)
+	if err != nil {
+		st.Close()
+		return nil, nil, nil, err
+	}
+	devs := make([]gpu.Device, len(snap.GPUs))
+	for i, g := range snap.GPUs {
+		devs[i] = gpu.Device{UUID: g.UUID, Index: g.Index, Minor: g.Minor}
+	}
+	found, err := Resolve(gpu.VendorOf(h.Config.GPU.Provider), h.Config.Slurm.GresDevices, job.GPUs, devs)
+	if err != nil {
+		st.Close()
+		return nil, nil, nil, err
+	}
+	return st, snap, found, nil
 }
