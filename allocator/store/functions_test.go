@@ -49,14 +49,14 @@ func TestFunctionsAreLoadedWhenMissing(t *testing.T) {
 	require.Equal(t, []string{"no-writes"}, flags[snapshotOp.function])
 	require.Empty(t, flags[allocateOp.function])
 
-	trips.Store(0)
+	trips.Reset()
 	_, err = s.Register(ctx, fakeGPUs(2), false)
 	require.NoError(t, err)
 	require.Equal(t, int64(2), trips.Load(), "FCALL register, SADD to the registry")
 
 	// Someone flushed the functions: the next operation loads them again.
 	require.NoError(t, s.rdb.FunctionFlush(ctx).Err())
-	trips.Store(0)
+	trips.Reset()
 	_, err = s.Allocate(ctx, manual("alice", 1))
 	require.NoError(t, err)
 	require.Equal(t, int64(3), trips.Load())

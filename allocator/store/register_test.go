@@ -4,14 +4,13 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/allocator"
+	"canhazgpu/internal/redistest"
 )
 
 func TestRegisterKeepsAbsentGPUsUnlessReplacedOrForced(t *testing.T) {
@@ -69,7 +68,7 @@ func TestSnapshotsIsOneRoundTrip(t *testing.T) {
 	trips := countRoundTrips(first)
 	measure := func() ([]string, int64) {
 		t.Helper()
-		trips.Store(0)
+		trips.Reset()
 		snaps, err := first.Snapshots(ctx)
 		require.NoError(t, err)
 		var nodes []string
@@ -85,7 +84,7 @@ func TestSnapshotsIsOneRoundTrip(t *testing.T) {
 	require.Contains(t, nodesBefore, first.Node())
 	var joined []*Store
 	for i := range 20 {
-		s, err := first.ForNode(fmt.Sprintf("many%02d", i))
+		s, err := first.ForNode(fmt.Sprintf("%s-many%02d", first.Node(), i)) // unique to this run of the test
 		require.NoError(t, err)
 		_, err = s.Register(ctx, fakeGPUs(8), false)
 		require.NoError(t, err)
@@ -104,9 +103,9 @@ func TestSnapshotsIsOneRoundTrip(t *testing.T) {
 	require.True(t, forgot)
 	nodesLeft, tripsLeft := measure()
 	require.Equal(t, int64(1), tripsLeft)
-	require.Equal(t, slices.DeleteFunc(slices.Clone(nodesAfter), func(n string) bool { return n == "many03" }), nodesLeft)
+	require.Equal(t, slices.DeleteFunc(slices.Clone(nodesAfter), func(n string) bool { return n == joined[3].Node() }), nodesLeft)
 
-	trips.Store(0)
+	trips.Reset()
 	_, err = first.Snapshot(ctx)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), trips.Load(), "one node: one round trip")
@@ -132,29 +131,7 @@ func TestFirstGrantOnANewNodeRoundTrips(t *testing.T) {
 
 // countRoundTrips counts the client's exchanges with the server: a single
 // command or a whole pipeline is one round trip.
-func countRoundTrips(s *Store) *atomic.Int64 {
-	var n atomic.Int64
-	s.rdb.AddHook(tripHook{&n})
-	return &n
-}
-
-type tripHook struct{ n *atomic.Int64 }
-
-func (tripHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h tripHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-
-func (h tripHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmds)
-	}
-}
+func countRoundTrips(s *Store) *redistest.RoundTrips { return redistest.CountRoundTrips(s.rdb) }
 
 func TestQueueAndFlagsBadInput(t *testing.T) {
 	ctx := context.Background()

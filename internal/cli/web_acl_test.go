@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -95,11 +94,10 @@ func TestWebUsesTheMonitorRole(t *testing.T) {
 func TestWebRefreshIsOneRoundTrip(t *testing.T) {
 	f := registered(t, busyGPUs)
 	h, node := webServer(t, f, alice)
-	var trips atomic.Int64
-	node.Store.Client().AddHook(tripCounter{&trips})
+	trips := redistest.CountRoundTrips(node.Store.Client())
 	for _, path := range []string{"/", "/api/v1/status", "/metrics", "/node/" + f.node} {
 		fetch(t, h, path) // learn the registry
-		trips.Store(0)
+		trips.Reset()
 		code, body := fetch(t, h, path)
 		require.Equal(t, http.StatusOK, code, body)
 		require.Equal(t, int64(1), trips.Load(), path)
@@ -108,29 +106,9 @@ func TestWebRefreshIsOneRoundTrip(t *testing.T) {
 		registered(t, idleGPUs(i+1))
 	}
 	fetch(t, h, "/")
-	trips.Store(0)
+	trips.Reset()
 	fetch(t, h, "/")
 	require.Equal(t, int64(1), trips.Load(), "five more nodes, one round trip")
-}
-
-// tripCounter counts a client's exchanges with the server: one command or
-// one whole pipeline each.
-type tripCounter struct{ n *atomic.Int64 }
-
-func (tripCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-
-func (h tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmds)
-	}
 }
 
 func readFile(t *testing.T, path string) string {

@@ -5,35 +5,16 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/allocator"
 	"canhazgpu/internal/jobstate"
 	"canhazgpu/internal/procstop"
+	"canhazgpu/internal/redistest"
 )
-
-// roundTrips counts what the client sends: each command, and each
-// pipeline once.
-type roundTrips struct{ n atomic.Int64 }
-
-func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmds)
-	}
-}
 
 // benchNode is a node of 8 GPUs with 8 processes each, every GPU held
 // by a running Slurm job whose processes run inside it and whose Prolog
@@ -111,8 +92,7 @@ func BenchmarkIdle(b *testing.B) {
 			n := idleBenchNode(b, tc.busy)
 			deps := n.deps()
 			deps.Warner = &fakeWarner{}
-			hook := &roundTrips{}
-			deps.Store.Client().AddHook(hook)
+			hook := redistest.CountRoundTrips(deps.Store.Client())
 			b.ResetTimer()
 			for b.Loop() {
 				r := Run(context.Background(), deps)
@@ -121,7 +101,7 @@ func BenchmarkIdle(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			b.ReportMetric(float64(hook.n.Load())/float64(b.N), "roundtrips/op")
+			b.ReportMetric(float64(hook.Load())/float64(b.N), "roundtrips/op")
 		})
 	}
 }
@@ -163,8 +143,7 @@ func BenchmarkRun(b *testing.B) {
 				require.Equal(b, StatusViolations, first.Status)
 				n.sc.Show("MIXED+DRAIN", Reason(first.Violations), "")
 			}
-			hook := &roundTrips{}
-			deps.Store.Client().AddHook(hook)
+			hook := redistest.CountRoundTrips(deps.Store.Client())
 			callsBefore := len(n.sc.Calls())
 			b.ResetTimer()
 			for b.Loop() {
@@ -174,7 +153,7 @@ func BenchmarkRun(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			b.ReportMetric(float64(hook.n.Load())/float64(b.N), "roundtrips/op")
+			b.ReportMetric(float64(hook.Load())/float64(b.N), "roundtrips/op")
 			b.ReportMetric(float64(len(n.sc.Calls())-callsBefore)/float64(b.N), "scontrol/op")
 		})
 	}

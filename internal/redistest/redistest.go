@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -542,4 +543,43 @@ func Dump(ctx context.Context, c *redis.Client) (map[string]string, error) {
 		out[k] = v
 	}
 	return out, nil
+}
+
+// RoundTrips counts a client's exchanges with the server: each command,
+// and each whole pipeline once. The HELLO that opens each connection is
+// not counted: every program pays it once, whatever it then does.
+type RoundTrips struct{ n atomic.Int64 }
+
+// CountRoundTrips starts counting c's round trips.
+func CountRoundTrips(c redis.UniversalClient) *RoundTrips {
+	r := &RoundTrips{}
+	c.AddHook(r)
+	return r
+}
+
+// Load is the count so far.
+func (r *RoundTrips) Load() int64 { return r.n.Load() }
+
+// Reset starts the count again from 0.
+func (r *RoundTrips) Reset() { r.n.Store(0) }
+
+// DialHook is part of redis.Hook.
+func (*RoundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+// ProcessHook is part of redis.Hook.
+func (r *RoundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() != "hello" {
+			r.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// ProcessPipelineHook is part of redis.Hook.
+func (r *RoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		r.n.Add(1)
+		return next(ctx, cmds)
+	}
 }

@@ -22,7 +22,7 @@ func TestEpilogReleasesByJob(t *testing.T) {
 	require.Len(t, held, 2)
 	_, err = f.hook(jobEnv("90", "")...).Epilog(ctx) // loads the release script into the server
 	require.NoError(t, err)
-	f.calls.Store(0)
+	f.calls.Reset()
 
 	// SLURM_JOB_GPUS names Slurm's choice, not the GPUs the job got, and
 	// does not matter: the release is by job.
@@ -105,7 +105,7 @@ func TestLeftoverReleaseSettled(t *testing.T) {
 			// is added.
 			_, err = f.hook(jobEnv("99", "")...).Epilog(ctx) // loads the release script into the server
 			require.NoError(t, err)
-			f.calls.Store(0)
+			f.calls.Reset()
 			line, err = f.hook(jobEnv("98", "")...).Epilog(ctx)
 			require.NoError(t, err)
 			require.NotContains(t, line, "settled")

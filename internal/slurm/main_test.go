@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/allocator"
@@ -46,7 +45,7 @@ type fixture struct {
 	node     string
 	cfg      *config.Config
 	st       *store.Store
-	calls    atomic.Int64 // store commands sent by the programs under test
+	calls    redistest.RoundTrips // store round trips of the programs under test
 }
 
 func newFixture(t *testing.T, settings ...string) *fixture {
@@ -109,33 +108,12 @@ func (f *fixture) setBusy(busy ...int) {
 	require.NoError(f.t, os.Rename(tmp, f.fakeFile))
 }
 
-// countingHook counts the store operations a client sends (not the
-// commands a script runs inside the server, nor the connection's HELLO,
-// which every program pays once).
-type countingHook struct{ n *atomic.Int64 }
-
-func (h countingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h countingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if cmd.Name() != "hello" {
-			h.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-func (h countingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmds)
-	}
-}
-
 func (f *fixture) openStore(_ context.Context, cfg *config.Config) (*store.Store, error) {
 	rdb, err := store.Dial(localnode.Conn(cfg.Redis))
 	if err != nil {
 		return nil, err
 	}
-	rdb.AddHook(countingHook{&f.calls})
+	rdb.AddHook(&f.calls)
 	return store.New(rdb, cfg.Redis.URL, cfg.Node, store.Options{})
 }
 

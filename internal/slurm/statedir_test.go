@@ -39,7 +39,7 @@ func TestHooksRefuseUnsafeStateDir(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, tc.spoil(f.stateDir()))
 			before := f.reservations()
-			f.calls.Store(0)
+			f.calls.Reset()
 
 			_, err = f.hook(jobEnv("22", "1")...).Prolog(ctx)
 			require.EqualError(t, err, "job 22: state dir "+f.stateDir()+" "+tc.want)
