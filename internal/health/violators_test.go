@@ -15,8 +15,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"canhazgpu/allocator"
+	"canhazgpu/allocator/store"
 	"canhazgpu/internal/jobstate"
 	"canhazgpu/internal/procstop"
+	"canhazgpu/internal/redistest"
 )
 
 // fakeProcs stands in for /proc and the signals: every PID it knows is
@@ -292,4 +294,44 @@ func TestViolatorsExecTimeout(t *testing.T) {
 	} else {
 		require.ErrorIs(t, err, unix.ESRCH)
 	}
+}
+
+// TestViolatorsWithoutRootsCredential: a check run with the cli role's
+// credential (an admin trying it by hand, or a user) records nothing,
+// tells and stops no one, and says so in one skip action.
+func TestViolatorsWithoutRootsCredential(t *testing.T) {
+	users := map[string]string{}
+	for _, r := range store.Roles {
+		rules, err := store.ACLRules(r)
+		require.NoError(t, err)
+		users[string(r)] = "on >" + string(r) + "-pw " + rules
+	}
+	own, err := redistest.Start(redistest.Options{Users: users})
+	require.NoError(t, err)
+	t.Cleanup(own.Stop)
+	dir := t.TempDir()
+	for _, r := range []store.Role{store.RoleAdmin, store.RoleCLI} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, string(r)), []byte(string(r)+"-pw\n"), 0o600))
+	}
+	n, _, procs, told, now := violatorsNode(t, map[string]string{"redis.url": own.URL(),
+		"redis.username": "admin", "redis.password_file": filepath.Join(dir, "admin"), "violations.notify_after": "0"})
+
+	n.settings["redis.username"], n.settings["redis.password_file"] = "cli", filepath.Join(dir, "cli")
+	n.writeConfig()
+	deps := n.deps()
+	deps.Processes, deps.Notify = procs, told.notify
+	deps.Now = func() time.Time { return *now }
+	r := Run(context.Background(), deps)
+	require.Equal(t, StatusViolations, r.Status)
+	require.Contains(t, actionKinds(r), "skip")
+	require.Empty(t, told.take(), "no one told")
+	require.Empty(t, procs.stops(), "no one stopped")
+
+	admin, err := store.Open(context.Background(), store.Conn{URL: own.URL(), Username: "admin", Password: "admin-pw",
+		DialTimeout: time.Second, OpTimeout: 2 * time.Second}, n.name, store.Options{})
+	require.NoError(t, err)
+	defer admin.Close()
+	recs, err := admin.Violations(context.Background(), time.Time{})
+	require.NoError(t, err)
+	require.Empty(t, recs, "nothing recorded")
 }
