@@ -148,9 +148,7 @@ func (p *nvmlProvider) device(index int) (Device, error) {
 	if d.Processes, d.MIG, err = p.processes(h, total); err != nil {
 		return d, err
 	}
-	if d.Utilization, err = deviceUtilization(h); err != nil {
-		return d, err
-	}
+	d.Utilization = deviceUtilization(h)
 	if len(d.Processes) > 0 {
 		processUtilization(h, d.Processes)
 	}
@@ -158,29 +156,16 @@ func (p *nvmlProvider) device(index int) (Device, error) {
 }
 
 // deviceUtilization is the share of the last sample period (about a
-// second) in which a kernel ran. A GPU that cannot say (MIG mode, vGPU,
-// a driver busy resetting it) is unknown, never idle.
-func deviceUtilization(h nvml.Device) (Utilization, error) {
+// second) in which a kernel ran. A GPU that cannot say (MIG mode, vGPU, a
+// driver busy resetting it, or any other refusal) is unknown, never idle:
+// the figure serves status and the idle clock only, so it must never fail
+// a scan that a Prolog or a grant depends on.
+func deviceUtilization(h nvml.Device) Utilization {
 	u, ret := h.GetUtilizationRates()
-	switch {
-	case ret == nvml.SUCCESS:
-		return Percent(int(u.Gpu)), nil
-	case utilizationUnknown(ret):
-		return Utilization{}, nil
-	default:
-		return Utilization{}, fmt.Errorf("get utilization rates: %w", ret)
+	if ret != nvml.SUCCESS {
+		return Utilization{}
 	}
-}
-
-// utilizationUnknown: answers that mean "no figure for this GPU now"
-// rather than a failing driver; the scan goes on with the GPU unknown.
-func utilizationUnknown(ret nvml.Return) bool {
-	switch ret {
-	case nvml.ERROR_NOT_SUPPORTED, nvml.ERROR_NO_PERMISSION, nvml.ERROR_NO_DATA, nvml.ERROR_NOT_FOUND,
-		nvml.ERROR_FUNCTION_NOT_FOUND, nvml.ERROR_GPU_IS_LOST, nvml.ERROR_IN_USE, nvml.ERROR_RESET_REQUIRED:
-		return true
-	}
-	return false
+	return Percent(int(u.Gpu))
 }
 
 // processUtilization fills each process's share of the GPU from the
