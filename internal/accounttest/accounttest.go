@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"canhazgpu/internal/testreq"
 )
@@ -76,7 +77,14 @@ func StartWaiting(t testing.TB, account string, ignoreTerm bool) int {
 	require.NoError(t, err)
 	pid, err := strconv.Atoi(strings.TrimSpace(line))
 	require.NoError(t, err)
-	t.Cleanup(func() { exec.Command("kill", "-9", strconv.Itoa(pid)).Run() })
+	// Held by a pidfd, so that the cleanup cannot signal another process
+	// that has taken the PID once a test stopped this one.
+	fd, err := unix.PidfdOpen(pid, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+		unix.Close(fd)
+	})
 	return pid
 }
 
