@@ -3,11 +3,9 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"canhazgpu/allocator"
@@ -77,14 +75,8 @@ func (inv *invocation) openWebNode(ctx context.Context) (*config.Config, *localn
 	}
 	switch r := &cfg.Redis; {
 	case r.WebUsername != "" || r.WebPasswordFile != "":
-		r.Username, r.PasswordFile, r.Password = r.WebUsername, "", ""
-		if r.WebPasswordFile != "" {
-			b, err := os.ReadFile(r.WebPasswordFile)
-			if err != nil {
-				return nil, nil, fmt.Errorf("read the dashboard's store credential (redis.web_password_file): %w", err)
-			}
-			r.Password = strings.TrimRight(string(b), "\r\n")
-		}
+		// The store's opener reads the file, as it does any password file.
+		r.Username, r.PasswordFile, r.Password = r.WebUsername, r.WebPasswordFile, ""
 	case !inv.env.User.Root():
 		if err := useCLICredential(cfg, inv.env.CLICredential); err != nil {
 			return nil, nil, err
