@@ -127,9 +127,9 @@ func (c *check) run(ctx context.Context, rep *Report) error {
 	if len(rep.Violations) > 0 {
 		rep.Status = StatusViolations
 	}
-	steps, marked := c.violators(ctx, rep.Violations)
-	rep.Actions = append(rep.Actions, steps...)
-	rep.Actions = append(rep.Actions, c.act(ctx, snap.Flags, marked)...)
+	rep.Actions = append(rep.Actions, c.violators(ctx, rep.Violations, func(marked []Violation) []Action {
+		return c.act(ctx, snap.Flags, marked)
+	})...)
 	idle, acts := c.idle(ctx, gpus, snap.Now)
 	rep.Idle = append(rep.Idle, idle...)
 	rep.Actions = append(rep.Actions, acts...)

@@ -46,11 +46,14 @@ type sighting struct {
 
 // violators records the violations in the store and takes the steps of
 // [violations] actions now due: one store round trip when there are
-// violations, none otherwise. It returns what it did and the violations
-// old enough for [health] action (mark_after).
-func (c *check) violators(ctx context.Context, vs []Violation) ([]Action, []Violation) {
+// violations, none otherwise. mark applies [health] action to the
+// violations old enough for it (mark_after) before any step runs: a
+// kill waits up to kill_wait twice and an exec up to exec_timeout, and
+// the node's flag or drain must not wait behind them, nor be cut off by
+// the check's deadline after them.
+func (c *check) violators(ctx context.Context, vs []Violation, mark func([]Violation) []Action) []Action {
 	if len(vs) == 0 {
-		return nil, vs
+		return mark(vs)
 	}
 	cfg := c.cfg.Violations
 	now := c.deps.Now()
@@ -78,21 +81,18 @@ func (c *check) violators(ctx context.Context, vs []Violation) ([]Action, []Viol
 	plans, err := c.deps.Store.RecordViolations(ctx, run)
 	if errors.Is(err, allocator.ErrNotPermitted) {
 		// Run by someone without root's credential: the check only reads.
-		return []Action{{What: "skip", Message: "violations not recorded and no one told or stopped: this credential may not write them"}}, vs
+		return append(mark(vs), Action{What: "skip", Message: "violations not recorded and no one told or stopped: this credential may not write them"})
 	}
 	if err != nil {
 		// Nothing recorded, nothing claimed: no one is told or stopped,
 		// and the node is marked as it was before there were steps.
-		return []Action{{What: "error", Message: "violations not recorded: " + err.Error()}}, vs
+		return append(mark(vs), Action{What: "error", Message: "violations not recorded: " + err.Error()})
 	}
-	var out []Action
 	due := map[*Violation]bool{}
 	for i, p := range plans {
-		s := sights[i]
 		if !p.Record.FirstSeen.Add(cfg.MarkAfter).After(now) {
-			due[s.v] = true
+			due[sights[i].v] = true
 		}
-		out = append(out, c.takeSteps(ctx, s, p)...)
 	}
 	var marked []Violation
 	for i := range vs {
@@ -100,7 +100,11 @@ func (c *check) violators(ctx context.Context, vs []Violation) ([]Action, []Viol
 			marked = append(marked, vs[i])
 		}
 	}
-	return out, marked
+	out := mark(marked)
+	for i, p := range plans {
+		out = append(out, c.takeSteps(ctx, sights[i], p)...)
+	}
+	return out
 }
 
 // sightings splits the violations by offending user and identifies the
