@@ -32,24 +32,29 @@ func (c *check) settlePlaceholders(ctx context.Context, snap *allocator.Snapshot
 		c.blindTo("placeholder jobs: " + err.Error())
 		return nil, nil
 	}
-	tokens, named := map[int64]bool{}, map[string]bool{}
-	for _, r := range snap.Reservations {
-		if r.Kind.Batch() || r.Queued || !r.Active(snap.Now) {
-			continue
+	alive := map[string]bool{}
+	var orphans []slurm.HoldJob
+	for _, j := range jobs {
+		alive[j.ID] = true
+		// A job still starting may stand for a hold the store learns
+		// only when its Prolog or its salloc returns.
+		if !j.Starting && !standsFor(snap, j) {
+			orphans = append(orphans, j)
 		}
-		tokens[r.Token] = true
-		if r.JobID != "" {
-			named[r.JobID] = true
+	}
+	if len(orphans) > 0 {
+		// The snapshot was read before the jobs were listed: a hold
+		// granted in between, whose salloc was on its way, is in a fresh
+		// read only.
+		fresh, err := c.deps.Store.Snapshot(ctx)
+		if err != nil {
+			return nil, err
 		}
+		orphans = slices.DeleteFunc(orphans, func(j slurm.HoldJob) bool { return standsFor(fresh, j) })
 	}
 	holds := &slurm.Holds{Scancel: c.cfg.Slurm.Holds.Scancel, Scontrol: *sc, Env: c.deps.Env}
 	var out []Settled
-	alive := map[string]bool{}
-	for _, j := range jobs {
-		alive[j.ID] = true
-		if named[j.ID] || (j.Token > 0 && tokens[j.Token]) {
-			continue
-		}
+	for _, j := range orphans {
 		if err := holds.Cancel(ctx, j.ID); err != nil {
 			out = append(out, Settled{What: "unsettled", Kind: allocator.KindSlurm, JobID: j.ID,
 				Message: fmt.Sprintf("placeholder job %s stands for no hold, and cancelling it failed: %v", j.ID, err)})
@@ -85,4 +90,18 @@ func (c *check) settlePlaceholders(ctx context.Context, snap *allocator.Snapshot
 				gpuList(snap, rel.GPUs), r.User, r.Kind, job)})
 	}
 	return out, nil
+}
+
+// standsFor: the placeholder job stands for a live interactive hold of
+// snap, by the job id the hold recorded or the token its comment carries.
+func standsFor(snap *allocator.Snapshot, j slurm.HoldJob) bool {
+	for _, r := range snap.Reservations {
+		if r.Kind.Batch() || r.Queued || !r.Active(snap.Now) {
+			continue
+		}
+		if r.JobID == j.ID || (j.Token > 0 && r.Token == j.Token) {
+			return true
+		}
+	}
+	return false
 }

@@ -223,6 +223,9 @@ type HoldJob struct {
 	ID    string
 	Token int64 // from its comment; 0 when the comment names no hold
 	State string
+	// Starting: pending, or its Prolog has not finished, so the hold it
+	// stands for may not be in the store yet.
+	Starting bool
 }
 
 // HoldJobs lists the placeholder jobs of this node that have not ended:
@@ -243,8 +246,18 @@ func (s *Scontrol) HoldJobs(ctx context.Context) ([]HoldJob, error) {
 }
 
 // parseHoldJobs reads the placeholder jobs of node from `scontrol
-// --oneliner show job`.
+// --oneliner show job`. A job's name or comment may hold a newline, and so
+// a line of the user's making that starts "JobId=" with another job's id:
+// an id that starts more than one line is doubtful and left out, since
+// the real job's own line names it too.
 func parseHoldJobs(out, node string) []HoldJob {
+	starts := map[string]int{}
+	for line := range strings.SplitSeq(out, "\n") {
+		if id, ok := strings.CutPrefix(line, "JobId="); ok {
+			id, _, _ = strings.Cut(id, " ")
+			starts[id]++
+		}
+	}
 	var jobs []HoldJob
 	for line := range strings.SplitSeq(out, "\n") {
 		f := firstFields(line)
@@ -253,7 +266,7 @@ func parseHoldJobs(out, node string) []HoldJob {
 			continue
 		}
 		id, _, _ = strings.Cut(id, " ")
-		if _, err := strconv.ParseUint(id, 10, 64); err != nil {
+		if _, err := strconv.ParseUint(id, 10, 64); err != nil || starts[id] != 1 {
 			continue
 		}
 		if f["NodeList"] != node && f["ReqNodeList"] != node {
@@ -264,7 +277,8 @@ func parseHoldJobs(out, node string) []HoldJob {
 			continue
 		}
 		token, _ := ParseHoldComment(f["Comment"])
-		jobs = append(jobs, HoldJob{ID: id, Token: token, State: st})
+		jobs = append(jobs, HoldJob{ID: id, Token: token, State: st,
+			Starting: st == "PENDING" || st == "CONFIGURING" || f["Reason"] == "Prolog"})
 	}
 	return jobs
 }

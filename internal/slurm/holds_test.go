@@ -115,7 +115,15 @@ func TestParseHoldJobs(t *testing.T) {
 		"JobId=14 JobName=train UserId=eve(1003) JobState=RUNNING Comment=x JobName=canhazgpu-hold NodeList=gpu07 ReqNodeList=gpu07",
 		// A name with spaces dressing a job up: only its own JobId counts.
 		"JobId=15 JobName=canhazgpu-hold JobId=10 UserId=eve(1003) JobState=RUNNING Comment=(null) NodeList=gpu07 ReqNodeList=(null)",
+		// A name with a newline, making a line that poses as job 20's:
+		// job 20's own line names it too, so neither counts.
+		"JobId=16 JobName=x",
+		"JobId=20 JobName=canhazgpu-hold UserId=eve(1003) JobState=RUNNING Comment=(null) NodeList=gpu07 ReqNodeList=gpu07 UserId=eve(1003) JobState=RUNNING NodeList=gpu07",
+		"JobId=20 JobName=train UserId=alice(1002) JobState=RUNNING Comment=(null) NodeList=gpu07 ReqNodeList=gpu07",
+		// Its Prolog still runs: the hold may not be in the store yet.
+		"JobId=21 JobName=canhazgpu-hold UserId=bob(1001) JobState=RUNNING Reason=Prolog Comment=canhazgpu-hold:new:30 NodeList=gpu07 ReqNodeList=gpu07",
 	}, "\n")
-	require.Equal(t, []HoldJob{{ID: "10", Token: 7, State: "RUNNING"}, {ID: "11", State: "PENDING"}, {ID: "15", State: "RUNNING"}},
+	require.Equal(t, []HoldJob{{ID: "10", Token: 7, State: "RUNNING"}, {ID: "11", State: "PENDING", Starting: true},
+		{ID: "15", State: "RUNNING"}, {ID: "21", State: "RUNNING", Starting: true}},
 		parseHoldJobs(out, "gpu07"))
 }
