@@ -12,9 +12,9 @@
 -- active: its GPUs were in use, so its idle clock restarts now.
 -- warned: its owner was told about the idle spell that began then.
 -- release: a manual reservation idle past the site's limit ends, only
--- if it is still idle since the time the decision was made from: a
--- keep-alive or a use seen by another check in between restarted its
--- clock and keeps it.
+-- if every GPU of it is still idle since the time the decision was made
+-- from: a keep-alive or a use seen by another check in between restarted
+-- a clock and keeps the whole grant.
 -- Returns {'ok', "u1,u2" (released)}.
 local k = {res = KEYS[1], mru = KEYS[2], hist = KEYS[3]}
 local req = cjson.decode(ARGV[1])
@@ -47,14 +47,25 @@ for _, e in ipairs(req.warned or {}) do
     redis.call('HSET', k.res, e[1], encode_res(r))
   end
 end
-local released = {}
-local pol
+-- A grant is released whole or not at all: a keep-alive of one of its
+-- GPUs in between keeps every GPU of it, so the owner is never told of a
+-- release that left part of the grant held.
+local kept, judged = {}, {}
 for _, e in ipairs(req.release or {}) do
   local r = live(e[1], e[2])
   if r and r.k == 'manual' and idle_since(r) == e[3] then
+    judged[#judged + 1] = {e[1], r}
+  else
+    kept[e[2]] = true
+  end
+end
+local released = {}
+local pol
+for _, j in ipairs(judged) do
+  if not kept[j[2].t] then
     pol = pol or load_policy(node_key(k.res, 'policy'))
-    free(k, e[1], r, now, 'reclaimed_idle', pol)
-    released[#released + 1] = e[1]
+    free(k, j[1], j[2], now, 'reclaimed_idle', pol)
+    released[#released + 1] = j[1]
   end
 end
 return {'ok', table.concat(released, ',')}

@@ -221,3 +221,26 @@ func TestKeepAliveRacesIdleRelease(t *testing.T) {
 		require.Equal(t, len(kept), len(snap.Reservations))
 	}
 }
+
+// TestApplyIdleReleasesAGrantWholeOrNotAtAll: a keep-alive of one GPU of a
+// two-GPU grant between the decision and the release keeps both, so the
+// owner is never told of a release that left part of the grant held.
+func TestApplyIdleReleasesAGrantWholeOrNotAtAll(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 2)
+	g, err := s.Allocate(ctx, manual("alice", 2))
+	require.NoError(t, err)
+	ageReservations(t, s, 40*time.Minute)
+	decided := held(t, s, g.GPUs...)
+	kept, refused, err := s.KeepAlive(ctx, "alice", g.GPUs[:1])
+	require.NoError(t, err)
+	require.Empty(t, refused)
+	require.Equal(t, g.GPUs[:1], kept)
+
+	released, err := s.ApplyIdle(ctx, IdleUpdate{Release: decided})
+	require.NoError(t, err)
+	require.Empty(t, released)
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Len(t, snap.Reservations, 2, "both GPUs still held")
+}
