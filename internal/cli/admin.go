@@ -200,7 +200,14 @@ func adminRelease(ctx context.Context, env *Env, cfg *config.Config, st *store.S
 		return err
 	}
 	if placeholdersOn(cfg) {
-		cancelPlaceholders(ctx, env, cfg, placeholderJobs(snap, "", done.GPUs))
+		// A member of the admin group is no Slurm operator: scancel
+		// would refuse another user's placeholder, which the health check
+		// cancels once its hold is gone. Root cancels them all.
+		owner := ""
+		if !env.User.Root() {
+			owner = env.User.Name
+		}
+		cancelPlaceholders(ctx, env, cfg, placeholderJobs(snap, owner, done.GPUs))
 	}
 	out := env.Stdout
 	for _, u := range done.GPUs {
