@@ -91,7 +91,7 @@ func BenchmarkIdle(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			n := idleBenchNode(b, tc.busy)
 			deps := n.deps()
-			deps.Warner = &fakeWarner{}
+			deps.Notify = (&notes{}).notify
 			hook := redistest.CountRoundTrips(deps.Store.Client())
 			b.ResetTimer()
 			for b.Loop() {

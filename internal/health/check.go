@@ -43,14 +43,11 @@ type Deps struct {
 	// SyslogPath is the syslog socket the check's findings and changes
 	// also go to; "": the system's (/dev/log), skipped where there is none.
 	SyslogPath string
-	// Warner tells owners about their idle reservations; nil: their
-	// terminals (Notify) and syslog.
-	Warner Warner
-	Now    func() time.Time // default time.Now
+	Now        func() time.Time // default time.Now
 	// Processes identifies and stops the processes of violations (the
 	// kill action); nil: /proc. Notify writes a line to a user's
-	// terminals (the notify action); nil: the sessions of [violations]
-	// utmp_file.
+	// terminals (the notify action, and idle warnings to owners); nil:
+	// the sessions of [violations] utmp_file.
 	Processes Processes
 	Notify    func(user, message string) (int, error)
 }

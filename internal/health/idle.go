@@ -14,32 +14,7 @@ import (
 	"canhazgpu/allocator/store"
 	"canhazgpu/allocator/usage"
 	"canhazgpu/internal/config"
-	"canhazgpu/internal/syslogline"
 )
-
-// Warner tells a reservation's owner about it: that it is idle and when
-// it goes, or that it went. It is the one door from the health check to
-// the person; a failure is reported, never fatal.
-type Warner interface {
-	Warn(ctx context.Context, user, message string) error
-}
-
-// ownerWarner is the check's Warner: a line on each of the owner's
-// terminals, through the same door as the violations' notify step
-// (internal/termnotify), and the same line in syslog naming the owner,
-// which an admin reads and which is the only trace for an owner with no
-// session on the node.
-type ownerWarner struct{ c *check }
-
-// Warn logs the warning, then writes it to the owner's terminals; only
-// the terminals can fail.
-func (w ownerWarner) Warn(_ context.Context, user, message string) error {
-	sys := syslogline.Open(w.c.deps.SyslogPath, "canhazgpu-healthcheck")
-	sys.Warning("idle: to " + user + ": " + message)
-	sys.Close()
-	_, err := w.c.notify(user, message)
-	return err
-}
 
 // The values of IdleFinding.What.
 const (
@@ -216,17 +191,12 @@ func (c *check) idle(ctx context.Context, gpus []usage.GPU, now time.Time) ([]Id
 			continue
 		}
 		out = append(out, f)
-		if err := c.warner().Warn(ctx, f.User, f.Message); err != nil {
+		// The owner's terminals, through the notify step's door; the
+		// report's syslog lines name the owner for one who is not there.
+		if _, err := c.notify(f.User, f.Message); err != nil {
 			acts = append(acts, Action{What: "error", Message: "telling " + f.User + ": " + err.Error()})
 		}
 	}
 	slices.SortStableFunc(out, func(a, b IdleFinding) int { return cmp.Compare(a.GPUs[0], b.GPUs[0]) })
 	return out, acts
-}
-
-func (c *check) warner() Warner {
-	if c.deps.Warner != nil {
-		return c.deps.Warner
-	}
-	return ownerWarner{c}
 }

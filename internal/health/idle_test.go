@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,27 +15,6 @@ import (
 	"canhazgpu/internal/config"
 	"canhazgpu/internal/syslogtest"
 )
-
-// fakeWarner records what the check tells owners, in place of their
-// terminals.
-type fakeWarner struct {
-	mu   sync.Mutex
-	told []string // "user: message"
-	err  error
-}
-
-func (w *fakeWarner) Warn(_ context.Context, user, message string) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.told = append(w.told, user+": "+message)
-	return w.err
-}
-
-func (w *fakeWarner) messages() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]string(nil), w.told...)
-}
 
 func idleConfig(t *testing.T) *config.Config {
 	t.Helper()
@@ -240,10 +218,10 @@ func TestRunIdleReservations(t *testing.T) {
 	}
 	n.reserve(allocator.KindSlurm, "carol", 1004, "42", "boot-now", 3)
 	n.stepSocket("42", "0")
-	w := &fakeWarner{}
+	w := &notes{}
 	run := func() *Report {
 		deps := n.deps()
-		deps.Warner = w
+		deps.Notify = w.notify
 		r := Run(context.Background(), deps)
 		require.Empty(t, r.Error)
 		return r
@@ -257,7 +235,7 @@ func TestRunIdleReservations(t *testing.T) {
 	beat()
 	r = run()
 	require.Equal(t, []string{"warned manual", "warned run"}, whats(r.Idle))
-	told := w.messages()
+	told := w.seen()
 	require.Len(t, told, 2)
 	require.Regexp(t, `^alice: manual reservation of GPUs 0, 1 by alice on hc\d+ idle for 31m .*: released in 1h29m unless used`, told[0])
 	require.Regexp(t, `^bob: run reservation of GPU 2 by bob on hc\d+ idle for 31m`, told[1])
@@ -265,7 +243,7 @@ func TestRunIdleReservations(t *testing.T) {
 	beat()
 	r = run()
 	require.Empty(t, r.Idle, "warned once per spell")
-	require.Len(t, w.messages(), 2)
+	require.Len(t, w.seen(), 2)
 
 	// alice's notebook computes for a moment: her clock restarts.
 	n.util[1] = 40
@@ -292,18 +270,18 @@ func TestRunIdleReservations(t *testing.T) {
 		require.Equal(t, "reclaimed_idle", rec.End)
 		require.Equal(t, "alice", rec.User)
 	}
-	require.Contains(t, w.messages()[len(w.messages())-1], "alice: released manual reservation of GPUs 0, 1 by alice")
+	require.Contains(t, w.seen()[len(w.seen())-1], "alice: released manual reservation of GPUs 0, 1 by alice")
 }
 
 // A warning whose delivery fails is reported; the run goes on.
-func TestRunIdleWarnerFailureIsReported(t *testing.T) {
+func TestRunIdleNotifyFailureIsReported(t *testing.T) {
 	n := newTestNode(t, nil)
 	n.util = map[int]int{0: 0}
 	n.gpus(4, nil)
 	n.reserveFor(allocator.KindManual, "alice", 1002, 8*time.Hour, 0)
 	n.ageIdle(45 * time.Minute)
 	deps := n.deps()
-	deps.Warner = &fakeWarner{err: errors.New("no terminal")}
+	deps.Notify = func(string, string) (int, error) { return 0, errors.New("no terminal") }
 	r := Run(context.Background(), deps)
 	require.Empty(t, r.Error)
 	require.Equal(t, StatusHealthy, r.Status)
@@ -311,9 +289,8 @@ func TestRunIdleWarnerFailureIsReported(t *testing.T) {
 	require.Equal(t, []string{"error: telling alice: no terminal"}, actionsOf(r))
 }
 
-// Without a warner of its own, the check warns on the owner's terminals
-// and in syslog: one line naming the owner at warning, and the release
-// once more at info.
+// The owner is told on their terminals, and syslog has the release once,
+// at info, naming the owner.
 func TestRunIdleWarnsOnTerminalsAndSyslog(t *testing.T) {
 	l := syslogtest.Listen(t)
 	n := newTestNode(t, nil)
@@ -332,8 +309,7 @@ func TestRunIdleWarnsOnTerminalsAndSyslog(t *testing.T) {
 	require.Equal(t, []string{"released manual"}, whats(r.Idle))
 	require.Len(t, told, 1, "the owner's terminals get the warning too")
 	require.Regexp(t, `^alice: released manual reservation of GPU 0 by alice on hc\d+: idle for 2h `, told[0])
-	lines := l.Lines(2)
-	require.Len(t, lines, 2)
-	require.Regexp(t, `^<28>.* canhazgpu-healthcheck\[\d+\]: idle: to alice: released manual reservation of GPU 0 by alice on hc\d+: idle for 2h `, lines[0])
-	require.Regexp(t, `^<30>.* canhazgpu-healthcheck\[\d+\]: idle: released manual reservation of GPU 0 by alice`, lines[1])
+	lines := l.Lines(1)
+	require.Len(t, lines, 1)
+	require.Regexp(t, `^<30>.* canhazgpu-healthcheck\[\d+\]: idle: released manual reservation of GPU 0 by alice on hc\d+: idle for 2h `, lines[0])
 }

@@ -3,8 +3,7 @@ package health
 import "canhazgpu/internal/syslogline"
 
 // logReport sends one syslog line per violation, settled change, idle
-// release, drain, undrain and node comment (idle warnings go through the
-// Warner). Under Slurm the check's output is seen only
+// warning or release, drain, undrain and node comment. Under Slurm the check's output is seen only
 // when it fails (slurmd does not log a successful HealthCheckProgram), so
 // without these lines what it settled and why it drained show nowhere.
 // A run with nothing to tell sends nothing: the check runs every few
@@ -29,6 +28,8 @@ func (c *check) logReport(rep *Report) {
 	for _, f := range rep.Idle {
 		if f.What == IdleReleased {
 			sys.Info("idle: " + f.Message)
+		} else {
+			sys.Warning("idle: to " + f.User + ": " + f.Message)
 		}
 	}
 	for _, a := range rep.Actions {

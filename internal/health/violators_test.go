@@ -69,6 +69,13 @@ func (n *notes) notify(user, msg string) (int, error) {
 	return 1, nil
 }
 
+// seen is what was told so far, kept.
+func (n *notes) seen() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]string(nil), n.got...)
+}
+
 func (n *notes) take() []string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
