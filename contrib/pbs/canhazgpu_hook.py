@@ -218,11 +218,13 @@ def begin(e, cfg, host):
     if job.run_count is not None:
         args += ["--run-count", str(int(job.run_count))]
     rc, msg = run(cfg, command(cfg, "prolog", *args))
-    if rc in (0, 3):
-        # Granted, or refused for GPUs held outside PBS: either way PBS's
-        # count may be behind (a hold began since the last update). MoM
-        # sends a begin hook's vnode changes even when it rejects, so the
-        # scheduler stops placing jobs on GPUs canhazgpu cannot give.
+    if rc == 3:
+        # Refused for GPUs held outside PBS: PBS's count is behind (a hold
+        # began since the last update). MoM sends a begin hook's vnode
+        # changes even when it rejects, so the scheduler stops placing
+        # jobs on GPUs canhazgpu cannot give. A grant needs no update: a
+        # PBS job's GPUs stay in the count (PBS subtracts them itself), and
+        # the periodic and end events catch holds that began elsewhere.
         set_ngpus(e, cfg, host)
     if rc == 0:
         pbs.logmsg(pbs.LOG_DEBUG, msg)
