@@ -6,7 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
+
+	"canhazgpu/internal/metrics"
 )
 
 // WriteMetrics renders the report in the Prometheus text format for
@@ -42,7 +43,7 @@ func WriteMetrics(w io.Writer, r *Report) error {
 			}
 			ew.printf("# HELP %s %s\n# TYPE %s gauge\n", s.name, s.help, s.name)
 			for _, g := range r.GPUs {
-				ew.printf("%s{gpu=\"%d\",uuid=\"%s\"} %d\n", s.name, g.Index, escapeLabel(g.UUID), s.value(g))
+				ew.printf("%s{gpu=\"%d\",uuid=\"%s\"} %d\n", s.name, g.Index, metrics.EscapeLabel(g.UUID), s.value(g))
 			}
 		}
 		// A GPU whose driver does not say has no sample: absent is
@@ -55,7 +56,7 @@ func WriteMetrics(w io.Writer, r *Report) error {
 				ew.printf("# TYPE canhazgpu_gpu_utilization_percent gauge\n")
 			}
 			if g.Utilization.Known {
-				ew.printf("canhazgpu_gpu_utilization_percent{gpu=\"%d\",uuid=\"%s\"} %d\n", g.Index, escapeLabel(g.UUID), g.Utilization.Percent)
+				ew.printf("canhazgpu_gpu_utilization_percent{gpu=\"%d\",uuid=\"%s\"} %d\n", g.Index, metrics.EscapeLabel(g.UUID), g.Utilization.Percent)
 			}
 		}
 	}
@@ -139,10 +140,6 @@ func WriteTextfile(path string, r *Report) error {
 		return fmt.Errorf("prometheus textfile: %w", err)
 	}
 	return nil
-}
-
-func escapeLabel(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s)
 }
 
 func b2i(b bool) int64 {

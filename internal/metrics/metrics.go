@@ -125,7 +125,7 @@ func sample(b *strings.Builder, name string, labels []string, v float64) {
 		}
 		b.WriteString(labels[i])
 		b.WriteString(`="`)
-		b.WriteString(labelEscaper.Replace(labels[i+1]))
+		b.WriteString(EscapeLabel(labels[i+1]))
 		b.WriteByte('"')
 	}
 	b.WriteString("} ")
@@ -133,6 +133,8 @@ func sample(b *strings.Builder, name string, labels []string, v float64) {
 	b.WriteByte('\n')
 }
 
-// labelEscaper escapes a label value as the text format wants: user names,
+// EscapeLabel escapes a label value as the text format wants: user names,
 // notes and node names come from other people and may hold anything.
+func EscapeLabel(s string) string { return labelEscaper.Replace(s) }
+
 var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
