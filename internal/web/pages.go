@@ -173,7 +173,8 @@ func chartOf(rep *reportDoc) usageChart {
 	var most int64
 	for _, u := range rep.Users {
 		for _, d := range u.Daily {
-			most = max(most, d.Seconds["run"]+d.Seconds["manual"]+d.Seconds["slurm"]+d.Seconds["pbs"])
+			interactive, batch := splitKinds(d.Seconds)
+			most = max(most, interactive+batch)
 		}
 	}
 	c := usageChart{First: first.Format(time.DateOnly), Last: last.UTC().Format(time.DateOnly)}
@@ -184,8 +185,8 @@ func chartOf(rep *reportDoc) usageChart {
 			if err != nil {
 				continue
 			}
-			b := dayBar{Date: d.Date, X: chartLabel + slot*math.Floor(at.Sub(first).Hours()/24) + slot*0.1, Width: max(slot*0.8, 1),
-				Interactive: d.Seconds["run"] + d.Seconds["manual"], Batch: d.Seconds["slurm"] + d.Seconds["pbs"]}
+			b := dayBar{Date: d.Date, X: chartLabel + slot*math.Floor(at.Sub(first).Hours()/24) + slot*0.1, Width: max(slot*0.8, 1)}
+			b.Interactive, b.Batch = splitKinds(d.Seconds)
 			if most > 0 {
 				b.InteractiveH = float64(chartBar) * float64(b.Interactive) / float64(most)
 				b.BatchH = float64(chartBar) * float64(b.Batch) / float64(most)
@@ -251,4 +252,17 @@ func (h *handler) metrics(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	metrics.Write(w, c)
+}
+
+// splitKinds sums a day's seconds of interactive and of batch kinds, as
+// allocator's kinds say which is which.
+func splitKinds(seconds map[string]int64) (interactive, batch int64) {
+	for _, k := range allocator.Kinds {
+		if k.Batch() {
+			batch += seconds[string(k)]
+		} else {
+			interactive += seconds[string(k)]
+		}
+	}
+	return interactive, batch
 }
