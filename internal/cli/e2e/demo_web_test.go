@@ -26,7 +26,7 @@ func TestDemoServesTheDashboard(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "demo.sh"))
-	cmd.Env = append(os.Environ(), "CANHAZGPU="+bin)
+	cmd.Env = append(os.Environ(), "CANHAZGPU="+bin, "CANHAZGPU_HEALTHCHECK="+healthcheck)
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)
 	stdout, err := cmd.StdoutPipe()
@@ -42,7 +42,10 @@ func TestDemoServesTheDashboard(t *testing.T) {
 			url = u
 		}
 	}
-	require.NotEmpty(t, url, "no URL printed; stderr: %s", stderr.String())
+	if url == "" {
+		err := cmd.Wait() // so that stderr is all there
+		require.FailNow(t, "no URL printed", "exit: %v; stderr: %s", err, stderr.String())
+	}
 	require.Regexp(t, `^http://127\.0\.0\.1:\d+/$`, url)
 
 	for path, want := range map[string]string{

@@ -11,8 +11,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-
-	"canhazgpu/internal/buildtest"
 )
 
 var repoRoot = filepath.Join("..", "..", "..")
@@ -112,11 +110,8 @@ func TestDocsExamplesRun(t *testing.T) {
 func TestDemoScript(t *testing.T) {
 	root, err := filepath.Abs(repoRoot)
 	require.NoError(t, err)
-	hcDir, err := buildtest.Build(map[string]string{"canhazgpu-healthcheck": "canhazgpu/cmd/canhazgpu-healthcheck"})
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(hcDir) })
 	cmd := exec.Command(filepath.Join(root, "scripts", "demo.sh"))
-	cmd.Env = append(os.Environ(), "CANHAZGPU="+bin, "CANHAZGPU_HEALTHCHECK="+filepath.Join(hcDir, "canhazgpu-healthcheck"))
+	cmd.Env = append(os.Environ(), "CANHAZGPU="+bin, "CANHAZGPU_HEALTHCHECK="+healthcheck)
 	r := runCmd(t, cmd)
 	require.Equal(t, 0, r.code, "stdout: %s\nstderr: %s", r.stdout, r.stderr)
 	for _, want := range []string{

@@ -29,6 +29,9 @@ var (
 	// bin is the canhazgpu binary, built once for the test binary in a
 	// world-readable directory so that the test accounts can run it.
 	bin string
+	// healthcheck is canhazgpu-healthcheck, built beside bin; the demo
+	// script runs both.
+	healthcheck string
 	// shared holds bin and the fixtures the test accounts must read.
 	shared string
 )
@@ -43,12 +46,15 @@ func TestMain(m *testing.M) {
 }
 
 func setup(m *testing.M) (int, error) {
-	dir, err := buildtest.Build(map[string]string{"canhazgpu": "canhazgpu/cmd/canhazgpu"})
+	dir, err := buildtest.Build(map[string]string{
+		"canhazgpu":             "canhazgpu/cmd/canhazgpu",
+		"canhazgpu-healthcheck": "canhazgpu/cmd/canhazgpu-healthcheck",
+	})
 	if err != nil {
 		return 1, err
 	}
 	defer os.RemoveAll(dir)
-	shared, bin = dir, filepath.Join(dir, "canhazgpu")
+	shared, bin, healthcheck = dir, filepath.Join(dir, "canhazgpu"), filepath.Join(dir, "canhazgpu-healthcheck")
 	srv, err = redistest.Start(redistest.Options{})
 	if err != nil {
 		return 1, err
