@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"canhazgpu/allocator"
@@ -17,7 +18,9 @@ import (
 // *allocator.InputError wrapping allocator.ErrUnknownGPU for a GPU the
 // registration lacks, and
 // allocator.ErrNotPermitted, writing nothing, for a batch kind through a
-// credential that may not write batch reservations.
+// credential that may not write batch reservations. A grant the primary
+// made that too few replicas confirmed is returned with a
+// *NotReplicatedError.
 func (s *Store) Allocate(ctx context.Context, r allocator.Request) (allocator.Grant, error) {
 	if err := r.Validate(); err != nil {
 		return allocator.Grant{}, err
@@ -28,9 +31,21 @@ func (s *Store) Allocate(ctx context.Context, r allocator.Request) (allocator.Gr
 		joinList(r.Exclude), r.Lease.Milliseconds(), r.Note, r.Restart, r.BootID, r.QueueEntry,
 		replyTTL.Milliseconds(), flag01(r.Retake), flag01(r.Kind.Batch()), r.RequestID}
 	v, err := s.run.run(ctx, allocateOp, keys, args...).Result()
-	if err != nil {
+	var unconfirmed *NotReplicatedError
+	switch {
+	case errors.As(err, &unconfirmed) && v != nil:
+		// The primary decided; a grant comes back with the error, so the
+		// caller can confirm it or give it back.
+		g, _ := s.allocateReply(v)
+		return g, s.wrap("allocate", err)
+	case err != nil:
 		return allocator.Grant{}, s.wrap("allocate", err)
 	}
+	return s.allocateReply(v)
+}
+
+// allocateReply decodes allocate's reply.
+func (s *Store) allocateReply(v any) (allocator.Grant, error) {
 	rep := readReply("allocate", v)
 	var g allocator.Grant
 	var fail error

@@ -93,8 +93,9 @@ func TestTooFewReplicasIsUncertain(t *testing.T) {
 	t.Cleanup(cont)
 
 	req := manual("alice", 1)
-	_, err = admin.Allocate(ctx, req)
+	unconfirmed, err := admin.Allocate(ctx, req)
 	require.ErrorIs(t, err, allocator.ErrUnavailable)
+	require.Len(t, unconfirmed.GPUs, 1, "the primary's grant comes back with the error, to be confirmed or given back")
 	var nr *NotReplicatedError
 	require.True(t, errors.As(err, &nr), "%v", err)
 	require.Equal(t, NotReplicatedError{Want: 1, Got: 0, Timeout: 200 * time.Millisecond}, *nr)
@@ -118,6 +119,7 @@ func TestTooFewReplicasIsUncertain(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, snap.Reservations, 1, "the retries granted nothing more")
 	require.Equal(t, g.Token, snap.Reservations[g.GPUs[0]].Token, "the retry returned the first attempt's grant")
+	require.Equal(t, unconfirmed, g, "the unconfirmed grant was the one the retry confirmed")
 }
 
 func TestDurabilitySettingsChecked(t *testing.T) {

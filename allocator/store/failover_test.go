@@ -268,6 +268,13 @@ func checkFailover(t *testing.T, wait int, top topology) {
 				g, err := settled(ctx, l, "allocate", func() (allocator.Grant, error) { return s.Allocate(ctx, req) })
 				var short *allocator.ShortageError
 				if errors.As(err, &short) {
+					// Whatever this user still holds is a release the
+					// failover lost (possible with wait_replicas = 0) or
+					// one that failed: given back, as a person would who
+					// saw it in status, so that lost releases cannot
+					// hold every GPU for the lease's hour.
+					rel := allocator.Release{RequestID: allocator.NewRequestID(), User: user, Kinds: []allocator.Kind{allocator.KindManual}}
+					_, _ = settled(ctx, l, "release", func() (allocator.Released, error) { return s.Release(ctx, rel) })
 					continue
 				}
 				if err != nil && ctx.Err() != nil {

@@ -129,7 +129,10 @@ func (r *runner) replicated(ctx context.Context, o *op, keys []string, args ...a
 	case err != nil:
 		r.moved(ctx, err)
 	case wait.Val() < int64(r.wait.replicas):
-		err = &NotReplicatedError{Want: r.wait.replicas, Got: int(wait.Val()), Timeout: r.wait.timeout}
+		// The reply stays with the error: what the primary applied may
+		// have to be undone, and the reply says what it was.
+		cmd.SetErr(&NotReplicatedError{Want: r.wait.replicas, Got: int(wait.Val()), Timeout: r.wait.timeout})
+		return cmd
 	default:
 		return cmd
 	}

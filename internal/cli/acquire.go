@@ -16,6 +16,7 @@ import (
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
+	"canhazgpu/allocator/store"
 	"canhazgpu/internal/config"
 	"canhazgpu/internal/localnode"
 )
@@ -116,6 +117,7 @@ func (a *requestArgs) request(cfg *config.Config, kind allocator.Kind, user stri
 func acquire(ctx context.Context, env *Env, cfg *config.Config, node *localnode.Node, req allocator.Request, devs []gpu.Device, w waitValue) (allocator.Grant, error) {
 	req.RequestID = allocator.NewRequestID()
 	g, err := node.Allocate(ctx, req, devs)
+	g, err = confirmed(ctx, node, req, g, err)
 	var short *allocator.ShortageError
 	switch {
 	case err == nil:
@@ -127,6 +129,40 @@ func acquire(ctx context.Context, env *Env, cfg *config.Config, node *localnode.
 	}
 	return waitInQueue(ctx, env, cfg, node, req, w.bound)
 }
+
+// confirmed settles the outcome g, err of allocating req when the primary
+// made a grant but fewer replicas confirmed it than redis.wait_replicas
+// asks for: asked once more with the
+// same request id, it is confirmed now (the stored reply, waited for
+// again), or else given back, so that a failed command leaves nothing
+// reserved that nobody uses and that a failover may yet lose.
+func confirmed(ctx context.Context, node *localnode.Node, req allocator.Request, g allocator.Grant, err error) (allocator.Grant, error) {
+	var unconfirmed *store.NotReplicatedError
+	if !errors.As(err, &unconfirmed) || len(g.GPUs) == 0 {
+		return g, err
+	}
+	if again, aerr := node.Store.Allocate(ctx, req); aerr == nil {
+		return again, nil
+	}
+	rel := allocator.Release{RequestID: allocator.NewRequestID(), User: req.User, GPUs: g.GPUs, Token: g.Token}
+	_, rerr := node.Store.Release(context.WithoutCancel(ctx), rel)
+	var still *store.NotReplicatedError
+	if rerr == nil || errors.As(rerr, &still) {
+		// A release the replicas lag on is still applied: a failover
+		// that loses it loses the grant too.
+		return allocator.Grant{}, &givenBackError{err}
+	}
+	return allocator.Grant{}, err
+}
+
+// givenBackError: a grant too few replicas confirmed, given back.
+type givenBackError struct{ err error }
+
+func (e *givenBackError) Error() string {
+	return e.err.Error() + "; the GPUs were given back, so nothing is reserved"
+}
+
+func (e *givenBackError) Unwrap() error { return e.err }
 
 // namedShortage is a refusal of GPUs named by index, with who holds each.
 type namedShortage struct {
@@ -257,6 +293,7 @@ func waitInQueue(ctx context.Context, env *Env, cfg *config.Config, node *localn
 		req.RequestID = allocator.NewRequestID()
 		req.QueueEntry = entry.ID
 		g, err := node.Allocate(ctx, req, nil)
+		g, err = confirmed(ctx, node, req, g, err)
 		var pending *allocator.PendingError
 		var short *allocator.ShortageError
 		var input *allocator.InputError

@@ -107,6 +107,11 @@ func TestExitCodesAndErrorLines(t *testing.T) {
 			"Error: allocate: reservation store unavailable at sentinel master chg via s1:26379: the change was confirmed by 0 of " +
 				"the 1 replicas redis.wait_replicas asks for within 1s, so a failover may lose it " +
 				"(see 'canhazgpu status' for whether it took effect)"},
+		{&givenBackError{fmt.Errorf("allocate: %w at 10.0.0.5:6379: %w", allocator.ErrUnavailable,
+			&store.NotReplicatedError{Want: 1, Got: 0, Timeout: time.Second})}, 1,
+			"Error: allocate: reservation store unavailable at 10.0.0.5:6379: the change was confirmed by 0 of " +
+				"the 1 replicas redis.wait_replicas asks for within 1s, so a failover may lose it; the GPUs were given back, " +
+				"so nothing is reserved (try again when the store's replicas answer)"},
 	} {
 		require.Equal(t, c.code, ExitCode(c.err), "%v", c.err)
 		require.Equal(t, c.line, ErrorLine(c.err), "%v", c.err)

@@ -74,7 +74,10 @@ func ErrorLine(err error) string {
 	}
 	msg := err.Error()
 	var unconfirmed *store.NotReplicatedError
+	var givenBack *givenBackError
 	switch {
+	case errors.As(err, &givenBack):
+		msg += " (try again when the store's replicas answer)"
 	case errors.As(err, &unconfirmed):
 		// The server answered; only its replicas lagged. The change may
 		// stand, which the user can see before trying again.

@@ -35,11 +35,12 @@ var nodeSeq atomic.Int64
 // fixture is one node of fake GPUs in the test server, with its own name
 // so that tests share the server safely.
 type fixture struct {
-	t       testing.TB
-	node    string
-	gpuFile string
-	cfgFile string // the system config file: site settings come from here
-	environ []string
+	t        testing.TB
+	node     string
+	gpuFile  string
+	cfgFile  string // the system config file: site settings come from here
+	redisURL string
+	environ  []string
 }
 
 // The identities commands run as: in-process tests set them directly
@@ -55,13 +56,19 @@ var (
 // " = " (`queue.poll_interval = "50ms"`), else an environment variable.
 func newFixture(t testing.TB, gpusJSON string, extra ...string) *fixture {
 	t.Helper()
+	return newFixtureAt(t, srv.SocketURL(), gpusJSON, extra...)
+}
+
+// newFixtureAt is newFixture on another Redis server than the shared one.
+func newFixtureAt(t testing.TB, redisURL, gpusJSON string, extra ...string) *fixture {
+	t.Helper()
 	dir := t.TempDir()
 	f := &fixture{t: t, node: fmt.Sprintf("cli%d", nodeSeq.Add(1)), gpuFile: filepath.Join(dir, "gpus.json"),
-		cfgFile: filepath.Join(dir, "config.toml")}
+		cfgFile: filepath.Join(dir, "config.toml"), redisURL: redisURL}
 	f.setGPUs(gpusJSON)
 	lines := []string{
 		fmt.Sprintf("node = %q", f.node),
-		fmt.Sprintf("redis.url = %q", srv.SocketURL()),
+		fmt.Sprintf("redis.url = %q", redisURL),
 		`gpu.provider = "fake"`,
 		fmt.Sprintf("gpu.fake_file = %q", f.gpuFile),
 	}
@@ -133,7 +140,7 @@ func (f *fixture) run(id Identity, args ...string) result {
 // store opens the fixture's node in the store, for checks.
 func (f *fixture) store() *store.Store {
 	f.t.Helper()
-	st, err := store.Open(context.Background(), store.Conn{URL: srv.SocketURL(), DialTimeout: time.Second, OpTimeout: 2 * time.Second}, f.node, store.Options{})
+	st, err := store.Open(context.Background(), store.Conn{URL: f.redisURL, DialTimeout: time.Second, OpTimeout: 2 * time.Second}, f.node, store.Options{})
 	require.NoError(f.t, err)
 	f.t.Cleanup(func() { st.Close() })
 	return st

@@ -1,0 +1,61 @@
+package cli
+
+import (
+	"context"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"canhazgpu/internal/redistest"
+)
+
+// TestUnconfirmedGrantIsGivenBack: with redis.wait_replicas and no
+// replica answering, reserve and run fail and leave nothing reserved (the
+// primary's grant is given back, not left for its duration or lease);
+// once the replica answers again, the same commands succeed.
+func TestUnconfirmedGrantIsGivenBack(t *testing.T) {
+	primary, err := redistest.Start(redistest.Options{})
+	require.NoError(t, err)
+	t.Cleanup(primary.Stop)
+	replica, err := redistest.StartReplica(primary, redistest.Options{})
+	require.NoError(t, err)
+	t.Cleanup(replica.Stop)
+	require.NoError(t, replica.WaitReplicaLinkUp(10*time.Second))
+
+	f := newFixtureAt(t, primary.URL(), idleGPUs(2), `redis.wait_replicas = 1`, `redis.wait_timeout = "200ms"`)
+	r := f.run(root, "admin", "--register")
+	require.Equal(t, 0, r.code, r.stderr)
+
+	require.NoError(t, syscall.Kill(replica.Pid(), syscall.SIGSTOP))
+	stopped := true
+	cont := func() {
+		if stopped {
+			require.NoError(t, syscall.Kill(replica.Pid(), syscall.SIGCONT))
+			stopped = false
+		}
+	}
+	t.Cleanup(cont)
+
+	for _, args := range [][]string{
+		{"reserve", "--gpus", "2", "--duration", "1h"},
+		{"run", "--gpus", "1", "--", "true"},
+	} {
+		r = f.run(alice, args...)
+		require.Equal(t, 1, r.code, "%v: %s", args, r.stderr)
+		require.Contains(t, r.stderr, "so a failover may lose it; the GPUs were given back, so nothing is reserved "+
+			"(try again when the store's replicas answer)\n", args)
+		snap, err := f.store().Snapshot(context.Background())
+		require.NoError(t, err)
+		require.Empty(t, snap.Reservations, "%v left a reservation behind", args)
+	}
+
+	cont()
+	require.NoError(t, replica.WaitReplicaLinkUp(10*time.Second))
+	r = f.run(alice, "reserve", "--gpus", "2", "--duration", "1h")
+	require.Equal(t, 0, r.code, r.stderr)
+	snap, err := f.store().Snapshot(context.Background())
+	require.NoError(t, err)
+	require.Len(t, snap.Reservations, 2)
+}
