@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,6 +29,9 @@ func replicated(t testing.TB) (primary, replica *redistest.Server) {
 	replica, err = redistest.StartReplica(primary, redistest.Options{})
 	require.NoError(t, err)
 	t.Cleanup(replica.Stop)
+	// Its first copy done, so that a change's wait measures replication,
+	// not the start (which a loaded machine stretches past short waits).
+	require.NoError(t, replica.WaitReplicaLinkUp(10*time.Second))
 	return primary, replica
 }
 
@@ -82,15 +84,7 @@ func TestTooFewReplicasIsUncertain(t *testing.T) {
 	_, err := admin.Register(ctx, fakeGPUs(2), false)
 	require.NoError(t, err)
 
-	require.NoError(t, syscall.Kill(replica.Pid(), syscall.SIGSTOP))
-	stopped := true
-	cont := func() {
-		if stopped {
-			require.NoError(t, syscall.Kill(replica.Pid(), syscall.SIGCONT))
-			stopped = false
-		}
-	}
-	t.Cleanup(cont)
+	cont := replica.Pause(t)
 
 	req := manual("alice", 1)
 	unconfirmed, err := admin.Allocate(ctx, req)

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,15 +27,7 @@ func TestUnconfirmedGrantIsGivenBack(t *testing.T) {
 	r := f.run(root, "admin", "--register")
 	require.Equal(t, 0, r.code, r.stderr)
 
-	require.NoError(t, syscall.Kill(replica.Pid(), syscall.SIGSTOP))
-	stopped := true
-	cont := func() {
-		if stopped {
-			require.NoError(t, syscall.Kill(replica.Pid(), syscall.SIGCONT))
-			stopped = false
-		}
-	}
-	t.Cleanup(cont)
+	cont := replica.Pause(t)
 
 	for _, args := range [][]string{
 		{"reserve", "--gpus", "2", "--duration", "1h"},

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -197,6 +198,27 @@ func (s *Server) Pid() int {
 		return 0
 	}
 	return s.cmd.Process.Pid
+}
+
+// Pause stops the server's process (SIGSTOP) until the returned resume
+// is called or the test ends: a replica that lags, or a primary that
+// hangs, without losing anything. resume may be called more than once.
+func (s *Server) Pause(t testing.TB) (resume func()) {
+	t.Helper()
+	pid := s.Pid()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("redistest: pause %d: %v", pid, err)
+	}
+	var once sync.Once
+	resume = func() {
+		once.Do(func() {
+			if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+				t.Errorf("redistest: resume %d: %v", pid, err)
+			}
+		})
+	}
+	t.Cleanup(resume)
+	return resume
 }
 
 // Halt stops the server but keeps its data directory, for restart tests.
