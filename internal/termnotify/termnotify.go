@@ -78,8 +78,10 @@ func Line(message string) string {
 
 func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
 
-// ttyLine is a utmp ut_line Notify may write to: pts/N or ttyX.
-var ttyLine = regexp.MustCompile(`^(pts/[0-9]{1,6}|tty[A-Za-z0-9]{1,8})$`)
+// ttyLine is a utmp ut_line Notify may write to: a pseudo-terminal pts/N
+// or a virtual console ttyN. Not serial lines (ttyS0, ttyUSB0, ttyACM0):
+// opening one raises its modem lines, which resets some devices.
+var ttyLine = regexp.MustCompile(`^(pts/[0-9]{1,6}|tty[0-9]{1,3})$`)
 
 // errNotTerminal: the session's line is not a terminal of the user that
 // accepts messages.
@@ -89,18 +91,25 @@ func (Notifier) write(line string, uid int, text []byte) error {
 	if !ttyLine.MatchString(line) {
 		return errNotTerminal
 	}
-	fd, err := unix.Open("/dev/"+line, unix.O_WRONLY|unix.O_NOCTTY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	// Checked before it is opened for writing (an O_PATH descriptor opens
+	// no device), then opened through that descriptor: the same file.
+	path, err := unix.Open("/dev/"+line, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(fd)
+	defer unix.Close(path)
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	if err := unix.Fstat(path, &st); err != nil {
 		return err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFCHR || int(st.Uid) != uid || st.Mode&0o020 == 0 {
 		return errNotTerminal
 	}
+	fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(path), unix.O_WRONLY|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
 	// A plain write on the non-blocking descriptor (not an os.File, whose
 	// poller would wait): a terminal that is not read (a stopped ssh
 	// client) must not hold up the health check.

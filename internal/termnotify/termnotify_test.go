@@ -115,3 +115,14 @@ func TestLine(t *testing.T) {
 	require.LessOrEqual(t, len(long), MaxMessage+len("…"))
 	require.NotContains(t, long, "\uFFFD")
 }
+
+// TestTerminalLines: pseudo-terminals and virtual consoles are written
+// to; serial lines, whose opening resets some devices, never are.
+func TestTerminalLines(t *testing.T) {
+	for _, line := range []string{"pts/0", "pts/123", "tty1", "tty63"} {
+		require.True(t, ttyLine.MatchString(line), line)
+	}
+	for _, line := range []string{"ttyS0", "ttyUSB0", "ttyACM0", "ttyAMA0", "tty", "pts/", "pts/1/x", "console"} {
+		require.False(t, ttyLine.MatchString(line), line)
+	}
+}
