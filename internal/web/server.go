@@ -5,6 +5,7 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -105,8 +106,11 @@ func Serve(ctx context.Context, c Config, src Source, logw io.Writer, ready func
 	if err != nil {
 		return fmt.Errorf("--listen %q: %w", c.Listen, err)
 	}
+	// WriteTimeout: a client that does not read its answer is cut off
+	// (answers are built before they are sent, in well under a second at
+	// 1,000 nodes).
 	srv := &http.Server{Handler: NewHandler(src, users, logw), ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout: 2 * time.Minute}
+		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	done := make(chan error, 1)
 	go func() {
 		if c.TLSCert != "" {
@@ -147,7 +151,11 @@ func NewHandler(src Source, users Users, logw io.Writer) http.Handler {
 	mux.HandleFunc("GET /api/v1/report", h.read(h.apiReport))
 	mux.HandleFunc("GET /metrics", h.read(h.metrics))
 	mux.Handle("GET /static/", http.FileServerFS(staticFS))
-	return secured(users, mux)
+	var auth *authenticator
+	if users != nil {
+		auth = newAuthenticator(users, time.Now)
+	}
+	return secured(auth, mux)
 }
 
 type handler struct {
@@ -164,8 +172,9 @@ type handler struct {
 const MaxReads = 4
 
 // read takes a turn to read the store, for as long as the answer is
-// built; done gives it back. A request that gives up waiting is answered
-// 503.
+// built, and gives it back before the answer is sent: a client that reads
+// slowly (or not at all, until the server's WriteTimeout) holds no turn.
+// A request that gives up waiting is answered 503.
 func (h *handler) read(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -174,14 +183,45 @@ func (h *handler) read(next http.HandlerFunc) http.HandlerFunc {
 			http.Error(w, "busy: try again", http.StatusServiceUnavailable)
 			return
 		}
-		defer func() { <-h.reads }()
-		next(w, r)
+		answer := &builtAnswer{w: w}
+		func() {
+			defer func() { <-h.reads }()
+			next(answer, r)
+		}()
+		answer.send()
 	}
+}
+
+// builtAnswer keeps what a handler writes (its headers go to the real
+// response at once: nothing is sent before send) until send.
+type builtAnswer struct {
+	w      http.ResponseWriter
+	status int
+	body   bytes.Buffer
+}
+
+func (a *builtAnswer) Header() http.Header { return a.w.Header() }
+
+func (a *builtAnswer) WriteHeader(code int) {
+	if a.status == 0 {
+		a.status = code
+	}
+}
+
+func (a *builtAnswer) Write(p []byte) (int, error) {
+	a.WriteHeader(http.StatusOK)
+	return a.body.Write(p)
+}
+
+func (a *builtAnswer) send() {
+	a.WriteHeader(http.StatusOK)
+	a.w.WriteHeader(a.status)
+	_, _ = a.w.Write(a.body.Bytes()) // a client gone: nothing to tell it
 }
 
 // secured sets the headers every answer carries, refuses every method but
 // GET and HEAD and checks the credentials.
-func secured(users Users, next http.Handler) http.Handler {
+func secured(auth *authenticator, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
 		hd.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -194,9 +234,9 @@ func secured(users Users, next http.Handler) http.Handler {
 			http.Error(w, "method "+r.Method+" not allowed: the dashboard only reads (GET, HEAD)", http.StatusMethodNotAllowed)
 			return
 		}
-		if users != nil {
+		if auth != nil {
 			name, pass, ok := r.BasicAuth()
-			if !ok || !users.Check(name, pass) {
+			if !ok || !auth.check(r.Context(), name, pass) {
 				hd.Set("WWW-Authenticate", `Basic realm="canhazgpu", charset="UTF-8"`)
 				http.Error(w, "authentication required", http.StatusUnauthorized)
 				return

@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/crypto/bcrypt"
@@ -230,4 +232,125 @@ func TestReadsAreBounded(t *testing.T) {
 	}
 	wg.Wait()
 	require.Equal(t, MaxReads, most)
+}
+
+// countingAuthenticator is an authenticator on the users ops/s3cret whose
+// comparisons are counted, on a clock the test moves.
+func countingAuthenticator(t *testing.T, clock *time.Time) (*authenticator, *atomic.Int32) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	require.NoError(t, err)
+	a := newAuthenticator(Users{"ops": hash}, func() time.Time { return *clock })
+	var n atomic.Int32
+	check := a.compare
+	a.compare = func(name, pass string) bool { n.Add(1); return check(name, pass) }
+	return a, &n
+}
+
+// TestPassedCredentialsRemembered: a dashboard polling with the same
+// credentials costs one bcrypt comparison per passedFor, not one per
+// request; a wrong password is compared every time, never remembered.
+func TestPassedCredentialsRemembered(t *testing.T) {
+	clock := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	a, compared := countingAuthenticator(t, &clock)
+	ctx := context.Background()
+	for range 3 {
+		require.True(t, a.check(ctx, "ops", "s3cret"))
+	}
+	require.EqualValues(t, 1, compared.Load())
+	for range 2 {
+		require.False(t, a.check(ctx, "ops", "wrong"))
+		require.False(t, a.check(ctx, "ops\x00s", "3cret"), "name and password stay apart")
+	}
+	require.EqualValues(t, 5, compared.Load())
+	clock = clock.Add(passedFor)
+	require.True(t, a.check(ctx, "ops", "s3cret"))
+	require.EqualValues(t, 6, compared.Load(), "compared again once remembered for passedFor")
+}
+
+// TestAtMostMaxChecksAtOnce: comparisons beyond maxChecks wait their turn,
+// and one whose request ends while it waits is refused.
+func TestAtMostMaxChecksAtOnce(t *testing.T) {
+	clock := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+	a, _ := countingAuthenticator(t, &clock)
+	release := make(chan struct{})
+	var running, most atomic.Int32
+	a.compare = func(string, string) bool {
+		n := running.Add(1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		<-release
+		running.Add(-1)
+		return false
+	}
+	var wg sync.WaitGroup
+	for range maxChecks + 3 {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.check(context.Background(), "ops", "guess") }()
+	}
+	require.Eventually(t, func() bool { return running.Load() == maxChecks }, 10*time.Second, time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.False(t, a.check(ctx, "ops", "s3cret"), "refused while every turn is taken and its request has ended")
+	close(release)
+	wg.Wait()
+	require.EqualValues(t, maxChecks, most.Load())
+}
+
+// TestUnknownNameComparedAtTheUsersCost: the decoy an unknown name is
+// compared with has the cost most users' hashes have, so refusing it
+// takes as long as refusing a wrong password.
+func TestUnknownNameComparedAtTheUsersCost(t *testing.T) {
+	hash := func(cost int) []byte {
+		h, err := bcrypt.GenerateFromPassword([]byte("x"), cost)
+		require.NoError(t, err)
+		return h
+	}
+	users := Users{"a": hash(5), "b": hash(5), "c": hash(6)}
+	require.Equal(t, 5, users.usualCost())
+	cost, err := bcrypt.Cost(decoy(users.usualCost()))
+	require.NoError(t, err)
+	require.Equal(t, 5, cost)
+}
+
+// stuckClient is a response whose client reads nothing: writing the body
+// blocks until the test lets it go.
+type stuckClient struct {
+	header  http.Header
+	writing chan struct{}
+	unstuck chan struct{}
+}
+
+func (c *stuckClient) Header() http.Header { return c.header }
+func (c *stuckClient) WriteHeader(int)     {}
+func (c *stuckClient) Write(p []byte) (int, error) {
+	c.writing <- struct{}{}
+	<-c.unstuck
+	return len(p), nil
+}
+
+// TestClientsThatDoNotReadHoldNoTurn: MaxReads clients that never read
+// their answers leave the store's turns free for the next request.
+func TestClientsThatDoNotReadHoldNoTurn(t *testing.T) {
+	h := NewHandler(fakeSource{}, nil, io.Discard)
+	writing, unstuck := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	for range MaxReads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &stuckClient{header: http.Header{}, writing: writing, unstuck: unstuck}
+			h.ServeHTTP(c, httptest.NewRequest("GET", "/api/v1/status", nil))
+		}()
+		<-writing // its answer is built and being sent
+	}
+	served := make(chan int)
+	go func() { served <- get(t, h, "GET", "/api/v1/status").StatusCode }()
+	select {
+	case code := <-served:
+		require.Equal(t, http.StatusOK, code)
+	case <-time.After(time.Minute):
+		t.Fatal("a request waited for clients that do not read")
+	}
+	close(unstuck)
+	wg.Wait()
 }
