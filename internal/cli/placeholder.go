@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/user"
 	"slices"
-	"strconv"
-	"syscall"
 	"time"
 
 	"canhazgpu/allocator"
@@ -31,16 +28,11 @@ func holdsFor(env *Env, cfg *config.Config, name string) (*slurm.Holds, error) {
 	if !env.User.Root() {
 		return nil, fmt.Errorf("--user %s: on a node with slurm.interactive_holds = \"placeholder\" only root may hold GPUs for another account (Slurm's placeholder job must be theirs)", name)
 	}
-	u, err := user.Lookup(name)
+	as, err := slurm.Account(name, -1)
 	if err != nil {
 		return nil, fmt.Errorf("--user %s: %w", name, err)
 	}
-	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
-	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
-	if err := errors.Join(err1, err2); err != nil {
-		return nil, fmt.Errorf("--user %s: %w", name, err)
-	}
-	h.As = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	h.As = as
 	return h, nil
 }
 

@@ -1,11 +1,10 @@
 package slurm
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
+	"os/user"
 	"regexp"
 	"strconv"
 	"strings"
@@ -89,14 +88,32 @@ type Holds struct {
 	As *syscall.Credential
 }
 
-// NewHolds reads the commands and the node from the config.
+// NewHolds reads the commands and the node from the config; the commands
+// get an environment of the config's alone.
 func NewHolds(cfg *config.Config) *Holds {
-	env := []string{"PATH=/usr/bin:/bin"}
-	if c := cfg.Slurm.Holds.SlurmConf; c != "" {
-		env = append(env, "SLURM_CONF="+c)
-	}
+	env := CommandEnv(cfg, nil)
 	return &Holds{Salloc: cfg.Slurm.Holds.Salloc, Scancel: cfg.Slurm.Holds.Scancel, Env: env,
 		Scontrol: Scontrol{Path: cfg.Health.Scontrol, Node: cfg.Node, Timeout: cfg.Health.ScontrolTimeout, Env: env}}
+}
+
+// Account is the credential that runs the commands as the account name
+// (root acting for its owner, so that squeue and accounting show the
+// owner): its uid and primary group. uid >= 0 must be the account's uid,
+// as a hold recorded it: an account renumbered since gets nothing.
+func Account(name string, uid int) (*syscall.Credential, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	id, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, err
+	}
+	if uid >= 0 && uint64(uid) != id {
+		return nil, fmt.Errorf("account %s has uid %d, not the hold's %d", name, id, uid)
+	}
+	return &syscall.Credential{Uid: uint32(id), Gid: uint32(gid)}, nil
 }
 
 // PinnedTypes reports whether the node offers one GRES type per GPU
@@ -163,16 +180,17 @@ func (h *Holds) Submit(ctx context.Context, node string, p Placeholder) (string,
 		}
 		gres = strings.Join(parts, ",")
 	}
-	out, err := h.exec(ctx, h.Salloc, "--no-shell", "--immediate", "--nodes=1", "--ntasks=1",
+	// salloc reports on stderr, the grant included.
+	_, out, err := h.exec(ctx, "salloc", h.Salloc, "--no-shell", "--immediate", "--nodes=1", "--ntasks=1",
 		"--nodelist="+node, "--job-name="+HoldJobName, "--comment="+comment,
 		"--time="+strconv.Itoa(minutes(p.Limit)), "--gres="+gres)
 	if m := granted.FindStringSubmatch(out); m != nil {
 		return m[1], nil
 	}
 	if err == nil {
-		err = errors.New("no job id in its output")
+		err = errors.New("salloc: no job id in its output")
 	}
-	return "", fmt.Errorf("salloc: %w%s", err, slurmSays(out))
+	return "", err
 }
 
 // Cancel ends a placeholder job.
@@ -180,42 +198,17 @@ func (h *Holds) Cancel(ctx context.Context, job string) error {
 	if _, err := strconv.ParseUint(job, 10, 64); err != nil {
 		return fmt.Errorf("placeholder: job id %q is not a number", job)
 	}
-	out, err := h.exec(ctx, h.Scancel, job)
-	if err != nil {
-		return fmt.Errorf("scancel %s: %w%s", job, err, slurmSays(out))
-	}
-	return nil
+	_, _, err := h.exec(ctx, "scancel "+job, h.Scancel, job)
+	return err
 }
 
 // nodeName is what may follow --nodelist=: one plain node name.
 var nodeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
-// exec runs one command with the fixed environment and returns its output
-// (stdout and stderr together), bounded by the scontrol timeout plus the
-// time salloc waits for the Prolog.
-func (h *Holds) exec(ctx context.Context, path string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, h.Scontrol.Timeout+30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, args...)
-	cmd.Env = h.Env
-	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: h.As}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
-}
-
-// slurmSays is the last line a Slurm command printed, for an error
-// message: "salloc: error: … Requested nodes are busy".
-func slurmSays(out string) string {
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if last := strings.TrimSpace(lines[len(lines)-1]); last != "" {
-		return ": " + last
-	}
-	return ""
+// exec runs one command with the fixed environment as h.As, bounded by
+// the scontrol timeout plus the time salloc waits for the Prolog.
+func (h *Holds) exec(ctx context.Context, name, path string, args ...string) (stdout, stderr string, err error) {
+	return command{path: path, name: name, args: args, env: h.Env, timeout: h.Scontrol.Timeout + 30*time.Second, as: h.As}.run(ctx)
 }
 
 // HoldJob is a placeholder job of this node as Slurm lists it.

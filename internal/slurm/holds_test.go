@@ -127,3 +127,38 @@ func TestParseHoldJobs(t *testing.T) {
 		{ID: "15", State: "RUNNING"}, {ID: "21", State: "RUNNING", Starting: true}},
 		parseHoldJobs(out, "gpu07"))
 }
+
+// Slurm's commands read root's slurm_conf when the config names one, in
+// place of any SLURM_CONF of the environment they are given.
+func TestCommandEnv(t *testing.T) {
+	none := &config.Config{}
+	site := &config.Config{Slurm: config.SlurmConfig{Holds: config.SlurmHolds{SlurmConf: "/etc/site/slurm.conf"}}}
+	require.Equal(t, []string{"PATH=/usr/bin:/bin"}, CommandEnv(none, nil))
+	require.Equal(t, []string{"PATH=/usr/bin:/bin", "SLURM_CONF=/etc/site/slurm.conf"}, CommandEnv(site, nil))
+	slurmd := []string{"SLURM_CONF=/var/spool/slurmd/conf-cache/slurm.conf", "SLURMD_NODENAME=n1"}
+	require.Equal(t, slurmd, CommandEnv(none, slurmd))
+	require.Equal(t, []string{"SLURMD_NODENAME=n1", "SLURM_CONF=/etc/site/slurm.conf"}, CommandEnv(site, slurmd))
+}
+
+// A placeholder runs as its owner only while the account is the one the
+// hold was granted to.
+func TestAccount(t *testing.T) {
+	as, err := Account("root", 0)
+	require.NoError(t, err)
+	require.Equal(t, uint32(0), as.Uid)
+	_, err = Account("root", 1234)
+	require.EqualError(t, err, "account root has uid 0, not the hold's 1234")
+	_, err = Account("no-such-account-here", -1)
+	require.Error(t, err)
+}
+
+// A failing Slurm command's error is one line, ending with the last line
+// Slurm printed, its control characters made visible.
+func TestHoldsCancelFails(t *testing.T) {
+	dir := t.TempDir()
+	scancel, _ := standIn(t, dir, "scancel", "scancel: error: Kill job error on job id 77: Access/permission denied\x1b[2J", 1)
+	h := NewHolds(&config.Config{Slurm: config.SlurmConfig{Holds: config.SlurmHolds{Scancel: scancel}},
+		Health: config.HealthConfig{ScontrolTimeout: time.Second}})
+	err := h.Cancel(context.Background(), "77")
+	require.EqualError(t, err, `scancel 77: exit status 1: scancel: error: Kill job error on job id 77: Access/permission denied\x1b[2J`)
+}

@@ -1,15 +1,12 @@
 package slurm
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -107,36 +104,11 @@ var endedStates = map[string]bool{
 	"PENDING": true, "REQUEUED": true, "REQUEUE_HOLD": true, "REQUEUE_FED": true, "REVOKED": true, "SPECIAL_EXIT": true,
 }
 
-// run execs scontrol in its own process group and kills the whole group
-// when the timeout or the run's deadline passes, so no child outlives the
-// check. Each argument is one argv element: reasons need no quoting.
+// run runs scontrol with args, each one argv element: reasons need no
+// quoting.
 func (s *Scontrol) run(ctx context.Context, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, s.Path, args...)
-	cmd.Env = s.Env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	// A grandchild holding the pipes must not keep Wait from returning.
-	cmd.WaitDelay = time.Second
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	name := "scontrol " + args[0]
-	switch {
-	case ctx.Err() != nil:
-		return "", fmt.Errorf("%s: no answer within %s", name, s.Timeout)
-	case err != nil:
-		msg := strings.TrimSpace(stderr.String())
-		if msg == "" {
-			msg = strings.TrimSpace(stdout.String())
-		}
-		if msg != "" {
-			return "", fmt.Errorf("%s: %w: %s", name, err, firstLine(msg))
-		}
-		return "", fmt.Errorf("%s: %w", name, err)
-	}
-	return stdout.String(), nil
+	out, _, err := command{path: s.Path, name: "scontrol " + args[0], args: args, env: s.Env, timeout: s.Timeout}.run(ctx)
+	return out, err
 }
 
 // parseShowNode reads the multi-line `scontrol show node` format. Values
@@ -180,9 +152,4 @@ func stripReasonStamp(r string) string {
 		return r[:i]
 	}
 	return r
-}
-
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(s, "\n")
-	return line
 }
