@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"canhazgpu/allocator"
@@ -167,32 +168,48 @@ func placeholder(ctx context.Context, h *slurm.Holds, p *opened, g allocator.Gra
 	return job, nil
 }
 
+// placeholderJob is a hold's placeholder job and the hold's owner.
+type placeholderJob struct {
+	id  string
+	uid int
+}
+
 // placeholderJobs are the placeholder jobs of user's interactive holds
 // (anyone's for "") on the GPUs listed, each once.
-func placeholderJobs(snap *allocator.Snapshot, user string, gpus []string) []string {
-	var jobs []string
+func placeholderJobs(snap *allocator.Snapshot, user string, gpus []string) []placeholderJob {
+	var jobs []placeholderJob
 	for u, r := range snap.Reservations {
 		if r.Kind.Batch() || r.JobID == "" || (user != "" && r.User != user) || !slices.Contains(gpus, u) {
 			continue
 		}
-		if !slices.Contains(jobs, r.JobID) {
-			jobs = append(jobs, r.JobID)
+		j := placeholderJob{id: r.JobID, uid: r.UID}
+		if !slices.Contains(jobs, j) {
+			jobs = append(jobs, j)
 		}
 	}
-	slices.Sort(jobs)
+	slices.SortFunc(jobs, func(a, b placeholderJob) int { return strings.Compare(a.id, b.id) })
 	return jobs
 }
 
 // cancelPlaceholders ends the placeholder jobs of released holds; one that
 // cannot be cancelled ends at its time limit, or the health check cancels
-// it. It says so on stderr and does not fail the release.
-func cancelPlaceholders(ctx context.Context, env *Env, cfg *config.Config, jobs []string) {
-	if len(jobs) == 0 {
-		return
-	}
+// it. It says so on stderr and does not fail the release. Root cancels as
+// each hold's owner: Slurm then refuses a job id that is not the owner's,
+// which a stored hold could name (the id comes from the output of the
+// owner's own salloc).
+func cancelPlaceholders(ctx context.Context, env *Env, cfg *config.Config, jobs []placeholderJob) {
 	h := slurm.NewHolds(cfg)
-	for _, job := range jobs {
-		if err := h.Cancel(ctx, job); err != nil {
+	for _, j := range jobs {
+		own := *h
+		if env.User.Root() && j.uid != env.User.UID {
+			cred, err := slurm.Owner(j.uid)
+			if err != nil {
+				writeLine(env.Stderr, "canhazgpu: warning: placeholder job %s: its owner, uid %d: %v; Slurm ends it at its time limit", j.id, j.uid, err)
+				continue
+			}
+			own.As = cred
+		}
+		if err := own.Cancel(ctx, j.id); err != nil {
 			writeLine(env.Stderr, "canhazgpu: warning: %v; Slurm ends the placeholder at its time limit", err)
 		}
 	}

@@ -128,7 +128,7 @@ func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) err
 			ids, err, config.Duration(cfg.Run.HeartbeatTimeout))
 	}
 	if placeholder != "" {
-		cancelPlaceholders(ctx, env, cfg, []string{placeholder})
+		cancelPlaceholders(ctx, env, cfg, []placeholderJob{{id: placeholder, uid: l.uid}})
 	}
 	if runErr != nil {
 		return runErr

@@ -18,11 +18,10 @@ import (
 // holds they stand for in step, on a node with slurm.interactive_holds =
 // "placeholder" (docs/slurm.md). Both ways:
 //
-//   - a placeholder job of this node that no live hold names (by its job
-//     id, or by the token in its comment while the CLI has yet to record
-//     the id) is cancelled: its hold ended (released behind the CLI's
-//     back, a run whose canhazgpu was killed and whose lease lapsed), and
-//     it keeps batch jobs off a free GPU;
+//   - a placeholder job of this node that no live hold stands behind (see
+//     standsFor) is cancelled, as its owner: its hold ended (released
+//     behind the CLI's back, a run whose canhazgpu was killed and whose
+//     lease lapsed), and it keeps batch jobs off a free GPU;
 //   - a hold whose placeholder job no longer runs is, by lost_placeholder,
 //     released (Slurm may give its GPUs to a job now), given a new
 //     placeholder (resubmit), or kept.
@@ -67,7 +66,7 @@ func (c *check) settlePlaceholders(ctx context.Context, snap *allocator.Snapshot
 	}
 	var out []Settled
 	for _, j := range orphans {
-		if err := holds.Cancel(ctx, j.ID); err != nil {
+		if err := cancelAsOwner(ctx, holds, j); err != nil {
 			out = append(out, Settled{What: "unsettled", Kind: allocator.KindSlurm, JobID: j.ID,
 				Message: fmt.Sprintf("placeholder job %s stands for no hold, and cancelling it failed: %v", j.ID, err)})
 			continue
@@ -151,14 +150,16 @@ func (c *check) resubmit(ctx context.Context, h *slurm.Holds, snap *allocator.Sn
 	}
 	// The CLI acts for itself; the check, as root, for the owner, so that
 	// squeue and accounting show them, and only for the account the hold
-	// was granted to.
+	// was granted to. It cancels as the owner too: the job id comes from
+	// salloc's output, which the owner's own process prints.
+	owned := *h
 	if r.UID != os.Geteuid() {
-		if h.As, err = slurm.Account(r.User, r.UID); err != nil {
+		if owned.As, err = slurm.Account(r.User, r.UID); err != nil {
 			return nil, "no new placeholder can be submitted as its owner: " + err.Error(), nil
 		}
 	}
+	h = &owned
 	job, err := h.Submit(ctx, c.deps.SlurmNode, slurm.Placeholder{Token: r.Token, Indices: indices, Limit: c.resubmitLimit(r, snap.Now)})
-	h.As = nil // cancelling is root's
 	if err != nil {
 		return nil, "Slurm refused a new one: " + err.Error(), nil
 	}
@@ -196,15 +197,30 @@ func (c *check) resubmitLimit(r allocator.Reservation, now time.Time) time.Durat
 }
 
 // standsFor: the placeholder job stands for a live interactive hold of
-// snap, by the job id the hold recorded or the token its comment carries.
+// snap: one that recorded its job id, or one of its owner's that records
+// none yet (its salloc has not returned). Its comment is not read: it is
+// the user's text (see slurm.HoldJobs).
 func standsFor(snap *allocator.Snapshot, j slurm.HoldJob) bool {
 	for _, r := range snap.Reservations {
 		if r.Kind.Batch() || r.Queued || !r.Active(snap.Now) {
 			continue
 		}
-		if r.JobID == j.ID || (j.Token > 0 && r.Token == j.Token) {
+		if r.JobID == j.ID || (r.JobID == "" && r.UID == j.UID) {
 			return true
 		}
 	}
 	return false
+}
+
+// cancelAsOwner cancels the placeholder job j as its owner, whom Slurm
+// lets cancel their own jobs only: root's health check never cancels a
+// job of another account, whatever a listing or a store said.
+func cancelAsOwner(ctx context.Context, h *slurm.Holds, j slurm.HoldJob) error {
+	owner, err := slurm.Owner(j.UID)
+	if err != nil {
+		return fmt.Errorf("its owner, uid %d: %w", j.UID, err)
+	}
+	owned := *h
+	owned.As = owner
+	return owned.Cancel(ctx, j.ID)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/allocator"
+	"canhazgpu/internal/accounttest"
 )
 
 // slurmCommand writes a stand-in salloc or scancel that records each
@@ -89,7 +90,7 @@ func TestPlaceholderCancelledWithTheConfigsSlurmConf(t *testing.T) {
 		t.Run(fmt.Sprintf("nhc=%v", nhc), func(t *testing.T) {
 			n := newPlaceholderNode(t, "release", "", 0, nil)
 			n.register()
-			n.sc.Touch("jobs", "JobId=90 JobName=canhazgpu-hold UserId=bob(1001) JobState=RUNNING Reason=None Comment=canhazgpu-hold:999999 NodeList=n1 ReqNodeList=n1\n")
+			n.sc.Touch("jobs", "90|RUNNING|n1|n1|None|0\n")
 			deps := n.deps()
 			deps.Env = append(deps.Env, "SLURM_CONF=/var/spool/slurmd/conf-cache/slurm.conf")
 			deps.NHC = nhc
@@ -97,7 +98,7 @@ func TestPlaceholderCancelledWithTheConfigsSlurmConf(t *testing.T) {
 			require.Equal(t, StatusHealthy, r.Status, r.Error)
 			require.Equal(t, []string{"cancelled placeholder job 90 (RUNNING): it stands for no interactive hold"}, settledWith(r, "placeholder"))
 			require.Equal(t, [][]string{{"SLURM_CONF=" + siteSlurmConf, "90"}}, n.scancel())
-			require.Contains(t, n.sc.Calls(), []string{"--oneliner", "show", "job"})
+			require.Contains(t, n.sc.Calls(), []string{"squeue", "--noheader", "--states=all", "--name=canhazgpu-hold", "--format=%A|%T|%N|%n|%r|%U"})
 		})
 	}
 }
@@ -115,11 +116,11 @@ func TestPlaceholdersUnlisted(t *testing.T) {
 	deps.NHC = true
 	r := Run(context.Background(), deps)
 	require.Equal(t, StatusHealthy, r.Status, r.Error)
-	require.Equal(t, []string{"placeholder jobs left as they are: scontrol --oneliner: no answer within 300ms"}, settledWith(r, "unsettled"))
+	require.Equal(t, []string{"placeholder jobs left as they are: squeue: no answer within 300ms"}, settledWith(r, "unsettled"))
 
 	r = n.run()
 	require.Equal(t, StatusError, r.Status)
-	require.Contains(t, r.Error, "placeholder jobs: scontrol --oneliner: no answer within 300ms")
+	require.Contains(t, r.Error, "placeholder jobs: squeue: no answer within 300ms")
 }
 
 // A hold whose placeholder job vanished, by lost_placeholder.
@@ -201,12 +202,40 @@ func TestLostPlaceholder(t *testing.T) {
 
 	t.Run("a live placeholder is left alone", func(t *testing.T) {
 		n := newPlaceholderNode(t, "resubmit", granted, 0, nil)
-		g := n.holdWithJob(allocator.KindManual, time.Hour, 1, "42")
-		n.sc.Touch("jobs", fmt.Sprintf("JobId=42 JobName=canhazgpu-hold UserId=root(0) JobState=RUNNING Reason=None Comment=canhazgpu-hold:%d NodeList=n1 ReqNodeList=n1\n", g.Token))
+		n.holdWithJob(allocator.KindManual, time.Hour, 1, "42")
+		n.sc.Touch("jobs", "42|RUNNING|n1|n1|None|0\n")
 		r := n.run()
 		require.Empty(t, settledWith(r, "placeholder"))
 		require.Empty(t, n.salloc())
 		require.Empty(t, n.scancel())
 		require.Equal(t, map[int]string{1: "manual root 42"}, n.holders())
 	})
+}
+
+// The check cancels a placeholder as the account Slurm lists as its
+// owner, never as root: Slurm lets an account cancel its own jobs only,
+// so no listing or stored job id can make root's check end another
+// account's job. A placeholder of an account whose hold has no job id yet
+// (its salloc has not returned) is left alone; another account's is not.
+func TestPlaceholderCancelledAsItsOwner(t *testing.T) {
+	accounttest.Ensure(t, "chgphowner")
+	owner := accounttest.UID(t, "chgphowner")
+	// A stand-in scancel any account may run, recording who ran it.
+	dir, err := os.MkdirTemp("", "chg-scancel-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o777))
+	record := filepath.Join(dir, "calls")
+	scancel := filepath.Join(dir, "scancel")
+	require.NoError(t, os.WriteFile(scancel, []byte("#!/bin/sh\necho \"$(id -u) $*\" >> "+shellQuote(record)+"\n"), 0o755))
+
+	n := newPlaceholderNode(t, "release", "", 0, map[string]string{"slurm.scancel": scancel})
+	n.register()
+	n.reserveFor(allocator.KindManual, "root", 0, time.Hour, 2) // no job id recorded yet
+	n.sc.Touch("jobs", fmt.Sprintf("90|RUNNING|n1|n1|None|%d\n91|RUNNING|n1|n1|None|0\n", owner))
+	r := n.run()
+	require.Equal(t, []string{"cancelled placeholder job 90 (RUNNING): it stands for no interactive hold"}, settledWith(r, "placeholder"))
+	calls, err := os.ReadFile(record)
+	require.NoError(t, err)
+	require.Equal(t, fmt.Sprintf("%d 90\n", owner), string(calls), "cancelled as its owner; root's own job 91 stands for root's hold")
 }
