@@ -60,20 +60,24 @@ func (s *Scontrol) Update(ctx context.Context, fields ...string) error {
 // the queue again (requeued), or Slurm has forgotten it (state ""). A job
 // that is running, completing, suspended or in a state not known here
 // counts as running, so a doubtful answer never releases its GPUs.
+//
+// It asks squeue (beside scontrol) for the state alone: `scontrol show
+// job` prints the job's name before its state and its comment after, both
+// the user's text, in which "JobState=COMPLETED" would pass for Slurm's.
 func (s *Scontrol) JobEnded(ctx context.Context, job string) (ended bool, state string, err error) {
-	out, err := s.run(ctx, "show", "job", job)
+	args := []string{"--noheader", "--states=all", "--jobs=" + job, "--format=%T"}
+	out, _, err := command{path: s.squeue(), name: "squeue", args: args, env: s.Env, timeout: s.Timeout}.run(ctx)
 	if err != nil {
 		if strings.Contains(err.Error(), "Invalid job id") {
 			return true, "", nil
 		}
 		return false, "", err
 	}
-	for _, f := range strings.Fields(out) {
-		if st, ok := strings.CutPrefix(f, "JobState="); ok {
-			return endedStates[st], st, nil
-		}
+	st := strings.TrimSpace(out)
+	if st == "" || strings.ContainsAny(st, " \n") {
+		return false, "", fmt.Errorf("squeue --jobs=%s: want the job's state, got %q", job, st)
 	}
-	return false, "", errors.New("scontrol show job: no JobState in its output")
+	return endedStates[st], st, nil
 }
 
 // SpoolDir reads slurmd's SlurmdSpoolDir from `scontrol show config`,
