@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -332,14 +333,14 @@ func testHoldKeepsJobsAway(t *testing.T, h *holdsSite, hold string, k int) {
 	require.False(t, strings.Contains(st, "drain"), st)
 }
 
-// healthCheck runs canhazgpu-healthcheck as slurmd would and returns its
-// output.
-func (h *holdsSite) healthCheck() string {
+// healthCheck runs canhazgpu-healthcheck as slurmd would, with settings
+// such as CANHAZGPU_SLURM_LOST_PLACEHOLDER=keep, and returns its output.
+func (h *holdsSite) healthCheck(settings ...string) string {
 	h.t.Helper()
 	scontrol, err := exec.LookPath("scontrol")
 	require.NoError(h.t, err)
-	code, out, _ := runHealthCheck(h.t, []string{"SLURMD_NODENAME=" + siteNode, "SLURM_CONF=" + h.c.Conf,
-		"CANHAZGPU_CONFIG=" + h.cfg, "CANHAZGPU_HEALTH_SCONTROL=" + scontrol})
+	code, out, _ := runHealthCheck(h.t, append([]string{"SLURMD_NODENAME=" + siteNode, "SLURM_CONF=" + h.c.Conf,
+		"CANHAZGPU_CONFIG=" + h.cfg, "CANHAZGPU_HEALTH_SCONTROL=" + scontrol}, settings...))
 	require.Equal(h.t, 0, code, out)
 	return out
 }
@@ -348,8 +349,11 @@ func (h *holdsSite) healthCheck() string {
 // holds in step both ways. A hold that ended without its canhazgpu (a
 // killed run whose lease lapsed, a release behind the CLI's back) leaves
 // its placeholder job running, keeping batch jobs off a free GPU: the
-// check cancels it. A placeholder cancelled by hand leaves a hold Slurm
-// no longer sees: the check releases it (lost_placeholder = "release").
+// check cancels it, a killed run's once its lease lapsed. A placeholder
+// cancelled by hand leaves a hold Slurm no longer sees: the check releases
+// it (lost_placeholder = "release"), leaves it ("keep") or gives it a new
+// placeholder ("resubmit"). Root's reserve --user makes the placeholder
+// the user's job.
 func TestSlurmPlaceholderReconciled(t *testing.T) {
 	h := newHoldsSite(t)
 	ctx := context.Background()
@@ -401,6 +405,102 @@ func TestSlurmPlaceholderReconciled(t *testing.T) {
 		require.Empty(t, snap.Reservations)
 	})
 
+	t.Run("a killed run's lease lapses: its placeholder is cancelled", func(t *testing.T) {
+		job, kill := h.runKilled(t, 1)
+		kill()
+		j, err := h.c.Job(job)
+		require.NoError(t, err)
+		require.Equal(t, "RUNNING", j["JobState"], "nobody told Slurm")
+		require.NotContains(t, h.healthCheck(), "placeholder job", "the lease has not lapsed yet")
+
+		// Two heartbeat timeouts without a heartbeat: the lease lapsed.
+		ageNodeReservations(t, siteNode, 2*time.Minute)
+		out := h.healthCheck()
+		require.Contains(t, out, "cancelled placeholder job "+job)
+		_, err = h.c.WaitJob(job, 60*time.Second, slurmtest.JobState("CANCELLED"))
+		require.NoError(t, err)
+		snap, err := h.st.Snapshot(ctx)
+		require.NoError(t, err)
+		for _, r := range snap.Reservations {
+			require.False(t, r.Active(snap.Now), "the lapsed lease holds nothing: %+v", r)
+		}
+	})
+
+	t.Run("keep leaves a hold whose placeholder was cancelled", func(t *testing.T) {
+		hold := h.hold(3)
+		_, err := h.c.Run("scancel", hold)
+		require.NoError(t, err)
+		_, err = h.c.WaitJob(hold, 60*time.Second, slurmtest.JobState("CANCELLED"))
+		require.NoError(t, err)
+
+		require.NotContains(t, h.healthCheck("CANHAZGPU_SLURM_LOST_PLACEHOLDER=keep"), "placeholder job")
+		snap, err := h.st.Snapshot(ctx)
+		require.NoError(t, err)
+		r := snap.Reservations[slurmUUID(3)]
+		require.Equal(t, allocator.KindManual, r.Kind, "kept")
+		require.Equal(t, hold, r.JobID)
+		out, code := h.canhazgpu(h.user, "release")
+		require.Equal(t, 0, code, out)
+	})
+
+	t.Run("resubmit gives a hold a new placeholder", func(t *testing.T) {
+		hold := h.hold(3)
+		snap, err := h.st.Snapshot(ctx)
+		require.NoError(t, err)
+		token := snap.Reservations[slurmUUID(3)].Token
+		_, err = h.c.Run("scancel", hold)
+		require.NoError(t, err)
+		_, err = h.c.WaitJob(hold, 60*time.Second, slurmtest.JobState("CANCELLED"))
+		require.NoError(t, err)
+
+		out := h.healthCheck("CANHAZGPU_SLURM_LOST_PLACEHOLDER=resubmit")
+		m := regexp.MustCompile(`: job ([0-9]+) in place of job ` + hold + `, which no longer runs`).FindStringSubmatch(out)
+		require.NotNil(t, m, out)
+		job, err := h.c.Job(m[1])
+		require.NoError(t, err)
+		require.Equal(t, "RUNNING", job["JobState"], "%v", job)
+		require.Contains(t, job["UserId"], h.user, "submitted as the hold's owner")
+		require.Equal(t, "gpu:dev3:1", strings.TrimPrefix(job["TresPerNode"], "gres:"), "%v", job)
+		ev := h.waitEvent("prolog", m[1])
+		require.Equal(t, "0", ev.RC, ev.Out)
+		require.Contains(t, ev.Out, "placeholder", "its Prolog found the same hold")
+		snap, err = h.st.Snapshot(ctx)
+		require.NoError(t, err)
+		require.Len(t, snap.Reservations, 1)
+		r := snap.Reservations[slurmUUID(3)]
+		require.Equal(t, m[1], r.JobID, "the hold names its new placeholder")
+		require.Equal(t, token, r.Token, "the same hold")
+		require.NotContains(t, h.healthCheck("CANHAZGPU_SLURM_LOST_PLACEHOLDER=resubmit"), "placeholder job", "in step again")
+
+		out, code := h.canhazgpu(h.user, "release")
+		require.Equal(t, 0, code, out)
+		_, err = h.c.WaitJob(m[1], 60*time.Second, slurmtest.JobState("CANCELLED"))
+		require.NoError(t, err)
+	})
+
+	t.Run("root's reserve --user: the placeholder is the user's", func(t *testing.T) {
+		out, code := h.canhazgpu("", "reserve", "--user", h.user, "--gpu-ids", strconv.Itoa(nvmlOf(2)), "--duration", "30m")
+		require.Equal(t, 0, code, out)
+		m := holdJobLine.FindStringSubmatch(out)
+		require.NotNil(t, m, out)
+		job, err := h.c.Job(m[1])
+		require.NoError(t, err)
+		require.Equal(t, "RUNNING", job["JobState"], "%v", job)
+		require.Contains(t, job["UserId"], h.user)
+		owner, err := h.c.Run("squeue", "--noheader", "--jobs", m[1], "--format", "%u")
+		require.NoError(t, err)
+		require.Equal(t, h.user, strings.TrimSpace(owner), "squeue shows the hold's owner")
+		snap, err := h.st.Snapshot(ctx)
+		require.NoError(t, err)
+		r := snap.Reservations[slurmUUID(2)]
+		require.Equal(t, h.user, r.User)
+		require.Equal(t, m[1], r.JobID)
+		out, code = h.canhazgpu(h.user, "release")
+		require.Equal(t, 0, code, out)
+		_, err = h.c.WaitJob(m[1], 60*time.Second, slurmtest.JobState("CANCELLED", "COMPLETED"))
+		require.NoError(t, err)
+	})
+
 	t.Run("live holds are left alone", func(t *testing.T) {
 		hold := h.hold(0)
 		out := h.healthCheck()
@@ -414,6 +514,49 @@ func TestSlurmPlaceholderReconciled(t *testing.T) {
 		require.NoError(t, err)
 	})
 	h.requireClean()
+}
+
+// runKilled starts `canhazgpu run` on Slurm's GPU k as the job user and
+// returns its placeholder job once the hold names it, and a kill that
+// ends the run's canhazgpu and its command with SIGKILL, as the OOM
+// killer or a lost session would: nothing releases the lease or cancels
+// the placeholder.
+func (h *holdsSite) runKilled(t *testing.T, k int) (job string, kill func()) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "chg-run")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o777))
+	pidFile := filepath.Join(dir, "pid")
+	cmd := exec.Command(h.runuser, "-u", h.user, "--", h.cli, "run", "--gpu-ids", strconv.Itoa(nvmlOf(k)), "--",
+		"/bin/sh", "-c", "echo $$ > "+pidFile+"; exec /bin/sleep 600")
+	cmd.Env = []string{"PATH=/nonexistent"}
+	cmd.Dir = h.dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	require.NoError(t, cmd.Start())
+	stop := func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		if data, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		_ = cmd.Wait()
+	}
+	t.Cleanup(stop)
+	require.Eventually(t, func() bool {
+		snap, err := h.st.Snapshot(context.Background())
+		if err != nil {
+			return false
+		}
+		r, ok := snap.Reservations[slurmUUID(k)]
+		job = r.JobID
+		_, started := os.Stat(pidFile)
+		return ok && r.Kind == allocator.KindRun && job != "" && started == nil
+	}, 60*time.Second, 100*time.Millisecond, "the run never held GPU %d with its placeholder: %s", k, &out)
+	return job, stop
 }
 
 // holdJobIDs are the ids of every placeholder job Slurm remembers, in
