@@ -33,6 +33,8 @@ type holdsSite struct {
 	// root, the root's through its wrapper, so that the CLI and the salloc
 	// it runs are the root's (the wrappers need root to enter it).
 	runuser string
+	// salloc and scancel are the config's paths of Slurm's commands.
+	salloc, scancel string
 }
 
 // holdGPUs: four GPUs, so four one-GPU jobs and one hold overfill it.
@@ -59,7 +61,7 @@ func newHoldsSiteOn(t testing.TB, typed bool, root string) *holdsSite {
 	dir, err := buildtest.BuildWithSystemFile(map[string]string{"canhazgpu": "canhazgpu/cmd/canhazgpu"}, s.cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	h := &holdsSite{site: s, cli: filepath.Join(dir, "canhazgpu"), runuser: runuser}
+	h := &holdsSite{site: s, cli: filepath.Join(dir, "canhazgpu"), runuser: runuser, salloc: salloc, scancel: scancel}
 	out, code := h.canhazgpu("", "admin", "--register")
 	require.Equal(t, 0, code, out)
 	return h
@@ -166,7 +168,7 @@ func TestSlurmPlaceholderHolds(t *testing.T) {
 
 	t.Run("a GPU Slurm refuses is skipped", func(t *testing.T) {
 		ctx := context.Background()
-		h := &holdsSite{site: h.on(t), cli: h.cli, runuser: h.runuser}
+		h := &holdsSite{site: h.on(t), cli: h.cli, runuser: h.runuser, salloc: h.salloc, scancel: h.scancel}
 		// GPU 0 becomes the user's most recently released: the store
 		// offers it first.
 		first := h.hold(0)
@@ -406,8 +408,9 @@ func TestSlurmPlaceholderReconciled(t *testing.T) {
 	})
 
 	t.Run("a killed run's lease lapses: its placeholder is cancelled", func(t *testing.T) {
-		job, kill := h.runKilled(t, 1)
-		kill()
+		run := h.startRun(t, 1)
+		job := run.job
+		run.kill()
 		j, err := h.c.Job(job)
 		require.NoError(t, err)
 		require.Equal(t, "RUNNING", j["JobState"], "nobody told Slurm")
@@ -478,6 +481,53 @@ func TestSlurmPlaceholderReconciled(t *testing.T) {
 		require.NoError(t, err)
 	})
 
+	t.Run("resubmit: a run's end cancels its new placeholder", func(t *testing.T) {
+		run := h.startRun(t, 0)
+		_, err := h.c.Run("scancel", run.job)
+		require.NoError(t, err)
+		_, err = h.c.WaitJob(run.job, 60*time.Second, slurmtest.JobState("CANCELLED"))
+		require.NoError(t, err)
+		out := h.healthCheck("CANHAZGPU_SLURM_LOST_PLACEHOLDER=resubmit")
+		m := regexp.MustCompile(`: job ([0-9]+) in place of job ` + run.job + `, which no longer runs`).FindStringSubmatch(out)
+		require.NotNil(t, m, out)
+		job, err := h.c.Job(m[1])
+		require.NoError(t, err)
+		require.Equal(t, "RUNNING", job["JobState"], "%v", job)
+		require.Contains(t, job["UserId"], h.user)
+
+		out = run.end()
+		require.NotContains(t, out, "warning", "nothing left to its time limit")
+		_, err = h.c.WaitJob(m[1], 60*time.Second, slurmtest.JobState("CANCELLED"))
+		require.NoError(t, err)
+		snap, err := h.st.Snapshot(ctx)
+		require.NoError(t, err)
+		require.Empty(t, snap.Reservations)
+	})
+
+	t.Run("resubmit: a GPU Slurm gave a batch job meanwhile is released", func(t *testing.T) {
+		// The batch job meets the hold in its Prolog: let it run there.
+		h.configure(append(holdSettings(h.c, h.salloc, h.scancel), `on_conflict = "warn"`)...)
+		defer h.configure(holdSettings(h.c, h.salloc, h.scancel)...)
+		hold := h.hold(2)
+		_, err := h.c.Run("scancel", hold)
+		require.NoError(t, err)
+		_, err = h.c.WaitJob(hold, 60*time.Second, slurmtest.JobState("CANCELLED"))
+		require.NoError(t, err)
+		busy := h.submit("--gres=gpu:dev2:1", "--wrap", h.jobScript())
+		h.seen(busy, "BATCH")
+
+		out := h.healthCheck("CANHAZGPU_SLURM_LOST_PLACEHOLDER=resubmit")
+		require.Contains(t, out, fmt.Sprintf("of %s's manual hold: its placeholder job %s no longer runs and Slurm refused a new one: salloc: ", h.user, hold))
+		require.Contains(t, out, "lost_placeholder=resubmit")
+		snap, err := h.st.Snapshot(ctx)
+		require.NoError(t, err)
+		for _, r := range snap.Reservations {
+			require.NotEqual(t, allocator.KindManual, r.Kind, "the hold is released: %+v", r)
+		}
+		h.letGo(busy, 0)
+		h.finish(busy, "COMPLETED")
+	})
+
 	t.Run("root's reserve --user: the placeholder is the user's", func(t *testing.T) {
 		out, code := h.canhazgpu("", "reserve", "--user", h.user, "--gpu-ids", strconv.Itoa(nvmlOf(2)), "--duration", "30m")
 		require.Equal(t, 0, code, out)
@@ -516,47 +566,75 @@ func TestSlurmPlaceholderReconciled(t *testing.T) {
 	h.requireClean()
 }
 
-// runKilled starts `canhazgpu run` on Slurm's GPU k as the job user and
-// returns its placeholder job once the hold names it, and a kill that
-// ends the run's canhazgpu and its command with SIGKILL, as the OOM
-// killer or a lost session would: nothing releases the lease or cancels
-// the placeholder.
-func (h *holdsSite) runKilled(t *testing.T, k int) (job string, kill func()) {
+// heldRun is a `canhazgpu run` of the job user's, holding a GPU with its
+// placeholder while its command (a sleep) waits.
+type heldRun struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	pidFile string // the command's pid
+	out     bytes.Buffer
+	job     string // the placeholder job the hold named when it started
+}
+
+// startRun starts `canhazgpu run` on Slurm's GPU k as the job user and
+// returns once the hold names its placeholder and the command runs.
+func (h *holdsSite) startRun(t *testing.T, k int) *heldRun {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "chg-run")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	require.NoError(t, os.Chmod(dir, 0o777))
-	pidFile := filepath.Join(dir, "pid")
-	cmd := exec.Command(h.runuser, "-u", h.user, "--", h.cli, "run", "--gpu-ids", strconv.Itoa(nvmlOf(k)), "--",
-		"/bin/sh", "-c", "echo $$ > "+pidFile+"; exec /bin/sleep 600")
-	cmd.Env = []string{"PATH=/nonexistent"}
-	cmd.Dir = h.dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	require.NoError(t, cmd.Start())
-	stop := func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		if data, err := os.ReadFile(pidFile); err == nil {
-			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-		_ = cmd.Wait()
-	}
-	t.Cleanup(stop)
+	r := &heldRun{t: t, pidFile: filepath.Join(dir, "pid")}
+	r.cmd = exec.Command(h.runuser, "-u", h.user, "--", h.cli, "run", "--gpu-ids", strconv.Itoa(nvmlOf(k)), "--",
+		"/bin/sh", "-c", "echo $$ > "+r.pidFile+"; exec /bin/sleep 600")
+	r.cmd.Env = []string{"PATH=/nonexistent"}
+	r.cmd.Dir = h.dir
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	r.cmd.Stdout, r.cmd.Stderr = &r.out, &r.out
+	require.NoError(t, r.cmd.Start())
+	t.Cleanup(r.kill)
 	require.Eventually(t, func() bool {
 		snap, err := h.st.Snapshot(context.Background())
 		if err != nil {
 			return false
 		}
-		r, ok := snap.Reservations[slurmUUID(k)]
-		job = r.JobID
-		_, started := os.Stat(pidFile)
-		return ok && r.Kind == allocator.KindRun && job != "" && started == nil
-	}, 60*time.Second, 100*time.Millisecond, "the run never held GPU %d with its placeholder: %s", k, &out)
-	return job, stop
+		res, ok := snap.Reservations[slurmUUID(k)]
+		r.job = res.JobID
+		return ok && res.Kind == allocator.KindRun && r.job != "" && r.commandPID() > 0
+	}, 60*time.Second, 100*time.Millisecond, "the run never held GPU %d with its placeholder", k)
+	return r
+}
+
+func (r *heldRun) commandPID() int {
+	data, err := os.ReadFile(r.pidFile)
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	return pid
+}
+
+// kill ends the run's canhazgpu and its command with SIGKILL, as the OOM
+// killer or a lost session would: nothing releases the lease or cancels
+// the placeholder.
+func (r *heldRun) kill() {
+	if r.cmd.ProcessState != nil {
+		return
+	}
+	_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
+	if pid := r.commandPID(); pid > 0 {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	_ = r.cmd.Wait()
+}
+
+// end ends the command alone: canhazgpu then releases and cancels as
+// after any command. It returns the run's output.
+func (r *heldRun) end() string {
+	r.t.Helper()
+	require.NoError(r.t, syscall.Kill(r.commandPID(), syscall.SIGTERM))
+	_ = r.cmd.Wait()
+	return r.out.String()
 }
 
 // holdJobIDs are the ids of every placeholder job Slurm remembers, in
