@@ -10,6 +10,7 @@ import (
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
+	"canhazgpu/allocator/store"
 	"canhazgpu/internal/config"
 	"canhazgpu/internal/slurm"
 )
@@ -189,6 +190,26 @@ func placeholderJobs(snap *allocator.Snapshot, user string, gpus []string) []pla
 	}
 	slices.SortFunc(jobs, func(a, b placeholderJob) int { return strings.Compare(a.id, b.id) })
 	return jobs
+}
+
+// holdPlaceholder is the placeholder job of the hold g: the one the hold
+// names, which is the one submitted with it unless the health check has
+// given it a new one since (lost_placeholder = "resubmit"; the first had
+// ended then). Read before the hold is released; a store that does not
+// answer leaves the one submitted.
+func holdPlaceholder(ctx context.Context, st *store.Store, g allocator.Grant, submitted string) string {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	snap, err := st.Snapshot(ctx)
+	if err != nil {
+		return submitted
+	}
+	for _, u := range g.GPUs {
+		if r, ok := snap.Reservations[u]; ok && r.Token == g.Token && r.JobID != "" {
+			return r.JobID
+		}
+	}
+	return submitted
 }
 
 // cancelPlaceholders ends the placeholder jobs of released holds; one that
