@@ -505,8 +505,12 @@ func TestSlurmPlaceholderReconciled(t *testing.T) {
 	})
 
 	t.Run("resubmit: a GPU Slurm gave a batch job meanwhile is released", func(t *testing.T) {
-		// The batch job meets the hold in its Prolog: let it run there.
-		h.configure(append(holdSettings(h.c, h.salloc, h.scancel), `on_conflict = "warn"`)...)
+		// The batch job meets the hold in its Prolog: let it run there,
+		// and keep the Prolog from releasing the hold itself (it does
+		// unless lost_placeholder is "keep": see
+		// TestSlurmPlaceholderCancelledByItsOwner), so that the check
+		// finds it.
+		h.configure(append(holdSettings(h.c, h.salloc, h.scancel), `on_conflict = "warn"`, `lost_placeholder = "keep"`)...)
 		defer h.configure(holdSettings(h.c, h.salloc, h.scancel)...)
 		hold := h.hold(2)
 		_, err := h.c.Run("scancel", hold)
