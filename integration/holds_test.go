@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,6 +33,8 @@ type holdsSite struct {
 	// root, the root's through its wrapper, so that the CLI and the salloc
 	// it runs are the root's (the wrappers need root to enter it).
 	runuser string
+	// salloc and scancel are the config's paths of Slurm's commands.
+	salloc, scancel string
 }
 
 // holdGPUs: four GPUs, so four one-GPU jobs and one hold overfill it.
@@ -58,7 +61,7 @@ func newHoldsSiteOn(t testing.TB, typed bool, root string) *holdsSite {
 	dir, err := buildtest.BuildWithSystemFile(map[string]string{"canhazgpu": "canhazgpu/cmd/canhazgpu"}, s.cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	h := &holdsSite{site: s, cli: filepath.Join(dir, "canhazgpu"), runuser: runuser}
+	h := &holdsSite{site: s, cli: filepath.Join(dir, "canhazgpu"), runuser: runuser, salloc: salloc, scancel: scancel}
 	out, code := h.canhazgpu("", "admin", "--register")
 	require.Equal(t, 0, code, out)
 	return h
@@ -165,7 +168,7 @@ func TestSlurmPlaceholderHolds(t *testing.T) {
 
 	t.Run("a GPU Slurm refuses is skipped", func(t *testing.T) {
 		ctx := context.Background()
-		h := &holdsSite{site: h.on(t), cli: h.cli, runuser: h.runuser}
+		h := &holdsSite{site: h.on(t), cli: h.cli, runuser: h.runuser, salloc: h.salloc, scancel: h.scancel}
 		// GPU 0 becomes the user's most recently released: the store
 		// offers it first.
 		first := h.hold(0)
@@ -332,14 +335,14 @@ func testHoldKeepsJobsAway(t *testing.T, h *holdsSite, hold string, k int) {
 	require.False(t, strings.Contains(st, "drain"), st)
 }
 
-// healthCheck runs canhazgpu-healthcheck as slurmd would and returns its
-// output.
-func (h *holdsSite) healthCheck() string {
+// healthCheck runs canhazgpu-healthcheck as slurmd would, with settings
+// such as CANHAZGPU_SLURM_LOST_PLACEHOLDER=keep, and returns its output.
+func (h *holdsSite) healthCheck(settings ...string) string {
 	h.t.Helper()
 	scontrol, err := exec.LookPath("scontrol")
 	require.NoError(h.t, err)
-	code, out, _ := runHealthCheck(h.t, []string{"SLURMD_NODENAME=" + siteNode, "SLURM_CONF=" + h.c.Conf,
-		"CANHAZGPU_CONFIG=" + h.cfg, "CANHAZGPU_HEALTH_SCONTROL=" + scontrol})
+	code, out, _ := runHealthCheck(h.t, append([]string{"SLURMD_NODENAME=" + siteNode, "SLURM_CONF=" + h.c.Conf,
+		"CANHAZGPU_CONFIG=" + h.cfg, "CANHAZGPU_HEALTH_SCONTROL=" + scontrol}, settings...))
 	require.Equal(h.t, 0, code, out)
 	return out
 }
@@ -348,8 +351,11 @@ func (h *holdsSite) healthCheck() string {
 // holds in step both ways. A hold that ended without its canhazgpu (a
 // killed run whose lease lapsed, a release behind the CLI's back) leaves
 // its placeholder job running, keeping batch jobs off a free GPU: the
-// check cancels it. A placeholder cancelled by hand leaves a hold Slurm
-// no longer sees: the check releases it (lost_placeholder = "release").
+// check cancels it, a killed run's once its lease lapsed. A placeholder
+// cancelled by hand leaves a hold Slurm no longer sees: the check releases
+// it (lost_placeholder = "release"), leaves it ("keep") or gives it a new
+// placeholder ("resubmit"). Root's reserve --user makes the placeholder
+// the user's job.
 func TestSlurmPlaceholderReconciled(t *testing.T) {
 	h := newHoldsSite(t)
 	ctx := context.Background()
@@ -401,6 +407,154 @@ func TestSlurmPlaceholderReconciled(t *testing.T) {
 		require.Empty(t, snap.Reservations)
 	})
 
+	t.Run("a killed run's lease lapses: its placeholder is cancelled", func(t *testing.T) {
+		run := h.startRun(t, 1)
+		job := run.job
+		run.kill()
+		j, err := h.c.Job(job)
+		require.NoError(t, err)
+		require.Equal(t, "RUNNING", j["JobState"], "nobody told Slurm")
+		require.NotContains(t, h.healthCheck(), "placeholder job", "the lease has not lapsed yet")
+
+		// Two heartbeat timeouts without a heartbeat: the lease lapsed.
+		ageNodeReservations(t, siteNode, 2*time.Minute)
+		out := h.healthCheck()
+		require.Contains(t, out, "cancelled placeholder job "+job)
+		_, err = h.c.WaitJob(job, 60*time.Second, slurmtest.JobState("CANCELLED"))
+		require.NoError(t, err)
+		snap, err := h.st.Snapshot(ctx)
+		require.NoError(t, err)
+		for _, r := range snap.Reservations {
+			require.False(t, r.Active(snap.Now), "the lapsed lease holds nothing: %+v", r)
+		}
+	})
+
+	t.Run("keep leaves a hold whose placeholder was cancelled", func(t *testing.T) {
+		hold := h.hold(3)
+		_, err := h.c.Run("scancel", hold)
+		require.NoError(t, err)
+		_, err = h.c.WaitJob(hold, 60*time.Second, slurmtest.JobState("CANCELLED"))
+		require.NoError(t, err)
+
+		require.NotContains(t, h.healthCheck("CANHAZGPU_SLURM_LOST_PLACEHOLDER=keep"), "placeholder job")
+		snap, err := h.st.Snapshot(ctx)
+		require.NoError(t, err)
+		r := snap.Reservations[slurmUUID(3)]
+		require.Equal(t, allocator.KindManual, r.Kind, "kept")
+		require.Equal(t, hold, r.JobID)
+		out, code := h.canhazgpu(h.user, "release")
+		require.Equal(t, 0, code, out)
+	})
+
+	t.Run("resubmit gives a hold a new placeholder", func(t *testing.T) {
+		hold := h.hold(3)
+		snap, err := h.st.Snapshot(ctx)
+		require.NoError(t, err)
+		token := snap.Reservations[slurmUUID(3)].Token
+		_, err = h.c.Run("scancel", hold)
+		require.NoError(t, err)
+		_, err = h.c.WaitJob(hold, 60*time.Second, slurmtest.JobState("CANCELLED"))
+		require.NoError(t, err)
+
+		out := h.healthCheck("CANHAZGPU_SLURM_LOST_PLACEHOLDER=resubmit")
+		m := regexp.MustCompile(`: job ([0-9]+) in place of job ` + hold + `, which no longer runs`).FindStringSubmatch(out)
+		require.NotNil(t, m, out)
+		job, err := h.c.Job(m[1])
+		require.NoError(t, err)
+		require.Equal(t, "RUNNING", job["JobState"], "%v", job)
+		require.Contains(t, job["UserId"], h.user, "submitted as the hold's owner")
+		require.Equal(t, "gpu:dev3:1", strings.TrimPrefix(job["TresPerNode"], "gres:"), "%v", job)
+		ev := h.waitEvent("prolog", m[1])
+		require.Equal(t, "0", ev.RC, ev.Out)
+		require.Contains(t, ev.Out, "placeholder", "its Prolog found the same hold")
+		snap, err = h.st.Snapshot(ctx)
+		require.NoError(t, err)
+		require.Len(t, snap.Reservations, 1)
+		r := snap.Reservations[slurmUUID(3)]
+		require.Equal(t, m[1], r.JobID, "the hold names its new placeholder")
+		require.Equal(t, token, r.Token, "the same hold")
+		require.NotContains(t, h.healthCheck("CANHAZGPU_SLURM_LOST_PLACEHOLDER=resubmit"), "placeholder job", "in step again")
+
+		out, code := h.canhazgpu(h.user, "release")
+		require.Equal(t, 0, code, out)
+		_, err = h.c.WaitJob(m[1], 60*time.Second, slurmtest.JobState("CANCELLED"))
+		require.NoError(t, err)
+	})
+
+	t.Run("resubmit: a run's end cancels its new placeholder", func(t *testing.T) {
+		run := h.startRun(t, 0)
+		_, err := h.c.Run("scancel", run.job)
+		require.NoError(t, err)
+		_, err = h.c.WaitJob(run.job, 60*time.Second, slurmtest.JobState("CANCELLED"))
+		require.NoError(t, err)
+		out := h.healthCheck("CANHAZGPU_SLURM_LOST_PLACEHOLDER=resubmit")
+		m := regexp.MustCompile(`: job ([0-9]+) in place of job ` + run.job + `, which no longer runs`).FindStringSubmatch(out)
+		require.NotNil(t, m, out)
+		job, err := h.c.Job(m[1])
+		require.NoError(t, err)
+		require.Equal(t, "RUNNING", job["JobState"], "%v", job)
+		require.Contains(t, job["UserId"], h.user)
+
+		out = run.end()
+		require.NotContains(t, out, "warning", "nothing left to its time limit")
+		_, err = h.c.WaitJob(m[1], 60*time.Second, slurmtest.JobState("CANCELLED"))
+		require.NoError(t, err)
+		snap, err := h.st.Snapshot(ctx)
+		require.NoError(t, err)
+		require.Empty(t, snap.Reservations)
+	})
+
+	t.Run("resubmit: a GPU Slurm gave a batch job meanwhile is released", func(t *testing.T) {
+		// The batch job meets the hold in its Prolog: let it run there,
+		// and keep the Prolog from releasing the hold itself (it does
+		// unless lost_placeholder is "keep": see
+		// TestSlurmPlaceholderCancelledByItsOwner), so that the check
+		// finds it.
+		h.configure(append(holdSettings(h.c, h.salloc, h.scancel), `on_conflict = "warn"`, `lost_placeholder = "keep"`)...)
+		defer h.configure(holdSettings(h.c, h.salloc, h.scancel)...)
+		hold := h.hold(2)
+		_, err := h.c.Run("scancel", hold)
+		require.NoError(t, err)
+		_, err = h.c.WaitJob(hold, 60*time.Second, slurmtest.JobState("CANCELLED"))
+		require.NoError(t, err)
+		busy := h.submit("--gres=gpu:dev2:1", "--wrap", h.jobScript())
+		h.seen(busy, "BATCH")
+
+		out := h.healthCheck("CANHAZGPU_SLURM_LOST_PLACEHOLDER=resubmit")
+		require.Contains(t, out, fmt.Sprintf("of %s's manual hold: its placeholder job %s no longer runs and Slurm refused a new one: salloc: ", h.user, hold))
+		require.Contains(t, out, "lost_placeholder=resubmit")
+		snap, err := h.st.Snapshot(ctx)
+		require.NoError(t, err)
+		for _, r := range snap.Reservations {
+			require.NotEqual(t, allocator.KindManual, r.Kind, "the hold is released: %+v", r)
+		}
+		h.letGo(busy, 0)
+		h.finish(busy, "COMPLETED")
+	})
+
+	t.Run("root's reserve --user: the placeholder is the user's", func(t *testing.T) {
+		out, code := h.canhazgpu("", "reserve", "--user", h.user, "--gpu-ids", strconv.Itoa(nvmlOf(2)), "--duration", "30m")
+		require.Equal(t, 0, code, out)
+		m := holdJobLine.FindStringSubmatch(out)
+		require.NotNil(t, m, out)
+		job, err := h.c.Job(m[1])
+		require.NoError(t, err)
+		require.Equal(t, "RUNNING", job["JobState"], "%v", job)
+		require.Contains(t, job["UserId"], h.user)
+		owner, err := h.c.Run("squeue", "--noheader", "--jobs", m[1], "--format", "%u")
+		require.NoError(t, err)
+		require.Equal(t, h.user, strings.TrimSpace(owner), "squeue shows the hold's owner")
+		snap, err := h.st.Snapshot(ctx)
+		require.NoError(t, err)
+		r := snap.Reservations[slurmUUID(2)]
+		require.Equal(t, h.user, r.User)
+		require.Equal(t, m[1], r.JobID)
+		out, code = h.canhazgpu(h.user, "release")
+		require.Equal(t, 0, code, out)
+		_, err = h.c.WaitJob(m[1], 60*time.Second, slurmtest.JobState("CANCELLED", "COMPLETED"))
+		require.NoError(t, err)
+	})
+
 	t.Run("live holds are left alone", func(t *testing.T) {
 		hold := h.hold(0)
 		out := h.healthCheck()
@@ -414,6 +568,77 @@ func TestSlurmPlaceholderReconciled(t *testing.T) {
 		require.NoError(t, err)
 	})
 	h.requireClean()
+}
+
+// heldRun is a `canhazgpu run` of the job user's, holding a GPU with its
+// placeholder while its command (a sleep) waits.
+type heldRun struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	pidFile string // the command's pid
+	out     bytes.Buffer
+	job     string // the placeholder job the hold named when it started
+}
+
+// startRun starts `canhazgpu run` on Slurm's GPU k as the job user and
+// returns once the hold names its placeholder and the command runs.
+func (h *holdsSite) startRun(t *testing.T, k int) *heldRun {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "chg-run")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	require.NoError(t, os.Chmod(dir, 0o777))
+	r := &heldRun{t: t, pidFile: filepath.Join(dir, "pid")}
+	r.cmd = exec.Command(h.runuser, "-u", h.user, "--", h.cli, "run", "--gpu-ids", strconv.Itoa(nvmlOf(k)), "--",
+		"/bin/sh", "-c", "echo $$ > "+r.pidFile+"; exec /bin/sleep 600")
+	r.cmd.Env = []string{"PATH=/nonexistent"}
+	r.cmd.Dir = h.dir
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	r.cmd.Stdout, r.cmd.Stderr = &r.out, &r.out
+	require.NoError(t, r.cmd.Start())
+	t.Cleanup(r.kill)
+	require.Eventually(t, func() bool {
+		snap, err := h.st.Snapshot(context.Background())
+		if err != nil {
+			return false
+		}
+		res, ok := snap.Reservations[slurmUUID(k)]
+		r.job = res.JobID
+		return ok && res.Kind == allocator.KindRun && r.job != "" && r.commandPID() > 0
+	}, 60*time.Second, 100*time.Millisecond, "the run never held GPU %d with its placeholder", k)
+	return r
+}
+
+func (r *heldRun) commandPID() int {
+	data, err := os.ReadFile(r.pidFile)
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	return pid
+}
+
+// kill ends the run's canhazgpu and its command with SIGKILL, as the OOM
+// killer or a lost session would: nothing releases the lease or cancels
+// the placeholder.
+func (r *heldRun) kill() {
+	if r.cmd.ProcessState != nil {
+		return
+	}
+	_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
+	if pid := r.commandPID(); pid > 0 {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	_ = r.cmd.Wait()
+}
+
+// end ends the command alone: canhazgpu then releases and cancels as
+// after any command. It returns the run's output.
+func (r *heldRun) end() string {
+	r.t.Helper()
+	require.NoError(r.t, syscall.Kill(r.commandPID(), syscall.SIGTERM))
+	_ = r.cmd.Wait()
+	return r.out.String()
 }
 
 // holdJobIDs are the ids of every placeholder job Slurm remembers, in

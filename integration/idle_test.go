@@ -33,25 +33,30 @@ func (h *hcSite) idleGPUs() {
 
 // ageReservations moves every stored time of the node's reservations,
 // batch and interactive, back by `by`, as if they were that much older.
-func (h *hcSite) ageReservations(by time.Duration) {
-	h.t.Helper()
+func (h *hcSite) ageReservations(by time.Duration) { ageNodeReservations(h.t, hcNode, by) }
+
+// ageNodeReservations moves every stored time of node's reservations back
+// by `by`: the store takes time from the server's clock, so tests age
+// what it stored instead of waiting.
+func ageNodeReservations(t testing.TB, node string, by time.Duration) {
+	t.Helper()
 	ctx := context.Background()
 	c := srv.Client()
 	defer c.Close()
-	for _, hash := range []string{"chg:{" + hcNode + "}:res", "chg:{" + hcNode + "}:bres"} {
+	for _, hash := range []string{"chg:{" + node + "}:res", "chg:{" + node + "}:bres"} {
 		all, err := c.HGetAll(ctx, hash).Result()
-		require.NoError(h.t, err)
+		require.NoError(t, err)
 		for id, stored := range all {
 			var r map[string]any
-			require.NoError(h.t, json.Unmarshal([]byte(stored), &r))
+			require.NoError(t, json.Unmarshal([]byte(stored), &r))
 			for _, f := range []string{"s", "e", "h", "a", "w"} {
 				if v, ok := r[f].(float64); ok && v != 0 {
 					r[f] = int64(v) - by.Milliseconds()
 				}
 			}
 			b, err := json.Marshal(r)
-			require.NoError(h.t, err)
-			require.NoError(h.t, c.HSet(ctx, hash, id, b).Err())
+			require.NoError(t, err)
+			require.NoError(t, c.HSet(ctx, hash, id, b).Err())
 		}
 	}
 }

@@ -15,9 +15,23 @@ var holdJobID = regexp.MustCompile(`^[0-9]{1,20}$`)
 
 // SetHoldJob records the scheduler job standing for an interactive hold
 // (its placeholder) in the hold's reservations: every GPU must still be
-// held by user under token, else nothing changes and it returns a
+// held, unexpired, by user under token, else nothing changes and it returns a
 // *allocator.LeaseLostError naming the first GPU that is not.
 func (s *Store) SetHoldJob(ctx context.Context, user string, token int64, gpus []string, job string) error {
+	return s.holdJob(ctx, user, token, gpus, "", job)
+}
+
+// ReplaceHoldJob records job in place of was, the hold's placeholder that
+// vanished: as SetHoldJob, and every GPU must still name was, so that of
+// two checks replacing the same placeholder only one succeeds.
+func (s *Store) ReplaceHoldJob(ctx context.Context, user string, token int64, gpus []string, was, job string) error {
+	if !holdJobID.MatchString(was) {
+		return &allocator.InputError{Field: "job id", Value: was, Accepted: "1-20 digits"}
+	}
+	return s.holdJob(ctx, user, token, gpus, was, job)
+}
+
+func (s *Store) holdJob(ctx context.Context, user string, token int64, gpus []string, was, job string) error {
 	if err := allocator.ValidateUser(user); err != nil {
 		return err
 	}
@@ -33,7 +47,7 @@ func (s *Store) SetHoldJob(ctx context.Context, user string, token int64, gpus [
 	if !holdJobID.MatchString(job) {
 		return &allocator.InputError{Field: "job id", Value: job, Accepted: "1-20 digits"}
 	}
-	v, err := s.run.run(ctx, holdJobOp, []string{s.keys.res}, user, token, job, joinList(gpus)).Result()
+	v, err := s.run.run(ctx, holdJobOp, []string{s.keys.res}, user, token, job, joinList(gpus), was).Result()
 	if err != nil {
 		return s.wrap("hold_job", err)
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -55,4 +56,41 @@ func TestSetHoldJobBadInputWritesNothing(t *testing.T) {
 	snap, err := s.Snapshot(ctx)
 	require.NoError(t, err)
 	require.Empty(t, snap.Reservations[g.GPUs[0]].JobID)
+}
+
+// A placeholder that replaces a vanished one takes its place only while
+// the hold still names the vanished one: of two replacements one wins,
+// and a hold released or lapsed meanwhile is never written back.
+func TestReplaceHoldJob(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 2)
+	g, err := s.Allocate(ctx, manual("alice", 2))
+	require.NoError(t, err)
+	require.NoError(t, s.SetHoldJob(ctx, "alice", g.Token, g.GPUs, "42"))
+
+	var lost *allocator.LeaseLostError
+	require.ErrorAs(t, s.ReplaceHoldJob(ctx, "alice", g.Token, g.GPUs, "41", "43"), &lost, "the hold names another job")
+	require.NoError(t, s.ReplaceHoldJob(ctx, "alice", g.Token, g.GPUs, "42", "43"))
+	require.ErrorAs(t, s.ReplaceHoldJob(ctx, "alice", g.Token, g.GPUs, "42", "44"), &lost, "replaced already")
+	snap, err := s.Snapshot(ctx)
+	require.NoError(t, err)
+	for _, u := range g.GPUs {
+		require.Equal(t, "43", snap.Reservations[u].JobID, "the first replacement won")
+	}
+	var input *allocator.InputError
+	require.ErrorAs(t, s.ReplaceHoldJob(ctx, "alice", g.Token, g.GPUs, "", "44"), &input)
+
+	ageReservations(t, s, 2*time.Hour)
+	require.ErrorAs(t, s.ReplaceHoldJob(ctx, "alice", g.Token, g.GPUs, "43", "44"), &lost, "the hold lapsed")
+	require.ErrorAs(t, s.SetHoldJob(ctx, "alice", g.Token, g.GPUs, "44"), &lost, "the hold lapsed")
+
+	h, err := s.Allocate(ctx, manual("alice", 1))
+	require.NoError(t, err)
+	require.NoError(t, s.SetHoldJob(ctx, "alice", h.Token, h.GPUs, "50"))
+	_, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: "alice", Token: h.Token})
+	require.NoError(t, err)
+	require.ErrorAs(t, s.ReplaceHoldJob(ctx, "alice", h.Token, h.GPUs, "50", "51"), &lost, "released meanwhile")
+	snap, err = s.Snapshot(ctx)
+	require.NoError(t, err)
+	require.Empty(t, snap.Reservations, "nothing resurrected")
 }

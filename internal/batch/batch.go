@@ -99,6 +99,13 @@ type Engine struct {
 	BootIDPath string
 	// Now stamps the state files; nil: time.Now.
 	Now func() time.Time
+	// Vacate, when set, is shown the reservations holding GPUs a job
+	// found taken, before on_conflict applies. It ends those its scheduler
+	// knows to be over (an interactive hold whose Slurm placeholder job no
+	// longer runs: Slurm gave its GPUs to this job because of that) and
+	// says what it did, a line each; when it ended any, the grant is asked
+	// for once more.
+	Vacate func(ctx context.Context, st *store.Store, taken []allocator.Reservation) []string
 }
 
 func (e *Engine) now() time.Time {

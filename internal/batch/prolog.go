@@ -39,6 +39,8 @@ type Placed struct {
 	// Settled sums up the pending markers of earlier outages this run
 	// applied ("" for none).
 	Settled string
+	// Vacated says what Engine.Vacate ended to free the job's GPUs.
+	Vacated []string
 	// Devices is the scan the prolog placed the job by.
 	Devices []gpu.Device
 }
@@ -144,14 +146,31 @@ func (r *reservation) reserve(ctx context.Context) (Placed, error) {
 	}
 	grant, err := r.node.Allocate(ctx, req, r.devs)
 	var short *allocator.ShortageError
+	var vacated []string
+	if errors.As(err, &short) && r.Vacate != nil {
+		var taken []allocator.Reservation
+		for _, c := range short.Conflicts {
+			if c.Holder != nil {
+				taken = append(taken, *c.Holder)
+			}
+		}
+		if vacated = r.Vacate(ctx, r.node.Store, taken); len(vacated) > 0 {
+			req.RequestID = r.requestID + "-vacated"
+			grant, err = r.node.Allocate(ctx, req, r.devs)
+		}
+	}
 	switch {
 	case err == nil:
 		if !r.named {
 			r.slots = r.slotsOf(grant.GPUs)
 		}
-		return r.granted(ctx, grant, nil)
+		p, err := r.granted(ctx, grant, nil)
+		p.Vacated = vacated
+		return p, err
 	case errors.As(err, &short):
-		return r.conflict(ctx, short)
+		p, err := r.conflict(ctx, short)
+		p.Vacated = vacated
+		return p, err
 	case Unreachable(err):
 		return r.storeDown(err)
 	default:

@@ -202,7 +202,8 @@ func adminRelease(ctx context.Context, env *Env, cfg *config.Config, st *store.S
 	if placeholdersOn(cfg) {
 		// A member of the admin group is no Slurm operator: scancel
 		// would refuse another user's placeholder, which the health check
-		// cancels once its hold is gone. Root cancels them all.
+		// cancels once its hold is gone. Root cancels them all, each as
+		// its owner.
 		owner := ""
 		if !env.User.Root() {
 			owner = env.User.Name

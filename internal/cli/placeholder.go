@@ -4,14 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os/user"
 	"slices"
-	"strconv"
-	"syscall"
+	"strings"
 	"time"
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
+	"canhazgpu/allocator/store"
 	"canhazgpu/internal/config"
 	"canhazgpu/internal/slurm"
 )
@@ -31,16 +30,11 @@ func holdsFor(env *Env, cfg *config.Config, name string) (*slurm.Holds, error) {
 	if !env.User.Root() {
 		return nil, fmt.Errorf("--user %s: on a node with slurm.interactive_holds = \"placeholder\" only root may hold GPUs for another account (Slurm's placeholder job must be theirs)", name)
 	}
-	u, err := user.Lookup(name)
+	as, err := slurm.Account(name, -1)
 	if err != nil {
 		return nil, fmt.Errorf("--user %s: %w", name, err)
 	}
-	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
-	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
-	if err := errors.Join(err1, err2); err != nil {
-		return nil, fmt.Errorf("--user %s: %w", name, err)
-	}
-	h.As = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	h.As = as
 	return h, nil
 }
 
@@ -175,32 +169,68 @@ func placeholder(ctx context.Context, h *slurm.Holds, p *opened, g allocator.Gra
 	return job, nil
 }
 
+// placeholderJob is a hold's placeholder job and the hold's owner.
+type placeholderJob struct {
+	id  string
+	uid int
+}
+
 // placeholderJobs are the placeholder jobs of user's interactive holds
 // (anyone's for "") on the GPUs listed, each once.
-func placeholderJobs(snap *allocator.Snapshot, user string, gpus []string) []string {
-	var jobs []string
+func placeholderJobs(snap *allocator.Snapshot, user string, gpus []string) []placeholderJob {
+	var jobs []placeholderJob
 	for u, r := range snap.Reservations {
 		if r.Kind.Batch() || r.JobID == "" || (user != "" && r.User != user) || !slices.Contains(gpus, u) {
 			continue
 		}
-		if !slices.Contains(jobs, r.JobID) {
-			jobs = append(jobs, r.JobID)
+		j := placeholderJob{id: r.JobID, uid: r.UID}
+		if !slices.Contains(jobs, j) {
+			jobs = append(jobs, j)
 		}
 	}
-	slices.Sort(jobs)
+	slices.SortFunc(jobs, func(a, b placeholderJob) int { return strings.Compare(a.id, b.id) })
 	return jobs
+}
+
+// holdPlaceholder is the placeholder job of the hold g: the one the hold
+// names, which is the one submitted with it unless the health check has
+// given it a new one since (lost_placeholder = "resubmit"; the first had
+// ended then). Read before the hold is released; a store that does not
+// answer leaves the one submitted.
+func holdPlaceholder(ctx context.Context, st *store.Store, g allocator.Grant, submitted string) string {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	snap, err := st.Snapshot(ctx)
+	if err != nil {
+		return submitted
+	}
+	for _, u := range g.GPUs {
+		if r, ok := snap.Reservations[u]; ok && r.Token == g.Token && r.JobID != "" {
+			return r.JobID
+		}
+	}
+	return submitted
 }
 
 // cancelPlaceholders ends the placeholder jobs of released holds; one that
 // cannot be cancelled ends at its time limit, or the health check cancels
-// it. It says so on stderr and does not fail the release.
-func cancelPlaceholders(ctx context.Context, env *Env, cfg *config.Config, jobs []string) {
-	if len(jobs) == 0 {
-		return
-	}
+// it. It says so on stderr and does not fail the release. Root cancels as
+// each hold's owner: Slurm then refuses a job id that is not the owner's,
+// which a stored hold could name (the id comes from the output of the
+// owner's own salloc).
+func cancelPlaceholders(ctx context.Context, env *Env, cfg *config.Config, jobs []placeholderJob) {
 	h := slurm.NewHolds(cfg)
-	for _, job := range jobs {
-		if err := h.Cancel(ctx, job); err != nil {
+	for _, j := range jobs {
+		own := *h
+		if env.User.Root() && j.uid != env.User.UID {
+			cred, err := slurm.Owner(j.uid)
+			if err != nil {
+				writeLine(env.Stderr, "canhazgpu: warning: placeholder job %s: its owner, uid %d: %v; Slurm ends it at its time limit", j.id, j.uid, err)
+				continue
+			}
+			own.As = cred
+		}
+		if err := own.Cancel(ctx, j.id); err != nil {
 			writeLine(env.Stderr, "canhazgpu: warning: %v; Slurm ends the placeholder at its time limit", err)
 		}
 	}

@@ -123,12 +123,15 @@ func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) err
 	stderr := &lockedWriter{w: env.Stderr}
 	code, runErr := supervise(ctx, supervision{env: env, stderr: stderr, path: path, argv: argv, environ: environ,
 		timeout: timeout, grace: cfg.Run.KillGrace, interval: cfg.Run.HeartbeatInterval, lease: l})
+	if placeholder != "" {
+		placeholder = holdPlaceholder(ctx, node.Store, g, placeholder)
+	}
 	if err := l.release(ctx); err != nil {
 		writeLine(stderr, "canhazgpu: warning: could not release GPU %s: %v; the reservation lapses %s after the last heartbeat",
 			ids, err, config.Duration(cfg.Run.HeartbeatTimeout))
 	}
 	if placeholder != "" {
-		cancelPlaceholders(ctx, env, cfg, []string{placeholder})
+		cancelPlaceholders(ctx, env, cfg, []placeholderJob{{id: placeholder, uid: l.uid}})
 	}
 	if runErr != nil {
 		return runErr

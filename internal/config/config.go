@@ -150,7 +150,8 @@ type SlurmHolds struct {
 	Scancel   string
 	SlurmConf string // SLURM_CONF for those commands; "": Slurm's default
 	// Lost: what the health check does with a hold whose placeholder job
-	// ended before it (scancel by hand, a node reboot): release or keep.
+	// ended before it (scancel by hand, a node reboot): release, keep or
+	// resubmit.
 	Lost string
 }
 

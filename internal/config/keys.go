@@ -114,7 +114,7 @@ var settings = []setting{
 	str("slurm.salloc", func(c *Config) *string { return &c.Slurm.Holds.Salloc }, checkAbsPath),
 	str("slurm.scancel", func(c *Config) *string { return &c.Slurm.Holds.Scancel }, checkAbsPath),
 	str("slurm.slurm_conf", func(c *Config) *string { return &c.Slurm.Holds.SlurmConf }, checkAbsPathOrEmpty),
-	enum("slurm.lost_placeholder", func(c *Config) *string { return &c.Slurm.Holds.Lost }, "release", "keep"),
+	enum("slurm.lost_placeholder", func(c *Config) *string { return &c.Slurm.Holds.Lost }, "release", "keep", "resubmit"),
 
 	enum("pbs.on_conflict", func(c *Config) *string { return &c.PBS.OnConflict }, "fail", "warn"),
 	enum("pbs.on_store_error", func(c *Config) *string { return &c.PBS.OnStoreError }, "allow", "fail"),

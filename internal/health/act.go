@@ -98,8 +98,11 @@ func (c *check) actSlurm(ctx context.Context, reason string) []Action {
 	return out
 }
 
+// scontrol runs as the CLI's does: with root's slurm_conf, when the
+// config names one, in place of the SLURM_CONF slurmd hands the check.
 func (c *check) scontrol() *slurm.Scontrol {
-	return &slurm.Scontrol{Path: c.cfg.Health.Scontrol, Node: c.deps.SlurmNode, Timeout: c.cfg.Health.ScontrolTimeout, Env: c.deps.Env}
+	return &slurm.Scontrol{Path: c.cfg.Health.Scontrol, Node: c.deps.SlurmNode, Timeout: c.cfg.Health.ScontrolTimeout,
+		Env: slurm.CommandEnv(c.cfg, c.deps.Env)}
 }
 
 // wantFlags is one store flag per GPU with violations, their messages

@@ -38,7 +38,9 @@ type Deps struct {
 	// schedulers.All. Their state dirs hold the job files and pending
 	// markers; each dir is settled once.
 	Schedulers []batch.Scheduler
-	// NHC: NHC does the marking, so no scontrol calls of our own.
+	// NHC: NHC marks the node and asks Slurm about batch jobs, so the
+	// check does neither; it still settles placeholder jobs, which marks
+	// nothing.
 	NHC bool
 	// SyslogPath is the syslog socket the check's findings and changes
 	// also go to; "": the system's (/dev/log), skipped where there is none.

@@ -13,6 +13,7 @@ import (
 
 	"canhazgpu/allocator"
 	"canhazgpu/internal/jobstate"
+	"canhazgpu/internal/slurm/scontroltest"
 )
 
 const bobReason = "canhazgpu: GPU 1 used by bob (pid 4242) without reservation"
@@ -233,7 +234,7 @@ func TestRunSettlesStaleSlurmJobs(t *testing.T) {
 		6: "manual carol ", 7: "run dave "}, n.holders())
 	require.Len(t, r.GPUs, 10)
 	require.False(t, r.GPUs[1].Reserved, "the report shows the state after settling")
-	require.Equal(t, [][]string{{"show", "job", "19"}, {"show", "job", "23"}, {"show", "job", "24"}}, n.sc.Calls(),
+	require.Equal(t, [][]string{scontroltest.JobQuery("19"), scontroltest.JobQuery("23"), scontroltest.JobQuery("24")}, n.sc.Calls(),
 		"only jobs kept by their file alone are asked about, once each")
 }
 
@@ -259,7 +260,7 @@ func TestRunKeepsJobsSlurmCannotJudge(t *testing.T) {
 			r := Run(context.Background(), deps)
 			if tc.hang {
 				require.Equal(t, StatusError, r.Status)
-				require.Equal(t, "cannot judge slurm jobs: cannot learn the state of slurm job 23 (scontrol show: no answer within 200ms): it keeps its GPUs", r.Error)
+				require.Equal(t, "cannot judge slurm jobs: cannot learn the state of slurm job 23 (squeue: no answer within 200ms): it keeps its GPUs", r.Error)
 				require.True(t, r.StoreUp)
 				require.Len(t, r.GPUs, 4, "the GPUs are still checked")
 			} else {

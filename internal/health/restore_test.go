@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"canhazgpu/allocator"
 	"canhazgpu/internal/jobstate"
 	"canhazgpu/internal/redistest"
+	"canhazgpu/internal/slurm/scontroltest"
 )
 
 // jobFile writes a job's file as its Prolog does, with f's owner, restart
@@ -32,7 +34,7 @@ func (n *testNode) jobFile(kind allocator.Kind, job string, f jobstate.JobFile, 
 func (n *testNode) jobCalls() [][]string {
 	var out [][]string
 	for _, c := range n.sc.Calls() {
-		if c[0] == "show" && c[1] == "job" {
+		if len(c) > 3 && c[0] == "squeue" && strings.HasPrefix(c[3], "--jobs=") {
 			out = append(out, c)
 		}
 	}
@@ -111,7 +113,7 @@ func TestRunRestoresBatchJobsAfterStoreLoss(t *testing.T) {
 	require.Equal(t, []any{1001, 2, "boot-now"}, []any{got.UID, got.Restart, got.BootID}, "as the Prolog reserved it")
 	require.True(t, r.GPUs[0].Reserved, "the report shows the restored state")
 	require.Equal(t, "13", r.GPUs[0].JobID)
-	require.Equal(t, [][]string{{"show", "job", "14"}, {"show", "job", "15"}}, n.jobCalls(),
+	require.Equal(t, [][]string{scontroltest.JobQuery("14"), scontroltest.JobQuery("15")}, n.jobCalls(),
 		"only jobs without a sign on the node are asked about")
 	require.Empty(t, n.sc.Updates(), "not drained")
 
@@ -121,7 +123,7 @@ func TestRunRestoresBatchJobsAfterStoreLoss(t *testing.T) {
 	r = n.run()
 	require.Equal(t, StatusHealthy, r.Status)
 	require.Empty(t, r.Settled)
-	require.Equal(t, [][]string{{"show", "job", "14"}, {"show", "job", "15"}}, n.jobCalls()[2:])
+	require.Equal(t, [][]string{scontroltest.JobQuery("14"), scontroltest.JobQuery("15")}, n.jobCalls()[2:])
 	require.Len(t, n.holders(), 4)
 }
 
@@ -243,7 +245,7 @@ func TestRunRestoresBySlurmOnlyWhenItAnswers(t *testing.T) {
 			deps.NHC = tc.nhc
 			r := Run(context.Background(), deps)
 			if tc.hang {
-				require.Equal(t, "cannot judge slurm jobs: cannot learn the state of slurm job 14 (scontrol show: no answer within 200ms): it keeps its GPUs", r.Error)
+				require.Equal(t, "cannot judge slurm jobs: cannot learn the state of slurm job 14 (squeue: no answer within 200ms): it keeps its GPUs", r.Error)
 			} else {
 				require.Empty(t, r.Error)
 			}
@@ -253,7 +255,7 @@ func TestRunRestoresBySlurmOnlyWhenItAnswers(t *testing.T) {
 			if tc.nhc {
 				require.Empty(t, n.sc.Calls())
 			} else {
-				require.Equal(t, [][]string{{"show", "job", "14"}}, n.jobCalls())
+				require.Equal(t, [][]string{scontroltest.JobQuery("14")}, n.jobCalls())
 			}
 		})
 	}

@@ -1,11 +1,11 @@
 package slurm
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
+	"os/user"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -89,14 +89,48 @@ type Holds struct {
 	As *syscall.Credential
 }
 
-// NewHolds reads the commands and the node from the config.
+// NewHolds reads the commands and the node from the config; the commands
+// get an environment of the config's alone.
 func NewHolds(cfg *config.Config) *Holds {
-	env := []string{"PATH=/usr/bin:/bin"}
-	if c := cfg.Slurm.Holds.SlurmConf; c != "" {
-		env = append(env, "SLURM_CONF="+c)
-	}
+	env := CommandEnv(cfg, nil)
 	return &Holds{Salloc: cfg.Slurm.Holds.Salloc, Scancel: cfg.Slurm.Holds.Scancel, Env: env,
 		Scontrol: Scontrol{Path: cfg.Health.Scontrol, Node: cfg.Node, Timeout: cfg.Health.ScontrolTimeout, Env: env}}
+}
+
+// Account is the credential that runs the commands as the account name
+// (root acting for its owner, so that squeue and accounting show the
+// owner): its uid and primary group. uid >= 0 must be the account's uid,
+// as a hold recorded it: an account renumbered since gets nothing.
+func Account(name string, uid int) (*syscall.Credential, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, err
+	}
+	c, err := credentialOf(u)
+	if err == nil && uid >= 0 && uint32(uid) != c.Uid {
+		return nil, fmt.Errorf("account %s has uid %d, not the hold's %d", name, c.Uid, uid)
+	}
+	return c, err
+}
+
+// Owner is the credential of the account with uid (its primary group), to
+// run a placeholder's commands as its owner.
+func Owner(uid int) (*syscall.Credential, error) {
+	u, err := user.LookupId(strconv.Itoa(uid))
+	if err != nil {
+		return nil, err
+	}
+	return credentialOf(u)
+}
+
+// credentialOf is the account's uid and primary group.
+func credentialOf(u *user.User) (*syscall.Credential, error) {
+	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
+	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, err
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
 // PinnedTypes reports whether the node offers one GRES type per GPU
@@ -163,135 +197,99 @@ func (h *Holds) Submit(ctx context.Context, node string, p Placeholder) (string,
 		}
 		gres = strings.Join(parts, ",")
 	}
-	out, err := h.exec(ctx, h.Salloc, "--no-shell", "--immediate", "--nodes=1", "--ntasks=1",
+	// salloc reports on stderr, the grant included.
+	_, out, err := h.exec(ctx, "salloc", h.Salloc, "--no-shell", "--immediate", "--nodes=1", "--ntasks=1",
 		"--nodelist="+node, "--job-name="+HoldJobName, "--comment="+comment,
 		"--time="+strconv.Itoa(minutes(p.Limit)), "--gres="+gres)
 	if m := granted.FindStringSubmatch(out); m != nil {
 		return m[1], nil
 	}
 	if err == nil {
-		err = errors.New("no job id in its output")
+		err = errors.New("salloc: no job id in its output")
 	}
-	return "", fmt.Errorf("salloc: %w%s", err, slurmSays(out))
+	return "", err
 }
 
-// Cancel ends a placeholder job.
+// Cancel ends a placeholder job, as h.As: root cancels as the job's
+// owner (see Owner), so that a job id that is not the placeholder's can
+// only ever name another job of the same account, which Slurm refuses
+// otherwise.
 func (h *Holds) Cancel(ctx context.Context, job string) error {
-	if _, err := strconv.ParseUint(job, 10, 64); err != nil {
-		return fmt.Errorf("placeholder: job id %q is not a number", job)
+	if !ValidJobID(job) {
+		return fmt.Errorf("placeholder: job id %q is not one Slurm writes", job)
 	}
-	out, err := h.exec(ctx, h.Scancel, job)
-	if err != nil {
-		return fmt.Errorf("scancel %s: %w%s", job, err, slurmSays(out))
-	}
-	return nil
+	_, _, err := h.exec(ctx, "scancel "+job, h.Scancel, job)
+	return err
 }
 
 // nodeName is what may follow --nodelist=: one plain node name.
 var nodeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
-// exec runs one command with the fixed environment and returns its output
-// (stdout and stderr together), bounded by the scontrol timeout plus the
-// time salloc waits for the Prolog.
-func (h *Holds) exec(ctx context.Context, path string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, h.Scontrol.Timeout+30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, path, args...)
-	cmd.Env = h.Env
-	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: h.As}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
-}
-
-// slurmSays is the last line a Slurm command printed, for an error
-// message: "salloc: error: … Requested nodes are busy".
-func slurmSays(out string) string {
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if last := strings.TrimSpace(lines[len(lines)-1]); last != "" {
-		return ": " + last
-	}
-	return ""
+// exec runs one command with the fixed environment as h.As, bounded by
+// the scontrol timeout plus the time salloc waits for the Prolog.
+func (h *Holds) exec(ctx context.Context, name, path string, args ...string) (stdout, stderr string, err error) {
+	return command{path: path, name: name, args: args, env: h.Env, timeout: h.Scontrol.Timeout + 30*time.Second, as: h.As}.run(ctx)
 }
 
 // HoldJob is a placeholder job of this node as Slurm lists it.
 type HoldJob struct {
 	ID    string
-	Token int64 // from its comment; 0 when the comment names no hold
+	UID   int // its owner, as Slurm knows it
 	State string
 	// Starting: pending, or its Prolog has not finished, so the hold it
-	// stands for may not be in the store yet.
+	// stands for may not name it in the store yet.
 	Starting bool
 }
 
+// holdJobFormat is what squeue prints of each job: only fields Slurm
+// makes itself (id, state, nodes, reason, uid). A job's name and comment
+// are its user's text, which may hold a newline and then a line posing as
+// another job's: a listing that printed them could be made to show a
+// placeholder that is not there (its hold then released as lost) or one
+// with another user's job id (that job then cancelled). The name is only
+// matched, by squeue, against HoldJobName.
+const holdJobFormat = "%A|%T|%N|%n|%r|%U"
+
 // HoldJobs lists the placeholder jobs of this node that have not ended:
-// running, or pending for it. It reads every job (`scontrol --oneliner
-// show job`) once. A job's name and comment are its user's text and may
-// hold spaces and "Key=value" words: only the JobId the line starts with
-// is ever acted on, and a user who dresses a job up as a placeholder can
-// only get that job cancelled.
+// running, or pending for it, in one squeue call (squeue beside scontrol:
+// the same Slurm installation).
 func (s *Scontrol) HoldJobs(ctx context.Context) ([]HoldJob, error) {
-	out, err := s.run(ctx, "--oneliner", "show", "job")
+	args := []string{"--noheader", "--states=all", "--name=" + HoldJobName, "--format=" + holdJobFormat}
+	out, _, err := command{path: s.squeue(), name: "squeue", args: args, env: s.Env, timeout: s.Timeout}.run(ctx)
 	if err != nil {
-		if strings.Contains(err.Error(), "No jobs in the system") {
-			return nil, nil
-		}
 		return nil, err
 	}
 	return parseHoldJobs(out, s.Node), nil
 }
 
-// parseHoldJobs reads the placeholder jobs of node from `scontrol
-// --oneliner show job`. A job's name or comment may hold a newline, and so
-// a line of the user's making that starts "JobId=" with another job's id:
-// an id that starts more than one line is doubtful and left out, since
-// the real job's own line names it too.
+// squeue is the squeue of scontrol's installation.
+func (s *Scontrol) squeue() string { return filepath.Join(filepath.Dir(s.Path), "squeue") }
+
+// parseHoldJobs reads the placeholder jobs of node from squeue's lines in
+// holdJobFormat.
 func parseHoldJobs(out, node string) []HoldJob {
-	starts := map[string]int{}
-	for line := range strings.SplitSeq(out, "\n") {
-		if id, ok := strings.CutPrefix(line, "JobId="); ok {
-			id, _, _ = strings.Cut(id, " ")
-			starts[id]++
-		}
-	}
 	var jobs []HoldJob
 	for line := range strings.SplitSeq(out, "\n") {
-		f := firstFields(line)
-		id, ok := strings.CutPrefix(line, "JobId=")
-		if !ok || f["JobName"] != HoldJobName {
+		f := strings.Split(strings.TrimSpace(line), "|")
+		if len(f) != 6 || !ValidJobID(f[0]) {
 			continue
 		}
-		id, _, _ = strings.Cut(id, " ")
-		if _, err := strconv.ParseUint(id, 10, 64); err != nil || starts[id] != 1 {
+		id, st, nodes, requested, reason := f[0], f[1], f[2], f[3], f[4]
+		uid, err := strconv.ParseUint(f[5], 10, 32)
+		if err != nil || (nodes != node && requested != node) || (endedStates[st] && st != "PENDING") {
 			continue
 		}
-		if f["NodeList"] != node && f["ReqNodeList"] != node {
-			continue
-		}
-		st := f["JobState"]
-		if endedStates[st] && st != "PENDING" {
-			continue
-		}
-		token, _ := ParseHoldComment(f["Comment"])
-		jobs = append(jobs, HoldJob{ID: id, Token: token, State: st,
-			Starting: st == "PENDING" || st == "CONFIGURING" || f["Reason"] == "Prolog"})
+		jobs = append(jobs, HoldJob{ID: id, UID: int(uid), State: st,
+			Starting: st == "PENDING" || st == "CONFIGURING" || reason == "Prolog"})
 	}
 	return jobs
 }
 
-// firstFields reads the first value of each Key= word of a one-line
-// scontrol record.
-func firstFields(line string) map[string]string {
-	m := map[string]string{}
-	for _, w := range strings.Fields(line) {
-		k, v, ok := strings.Cut(w, "=")
-		if _, seen := m[k]; ok && !seen {
-			m[k] = v
-		}
-	}
-	return m
+// ValidJobID: id is a job id as Slurm writes one, in decimal without a
+// leading zero or sign, and within Slurm's 32 bits. Slurm's commands read
+// ids with strtol, so "01234" or 2^32+1234 would name job 1234: an id
+// Slurm did not write is never passed to them.
+func ValidJobID(id string) bool {
+	n, err := strconv.ParseUint(id, 10, 32)
+	return err == nil && n > 0 && strconv.FormatUint(n, 10) == id
 }

@@ -100,30 +100,77 @@ func TestHoldsCancel(t *testing.T) {
 	require.Equal(t, []string{"77"}, args)
 	require.Equal(t, []string{"PATH=/usr/bin:/bin"}, env)
 	require.NoError(t, os.Remove(record))
-	for _, bad := range []string{"", "-u", "77 78", "--signal=KILL"} {
+	for _, bad := range []string{"", "-u", "77 78", "--signal=KILL", "077", "4294967373"} {
 		require.Error(t, h.Cancel(context.Background(), bad))
 	}
 	require.NoFileExists(t, record)
 }
 
+// TestParseHoldJobs reads squeue's lines of the fields Slurm makes alone
+// (holdJobFormat): a job's name and comment, its user's text, are never
+// printed, so no line is of a user's making. Ids Slurm does not write
+// (which Slurm's commands would still read as another job's) are left out.
 func TestParseHoldJobs(t *testing.T) {
 	out := strings.Join([]string{
-		"JobId=10 JobName=canhazgpu-hold UserId=bob(1001) GroupId=bob(1001) JobState=RUNNING Reason=None Comment=canhazgpu-hold:7 NodeList=gpu07 ReqNodeList=gpu07",
-		"JobId=11 JobName=canhazgpu-hold UserId=bob(1001) JobState=PENDING Reason=Resources Comment=canhazgpu-hold:new:30 NodeList=(null) ReqNodeList=gpu07",
-		"JobId=12 JobName=canhazgpu-hold UserId=bob(1001) JobState=COMPLETED Comment=canhazgpu-hold:8 NodeList=gpu07 ReqNodeList=gpu07",
-		"JobId=13 JobName=canhazgpu-hold UserId=bob(1001) JobState=RUNNING Comment=canhazgpu-hold:9 NodeList=gpu08 ReqNodeList=gpu08",
-		"JobId=14 JobName=train UserId=eve(1003) JobState=RUNNING Comment=x JobName=canhazgpu-hold NodeList=gpu07 ReqNodeList=gpu07",
-		// A name with spaces dressing a job up: only its own JobId counts.
-		"JobId=15 JobName=canhazgpu-hold JobId=10 UserId=eve(1003) JobState=RUNNING Comment=(null) NodeList=gpu07 ReqNodeList=(null)",
-		// A name with a newline, making a line that poses as job 20's:
-		// job 20's own line names it too, so neither counts.
-		"JobId=16 JobName=x",
-		"JobId=20 JobName=canhazgpu-hold UserId=eve(1003) JobState=RUNNING Comment=(null) NodeList=gpu07 ReqNodeList=gpu07 UserId=eve(1003) JobState=RUNNING NodeList=gpu07",
-		"JobId=20 JobName=train UserId=alice(1002) JobState=RUNNING Comment=(null) NodeList=gpu07 ReqNodeList=gpu07",
-		// Its Prolog still runs: the hold may not be in the store yet.
-		"JobId=21 JobName=canhazgpu-hold UserId=bob(1001) JobState=RUNNING Reason=Prolog Comment=canhazgpu-hold:new:30 NodeList=gpu07 ReqNodeList=gpu07",
+		"10|RUNNING|gpu07|gpu07|None|1001",
+		"11|PENDING||gpu07|Resources|1001",
+		"12|COMPLETED|gpu07|gpu07|None|1001",
+		"13|RUNNING|gpu08|gpu08|None|1001",
+		"01234|RUNNING|gpu07|gpu07|None|1003",
+		"4294968530|RUNNING|gpu07|gpu07|None|1003",
+		"0|RUNNING|gpu07|gpu07|None|1003",
+		"17|RUNNING|gpu07|gpu07|None",
+		"18|RUNNING|gpu07|gpu07|None|bob",
+		// Its Prolog still runs: the hold may not name it in the store yet.
+		"21|RUNNING|gpu07|gpu07|Prolog|1001",
+		"22|CONFIGURING|gpu07||None|0",
+		"",
 	}, "\n")
-	require.Equal(t, []HoldJob{{ID: "10", Token: 7, State: "RUNNING"}, {ID: "11", State: "PENDING", Starting: true},
-		{ID: "15", State: "RUNNING"}, {ID: "21", State: "RUNNING", Starting: true}},
+	require.Equal(t, []HoldJob{{ID: "10", UID: 1001, State: "RUNNING"}, {ID: "11", UID: 1001, State: "PENDING", Starting: true},
+		{ID: "21", UID: 1001, State: "RUNNING", Starting: true}, {ID: "22", UID: 0, State: "CONFIGURING", Starting: true}},
 		parseHoldJobs(out, "gpu07"))
+}
+
+func TestValidJobID(t *testing.T) {
+	for _, id := range []string{"1", "77", "4294967295"} {
+		require.True(t, ValidJobID(id), id)
+	}
+	for _, id := range []string{"", "0", "01234", "+5", "-5", "4294967296", "4294968530", "12 13", "1e3", "12_3"} {
+		require.False(t, ValidJobID(id), id)
+	}
+}
+
+// Slurm's commands read root's slurm_conf when the config names one, in
+// place of any SLURM_CONF of the environment they are given.
+func TestCommandEnv(t *testing.T) {
+	none := &config.Config{}
+	site := &config.Config{Slurm: config.SlurmConfig{Holds: config.SlurmHolds{SlurmConf: "/etc/site/slurm.conf"}}}
+	require.Equal(t, []string{"PATH=/usr/bin:/bin"}, CommandEnv(none, nil))
+	require.Equal(t, []string{"PATH=/usr/bin:/bin", "SLURM_CONF=/etc/site/slurm.conf"}, CommandEnv(site, nil))
+	slurmd := []string{"SLURM_CONF=/var/spool/slurmd/conf-cache/slurm.conf", "SLURMD_NODENAME=n1"}
+	require.Equal(t, slurmd, CommandEnv(none, slurmd))
+	require.Equal(t, []string{"SLURMD_NODENAME=n1", "SLURM_CONF=/etc/site/slurm.conf"}, CommandEnv(site, slurmd))
+}
+
+// A placeholder runs as its owner only while the account is the one the
+// hold was granted to.
+func TestAccount(t *testing.T) {
+	as, err := Account("root", 0)
+	require.NoError(t, err)
+	require.Equal(t, uint32(0), as.Uid)
+	_, err = Account("root", 1234)
+	require.EqualError(t, err, "account root has uid 0, not the hold's 1234")
+	_, err = Account("no-such-account-here", -1)
+	require.Error(t, err)
+}
+
+// A failing Slurm command's error is one line, ending with the last line
+// Slurm printed, its control characters made visible.
+func TestHoldsCancelFails(t *testing.T) {
+	dir := t.TempDir()
+	scancel, _ := standIn(t, dir, "scancel", "scancel: error: Kill job error on job id 77: Access/permission denied\x1b[2J", 1)
+	h := NewHolds(&config.Config{Slurm: config.SlurmConfig{Holds: config.SlurmHolds{Scancel: scancel}},
+		Health: config.HealthConfig{ScontrolTimeout: time.Second}})
+	err := h.Cancel(context.Background(), "77")
+	require.EqualError(t, err, `scancel 77: exit status 1: scancel: error: Kill job error on job id 77: Access/permission denied\x1b[2J`)
 }

@@ -23,7 +23,7 @@ var _ batch.Watcher = Scheduler{}
 func (Scheduler) Watch(view batch.NodeView) batch.JobWatch {
 	cfg := view.Config
 	return &jobWatch{view: view,
-		sc:    &Scontrol{Path: cfg.Health.Scontrol, Node: view.Node, Timeout: cfg.Health.ScontrolTimeout, Env: view.Env},
+		sc:    &Scontrol{Path: cfg.Health.Scontrol, Node: view.Node, Timeout: cfg.Health.ScontrolTimeout, Env: CommandEnv(cfg, view.Env)},
 		procs: jobsOnGPUs(view.Devices)}
 }
 

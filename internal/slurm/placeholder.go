@@ -51,6 +51,22 @@ func (h *Hook) placeholder(ctx context.Context, job Job, token int64) (line stri
 // is what `canhazgpu reserve` would hold, so a comment a user wrote gains
 // them nothing they could not take; GPUs not all free make the job an
 // ordinary batch job (ok false), which meets on_conflict.
+//
+// Why any job with such a comment may pass, not only one a `reserve` is
+// waiting for: what it gets is bounded as `reserve` is. The owner is
+// Slurm's SLURM_JOB_USER and SLURM_JOB_UID, not the comment; the GPUs are
+// the ones Slurm gave the job, so the user's own job could use them
+// anyway; they must be free in the store; the length is the store's
+// max_duration at most; the hold is the same manual reservation of the
+// same Allocate, so every store policy applies. What differs from a real
+// placeholder is that a batch script may end before its hold: the hold
+// then outlives the job, Slurm sees a free GPU the store holds, and a
+// later job there meets on_conflict. A user reaches the very same state
+// by scancelling the placeholder of their own `reserve`, and the health
+// check settles both alike (lost_placeholder: the job is no running
+// canhazgpu-hold job of this node). Requiring a pending request would add
+// a store round trip to every such Prolog and guard nothing that this
+// does not.
 func (h *Hook) newHold(ctx context.Context, job Job, limit time.Duration) (line string, ok bool) {
 	if h.Config.Slurm.Holds.Mode != "placeholder" || job.UID < 0 || len(job.GPUs) == 0 || job.User == "" {
 		return "", false

@@ -2,6 +2,9 @@ package slurm
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -139,4 +142,74 @@ func TestPrologMakesTheHoldSlurmChose(t *testing.T) {
 	_, err = f.hook(jobEnv("42", "1,2", comment)...).Prolog(ctx)
 	require.ErrorContains(t, err, "reserved by bob (manual", "Slurm's GPU 1 is held: an ordinary job, refused")
 	require.Len(t, f.reservations(), 2)
+}
+
+// standInSqueue writes an squeue (beside a scontrol path for the config)
+// that answers --jobs=ID with states[ID], or as for a job Slurm forgot,
+// and records the ids it was asked about.
+func standInSqueue(t *testing.T, states map[string]string) (scontrol string, asked func() string) {
+	t.Helper()
+	dir := t.TempDir()
+	record := filepath.Join(dir, "asked")
+	script := "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in --jobs=*) id=${a#--jobs=}; echo \"$id\" >> " + record + ";;\nesac; done\ncase \"$id\" in\n"
+	for id, st := range states {
+		script += id + ") echo " + st + "; exit 0 ;;\n"
+	}
+	script += "esac\necho 'slurm_load_jobs error: Invalid job id specified' >&2\nexit 1\n"
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "squeue"), []byte(script), 0o755))
+	return filepath.Join(dir, "scontrol"), func() string {
+		data, _ := os.ReadFile(record)
+		return string(data)
+	}
+}
+
+// TestPrologVacatesAHoldWhosePlaceholderEnded: Slurm gives a job a GPU
+// whose hold's placeholder job no longer runs (its owner cancelled it):
+// the Prolog releases that hold and reserves the GPU for the job instead
+// of meeting on_conflict (with "fail", a drained node over one user's
+// scancel). A hold whose placeholder still runs, and any hold with
+// lost_placeholder = "keep", meet on_conflict as before.
+func TestPrologVacatesAHoldWhosePlaceholderEnded(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name, lost, state string
+		vacated           bool
+	}{
+		{"cancelled placeholder", "release", "CANCELLED", true},
+		{"forgotten placeholder", "resubmit", "", true},
+		{"running placeholder", "release", "RUNNING", false},
+		{"keep", "keep", "CANCELLED", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t, `interactive_holds = "placeholder"`, fmt.Sprintf("lost_placeholder = %q", c.lost))
+			token := holdOf(t, f, 1)
+			require.NoError(t, f.st.SetHoldJob(ctx, "bob", token, []string{slurmUUID(1)}, "77"))
+			states := map[string]string{}
+			if c.state != "" {
+				states["77"] = c.state
+			}
+			scontrol, asked := standInSqueue(t, states)
+			f.cfg.Health.Scontrol = scontrol
+
+			line, err := f.hook(jobEnv("80", "1", "SLURM_JOB_USER=alice", "SLURM_JOB_UID=1002")...).Prolog(ctx)
+			if !c.vacated {
+				require.ErrorContains(t, err, "on_conflict=fail")
+				require.Equal(t, allocator.KindManual, f.reservations()[slurmUUID(1)].Kind)
+				if c.lost == "keep" {
+					require.Empty(t, asked(), "with keep Slurm is not asked")
+				}
+				return
+			}
+			require.NoError(t, err)
+			state := c.state
+			if state == "" {
+				state = "unknown to Slurm"
+			}
+			require.Contains(t, line, "; released bob's manual hold of "+slurmUUID(1)+": its placeholder job 77 no longer runs ("+state+")")
+			require.Equal(t, "77\n", asked())
+			r := f.reservations()[slurmUUID(1)]
+			require.Equal(t, allocator.KindSlurm, r.Kind)
+			require.Equal(t, "80", r.JobID)
+		})
+	}
 }

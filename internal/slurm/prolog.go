@@ -23,7 +23,7 @@ func Policy(cfg *config.Config) batch.Policy {
 
 func (h *Hook) engine() *batch.Engine {
 	return &batch.Engine{Config: h.Config, Policy: Policy(h.Config), OpenStore: h.OpenStore,
-		BootIDPath: h.BootIDPath, Now: h.Now}
+		BootIDPath: h.BootIDPath, Now: h.Now, Vacate: h.vacate}
 }
 
 // Prolog reserves the job's GPUs on this node through the batch engine:
@@ -96,6 +96,9 @@ func (h *Hook) Prolog(ctx context.Context) (string, error) {
 	}
 	if p.Settled != "" {
 		b.WriteString("; " + p.Settled)
+	}
+	for _, v := range p.Vacated {
+		b.WriteString("; " + v)
 	}
 	return b.String(), nil
 }

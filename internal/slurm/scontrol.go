@@ -1,15 +1,12 @@
 package slurm
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -63,20 +60,24 @@ func (s *Scontrol) Update(ctx context.Context, fields ...string) error {
 // the queue again (requeued), or Slurm has forgotten it (state ""). A job
 // that is running, completing, suspended or in a state not known here
 // counts as running, so a doubtful answer never releases its GPUs.
+//
+// It asks squeue (beside scontrol) for the state alone: `scontrol show
+// job` prints the job's name before its state and its comment after, both
+// the user's text, in which "JobState=COMPLETED" would pass for Slurm's.
 func (s *Scontrol) JobEnded(ctx context.Context, job string) (ended bool, state string, err error) {
-	out, err := s.run(ctx, "show", "job", job)
+	args := []string{"--noheader", "--states=all", "--jobs=" + job, "--format=%T"}
+	out, _, err := command{path: s.squeue(), name: "squeue", args: args, env: s.Env, timeout: s.Timeout}.run(ctx)
 	if err != nil {
 		if strings.Contains(err.Error(), "Invalid job id") {
 			return true, "", nil
 		}
 		return false, "", err
 	}
-	for _, f := range strings.Fields(out) {
-		if st, ok := strings.CutPrefix(f, "JobState="); ok {
-			return endedStates[st], st, nil
-		}
+	st := strings.TrimSpace(out)
+	if st == "" || strings.ContainsAny(st, " \n") {
+		return false, "", fmt.Errorf("squeue --jobs=%s: want the job's state, got %q", job, st)
 	}
-	return false, "", errors.New("scontrol show job: no JobState in its output")
+	return endedStates[st], st, nil
 }
 
 // SpoolDir reads slurmd's SlurmdSpoolDir from `scontrol show config`,
@@ -107,36 +108,11 @@ var endedStates = map[string]bool{
 	"PENDING": true, "REQUEUED": true, "REQUEUE_HOLD": true, "REQUEUE_FED": true, "REVOKED": true, "SPECIAL_EXIT": true,
 }
 
-// run execs scontrol in its own process group and kills the whole group
-// when the timeout or the run's deadline passes, so no child outlives the
-// check. Each argument is one argv element: reasons need no quoting.
+// run runs scontrol with args, each one argv element: reasons need no
+// quoting.
 func (s *Scontrol) run(ctx context.Context, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, s.Path, args...)
-	cmd.Env = s.Env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	// A grandchild holding the pipes must not keep Wait from returning.
-	cmd.WaitDelay = time.Second
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	name := "scontrol " + args[0]
-	switch {
-	case ctx.Err() != nil:
-		return "", fmt.Errorf("%s: no answer within %s", name, s.Timeout)
-	case err != nil:
-		msg := strings.TrimSpace(stderr.String())
-		if msg == "" {
-			msg = strings.TrimSpace(stdout.String())
-		}
-		if msg != "" {
-			return "", fmt.Errorf("%s: %w: %s", name, err, firstLine(msg))
-		}
-		return "", fmt.Errorf("%s: %w", name, err)
-	}
-	return stdout.String(), nil
+	out, _, err := command{path: s.Path, name: "scontrol " + args[0], args: args, env: s.Env, timeout: s.Timeout}.run(ctx)
+	return out, err
 }
 
 // parseShowNode reads the multi-line `scontrol show node` format. Values
@@ -180,9 +156,4 @@ func stripReasonStamp(r string) string {
 		return r[:i]
 	}
 	return r
-}
-
-func firstLine(s string) string {
-	line, _, _ := strings.Cut(s, "\n")
-	return line
 }

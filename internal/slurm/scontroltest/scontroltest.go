@@ -57,6 +57,12 @@ func (s *StandIn) Touch(name, text string) {
 	require.NoError(s.t, os.WriteFile(filepath.Join(s.Dir, name), []byte(text), 0o644))
 }
 
+// JobQuery is the call that asks for one job's state (Scontrol.JobEnded),
+// as Calls reports it: squeue's, beside scontrol, recorded with its name.
+func JobQuery(id string) []string {
+	return []string{"squeue", "--noheader", "--states=all", "--jobs=" + id, "--format=%T"}
+}
+
 // Calls returns every call's arguments.
 func (s *StandIn) Calls() [][]string {
 	s.t.Helper()
