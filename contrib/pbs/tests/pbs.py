@@ -22,7 +22,9 @@ assigned, covers it; every run raises run_count first (the first run has
 run count 1); a job rejected in execjob_begin goes back to the queue and
 the scheduler starts a new cycle at once; once run_count is above 20 the
 server puts a system hold on it ("job held, too many failed attempts to
-run"), and on a subjob's whole array too. Vnode changes a job event's hook makes
+run"), and on a subjob's whole array too. A rejected begin that also
+called job.rerun() leaves Exit_status -18 on the job: every later run
+ends in a requeue, qdel included. Vnode changes a job event's hook makes
 reach the server whether it accepts or rejects, before the scheduler's
 next cycle; an exechost_periodic hook's on accept.
 """
@@ -168,6 +170,8 @@ class Job(object):
         self.Hold_Types = "n"
         self.comment = None
         self.comments = []  # every comment the server set, in order
+        # -18 (JOB_EXEC_HOOK_RERUN) once a rejected execjob_begin called
+        # rerun(): the server keeps it, and it decides every later run's end.
         self.Exit_status = None
         self.array = array  # the JobArray of a subjob
 
@@ -292,6 +296,7 @@ class Complex(object):
 
     MAX_RUNS = 20  # PBS_MAX_HOPCOUNT + PBS_MAX_HOPCOUNT
     MAX_CYCLES = 200  # a model that would spin longer is broken
+    HOOK_RERUN = -18  # JOB_EXEC_HOOK_RERUN
 
     def __init__(self, run_begin, run_end, job_run_wait="runjob_hook"):
         self.run_begin = run_begin
@@ -383,6 +388,7 @@ class Complex(object):
                 continue
             tried += 1
             job.run_count += 1
+            job.rerun_called = False
             e = self.run_begin(job)
             self.begins += 1
             if e.accepted:
@@ -391,7 +397,11 @@ class Complex(object):
                 job.job_state = "R"
                 self._comment(job, "Job run at now on (%s)" % job.exec_vnode)
                 continue
-            # Requeued (rerun() or not; delete() is not modelled).
+            # Requeued, rerun() or not (delete() is not modelled). The
+            # rerun request finds the job running on the server and sets
+            # Exit_status, which stays.
+            if job.rerun_called:
+                job.Exit_status = self.HOOK_RERUN
             if self.job_run_wait == "execjob_hook" and e.reject_msg:
                 self._comment(job, "Not Running: PBS Error: %s" % e.reject_msg)
             else:
@@ -409,9 +419,15 @@ class Complex(object):
 
     def finish(self, job):
         """The job ends (its script exits, or qdel): execjob_end on the
-        host, its ngpus free again, and a scheduling cycle."""
+        host, its ngpus free again, and a scheduling cycle. A job carrying
+        Exit_status -18 is requeued instead of finished."""
         self.running.remove(job)
         self.run_end(job)
-        job.job_state = "F"
-        job.Exit_status = 0
+        if job.Exit_status == self.HOOK_RERUN:
+            job.job_state = "Q"
+            self.queued.append(job)
+            self._hold_past_max_runs(job)
+        else:
+            job.job_state = "F"
+            job.Exit_status = 0
         self._schedule()

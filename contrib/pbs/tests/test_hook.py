@@ -164,15 +164,15 @@ class JobEvents(unittest.TestCase):
         n = Node(self, gpus=2, hide_gpus_without_request=False)
         self.assertNotIn("CUDA_VISIBLE_DEVICES", launch(n, job).env)
 
-    def test_shortage_reruns_and_release_makes_room(self):
+    def test_shortage_rejects_and_release_makes_room(self):
         n = Node(self, gpus=4)
         first = pbs.Job("201.server", "nobody", "(hostA:ngpus=3)")
         second = pbs.Job("202.server", "nobody", "(hostA:ngpus=2)")
         self.assertTrue(begin(n, first).accepted)
 
         e = begin(n, second)
-        self.assertFalse(e.accepted)
-        self.assertTrue(second.rerun_called, "a shortage requeues the job")
+        self.assertFalse(e.accepted, "a shortage rejects the job: the server requeues it")
+        self.assertFalse(second.rerun_called, "without rerun(), which would stick to the job")
         self.assertEqual(e.reject_msg, "canhazgpu: pbs job 202.server of nobody: "
                                        "Not enough GPUs available. Requested: 2, Available: 1")
         self.assertFalse(os.path.exists(n.env_file("202.server")))
@@ -183,10 +183,8 @@ class JobEvents(unittest.TestCase):
         self.assertIn("pbs job 201.server held no GPUs on this host", log_text(), "end after epilogue is fine")
         self.assertFalse(os.path.exists(n.env_file("201.server")))
 
-        second.rerun_called = False
         e = begin(n, second)
         self.assertTrue(e.accepted, e.reject_msg)
-        self.assertFalse(second.rerun_called)
 
     def test_retried_begin_keeps_the_jobs_gpus(self):
         n = Node(self, gpus=2)
@@ -198,7 +196,7 @@ class JobEvents(unittest.TestCase):
         other = pbs.Job("302.server", "nobody", "(hostA:ngpus=1)")
         self.assertTrue(begin(n, other).accepted, "the retry took no second GPU")
 
-    def test_begin_reruns_when_the_program_fails(self):
+    def test_begin_rejects_when_the_program_fails(self):
         cases = [
             ({"prolog": "/nonexistent/canhazgpu-prolog"}, "canhazgpu: cannot run /nonexistent/canhazgpu-prolog"),
             ({"config": "/nonexistent/config.toml"}, "canhazgpu-prolog: config: file named by --config"),
@@ -209,7 +207,7 @@ class JobEvents(unittest.TestCase):
                 job = pbs.Job("401.server", "nobody", "(hostA:ngpus=1)")
                 e = begin(n, job)
                 self.assertFalse(e.accepted)
-                self.assertTrue(job.rerun_called)
+                self.assertFalse(job.rerun_called)
                 self.assertIn(want, e.reject_msg)
                 self.assertTrue(e.reject_msg.startswith("canhazgpu:"), e.reject_msg)
 
@@ -283,8 +281,9 @@ def ngpus(name="hostA"):
 class Conflicts(unittest.TestCase):
     """What the scheduler does with a job whose GPUs are taken: the
     stand-in Complex re-runs a rejected job at once and holds it after 20
-    runs, and starts cycles only on submit, job end and
-    scheduler_iteration, as OpenPBS 23.06 does."""
+    runs, starts cycles only on submit, job end and scheduler_iteration,
+    and requeues every later run of a job whose rejected begin asked for a
+    rerun, as OpenPBS 23.06 does."""
 
     def test_taken_gpus_neither_spin_nor_hold_the_job(self):
         n = Node(self, gpus=4, vnodes={"hostA": (pbs.ND_FREE, None, 4)})
@@ -362,6 +361,30 @@ class Conflicts(unittest.TestCase):
         self.assertEqual(array.Hold_Types, "s")
         self.assertEqual(array.comment, "Job Array Held, too many failed attempts to run subjob 904[1].server")
         self.assertLessEqual(len(seen["904[2].server"]), 21, "the held array runs no other subjob")
+
+    def test_the_stand_in_requeues_every_run_after_a_rejected_rerun(self):
+        # The other real behaviour the hook must not trigger: one refused
+        # begin that called rerun() makes every later run end in a requeue.
+        n = Node(self, gpus=1, vnodes={"hostA": (pbs.ND_FREE, None, 1)})
+
+        def begin_once_refused(job):
+            e = pbs.Event(pbs.EXECJOB_BEGIN, job)
+            try:
+                if job.run_count == 1:
+                    job.rerun()
+                    e.reject("no")
+                e.accept()
+            except SystemExit:
+                pass
+            return e
+        c = pbs.Complex(begin_once_refused, lambda job: None)
+        job = c.submit(pbs.Job("905.server", "nobody", "(hostA:ngpus=1)"))
+        self.assertEqual((job.job_state, job.run_count), ("R", 2))
+        for runs in range(3, 22):
+            c.finish(job)
+            self.assertEqual((job.job_state, job.run_count), ("R", runs), "requeued and run again")
+        c.finish(job)
+        self.assertEqual((job.job_state, job.Hold_Types), ("H", "s"))
 
 
 class Ngpus(unittest.TestCase):
