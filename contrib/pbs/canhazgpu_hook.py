@@ -8,8 +8,9 @@ of a node through one set of reservations. One hook serves five events:
 execjob_begin      reserve this host's share of ngpus for the job
                    (canhazgpu-prolog --pbs); the chosen GPUs go to a
                    per-job env file. Not enough free GPUs, or any other
-                   failure: e.job.rerun(); e.reject(msg), so the job goes
-                   back to the queue instead of running on taken GPUs.
+                   failure: e.reject(msg), so the job goes back to the
+                   queue instead of running on taken GPUs. Never
+                   e.job.rerun(): see reject_begin.
 execjob_launch     read the env file into e.env (commas escaped as \\,).
                    Never rejects: a rejected launch deletes the job.
 execjob_epilogue   release the job's GPUs on this host (canhazgpu-epilog
@@ -234,7 +235,19 @@ def begin(e, cfg, host):
     if not msg.startswith(MARKER):
         msg = "%s %s" % (MARKER, msg)
     pbs.logmsg(pbs.LOG_WARNING, "job %s requeued: %s" % (job.id, msg))
-    job.rerun()
+    reject_begin(e, msg)
+
+
+def reject_begin(e, msg):
+    """Refuse the job in execjob_begin: the server requeues it, as it does
+    any job its MoM refuses to start.
+
+    Without e.job.rerun(): the rerun request reaches the server while it
+    counts the job as running and leaves Exit_status = -18 (a hook asked
+    for a rerun) on the job, which no later run clears. OpenPBS 23.06 then
+    requeues the job at the end of every later run, and on qdel, until it
+    holds it after 20 runs (src/server/node_manager.c, the hook job
+    actions; src/server/req_jobobit.c, job_obit)."""
     e.reject(msg)
 
 
@@ -429,8 +442,7 @@ def bad_config(e, host, msg):
         set_vnodes(e, host, msg)
     if e.type == pbs.EXECJOB_BEGIN:
         # No reservation was made: the job must not run here.
-        e.job.rerun()
-        e.reject(msg)
+        reject_begin(e, msg)
     e.accept()
 
 
@@ -454,8 +466,7 @@ def main():
         pbs.logmsg(pbs.LOG_ERROR, msg)
         if e.type == pbs.EXECJOB_BEGIN:
             # The job must not run on GPUs nobody reserved for it.
-            e.job.rerun()
-            e.reject(msg)
+            reject_begin(e, msg)
         # Anywhere else a reject would do harm (launch: the job would be
         # deleted) or nothing useful.
         e.accept()

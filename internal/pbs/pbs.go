@@ -43,9 +43,9 @@
 //	2  the store could not be reached and on_store_error = "fail"
 //	3  prolog only: not enough free GPUs here and on_conflict = "fail"
 //
-// The hook reruns the job on every non-zero status of the prolog
-// (e.job.rerun(); e.reject(…)); the Torque prologue exits 2 (requeue),
-// never 1 (which would abort the job).
+// The hook rejects execjob_begin on every non-zero status of the prolog
+// (e.reject(…), which PBS answers with a requeue); the Torque prologue
+// exits 2 (requeue), never 1 (which would abort the job).
 package pbs
 
 import (

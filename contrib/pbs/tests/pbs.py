@@ -13,16 +13,20 @@ event with the helpers below, runs the hook the way PBS does, and reads
 what the hook did from the objects.
 
 Complex models what the server and the scheduler do around the hook, as
-OpenPBS does it (openpbs src/server/req_runjob.c, src/scheduler): a job
-is placed on a vnode whose resources_available.ngpus, less what running
-jobs were assigned, covers it; every run raises run_count first (the first
-run has run count 1); a job rejected in execjob_begin, with or without
-rerun(), goes back to the queue and the scheduler places it again at once;
-once run_count is above 20 the server puts a system hold on it ("job held,
-too many failed attempts to run"), and on a subjob's whole array too. Vnode
-changes a job event's hook makes reach the server whether it accepts or
-rejects (MoM's update_svr for job events); an exechost_periodic hook's on
-accept.
+OpenPBS 23.06 does it (measured on a single-host complex; openpbs
+src/server/req_runjob.c, req_jobobit.c, node_manager.c, src/scheduler):
+a scheduling cycle starts when a job is submitted or ends and every
+scheduler_iteration, never because a vnode changed; it places a job on a
+vnode whose resources_available.ngpus, less what running jobs were
+assigned, covers it; every run raises run_count first (the first run has
+run count 1); a job rejected in execjob_begin goes back to the queue and
+the scheduler starts a new cycle at once; once run_count is above 20 the
+server puts a system hold on it ("job held, too many failed attempts to
+run"), and on a subjob's whole array too. A rejected begin that also
+called job.rerun() leaves Exit_status -18 on the job: every later run
+ends in a requeue, qdel included. Vnode changes a job event's hook makes
+reach the server whether it accepts or rejects, before the scheduler's
+next cycle; an exechost_periodic hook's on accept.
 """
 
 import re
@@ -94,6 +98,11 @@ def set_event(e):
     _event = e
 
 
+def set_vnode_ngpus(name, n):
+    """What `qmgr -c "set node NAME resources_available.ngpus = N"` does."""
+    _server.vnodes[name].resources_available._values["ngpus"] = n
+
+
 class pbs_resource(object):
     """A resource list. Unlike a dict it has no get(): indexing gives None
     for a resource that is not set. on_set, when given, hears every
@@ -160,6 +169,10 @@ class Job(object):
         self.job_state = "Q"
         self.Hold_Types = "n"
         self.comment = None
+        self.comments = []  # every comment the server set, in order
+        # -18 (JOB_EXEC_HOOK_RERUN) once a rejected execjob_begin called
+        # rerun(): the server keeps it, and it decides every later run's end.
+        self.Exit_status = None
         self.array = array  # the JobArray of a subjob
 
     def rerun(self):
@@ -271,13 +284,19 @@ class Complex(object):
     """The PBS server and scheduler around one execution host's hook.
 
     run_begin(job) runs the hook's execjob_begin for a job and returns the
-    event; run_end(job) its execjob_end. job_run_wait is the scheduler's
-    attribute of that name: with "execjob_hook" the scheduler waits for the
-    execjob_begin outcome and writes the hook's message into the job's
-    comment; otherwise the comment only says the MoM rejected the job."""
+    event; run_end(job) its execjob_end. What starts a scheduling cycle is
+    explicit, as in PBS: submit() and finish() (a job queued or ended) and
+    iterate() (scheduler_iteration passed). A hook event that changes a
+    vnode starts none: a job waiting for GPUs runs at the next of those.
+    job_run_wait is the scheduler's attribute of that name: with
+    "execjob_hook" the scheduler waits for the execjob_begin outcome and
+    writes the hook's message into the job's comment, until its next cycle
+    writes its own; otherwise the comment only says the MoM rejected the
+    job."""
 
     MAX_RUNS = 20  # PBS_MAX_HOPCOUNT + PBS_MAX_HOPCOUNT
     MAX_CYCLES = 200  # a model that would spin longer is broken
+    HOOK_RERUN = -18  # JOB_EXEC_HOOK_RERUN
 
     def __init__(self, run_begin, run_end, job_run_wait="runjob_hook"):
         self.run_begin = run_begin
@@ -286,22 +305,48 @@ class Complex(object):
         self.queued = []
         self.running = []
         self.begins = 0  # execjob_begin events run
+        self.cycles = 0  # scheduling cycles run
 
     def submit(self, job):
-        """Queue a job or, for a JobArray, all its subjobs."""
+        """qsub: queue a job or, for a JobArray, all its subjobs, and start
+        a scheduling cycle."""
         jobs = job.subjobs if isinstance(job, JobArray) else [job]
         for j in jobs:
             j.run_count = 0
             j.job_state = "Q"
             self.queued.append(j)
+        self._schedule()
         return job
+
+    def iterate(self):
+        """scheduler_iteration (600 s by default) has passed: a cycle."""
+        self._schedule()
+
+    @staticmethod
+    def _comment(job, text):
+        job.comment = text
+        job.comments.append(text)
 
     def _held(self, job):
         return "s" in job.Hold_Types or (job.array is not None and "s" in job.array.Hold_Types)
 
+    def _hold_past_max_runs(self, job):
+        """The server's check after a failed run (check_failed_attempts)."""
+        if job.run_count <= self.MAX_RUNS:
+            return
+        job.Hold_Types = "s"
+        job.job_state = "H"
+        self._comment(job, "job held, too many failed attempts to run")
+        if job.array is not None:
+            job.array.Hold_Types = "s"
+            job.array.comment = "Job Array Held, too many failed attempts to run subjob %s" % job.id
+
+    def _offline(self, name):
+        return _server.vnodes[name].state & (ND_OFFLINE | ND_DOWN)
+
     def _free(self, name):
         v = _server.vnodes[name]
-        if v.state & (ND_OFFLINE | ND_DOWN):
+        if self._offline(name):
             return 0
         avail = v.resources_available["ngpus"] or 0
         used = 0
@@ -311,52 +356,61 @@ class Complex(object):
                     used += c.chunk_resources["ngpus"] or 0
         return avail - used
 
-    def _fits(self, job):
+    def _why_not(self, job):
+        """None when the job fits now, else the scheduler's comment."""
         need = {}
         for c in job.exec_vnode.chunks:
             need[c.vnode_name] = need.get(c.vnode_name, 0) + (c.chunk_resources["ngpus"] or 0)
+        for name in need:
+            if name not in _server.vnodes or self._offline(name):
+                return "Not Running: Not enough free nodes available"
         for name, n in need.items():
-            if name not in _server.vnodes or self._free(name) < n:
-                return False, name, n
-        return True, None, 0
+            free = self._free(name)
+            if free < n:
+                total = sum(v.resources_available["ngpus"] or 0 for v in _server.vnodes.values())
+                # More than the whole complex has: the scheduler calls it
+                # "Can Never Run", and the job still waits in the queue.
+                why = "Can Never Run" if n > total else "Not Running"
+                return ("%s: Insufficient amount of resource: ngpus (R: %d A: %d T: %d)"
+                        % (why, n, max(free, 0), total))
+        return None
 
     def cycle(self):
         """One scheduling cycle; returns how many jobs it tried to run."""
+        self.cycles += 1
         tried = 0
         for job in list(self.queued):
             if self._held(job):
                 continue
-            ok, name, n = self._fits(job)
-            if not ok:
-                job.comment = ("Not Running: Insufficient amount of resource: ngpus (R: %d A: %d)"
-                               % (n, max(self._free(name), 0) if name in _server.vnodes else 0))
+            why = self._why_not(job)
+            if why is not None:
+                self._comment(job, why)
                 continue
             tried += 1
             job.run_count += 1
+            job.rerun_called = False
             e = self.run_begin(job)
             self.begins += 1
             if e.accepted:
                 self.queued.remove(job)
                 self.running.append(job)
                 job.job_state = "R"
-                job.comment = "Job run at now on (%s)" % job.exec_vnode
+                self._comment(job, "Job run at now on (%s)" % job.exec_vnode)
                 continue
-            # Requeued (rerun() or not; delete() is not modelled).
+            # Requeued, rerun() or not (delete() is not modelled). The
+            # rerun request finds the job running on the server and sets
+            # Exit_status, which stays.
+            if job.rerun_called:
+                job.Exit_status = self.HOOK_RERUN
             if self.job_run_wait == "execjob_hook" and e.reject_msg:
-                job.comment = "Not Running: PBS Error: %s" % e.reject_msg
+                self._comment(job, "Not Running: PBS Error: %s" % e.reject_msg)
             else:
-                job.comment = "Not Running: PBS Error: Execution server rejected request"
-            if job.run_count > self.MAX_RUNS:
-                job.Hold_Types = "s"
-                job.job_state = "H"
-                job.comment = "job held, too many failed attempts to run"
-                if job.array is not None:
-                    job.array.Hold_Types = "s"
-                    job.array.comment = "Job Array Held, too many failed attempts to run subjob %s" % job.id
+                self._comment(job, "Not Running: PBS Error: Execution server rejected request")
+            self._hold_past_max_runs(job)
         return tried
 
-    def settle(self):
-        """Cycles until one tries nothing: a rejected job makes the
+    def _schedule(self):
+        """Cycles until one tries nothing: a rejected run makes the
         scheduler start a new cycle at once."""
         for _ in range(self.MAX_CYCLES):
             if self.cycle() == 0:
@@ -364,7 +418,16 @@ class Complex(object):
         raise AssertionError("the scheduler never settled")
 
     def finish(self, job):
-        """The job ends: execjob_end on the host, its ngpus free again."""
+        """The job ends (its script exits, or qdel): execjob_end on the
+        host, its ngpus free again, and a scheduling cycle. A job carrying
+        Exit_status -18 is requeued instead of finished."""
         self.running.remove(job)
-        job.job_state = "F"
         self.run_end(job)
+        if job.Exit_status == self.HOOK_RERUN:
+            job.job_state = "Q"
+            self.queued.append(job)
+            self._hold_past_max_runs(job)
+        else:
+            job.job_state = "F"
+            job.Exit_status = 0
+        self._schedule()

@@ -164,15 +164,15 @@ class JobEvents(unittest.TestCase):
         n = Node(self, gpus=2, hide_gpus_without_request=False)
         self.assertNotIn("CUDA_VISIBLE_DEVICES", launch(n, job).env)
 
-    def test_shortage_reruns_and_release_makes_room(self):
+    def test_shortage_rejects_and_release_makes_room(self):
         n = Node(self, gpus=4)
         first = pbs.Job("201.server", "nobody", "(hostA:ngpus=3)")
         second = pbs.Job("202.server", "nobody", "(hostA:ngpus=2)")
         self.assertTrue(begin(n, first).accepted)
 
         e = begin(n, second)
-        self.assertFalse(e.accepted)
-        self.assertTrue(second.rerun_called, "a shortage requeues the job")
+        self.assertFalse(e.accepted, "a shortage rejects the job: the server requeues it")
+        self.assertFalse(second.rerun_called, "without rerun(), which would stick to the job")
         self.assertEqual(e.reject_msg, "canhazgpu: pbs job 202.server of nobody: "
                                        "Not enough GPUs available. Requested: 2, Available: 1")
         self.assertFalse(os.path.exists(n.env_file("202.server")))
@@ -183,10 +183,8 @@ class JobEvents(unittest.TestCase):
         self.assertIn("pbs job 201.server held no GPUs on this host", log_text(), "end after epilogue is fine")
         self.assertFalse(os.path.exists(n.env_file("201.server")))
 
-        second.rerun_called = False
         e = begin(n, second)
         self.assertTrue(e.accepted, e.reject_msg)
-        self.assertFalse(second.rerun_called)
 
     def test_retried_begin_keeps_the_jobs_gpus(self):
         n = Node(self, gpus=2)
@@ -198,7 +196,7 @@ class JobEvents(unittest.TestCase):
         other = pbs.Job("302.server", "nobody", "(hostA:ngpus=1)")
         self.assertTrue(begin(n, other).accepted, "the retry took no second GPU")
 
-    def test_begin_reruns_when_the_program_fails(self):
+    def test_begin_rejects_when_the_program_fails(self):
         cases = [
             ({"prolog": "/nonexistent/canhazgpu-prolog"}, "canhazgpu: cannot run /nonexistent/canhazgpu-prolog"),
             ({"config": "/nonexistent/config.toml"}, "canhazgpu-prolog: config: file named by --config"),
@@ -209,7 +207,7 @@ class JobEvents(unittest.TestCase):
                 job = pbs.Job("401.server", "nobody", "(hostA:ngpus=1)")
                 e = begin(n, job)
                 self.assertFalse(e.accepted)
-                self.assertTrue(job.rerun_called)
+                self.assertFalse(job.rerun_called)
                 self.assertIn(want, e.reject_msg)
                 self.assertTrue(e.reject_msg.startswith("canhazgpu:"), e.reject_msg)
 
@@ -228,9 +226,9 @@ class JobEvents(unittest.TestCase):
                 c = n.complex()
                 job = c.submit(pbs.Job("501.server", "nobody", "(hostA:ngpus=1)"))
                 other = c.submit(pbs.Job("502.server", "nobody", "(hostA:ngpus=1)"))
-                c.settle()
                 self.assertEqual(c.begins, 1, "the first job meets the bad config, the host goes offline")
                 self.assertEqual((job.job_state, job.Hold_Types, other.run_count), ("Q", "n", 0))
+                self.assertEqual(other.comment, "Not Running: Not enough free nodes available")
                 state, comment = pbs.server().vnode("hostA").state, pbs.server().vnode("hostA").comment
                 self.assertEqual(state, pbs.ND_OFFLINE)
                 self.assertTrue(comment.startswith("canhazgpu: hook config %s: " % n.hook_config), comment)
@@ -245,8 +243,11 @@ class JobEvents(unittest.TestCase):
                     json.dump(fixed, f)
                 n.run(pbs.Event(pbs.EXECHOST_PERIODIC))
                 self.assertEqual(pbs.server().vnode("hostA").state, pbs.ND_FREE)
-                c.settle()
+                self.assertEqual((job.job_state, other.job_state), ("Q", "Q"), "a vnode change starts no cycle")
+                c.iterate()
                 self.assertEqual((job.job_state, other.job_state), ("R", "R"))
+                c.finish(job)
+                self.assertEqual((job.job_state, job.run_count), ("F", 2), "one refused run, then done")
 
     def test_bad_hook_config_offlines_in_periodic_too(self):
         n = Node(self, gpus=1, vnodes={"hostA": (pbs.ND_FREE, None, 1)}, settle_afer=1)
@@ -280,29 +281,30 @@ def ngpus(name="hostA"):
 class Conflicts(unittest.TestCase):
     """What the scheduler does with a job whose GPUs are taken: the
     stand-in Complex re-runs a rejected job at once and holds it after 20
-    runs, as OpenPBS does."""
+    runs, starts cycles only on submit, job end and scheduler_iteration,
+    and requeues every later run of a job whose rejected begin asked for a
+    rerun, as OpenPBS 23.06 does."""
 
     def test_taken_gpus_neither_spin_nor_hold_the_job(self):
         n = Node(self, gpus=4, vnodes={"hostA": (pbs.ND_FREE, None, 4)})
         n.canhazgpu("reserve", "--gpus", "3", "--duration", "1h")
         c = n.complex()
         job = c.submit(pbs.Job("901.server", "nobody", "(hostA:ncpus=1:ngpus=2)"))
-        c.settle()
         self.assertEqual(c.begins, 1, "one begin met the conflict; the scheduler did not place the job again")
-        self.assertEqual(job.job_state, "Q")
-        self.assertEqual(job.Hold_Types, "n")
+        self.assertEqual((job.job_state, job.Hold_Types, job.run_count), ("Q", "n", 1))
         self.assertEqual(ngpus(), 1, "PBS now counts only the GPU canhazgpu can give")
-        self.assertIn("Insufficient amount of resource: ngpus", job.comment)
+        self.assertEqual(job.comment, "Can Never Run: Insufficient amount of resource: ngpus (R: 2 A: 1 T: 1)")
 
         # The interactive hold ends; the next periodic event counts the
-        # GPUs again and the job runs on its next try.
+        # GPUs again, and the job runs at the next scheduling cycle.
         n.canhazgpu("release")
         n.run(pbs.Event(pbs.EXECHOST_PERIODIC))
         self.assertEqual(ngpus(), 4)
-        c.settle()
-        self.assertEqual(job.job_state, "R")
-        self.assertEqual(job.run_count, 2)
+        self.assertEqual(job.job_state, "Q", "a vnode change starts no scheduling cycle")
+        c.iterate()
+        self.assertEqual((job.job_state, job.run_count), ("R", 2))
         c.finish(job)
+        self.assertEqual((job.job_state, job.Exit_status), ("F", 0), "the refused run left nothing behind")
         self.assertEqual(ngpus(), 4)
 
     def test_job_array_is_not_held(self):
@@ -310,27 +312,33 @@ class Conflicts(unittest.TestCase):
         n.canhazgpu("reserve", "--gpus", "3", "--duration", "1h")
         c = n.complex()
         array = c.submit(pbs.JobArray("902[].server", "nobody", "(hostA:ngpus=1)", 3))
-        c.settle()
+        first, second, third = array.subjobs
         self.assertEqual([j.job_state for j in array.subjobs], ["R", "Q", "Q"])
+        self.assertEqual(c.begins, 2, "the second subjob met the conflict once, the third was not placed")
         self.assertEqual(array.Hold_Types, "n")
-        self.assertLessEqual(c.begins, 2)
         n.canhazgpu("release")
-        n.run(pbs.Event(pbs.EXECHOST_PERIODIC))
-        c.settle()
-        self.assertEqual([j.job_state for j in array.subjobs], ["R", "R", "R"])
+        c.finish(first)  # its end event counts the released GPUs, its end starts a cycle
+        self.assertEqual([j.job_state for j in array.subjobs], ["F", "R", "R"])
+        c.finish(second)
+        c.finish(third)
+        self.assertEqual([(j.job_state, j.run_count) for j in array.subjobs], [("F", 1), ("F", 2), ("F", 1)])
+        self.assertEqual(array.Hold_Types, "n")
 
-    def test_comment_carries_the_message_when_the_scheduler_waits(self):
+    def test_comment_keeps_the_message_until_the_next_cycle(self):
         n = Node(self, gpus=2, vnodes={"hostA": (pbs.ND_FREE, None, 2)})
         n.canhazgpu("reserve", "--gpus", "1", "--duration", "1h")
-        c = n.complex(job_run_wait="execjob_hook")
-        # The count still says 2: the hold began after the last update.
-        job = c.submit(pbs.Job("903.server", "nobody", "(hostA:ngpus=2)"))
-        c.cycle()
-        self.assertEqual(job.comment, "Not Running: PBS Error: canhazgpu: pbs job 903.server of nobody: "
-                                      "Not enough GPUs available. Requested: 2, Available: 1")
-        c.settle()
-        self.assertEqual(c.begins, 1)
-        self.assertEqual(job.Hold_Types, "n")
+        msg = "canhazgpu: pbs job 903.server of nobody: Not enough GPUs available. Requested: 2, Available: 1"
+        for wait, refused in (("execjob_hook", "Not Running: PBS Error: " + msg),
+                              ("runjob_hook", "Not Running: PBS Error: Execution server rejected request")):
+            with self.subTest(job_run_wait=wait):
+                pbs.set_vnode_ngpus("hostA", 2)  # the hold began after the last update
+                c = n.complex(job_run_wait=wait)
+                job = c.submit(pbs.Job("903.server", "nobody", "(hostA:ngpus=2)"))
+                self.assertEqual(c.begins, 1)
+                # The cycle the refused run starts at once writes its own.
+                self.assertEqual(job.comments, [refused, "Can Never Run: Insufficient amount of resource: "
+                                                         "ngpus (R: 2 A: 1 T: 1)"])
+                self.assertEqual(job.Hold_Types, "n")
 
     def test_the_stand_in_holds_a_job_rejected_21_times(self):
         # The real behaviour the hook must not trigger: a hook that always
@@ -342,19 +350,41 @@ class Conflicts(unittest.TestCase):
             seen.setdefault(job.id, []).append(job.run_count)
             e = pbs.Event(pbs.EXECJOB_BEGIN, job)
             try:
-                job.rerun()
                 e.reject("no")
             except SystemExit:
                 pass
             return e
         c = pbs.Complex(reject, None)
         array = c.submit(pbs.JobArray("904[].server", "nobody", "(hostA:ngpus=1)", 2))
-        c.settle()
         self.assertEqual(seen["904[1].server"], list(range(1, 22)), "run count 1 on the first run")
         self.assertEqual(array.subjobs[0].comment, "job held, too many failed attempts to run")
         self.assertEqual(array.Hold_Types, "s")
         self.assertEqual(array.comment, "Job Array Held, too many failed attempts to run subjob 904[1].server")
         self.assertLessEqual(len(seen["904[2].server"]), 21, "the held array runs no other subjob")
+
+    def test_the_stand_in_requeues_every_run_after_a_rejected_rerun(self):
+        # The other real behaviour the hook must not trigger: one refused
+        # begin that called rerun() makes every later run end in a requeue.
+        n = Node(self, gpus=1, vnodes={"hostA": (pbs.ND_FREE, None, 1)})
+
+        def begin_once_refused(job):
+            e = pbs.Event(pbs.EXECJOB_BEGIN, job)
+            try:
+                if job.run_count == 1:
+                    job.rerun()
+                    e.reject("no")
+                e.accept()
+            except SystemExit:
+                pass
+            return e
+        c = pbs.Complex(begin_once_refused, lambda job: None)
+        job = c.submit(pbs.Job("905.server", "nobody", "(hostA:ngpus=1)"))
+        self.assertEqual((job.job_state, job.run_count), ("R", 2))
+        for runs in range(3, 22):
+            c.finish(job)
+            self.assertEqual((job.job_state, job.run_count), ("R", runs), "requeued and run again")
+        c.finish(job)
+        self.assertEqual((job.job_state, job.Hold_Types), ("H", "s"))
 
 
 class Ngpus(unittest.TestCase):
@@ -387,7 +417,6 @@ class Ngpus(unittest.TestCase):
         n = Node(self, gpus=2, vnodes={"hostA": (pbs.ND_FREE, None, 2)})
         c = n.complex()
         job = c.submit(pbs.Job("1002.server", "nobody", "(hostA:ngpus=1)"))
-        c.settle()
         n.canhazgpu("reserve", "--gpus", "1", "--duration", "1h")
         n.run(pbs.Event(pbs.EXECHOST_PERIODIC))
         self.assertEqual(ngpus(), 1)
