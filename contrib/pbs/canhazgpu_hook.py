@@ -45,6 +45,7 @@ The optional JSON config file overrides the keys of DEFAULTS below.
 import json
 import os
 import re
+import stat
 import subprocess
 import time
 
@@ -251,13 +252,36 @@ def reject_begin(e, msg):
     e.reject(msg)
 
 
+# The variables canhazgpu-prolog --pbs writes to a job's env file: the GPU
+# vendors' (allocator/gpu/vendor.go) and the indices. Nothing else in the
+# file reaches a job: it would be another user's job's LD_PRELOAD where
+# env_dir is a directory users can write.
+EXPORTS = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
+           "CANHAZGPU_GPU_INDICES")
+
+
+def read_env_file(path):
+    """The lines of a job's env file, only when root wrote it: a regular
+    file of root's that only root may write (not a link: opened with
+    O_NOFOLLOW). Anything else raises ValueError naming what is wrong."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd) as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+            raise ValueError("%s is not a file of root's that only root may write (owner uid %d, mode %o)"
+                             % (path, st.st_uid, stat.S_IMODE(st.st_mode)))
+        return f.read().splitlines()
+
+
 def launch(e, cfg, host):
     job = e.job
     path = env_file(cfg, job.id)
     try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
+        lines = read_env_file(path)
+    except (ValueError, OSError) as exc:
+        if not isinstance(exc, FileNotFoundError):
+            pbs.logmsg(pbs.LOG_WARNING, "%s job %s: env file not used: %s" % (MARKER, job.id, exc))
+            e.accept()
         if local_ngpus(job, host) == 0:
             if cfg["hide_gpus_without_request"]:
                 e.env["CUDA_VISIBLE_DEVICES"] = ""
@@ -267,7 +291,7 @@ def launch(e, cfg, host):
         e.accept()
     for line in lines:
         name, sep, value = line.partition("=")
-        if sep and name:
+        if sep and name in EXPORTS:
             e.env[name] = escape(value)
     e.accept()
 

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"canhazgpu/allocator/gpu"
 )
 
 // TestPBSHook runs the Python tests of contrib/pbs/canhazgpu_hook.py: the
@@ -53,4 +55,22 @@ func TestInstallCommandsMatchTheHook(t *testing.T) {
 	for _, e := range strings.Split(string(events[1]), ",") {
 		require.Contains(t, string(hook), "pbs."+strings.ToUpper(e)+":", "the hook handles %s", e)
 	}
+}
+
+// TestHookExportsWhatTheEnvFileHolds: the hook copies into a job only the
+// variables of its EXPORTS, which must be every variable the env file can
+// hold (each vendor's, and the indices).
+func TestHookExportsWhatTheEnvFileHolds(t *testing.T) {
+	hook, err := os.ReadFile(repoRoot + "/contrib/pbs/canhazgpu_hook.py")
+	require.NoError(t, err)
+	m := regexp.MustCompile(`(?s)\nEXPORTS = \(([^)]*)\)`).FindSubmatch(hook)
+	require.NotNil(t, m, "EXPORTS in the hook")
+	var exports []string
+	for _, q := range regexp.MustCompile(`"([A-Z_]+)"`).FindAllSubmatch(m[1], -1) {
+		exports = append(exports, string(q[1]))
+	}
+	want := append(gpu.VendorOf(gpu.ProviderNVML).Variables(), gpu.VendorOf(gpu.ProviderAMDSMI).Variables()...)
+	want = append(want, "CANHAZGPU_GPU_INDICES")
+	require.ElementsMatch(t, want, exports)
+	require.Contains(t, envLines(gpu.VendorOf(gpu.ProviderNVML), gpu.Set{}), "CANHAZGPU_GPU_INDICES=")
 }

@@ -146,6 +146,36 @@ class JobEvents(unittest.TestCase):
         self.assertEqual(e.env["CANHAZGPU_GPU_INDICES"], "0\\,1")
         self.assertEqual(e.env["PATH"], "/bin:/usr/bin", "the rest of the environment is left alone")
 
+    def test_launch_sets_only_canhazgpus_variables_from_roots_file(self):
+        if os.geteuid() != 0:
+            self.fail("needs root: the env file must be root's, and the test gives one to another user")
+        n = Node(self, gpus=2)
+        job = pbs.Job("104.server", "nobody", "(hostA:ngpus=1)")
+        self.assertTrue(begin(n, job).accepted)
+        path = n.env_file("104.server")
+        with open(path, "a") as f:
+            f.write("LD_PRELOAD=/tmp/evil.so\nPATH=/tmp\n")
+        e = launch(n, job)
+        self.assertEqual(e.env["CUDA_VISIBLE_DEVICES"], uuid(0))
+        self.assertNotIn("LD_PRELOAD", e.env)
+        self.assertEqual(e.env["PATH"], "/bin:/usr/bin")
+
+        # A file another user owns, or may write, or a link, is not used.
+        for spoil in (lambda: os.chown(path, 65534, -1), lambda: os.chmod(path, 0o666)):
+            self.assertTrue(begin(n, job).accepted)
+            spoil()
+            pbs.log.clear()
+            e = launch(n, job)
+            self.assertTrue(e.accepted)
+            self.assertNotIn("CUDA_VISIBLE_DEVICES", e.env)
+            self.assertIn("env file not used: %s is not a file of root's that only root may write" % path, log_text())
+        self.assertTrue(begin(n, job).accepted)
+        os.rename(path, path + ".real")
+        os.symlink(path + ".real", path)
+        e = launch(n, job)
+        self.assertNotIn("CUDA_VISIBLE_DEVICES", e.env)
+        self.assertIn("env file not used", log_text())
+
     def test_this_hosts_vnodes_add_up(self):
         n = Node(self, gpus=4)
         job = pbs.Job("102.server", "nobody",
