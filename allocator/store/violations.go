@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -254,45 +255,65 @@ func (w wireViolation) record(node, id string, now time.Time) allocator.Violatio
 // Violations returns the node's violation records last seen at or after
 // since, oldest first.
 func (s *Store) Violations(ctx context.Context, since time.Time) ([]allocator.ViolationRecord, error) {
-	return s.violationsOf(ctx, s.node, since)
+	return s.violationsOf(ctx, []string{s.node}, since)
 }
 
-// AllViolations is Violations for every registered node, by node.
+// AllViolations is Violations for every registered node, by node: one
+// round trip for the registry, one for the records.
 func (s *Store) AllViolations(ctx context.Context, since time.Time) ([]allocator.ViolationRecord, error) {
 	nodes, err := s.Nodes(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var out []allocator.ViolationRecord
-	for _, n := range nodes {
-		recs, err := s.violationsOf(ctx, n, since)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, recs...)
-	}
-	return out, nil
+	sort.Strings(nodes)
+	return s.violationsOf(ctx, nodes, since)
 }
 
-func (s *Store) violationsOf(ctx context.Context, node string, since time.Time) ([]allocator.ViolationRecord, error) {
-	now := time.Now()
-	k := keysFor(node)
-	v, err := s.run.run(ctx, violationsReadOp, []string{k.viol, k.violt}, since.UnixMilli()).Slice()
-	if err != nil {
-		return nil, s.wrap("violations of "+node, err)
-	}
-	if len(v) == 0 || v[0] != "ok" {
-		return nil, fmt.Errorf("violations of %s: unexpected reply", node)
-	}
-	out := make([]allocator.ViolationRecord, 0, len(v)/2)
-	for i := 1; i+1 < len(v); i += 2 {
-		id, _ := v[i].(string)
-		raw, _ := v[i+1].(string)
-		var w wireViolation
-		if err := json.Unmarshal([]byte(raw), &w); err != nil {
-			return nil, fmt.Errorf("violations of %s: %w", node, err)
+// ViolationsOf is Violations for the given nodes, by node, in one
+// pipelined round trip.
+func (s *Store) ViolationsOf(ctx context.Context, nodes []string, since time.Time) ([]allocator.ViolationRecord, error) {
+	for _, n := range nodes {
+		if err := ValidateNode(n); err != nil {
+			return nil, err
 		}
-		out = append(out, w.record(node, id, now))
+	}
+	return s.violationsOf(ctx, nodes, since)
+}
+
+// violationsOf reads the nodes' records in one pipeline: a read for each
+// node, since each node's keys hash to a slot of their own.
+func (s *Store) violationsOf(ctx context.Context, nodes []string, since time.Time) ([]allocator.ViolationRecord, error) {
+	if len(nodes) == 0 {
+		return nil, nil
+	}
+	keys := make([][]string, len(nodes))
+	for i, n := range nodes {
+		k := keysFor(n)
+		keys[i] = []string{k.viol, k.violt}
+	}
+	cmds, err := s.run.runAll(ctx, violationsReadOp, keys, nil, since.UnixMilli())
+	if err != nil {
+		return nil, s.wrap("violations", err)
+	}
+	now := time.Now()
+	var out []allocator.ViolationRecord
+	for i, node := range nodes {
+		v, err := cmds[i].Slice()
+		if err != nil {
+			return nil, s.wrap("violations of "+node, err)
+		}
+		if len(v) == 0 || v[0] != "ok" {
+			return nil, fmt.Errorf("violations of %s: unexpected reply", node)
+		}
+		for j := 1; j+1 < len(v); j += 2 {
+			id, _ := v[j].(string)
+			raw, _ := v[j+1].(string)
+			var w wireViolation
+			if err := json.Unmarshal([]byte(raw), &w); err != nil {
+				return nil, fmt.Errorf("violations of %s: %w", node, err)
+			}
+			out = append(out, w.record(node, id, now))
+		}
 	}
 	return out, nil
 }

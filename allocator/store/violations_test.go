@@ -260,3 +260,46 @@ func TestKillPendingRead(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{allocator.KillUnknown}, kills(recs[0]))
 }
+
+// TestViolationsOfManyNodes: every node's records in one round trip,
+// however many nodes; AllViolations adds one for the registry.
+func TestViolationsOfManyNodes(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var nodes []string
+	var reader *Store
+	for i := range 3 {
+		s := newNode(t, 1)
+		_, err := s.RecordViolations(ctx, violationRun(t0.Add(time.Duration(i)*time.Minute), 10+i))
+		require.NoError(t, err)
+		nodes = append(nodes, s.node)
+		reader = s
+	}
+	_, err := reader.Violations(ctx, time.Time{}) // connected, the library loaded
+	require.NoError(t, err)
+
+	trips := countRoundTrips(reader)
+	recs, err := reader.ViolationsOf(ctx, nodes, time.Time{})
+	require.NoError(t, err)
+	require.Equal(t, int64(1), trips.Load(), "one pipelined round trip for 3 nodes")
+	require.Len(t, recs, 3)
+	for i, rec := range recs {
+		require.Equal(t, nodes[i], rec.Node)
+		require.Equal(t, 10+i, rec.Processes[0].PID)
+	}
+
+	trips.Reset()
+	all, err := reader.AllViolations(ctx, time.Time{})
+	require.NoError(t, err)
+	require.Equal(t, int64(2), trips.Load(), "the registry, then every node's records")
+	got := map[string]int{}
+	for _, rec := range all {
+		got[rec.Node] = rec.Processes[0].PID
+	}
+	for i, n := range nodes {
+		require.Equal(t, 10+i, got[n])
+	}
+
+	_, err = reader.ViolationsOf(ctx, []string{"bad node"}, time.Time{})
+	require.Error(t, err)
+}
