@@ -2,10 +2,13 @@ package store
 
 import (
 	"context"
+	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/allocator"
@@ -302,4 +305,58 @@ func TestViolationsOfManyNodes(t *testing.T) {
 
 	_, err = reader.ViolationsOf(ctx, []string{"bad node"}, time.Time{})
 	require.Error(t, err)
+}
+
+// TestKillClaimedOnce: checks running at once claim each kill once, and
+// their outcomes, written at once with further runs, each land on their
+// own claim.
+func TestKillClaimedOnce(t *testing.T) {
+	s := newNode(t, 1)
+	ctx := context.Background()
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+	first := violationRun(t0, 10, 11)
+	first.KillsPerHour = 10
+	_, err := s.RecordViolations(ctx, first)
+	require.NoError(t, err)
+
+	at := t0.Add(10 * time.Minute)
+	plans := make([]ViolationPlan, 8)
+	var wg sync.WaitGroup
+	for i := range plans {
+		wg.Go(func() {
+			r := violationRun(at, 10, 11)
+			r.KillsPerHour, r.KillPending = 10, 2*time.Hour
+			p, err := s.RecordViolations(ctx, r)
+			if assert.NoError(t, err) {
+				plans[i] = p[0]
+			}
+		})
+	}
+	wg.Wait()
+	var claimed []int
+	for _, p := range plans {
+		claimed = append(claimed, p.Kill...)
+	}
+	slices.Sort(claimed)
+	require.Equal(t, []int{10, 11}, claimed, "each process claimed by one run")
+
+	id := plans[0].Record.ID
+	for _, pid := range []int{10, 11} {
+		wg.Go(func() {
+			assert.NoError(t, s.RecordKillOutcomes(ctx, []KillOutcome{{Record: id, PID: pid, Start: uint64(1000 + pid),
+				Claimed: at, Outcome: allocator.KillTerm, Sent: true}}))
+		})
+		wg.Go(func() {
+			r := violationRun(at.Add(time.Minute), 10, 11)
+			r.KillsPerHour, r.KillPending = 10, 2*time.Hour
+			p, err := s.RecordViolations(ctx, r)
+			if assert.NoError(t, err) {
+				assert.Empty(t, p[0].Kill, "claimed already")
+			}
+		})
+	}
+	wg.Wait()
+	recs, err := s.Violations(ctx, time.Time{})
+	require.NoError(t, err)
+	require.Equal(t, []string{allocator.KillTerm, allocator.KillTerm}, kills(recs[0]))
 }
