@@ -33,19 +33,34 @@ type ViolationProcess struct {
 }
 
 // ViolationAction is one thing done about a violation: "notify", "exec",
-// "kill" (PIDs signalled) or "kill_limited" (PIDs spared by the hourly
-// limit).
+// "kill" (one process, with its Outcome) or "kill_limited" (PIDs spared
+// by the hourly limit).
 type ViolationAction struct {
-	What string    `json:"what"`
-	At   time.Time `json:"at"`
-	PIDs []int     `json:"pids,omitempty"`
+	What    string    `json:"what"`
+	At      time.Time `json:"at"`
+	PIDs    []int     `json:"pids,omitempty"`
+	Outcome string    `json:"outcome,omitempty"` // of a kill: one of the Kill… outcomes
+	Error   string    `json:"error,omitempty"`   // of a failed kill
 }
 
-// Killed is the PIDs the record says were killed.
+// How a kill went. The health check claims a kill in the store before it
+// signals the process and writes the outcome after.
+const (
+	KillPending = "pending"  // claimed; the check has not said how it went yet
+	KillTerm    = "sigterm"  // SIGTERM ended the process
+	KillKill    = "sigkill"  // SIGKILL ended it, SIGTERM did not within kill_wait
+	KillEnded   = "ended"    // it had already ended: no signal sent
+	KillNotSame = "not_same" // the PID named another process by then: no signal sent
+	KillFailed  = "failed"   // a signal could not be sent, or did not end it (Error says)
+	KillUnknown = "unknown"  // the check that claimed it stopped before saying how it went
+)
+
+// Killed is the PIDs the record says were killed: ended by SIGTERM or
+// SIGKILL (or recorded before outcomes were).
 func (r ViolationRecord) Killed() []int {
 	var out []int
 	for _, a := range r.Actions {
-		if a.What == "kill" {
+		if a.What == "kill" && (a.Outcome == KillTerm || a.Outcome == KillKill || a.Outcome == "") {
 			out = append(out, a.PIDs...)
 		}
 	}

@@ -106,6 +106,13 @@ func TestViolatorNotifiedThenKilled(t *testing.T) {
 	v := byUser["chgviol"]
 	require.Equal(t, "unreserved", v.Kind)
 	require.Equal(t, []int{offender}, v.Killed())
+	var outcomes []string
+	for _, a := range v.Actions {
+		if a.What == "kill" {
+			outcomes = append(outcomes, a.Outcome)
+		}
+	}
+	require.Equal(t, []string{allocator.KillTerm}, outcomes, "the record says how the kill went")
 	require.Equal(t, offender, v.Processes[0].PID)
 	require.Equal(t, "python3", v.Processes[0].Name)
 	require.Empty(t, byUser["chgexempt"].Killed())

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"canhazgpu/allocator/procstat"
 )
 
 // LookupProcess reads what /proc knows about pid: Name, UID, User, Cmdline and
@@ -146,19 +148,19 @@ const maxAncestors = 64
 // root process or change one's title). A parent younger than its child is
 // not its parent: the parent exited and its pid was reused.
 func jobFromStepdAncestor(procRoot string, pid int) string {
-	child, ok := readStat(procRoot, pid)
+	child, err := procstat.Read(procRoot, pid)
 	for range maxAncestors {
-		if !ok || child.ppid <= 1 {
+		if err != nil || child.PPID <= 1 {
 			return ""
 		}
-		parent, pok := readStat(procRoot, child.ppid)
-		if !pok || parent.start > child.start {
+		parent, perr := procstat.Read(procRoot, child.PPID)
+		if perr != nil || parent.Start > child.Start {
 			return ""
 		}
-		if job := stepdJob(procRoot, child.ppid); job != "" {
+		if job := stepdJob(procRoot, child.PPID); job != "" {
 			return job
 		}
-		child, ok = parent, pok
+		child = parent
 	}
 	return ""
 }
@@ -199,36 +201,6 @@ func stepdJob(procRoot string, pid int) string {
 		return ""
 	}
 	return job
-}
-
-// procStat is what /proc/<pid>/stat says about a process's place in the tree.
-type procStat struct {
-	ppid  int
-	start uint64 // clock ticks after boot
-}
-
-// readStat reads /proc/<pid>/stat. The name in parentheses may hold any
-// character, so the fields are counted after its last ')'.
-func readStat(procRoot string, pid int) (procStat, bool) {
-	b, err := os.ReadFile(filepath.Join(procRoot, strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return procStat{}, false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return procStat{}, false
-	}
-	f := strings.Fields(s[i+1:]) // state(3) ppid(4) … starttime(22)
-	if len(f) < 20 {
-		return procStat{}, false
-	}
-	ppid, err1 := strconv.Atoi(f[1])
-	start, err2 := strconv.ParseUint(f[19], 10, 64)
-	if err1 != nil || err2 != nil {
-		return procStat{}, false
-	}
-	return procStat{ppid: ppid, start: start}, true
 }
 
 func isDigits(s string) bool {

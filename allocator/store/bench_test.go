@@ -264,3 +264,26 @@ func BenchmarkQueueHeartbeatServerTime(b *testing.B) {
 	}
 	b.ReportMetric(float64(us)/float64(b.N), "µs/heartbeat")
 }
+
+// BenchmarkAllViolations: violations --all-nodes over 100 nodes with a
+// violation record each (run alone: it reads every node in the store).
+func BenchmarkAllViolations(b *testing.B) {
+	ctx := context.Background()
+	t0 := time.Now().Add(-time.Hour)
+	var s *Store
+	for range 100 {
+		s = newNode(b, 1)
+		if _, err := s.RecordViolations(ctx, violationRun(t0, 10)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	trips := countRoundTrips(s)
+	ops := 0
+	for b.Loop() { // the setup runs once: b.Loop calls the function once
+		if _, err := s.AllViolations(ctx, time.Time{}); err != nil {
+			b.Fatal(err)
+		}
+		ops++
+	}
+	b.ReportMetric(float64(trips.Load())/float64(ops), "roundtrips/op")
+}

@@ -163,6 +163,17 @@ func TestServerWithoutFunctionsGetsScripts(t *testing.T) {
 	_, err = fresh.Snapshots(ctx)
 	require.NoError(t, err)
 	require.Equal(t, 1, flog.count("fcall_ro"))
+
+	// A pipeline whose calls carry arguments: the scripts get them too.
+	t0 := time.Now().Add(-time.Minute)
+	_, err = s.RecordViolations(ctx, violationRun(t0, 10))
+	require.NoError(t, err)
+	recs, err := fresh.AllViolations(ctx, t0)
+	require.NoError(t, err)
+	require.Len(t, recs, 1)
+	recs, err = fresh.AllViolations(ctx, t0.Add(time.Second))
+	require.NoError(t, err)
+	require.Empty(t, recs, "last seen before since")
 }
 
 func TestRedis6UnknownCommandIsRecognised(t *testing.T) {

@@ -40,11 +40,12 @@ var (
 	keepAliveOp = &op{name: "keep_alive"}
 
 	violationsOp     = &op{name: "violations"}
+	violationKillsOp = &op{name: "violation_kills"}
 	violationsReadOp = &op{name: "violations_read", readOnly: true}
 
 	// ops is every operation, in the library's order.
 	ops = []*op{allocateOp, renewOp, releaseOp, registerOp, snapshotOp, enqueueOp, queueBeatOp, leaveOp, flagsOp, forgetOp,
-		holdJobOp, idleOp, keepAliveOp, violationsOp, violationsReadOp}
+		holdJobOp, idleOp, keepAliveOp, violationsOp, violationKillsOp, violationsReadOp}
 	library = buildLibrary(ops)
 )
 

@@ -180,10 +180,11 @@ func (r *runner) moved(ctx context.Context, err error) {
 	}
 }
 
-// runAll runs one operation for many key sets in one pipeline. first,
-// when not nil, queues commands of its own ahead of them, in the same
-// round trip (and again when the pipeline is retried).
-func (r *runner) runAll(ctx context.Context, o *op, keys [][]string, first func(redis.Pipeliner)) ([]*redis.Cmd, error) {
+// runAll runs one operation for many key sets, each with the same args,
+// in one pipeline. first, when not nil, queues commands of its own ahead
+// of them, in the same round trip (and again when the pipeline is
+// retried).
+func (r *runner) runAll(ctx context.Context, o *op, keys [][]string, first func(redis.Pipeliner), args ...any) ([]*redis.Cmd, error) {
 	for attempt := 1; ; attempt++ {
 		cmds := make([]*redis.Cmd, len(keys))
 		_, err := r.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -192,9 +193,9 @@ func (r *runner) runAll(ctx context.Context, o *op, keys [][]string, first func(
 			}
 			for i, k := range keys {
 				if r.eval.Load() {
-					cmds[i] = o.script.EvalSha(ctx, p, k) // a pipeline has no EVAL fallback
+					cmds[i] = o.script.EvalSha(ctx, p, k, args...) // a pipeline has no EVAL fallback
 				} else {
-					cmds[i] = r.call(ctx, p, o, k)
+					cmds[i] = r.call(ctx, p, o, k, args...)
 				}
 			}
 			return nil

@@ -7,12 +7,17 @@
 -- --
 -- ARGV[1] the run as JSON: now (ms, the node's clock), gap (ms: a record
 -- not seen for longer is closed), steps ({a, after} in order), renotify
--- (ms), kills_per_hour, max_age (ms), max_records, seen: the sightings
+-- (ms), kills_per_hour, pending (ms: how long a kill claim may wait for
+-- its outcome), max_age (ms), max_records, seen: the sightings
 -- {k, g, i, u, h, j, m (model guess), p = {{pid, name, start}},
 -- kill = {{pid, start}}}.
 --
 -- A record's id is "kind|gpu|user|first seen"; the open record of a
 -- (kind, gpu, user) is stored under "kind|gpu|user" until it is closed.
+-- A kill is claimed as one action per process, {w = 'kill', t, p =
+-- {{pid, start}}, o = 'pending', d = t + pending}; the check writes the
+-- outcome (violation_kills.lua). A claim still pending after d is
+-- 'unknown': the check that made it stopped before saying how it went.
 -- Returns {'ok', one JSON per sighting: {id, r = the record, due = the
 -- notify/exec steps claimed, kill = the PIDs to kill, limited = the PIDs
 -- the hourly limit spares}}.
@@ -33,16 +38,21 @@ local function last_done(rec, what)
   return last
 end
 
-local function killed(rec, pid, start)
-  for _, a in ipairs(rec.a) do
+-- the index in rec.a of the kill claim of a process, if any
+local function kill_claim(rec, pid, start)
+  for n, a in ipairs(rec.a) do
     if a.w == 'kill' then
       for _, p in ipairs(a.p) do
-        if p[1] == pid and p[2] == start then return true end
+        if p[1] == pid and p[2] == start then return n end
       end
     end
   end
-  return false
 end
+
+-- Outcomes after which a process seen again is claimed again: nothing
+-- was done to it, or no one knows. A claim without an outcome predates
+-- outcomes and counts as done.
+local RETRY = {not_same = true, failed = true, unknown = true}
 
 local function archive(open, rec)
   local id = open .. '|' .. rec.f
@@ -84,10 +94,15 @@ for _, s in ipairs(run.seen) do
       if st.a == 'kill' then
         local pids = {}
         for _, p in ipairs(s.kill) do
-          if not killed(rec, p[1], p[2]) then
+          local n = kill_claim(rec, p[1], p[2])
+          local claim = n and rec.a[n]
+          if claim and claim.o == 'pending' and now >= claim.d then claim.o, claim.d = 'unknown', nil end
+          if not claim or RETRY[claim.o] then
             if budget > 0 then
               budget = budget - 1
               redis.call('ZADD', kills, now, open .. '|' .. p[1] .. '|' .. p[2])
+              -- the latest try replaces an earlier one: one claim per process
+              if n then table.remove(rec.a, n) end
               table.insert(pids, p)
               table.insert(kill, p[1])
             else
@@ -95,7 +110,9 @@ for _, s in ipairs(run.seen) do
             end
           end
         end
-        if #pids > 0 then table.insert(rec.a, {w = 'kill', t = now, p = pids}) end
+        for _, p in ipairs(pids) do
+          table.insert(rec.a, {w = 'kill', t = now, p = {p}, o = 'pending', d = now + run.pending})
+        end
         if #limited > 0 then
           local last = last_done(rec, 'kill_limited')
           if not last or now - last >= run.renotify then

@@ -119,7 +119,7 @@ func reportOf(ctx context.Context, st *store.Store, days int) (report, error) {
 		}
 	}
 	rep := buildReport(start, now, days, nodes, spans)
-	viols, err := st.AllViolations(ctx, start)
+	viols, err := st.ViolationsOf(ctx, nodes, start)
 	if err != nil {
 		return report{}, err
 	}

@@ -115,7 +115,8 @@ func processNames(ps []allocator.ViolationProcess) string {
 	return strings.Join(parts, ", ")
 }
 
-// actionSummary: "notify×2 exec kill(4242,4243)".
+// actionSummary: "notify×2 exec kill(4242 sigterm, 4243 not_same)": each
+// process with how its kill went.
 func actionSummary(as []allocator.ViolationAction) string {
 	var order []string
 	count := map[string]int{}
@@ -127,7 +128,11 @@ func actionSummary(as []allocator.ViolationAction) string {
 		count[a.What]++
 		if a.What == "kill" {
 			for _, p := range a.PIDs {
-				killed = append(killed, strconv.Itoa(p))
+				k := strconv.Itoa(p)
+				if a.Outcome != "" {
+					k += " " + a.Outcome
+				}
+				killed = append(killed, k)
 			}
 		}
 	}
@@ -135,7 +140,7 @@ func actionSummary(as []allocator.ViolationAction) string {
 	for _, what := range order {
 		switch {
 		case what == "kill":
-			parts = append(parts, "kill("+strings.Join(killed, ",")+")")
+			parts = append(parts, "kill("+strings.Join(killed, ", ")+")")
 		case count[what] > 1:
 			parts = append(parts, fmt.Sprintf("%s×%d", what, count[what]))
 		default:

@@ -28,14 +28,16 @@ func TestViolationsCommand(t *testing.T) {
 			{Kind: "foreign_user", GPU: snap.GPUs[1].UUID, Index: 1, User: "carol", Holder: "alice",
 				Processes: []allocator.ViolationProcess{{PID: 77, Name: "train"}}},
 		}}
-	_, err = f.store().RecordViolations(context.Background(), run)
+	plans, err := f.store().RecordViolations(context.Background(), run)
 	require.NoError(t, err)
+	require.NoError(t, f.store().RecordKillOutcomes(context.Background(), []store.KillOutcome{{Record: plans[0].Record.ID,
+		PID: 4242, Start: 7, Claimed: run.Now, Outcome: allocator.KillTerm, Sent: true}}))
 
 	r := f.run(alice, "violations")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Contains(t, r.stdout, "NODE")
 	require.Contains(t, r.stdout, `4242 python3\x1b[2J`, "process names are escaped")
-	require.Contains(t, r.stdout, "notify kill(4242)")
+	require.Contains(t, r.stdout, "notify kill(4242 sigterm)")
 	require.Contains(t, r.stdout, "carol")
 
 	r = f.run(alice, "violations", "--user", "bob", "--json")

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"slices"
@@ -58,8 +59,10 @@ func (c *check) violators(ctx context.Context, vs []Violation, mark func([]Viola
 	cfg := c.cfg.Violations
 	now := c.deps.Now()
 	sights := c.sightings(vs)
+	// A kill this run claims has its outcome written by this run, within
+	// its time limit; past that, the run was stopped before it could.
 	run := store.ViolationRun{Now: now, Gap: violationGap, Renotify: cfg.RenotifyEvery, KillsPerHour: cfg.KillsPerHour,
-		MaxAge: c.cfg.History.MaxAge, MaxRecords: c.cfg.History.MaxRecords}
+		KillPending: c.cfg.Health.Timeout, MaxAge: c.cfg.History.MaxAge, MaxRecords: c.cfg.History.MaxRecords}
 	for _, a := range cfg.Actions {
 		run.Steps = append(run.Steps, store.ViolationStep{Action: a, After: cfg.After(a)})
 	}
@@ -101,8 +104,17 @@ func (c *check) violators(ctx context.Context, vs []Violation, mark func([]Viola
 		}
 	}
 	out := mark(marked)
+	var outcomes []store.KillOutcome
 	for i, p := range plans {
-		out = append(out, c.takeSteps(ctx, sights[i], p)...)
+		acts, kills := c.takeSteps(ctx, sights[i], p, now)
+		out = append(out, acts...)
+		outcomes = append(outcomes, kills...)
+	}
+	// Written even when the kills used up the run's time: one short write,
+	// bounded by the store's own timeouts, without which the records would
+	// say "unknown" of kills that were done.
+	if err := c.deps.Store.RecordKillOutcomes(context.WithoutCancel(ctx), outcomes); err != nil {
+		out = append(out, Action{What: "error", Message: "kill outcomes not recorded: " + err.Error()})
 	}
 	return out
 }
@@ -156,9 +168,11 @@ func (c *check) notify(user, message string) (int, error) {
 	return termnotify.Notifier{Utmp: c.cfg.Violations.UtmpFile}.Notify(user, message)
 }
 
-// takeSteps does what the store claimed for one sighting.
-func (c *check) takeSteps(ctx context.Context, s sighting, p store.ViolationPlan) []Action {
+// takeSteps does what the store claimed for one sighting, and says how
+// each kill (claimed at now) went.
+func (c *check) takeSteps(ctx context.Context, s sighting, p store.ViolationPlan, now time.Time) ([]Action, []store.KillOutcome) {
 	var out []Action
+	var kills []store.KillOutcome
 	for _, step := range p.Due {
 		switch step {
 		case config.ViolationNotify:
@@ -168,13 +182,16 @@ func (c *check) takeSteps(ctx context.Context, s sighting, p store.ViolationPlan
 		}
 	}
 	for _, pid := range p.Kill {
-		out = append(out, c.kill(ctx, s, pid))
+		act, res := c.kill(ctx, s, pid)
+		out = append(out, act)
+		res.Record, res.Claimed = p.Record.ID, now
+		kills = append(kills, res)
 	}
 	if len(p.Limited) > 0 {
 		out = append(out, Action{What: "kill_limited", Message: fmt.Sprintf("not stopped: %s of %s on GPU %d: at most %d processes are killed per hour on this node",
 			pidList(p.Limited), who(Process{User: s.user, UID: -1}), s.v.GPU, c.cfg.Violations.KillsPerHour)})
 	}
-	return out
+	return out, kills
 }
 
 // notifyAll tells the offender and, when it is someone else, the holder
@@ -224,11 +241,13 @@ func (c *check) offenderMessage(s sighting, rec allocator.ViolationRecord) strin
 }
 
 // kill stops one process the store claimed, if it is still the process
-// identified this run.
-func (c *check) kill(ctx context.Context, s sighting, pid int) Action {
+// identified this run, and says how it went for the record.
+func (c *check) kill(ctx context.Context, s sighting, pid int) (Action, store.KillOutcome) {
 	id, ok := s.ids[pid]
+	res := store.KillOutcome{PID: pid, Start: id.Start}
 	if !ok { // claimed only for identified processes: cannot happen
-		return Action{What: "error", Message: fmt.Sprintf("kill pid %d: not identified", pid)}
+		res.Outcome, res.Error = allocator.KillFailed, "not identified"
+		return Action{What: "error", Message: fmt.Sprintf("kill pid %d: not identified", pid)}, res
 	}
 	how, err := c.processes().Stop(ctx, pid, id, c.cfg.Violations.KillWait)
 	name := ""
@@ -238,17 +257,26 @@ func (c *check) kill(ctx context.Context, s sighting, pid int) Action {
 		}
 	}
 	target := fmt.Sprintf("pid %d (%s) of %s on GPU %d", pid, name, s.user, s.v.GPU)
+	res.Sent = how != ""
 	switch {
-	case errors.Is(err, os.ErrProcessDone):
-		return Action{What: "kill", Message: target + " had already ended"}
+	case errors.Is(err, os.ErrProcessDone) || errors.Is(err, fs.ErrNotExist):
+		res.Outcome = allocator.KillEnded
+		return Action{What: "kill", Message: target + " had already ended"}, res
+	case errors.Is(err, procstop.ErrChanged) || errors.Is(err, procstop.ErrRoot):
+		res.Outcome = allocator.KillNotSame
+		return Action{What: "error", Message: "kill " + target + ": " + err.Error()}, res
 	case err != nil && how == "":
-		return Action{What: "error", Message: "kill " + target + ": " + err.Error()}
+		res.Outcome, res.Error = allocator.KillFailed, err.Error()
+		return Action{What: "error", Message: "kill " + target + ": " + err.Error()}, res
 	case err != nil:
-		return Action{What: "error", Message: "kill " + target + ": SIGKILL sent: " + err.Error()}
+		res.Outcome, res.Error = allocator.KillFailed, "SIGKILL sent: "+err.Error()
+		return Action{What: "error", Message: "kill " + target + ": SIGKILL sent: " + err.Error()}, res
 	case how == "term":
-		return Action{What: "kill", Message: "stopped " + target + " with SIGTERM"}
+		res.Outcome = allocator.KillTerm
+		return Action{What: "kill", Message: "stopped " + target + " with SIGTERM"}, res
 	default:
-		return Action{What: "kill", Message: fmt.Sprintf("killed %s with SIGKILL: SIGTERM did not end it within %s", target, config.Duration(c.cfg.Violations.KillWait))}
+		res.Outcome = allocator.KillKill
+		return Action{What: "kill", Message: fmt.Sprintf("killed %s with SIGKILL: SIGTERM did not end it within %s", target, config.Duration(c.cfg.Violations.KillWait))}, res
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -255,15 +256,86 @@ func TestViolatorsDefault(t *testing.T) {
 }
 
 // TestViolatorsPIDReused: a process that is no longer the one seen (its
-// PID reused) is not stopped.
+// PID reused) is not stopped, and the record says so; the attempt does not
+// count against the hourly limit, and the process, seen again, is stopped
+// at the next run.
 func TestViolatorsPIDReused(t *testing.T) {
-	_, deps, procs, _, now := violatorsNode(t, map[string]string{"violations.kills_per_hour": "10"})
-	Run(context.Background(), deps)
+	n, deps, procs, _, now := violatorsNode(t, nil) // at most 2 kills an hour
+	ctx := context.Background()
+	Run(ctx, deps)
 	*now = now.Add(time.Hour)
 	deps.Processes = &changing{procs}
-	r := Run(context.Background(), deps)
+	r := Run(ctx, deps)
 	require.Empty(t, procs.stops())
 	require.Contains(t, actionKinds(r), "error")
+	require.Equal(t, map[string][]string{"bob": {allocator.KillNotSame, allocator.KillNotSame}}, killOutcomes(t, n))
+
+	*now = now.Add(time.Minute)
+	deps.Processes = procs
+	Run(ctx, deps)
+	require.Equal(t, []int{501, 502}, procs.stops(), "tried again, within the limit")
+	require.Equal(t, map[string][]string{"bob": {allocator.KillTerm, allocator.KillTerm}}, killOutcomes(t, n))
+}
+
+// killOutcomes is the outcomes of the recorded kills, by offender.
+func killOutcomes(t *testing.T, n *testNode) map[string][]string {
+	t.Helper()
+	recs, err := n.store().Violations(context.Background(), time.Time{})
+	require.NoError(t, err)
+	out := map[string][]string{}
+	for _, rec := range recs {
+		for _, a := range rec.Actions {
+			if a.What == "kill" {
+				out[rec.User] = append(out[rec.User], a.Outcome)
+			}
+		}
+	}
+	return out
+}
+
+// TestViolatorsStoppedMidKill: a check that ends between claiming a kill
+// and saying how it went leaves the claim pending; the next runs leave the
+// process alone until the claim's run would have hit its time limit
+// ([health] timeout), then stop it and record how.
+func TestViolatorsStoppedMidKill(t *testing.T) {
+	n, deps, procs, _, now := violatorsNode(t, map[string]string{"violations.actions": `["kill"]`, "violations.kill_after": "0",
+		"violations.mark_after": "0", "violations.kills_per_hour": "10", "health.timeout": "1h"})
+	ctx := context.Background()
+	// Reads judge a pending claim by the reader's clock: the check's
+	// clock starts at it.
+	*now = time.Now()
+	deps.Processes = &dying{procs}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Run(ctx, deps)
+	}()
+	<-done
+	require.Empty(t, procs.stops())
+	claimed := map[string][]string{"bob": {allocator.KillPending, allocator.KillPending}, "dave": {allocator.KillPending},
+		"erin": {allocator.KillPending}}
+	require.Equal(t, claimed, killOutcomes(t, n))
+
+	deps.Processes = procs
+	*now = now.Add(59 * time.Minute)
+	Run(ctx, deps)
+	require.Empty(t, procs.stops(), "the claims may still be under way")
+	require.Equal(t, claimed, killOutcomes(t, n))
+
+	*now = now.Add(2 * time.Minute)
+	Run(ctx, deps)
+	require.Equal(t, []int{501, 502, 504, 505}, procs.stops())
+	require.Equal(t, map[string][]string{"bob": {allocator.KillTerm, allocator.KillTerm}, "dave": {allocator.KillTerm},
+		"erin": {allocator.KillTerm}}, killOutcomes(t, n))
+}
+
+// dying identifies processes, then the check ends as it goes to stop one,
+// as a check killed by the scheduler mid-run would.
+type dying struct{ *fakeProcs }
+
+func (d *dying) Stop(context.Context, int, procstop.Identity, time.Duration) (string, error) {
+	runtime.Goexit()
+	return "", nil
 }
 
 // changing identifies each process as seen, but by the time of the

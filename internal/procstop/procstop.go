@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"canhazgpu/allocator/procstat"
 )
 
 // Identity is what tells a process from a later one with the same PID.
@@ -43,24 +45,14 @@ func (p Procs) dir(pid int) string {
 // Identify reads a running process's identity.
 func (p Procs) Identify(pid int) (Identity, error) {
 	dir := p.dir(pid)
-	stat, err := os.ReadFile(dir + "/stat")
+	stat, err := procstat.Read(p.Root, pid)
 	if err != nil {
 		return Identity{}, err
 	}
-	// comm, in parentheses, may hold spaces and parentheses: the fields
-	// start after the last ')'.
-	i := strings.LastIndexByte(string(stat), ')')
-	fields := strings.Fields(string(stat[i+1:]))
-	if i < 0 || len(fields) < 20 {
-		return Identity{}, fmt.Errorf("process %d: unreadable stat", pid)
-	}
-	id := Identity{}
-	if id.Start, err = strconv.ParseUint(fields[19], 10, 64); err != nil {
-		return Identity{}, fmt.Errorf("process %d: start time %q", pid, fields[19])
-	}
-	if fields[0] == "Z" || fields[0] == "X" {
+	if stat.Ended() {
 		return Identity{}, fmt.Errorf("process %d: %w", pid, os.ErrProcessDone)
 	}
+	id := Identity{Start: stat.Start}
 	status, err := os.ReadFile(dir + "/status")
 	if err != nil {
 		return Identity{}, err
