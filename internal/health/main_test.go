@@ -145,7 +145,7 @@ func (n *testNode) gpus(count int, procs map[int][]fakeProc) {
 		PID     int      `json:"pid"`
 		Name    string   `json:"name"`
 		User    string   `json:"user"`
-		UID     int      `json:"uid"`
+		UID     *int     `json:"uid,omitempty"` // nil: unknown (a fakeProc's -1)
 		MB      int64    `json:"used_memory_mb"`
 		Cmdline []string `json:"cmdline"`
 		JobID   string   `json:"job_id"`
@@ -165,7 +165,11 @@ func (n *testNode) gpus(count int, procs map[int][]fakeProc) {
 			d.Utilization = &u
 		}
 		for _, p := range procs[i] {
-			d.Processes = append(d.Processes, proc{PID: p.PID, Name: "python3", User: p.User, UID: p.UID, MB: p.MB,
+			var uid *int
+			if p.UID >= 0 {
+				uid = &p.UID
+			}
+			d.Processes = append(d.Processes, proc{PID: p.PID, Name: "python3", User: p.User, UID: uid, MB: p.MB,
 				Cmdline: []string{"python3", "train.py"}, JobID: p.JobID})
 		}
 		file.GPUs = append(file.GPUs, d)

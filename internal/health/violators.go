@@ -39,10 +39,13 @@ const maxExecOutput = 2000
 // sighting is one (kind, GPU, user) part of a violation, with what this
 // run knows of its processes.
 type sighting struct {
-	v     *Violation
-	user  string
-	procs []Process
-	ids   map[int]procstop.Identity // by PID, of the processes that may be killed
+	v *Violation
+	// user names the offender in the store's record ('|', which the
+	// record's key uses, made '_'); account is the name as the scan gave
+	// it, the account told on its terminals.
+	user, account string
+	procs         []Process
+	ids           map[int]procstop.Identity // by PID, of the processes that may be killed
 }
 
 // violators records the violations in the store and takes the steps of
@@ -134,24 +137,33 @@ func (c *check) sightings(vs []Violation) []sighting {
 		byUser := map[string]int{}
 		for _, p := range v.Processes {
 			user := strings.ReplaceAll(p.User, "|", "_")
-			n, ok := byUser[user]
+			n, ok := byUser[p.User]
 			if !ok {
 				n = len(out)
-				byUser[user] = n
-				out = append(out, sighting{v: v, user: user, ids: map[int]procstop.Identity{}})
+				byUser[p.User] = n
+				out = append(out, sighting{v: v, user: user, account: p.User, ids: map[int]procstop.Identity{}})
 			}
 			out[n].procs = append(out[n].procs, p)
-			if !cfg.Enabled(config.ViolationKill) || slices.Contains(cfg.KillExemptUsers, p.User) {
+			// A process whose owner the scan could not tell (uid -1) is
+			// never stopped: nothing ties the PID to an offender.
+			if !cfg.Enabled(config.ViolationKill) || p.UID < 0 || slices.Contains(cfg.KillExemptUsers, p.User) {
 				continue
 			}
 			id, err := c.processes().Identify(p.PID)
-			if err != nil || id.Root || (p.UID >= 0 && id.UID != p.UID) || slices.Contains(cfg.KillExemptCommands, id.Exe) {
+			if err != nil || id.Root || id.UID != p.UID || exemptCommand(cfg.KillExemptCommands, id) {
 				continue
 			}
 			out[n].ids[p.PID] = id
 		}
 	}
 	return out
+}
+
+// exemptCommand: the process runs one of the exempt commands: the very
+// file at that path, not merely a file of that name (see
+// procstop.Identity.ExeFile).
+func exemptCommand(commands []string, id procstop.Identity) bool {
+	return slices.ContainsFunc(commands, id.IsFile)
 }
 
 func (c *check) processes() Processes {
@@ -207,10 +219,10 @@ func (c *check) notifyAll(s sighting, rec allocator.ViolationRecord) []Action {
 			out = append(out, Action{What: "notify", Message: fmt.Sprintf("told %s on %s: %s", user, plural(n, "terminal"), msg)})
 		}
 	}
-	if s.user != "" && !strings.HasPrefix(s.user, "uid:") {
-		tell(s.user, c.offenderMessage(s, rec))
+	if s.account != "" && !strings.HasPrefix(s.account, "uid:") {
+		tell(s.account, c.offenderMessage(s, rec))
 	}
-	if r := s.v.Reservation; s.v.Kind == ForeignUser && r != nil && r.User != s.user {
+	if r := s.v.Reservation; s.v.Kind == ForeignUser && r != nil && r.User != s.account {
 		tell(r.User, fmt.Sprintf("%s uses your GPU %d on %s (%s).", s.user, s.v.GPU, c.cfg.Node, procList(s.procs)))
 	}
 	return out
@@ -295,6 +307,7 @@ func (c *check) runExec(ctx context.Context, s sighting, rec allocator.Violation
 	if err != nil {
 		return Action{What: "error", Message: "exec: " + err.Error()}
 	}
+	check := ctx
 	ctx, cancel := context.WithTimeout(ctx, cfg.ExecTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, cfg.Exec)
@@ -310,7 +323,10 @@ func (c *check) runExec(ctx context.Context, s sighting, rec allocator.Violation
 	var outBuf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &outBuf, &outBuf
 	err = cmd.Run()
-	if ctx.Err() != nil {
+	switch {
+	case check.Err() != nil:
+		err = errors.New("stopped: the check's own time ran out ([health] timeout)")
+	case ctx.Err() != nil:
 		err = fmt.Errorf("no end within %s", config.Duration(cfg.ExecTimeout))
 	}
 	output := strings.Join(strings.Fields(outBuf.String()), " ")

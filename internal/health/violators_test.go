@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -94,6 +95,10 @@ func violatorsNode(t *testing.T, extra map[string]string) (*testNode, *Deps, *fa
 	dir := t.TempDir()
 	hook := filepath.Join(dir, "hook")
 	require.NoError(t, os.WriteFile(hook, []byte("#!/bin/sh\ncat >> "+dir+"/events\necho >> "+dir+"/events\nenv > "+dir+"/env\necho mailed\n"), 0o755))
+	// The exempt command is a file of its own: exemption is by the file a
+	// process runs, not by the name (see TestExemptCommandIsTheFile).
+	smi := filepath.Join(dir, "nvidia-smi")
+	require.NoError(t, os.WriteFile(smi, []byte("#!/bin/sh\n"), 0o755))
 	settings := map[string]string{
 		"health.action":                   "flag",
 		"violations.actions":              `["notify", "exec", "kill"]`,
@@ -104,7 +109,7 @@ func violatorsNode(t *testing.T, extra map[string]string) (*testNode, *Deps, *fa
 		"violations.renotify_every":       "30m",
 		"violations.kills_per_hour":       "2",
 		"violations.kill_exempt_users":    `["carol"]`,
-		"violations.kill_exempt_commands": `["/usr/bin/nvidia-smi"]`,
+		"violations.kill_exempt_commands": `["` + smi + `"]`,
 		"violations.exec":                 hook,
 	}
 	for k, v := range extra {
@@ -126,7 +131,7 @@ func violatorsNode(t *testing.T, extra map[string]string) (*testNode, *Deps, *fa
 	procs := &fakeProcs{ids: map[int]procstop.Identity{
 		501: {UID: 1001, Start: 11, Exe: "/usr/bin/python3"}, 502: {UID: 1001, Start: 12, Exe: "/usr/bin/python3"},
 		503: {UID: 1003, Start: 13, Exe: "/usr/bin/python3"}, 504: {UID: 1004, Start: 14, Exe: "/usr/bin/python3"},
-		505: {UID: 1005, Start: 15, Exe: "/usr/bin/python3"}, 509: {UID: 1006, Start: 19, Exe: "/usr/bin/nvidia-smi"},
+		505: {UID: 1005, Start: 15, Exe: "/usr/bin/python3"}, 509: {UID: 1006, Start: 19, Exe: smi, ExeFile: fileID(t, smi)},
 	}}
 	told := &notes{}
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -413,4 +418,56 @@ func TestViolatorsWithoutRootsCredential(t *testing.T) {
 	recs, err := admin.Violations(context.Background(), time.Time{})
 	require.NoError(t, err)
 	require.Empty(t, recs, "nothing recorded")
+}
+
+// fileID is the device and inode of path, as procstop.Identify reads a
+// process's executable.
+func fileID(t *testing.T, path string) procstop.FileID {
+	t.Helper()
+	var st syscall.Stat_t
+	require.NoError(t, syscall.Stat(path, &st))
+	return procstop.FileID{Dev: st.Dev, Ino: st.Ino}
+}
+
+// TestExemptCommandIsTheFile: a process is an exempt command when it runs
+// that very file; one whose executable only bears the name (its user
+// bind-mounted another program over the path in a mount namespace of
+// their own, where /proc/<pid>/exe reads as the exempt path) is not.
+func TestExemptCommandIsTheFile(t *testing.T) {
+	smi := filepath.Join(t.TempDir(), "nvidia-smi")
+	require.NoError(t, os.WriteFile(smi, []byte("#!/bin/sh\n"), 0o755))
+	exempt := []string{"/nonexistent/tool", smi}
+	require.True(t, exemptCommand(exempt, procstop.Identity{Exe: smi, ExeFile: fileID(t, smi)}))
+	require.False(t, exemptCommand(exempt, procstop.Identity{Exe: smi, ExeFile: fileID(t, "/bin/sh")}), "the name alone")
+	require.False(t, exemptCommand(exempt, procstop.Identity{Exe: smi}), "an executable that could not be read")
+}
+
+// TestUnknownOwnerNeverKilled: a process the scan could not tell the
+// owner of (uid -1) is never stopped, whatever process its PID names now.
+func TestUnknownOwnerNeverKilled(t *testing.T) {
+	n, deps, procs, _, now := violatorsNode(t, nil)
+	n.gpus(4, map[int][]fakeProc{0: {{PID: 601, User: "mallory", UID: -1, MB: 2048}}})
+	procs.ids[601] = procstop.Identity{UID: 1001, Start: 61, Exe: "/usr/bin/python3"}
+	Run(context.Background(), deps)
+	*now = now.Add(11 * time.Minute)
+	r := Run(context.Background(), deps)
+	for _, a := range r.Actions {
+		require.NotEqual(t, "kill", a.What, "%+v", a)
+	}
+	require.Empty(t, procs.stopped)
+}
+
+// TestOffenderToldByTheirOwnName: an account name with '|' (which the
+// store's record key makes '_') is told as itself, never as the account
+// that the made-up name could be.
+func TestOffenderToldByTheirOwnName(t *testing.T) {
+	n, deps, _, told, _ := violatorsNode(t, nil)
+	n.gpus(4, map[int][]fakeProc{0: {{PID: 701, User: "ops|x", UID: 1007, MB: 2048}}})
+	told.take()
+	Run(context.Background(), deps)
+	got := told.take()
+	require.NotEmpty(t, got)
+	for _, line := range got {
+		require.True(t, strings.HasPrefix(line, "ops|x: "), line)
+	}
 }

@@ -27,6 +27,24 @@ type Identity struct {
 	Root  bool   // any of its uids is 0
 	Start uint64 // start time, clock ticks since boot (/proc/<pid>/stat field 22)
 	Exe   string // the executable, as /proc/<pid>/exe names it; "" if unreadable
+	// ExeFile is the executable itself (its device and inode), which the
+	// name cannot vouch for: a user can bind-mount their own program over
+	// an exempt one's path in a mount namespace of their own, and the name
+	// then reads as the exempt path. Zero when unreadable.
+	ExeFile FileID
+}
+
+// FileID is a file's device and inode number.
+type FileID struct{ Dev, Ino uint64 }
+
+// IsFile reports whether the process runs the very file at path (as root
+// sees it): the way to exempt a command by its executable.
+func (id Identity) IsFile(path string) bool {
+	var st unix.Stat_t
+	if id.ExeFile == (FileID{}) || unix.Stat(path, &st) != nil {
+		return false
+	}
+	return FileID{Dev: st.Dev, Ino: st.Ino} == id.ExeFile
 }
 
 // Procs reads processes under a proc file system.
@@ -73,6 +91,10 @@ func (p Procs) Identify(pid int) (Identity, error) {
 			id.Root = id.Root || u == "0"
 		}
 		id.Exe, _ = os.Readlink(dir + "/exe")
+		var st unix.Stat_t
+		if unix.Stat(dir+"/exe", &st) == nil { // the file the link stands for
+			id.ExeFile = FileID{Dev: st.Dev, Ino: st.Ino}
+		}
 		return id, nil
 	}
 	return Identity{}, fmt.Errorf("process %d: no uid in status", pid)

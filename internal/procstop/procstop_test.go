@@ -28,8 +28,18 @@ func TestIdentify(t *testing.T) {
 	require.False(t, id.Root)
 	require.NotZero(t, id.Start)
 	require.Contains(t, id.Exe, "python3")
+	require.True(t, id.IsFile(id.Exe), "it runs the file its exe link names")
+	require.False(t, id.IsFile("/bin/sh"))
+	require.False(t, id.IsFile("/nonexistent"))
 	_, err = Procs{}.Identify(1 << 30)
 	require.Error(t, err)
+
+	// The name is not the file: an identity whose name is right but whose
+	// file is another (a program bind-mounted over the name in a mount
+	// namespace of its user's) is not that command.
+	spoofed := id
+	spoofed.ExeFile.Ino++
+	require.False(t, spoofed.IsFile(id.Exe))
 }
 
 // TestStop: SIGTERM ends a process that heeds it; one that ignores it gets
