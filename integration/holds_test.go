@@ -114,6 +114,23 @@ func (h *holdsSite) hold(k int) string {
 	return m[1]
 }
 
+// cancelPlaceholder cancels a hold's placeholder job as user ("": root)
+// with scancel, as a person or an admin would, and waits until Slurm has
+// ended it; the hold stays in the store.
+func (h *holdsSite) cancelPlaceholder(user, job string) {
+	h.t.Helper()
+	var out string
+	var err error
+	if user == "" {
+		out, err = h.c.Run("scancel", job)
+	} else {
+		out, err = h.c.RunAs(user, "scancel", job)
+	}
+	require.NoError(h.t, err, out)
+	_, err = h.c.WaitJob(job, 60*time.Second, slurmtest.JobState("CANCELLED"))
+	require.NoError(h.t, err)
+}
+
 // running waits until n of the jobs run and returns each running job's
 // Slurm GPU index (from its output) and the jobs still pending.
 func (h *holdsSite) running(jobs []string, n int) (map[string]string, []string) {
@@ -381,10 +398,7 @@ func TestSlurmPlaceholderReconciled(t *testing.T) {
 
 	t.Run("hold without its placeholder", func(t *testing.T) {
 		hold := h.hold(3)
-		_, err := h.c.Run("scancel", hold)
-		require.NoError(t, err)
-		_, err = h.c.WaitJob(hold, 60*time.Second, slurmtest.JobState("CANCELLED"))
-		require.NoError(t, err)
+		h.cancelPlaceholder("", hold)
 
 		out := h.healthCheck()
 		require.Contains(t, out, fmt.Sprintf("of %s's manual hold: its placeholder job %s no longer runs", h.user, hold))
@@ -431,10 +445,7 @@ func TestSlurmPlaceholderReconciled(t *testing.T) {
 
 	t.Run("keep leaves a hold whose placeholder was cancelled", func(t *testing.T) {
 		hold := h.hold(3)
-		_, err := h.c.Run("scancel", hold)
-		require.NoError(t, err)
-		_, err = h.c.WaitJob(hold, 60*time.Second, slurmtest.JobState("CANCELLED"))
-		require.NoError(t, err)
+		h.cancelPlaceholder("", hold)
 
 		require.NotContains(t, h.healthCheck("CANHAZGPU_SLURM_LOST_PLACEHOLDER=keep"), "placeholder job")
 		snap, err := h.st.Snapshot(ctx)
@@ -451,10 +462,7 @@ func TestSlurmPlaceholderReconciled(t *testing.T) {
 		snap, err := h.st.Snapshot(ctx)
 		require.NoError(t, err)
 		token := snap.Reservations[slurmUUID(3)].Token
-		_, err = h.c.Run("scancel", hold)
-		require.NoError(t, err)
-		_, err = h.c.WaitJob(hold, 60*time.Second, slurmtest.JobState("CANCELLED"))
-		require.NoError(t, err)
+		h.cancelPlaceholder("", hold)
 
 		out := h.healthCheck("CANHAZGPU_SLURM_LOST_PLACEHOLDER=resubmit")
 		m := regexp.MustCompile(`: job ([0-9]+) in place of job ` + hold + `, which no longer runs`).FindStringSubmatch(out)
@@ -513,10 +521,7 @@ func TestSlurmPlaceholderReconciled(t *testing.T) {
 		h.configure(append(holdSettings(h.c, h.salloc, h.scancel), `on_conflict = "warn"`, `lost_placeholder = "keep"`)...)
 		defer h.configure(holdSettings(h.c, h.salloc, h.scancel)...)
 		hold := h.hold(2)
-		_, err := h.c.Run("scancel", hold)
-		require.NoError(t, err)
-		_, err = h.c.WaitJob(hold, 60*time.Second, slurmtest.JobState("CANCELLED"))
-		require.NoError(t, err)
+		h.cancelPlaceholder("", hold)
 		busy := h.submit("--gres=gpu:dev2:1", "--wrap", h.jobScript())
 		h.seen(busy, "BATCH")
 

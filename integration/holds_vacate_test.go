@@ -3,12 +3,10 @@ package integration
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/allocator"
-	"canhazgpu/integration/slurmtest"
 )
 
 // TestSlurmPlaceholderCancelledByItsOwner: the owner of a hold on GPU 1
@@ -19,10 +17,7 @@ import (
 func TestSlurmPlaceholderCancelledByItsOwner(t *testing.T) {
 	h := newHoldsSite(t)
 	hold := h.hold(1)
-	out, err := h.c.RunAs(h.user, "scancel", hold)
-	require.NoError(t, err, out)
-	_, err = h.c.WaitJob(hold, 60*time.Second, slurmtest.JobState("CANCELLED"))
-	require.NoError(t, err)
+	h.cancelPlaceholder(h.user, hold)
 
 	job := h.submit("--gres=gpu:dev1:1", "--wrap", h.jobScript())
 	h.seen(job, "BATCH")
