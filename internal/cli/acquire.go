@@ -117,7 +117,7 @@ func (a *requestArgs) request(cfg *config.Config, kind allocator.Kind, user stri
 func acquire(ctx context.Context, env *Env, cfg *config.Config, node *localnode.Node, req allocator.Request, devs []gpu.Device, w waitValue) (allocator.Grant, error) {
 	req.RequestID = allocator.NewRequestID()
 	g, err := node.Allocate(ctx, req, devs)
-	g, err = confirmed(ctx, node, req, g, err)
+	g, err = confirmed(ctx, node, req, devs, g, err)
 	var short *allocator.ShortageError
 	switch {
 	case err == nil:
@@ -136,12 +136,17 @@ func acquire(ctx context.Context, env *Env, cfg *config.Config, node *localnode.
 // same request id, it is confirmed now (the stored reply, waited for
 // again), or else given back, so that a failed command leaves nothing
 // reserved that nobody uses and that a failover may yet lose.
-func confirmed(ctx context.Context, node *localnode.Node, req allocator.Request, g allocator.Grant, err error) (allocator.Grant, error) {
+//
+// The retry goes through node.Allocate as the first try did (devs, the
+// scan it was made from; nil: scan again), so that a new primary that
+// lost the first grant and decides afresh leaves out GPUs in unreserved
+// use too.
+func confirmed(ctx context.Context, node *localnode.Node, req allocator.Request, devs []gpu.Device, g allocator.Grant, err error) (allocator.Grant, error) {
 	var unconfirmed *store.NotReplicatedError
 	if !errors.As(err, &unconfirmed) || len(g.GPUs) == 0 {
 		return g, err
 	}
-	if again, aerr := node.Store.Allocate(ctx, req); aerr == nil {
+	if again, aerr := node.Allocate(ctx, req, devs); aerr == nil {
 		return again, nil
 	}
 	rel := allocator.Release{RequestID: allocator.NewRequestID(), User: req.User, GPUs: g.GPUs, Token: g.Token}
@@ -293,7 +298,7 @@ func waitInQueue(ctx context.Context, env *Env, cfg *config.Config, node *localn
 		req.RequestID = allocator.NewRequestID()
 		req.QueueEntry = entry.ID
 		g, err := node.Allocate(ctx, req, nil)
-		g, err = confirmed(ctx, node, req, g, err)
+		g, err = confirmed(ctx, node, req, nil, g, err)
 		var pending *allocator.PendingError
 		var short *allocator.ShortageError
 		var input *allocator.InputError

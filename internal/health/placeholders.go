@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"canhazgpu/allocator"
@@ -119,9 +120,19 @@ func (c *check) settlePlaceholders(ctx context.Context, snap *allocator.Snapshot
 
 // holds runs the placeholders' Slurm commands as the CLI does (the
 // config's paths and slurm_conf), on Slurm's name of this node.
+//
+// salloc and scancel run as the hold's owner, who may read their
+// environment: they get PATH and SLURM_CONF alone, not the check's.
 func (c *check) holds() *slurm.Holds {
 	sc := c.scontrol()
-	return &slurm.Holds{Salloc: c.cfg.Slurm.Holds.Salloc, Scancel: c.cfg.Slurm.Holds.Scancel, Scontrol: *sc, Env: sc.Env}
+	conf := ""
+	for _, kv := range c.deps.Env {
+		if v, ok := strings.CutPrefix(kv, "SLURM_CONF="); ok {
+			conf = v
+		}
+	}
+	return &slurm.Holds{Salloc: c.cfg.Slurm.Holds.Salloc, Scancel: c.cfg.Slurm.Holds.Scancel, Scontrol: *sc,
+		Env: slurm.OwnerEnv(c.cfg, conf)}
 }
 
 // resubmit gives the hold r of gpus, whose placeholder job vanished, a new
@@ -160,6 +171,13 @@ func (c *check) resubmit(ctx context.Context, h *slurm.Holds, snap *allocator.Sn
 	}
 	h = &owned
 	job, err := h.Submit(ctx, c.deps.SlurmNode, slurm.Placeholder{Token: r.Token, Indices: indices, Limit: c.resubmitLimit(r, snap.Now)})
+	if errors.Is(err, slurm.ErrNoAnswer) || ctx.Err() != nil {
+		// No answer is no refusal: the placeholder may be granted yet
+		// (its Prolog is slow). The hold stays; the next run finds the
+		// new job or tries again.
+		return []Settled{{What: "unsettled", Kind: allocator.KindSlurm, JobID: r.JobID,
+			Message: fmt.Sprintf("%s's %s hold of %s kept: no answer from Slurm about a new placeholder: %v", r.User, r.Kind, gpuList(snap, gpus), err)}}, "", nil
+	}
 	if err != nil {
 		return nil, "Slurm refused a new one: " + err.Error(), nil
 	}

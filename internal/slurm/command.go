@@ -3,6 +3,7 @@ package slurm
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -51,7 +52,7 @@ func (c command) run(ctx context.Context) (stdout, stderr string, err error) {
 	stdout, stderr = out.String(), errOut.String()
 	switch {
 	case ctx.Err() != nil:
-		return stdout, stderr, fmt.Errorf("%s: no answer within %s", c.name, c.timeout)
+		return stdout, stderr, fmt.Errorf("%s: %w within %s", c.name, ErrNoAnswer, c.timeout)
 	case err != nil:
 		said := lastLine(stderr)
 		if said == "" {
@@ -91,3 +92,19 @@ func CommandEnv(cfg *config.Config, base []string) []string {
 	}
 	return append(env, "SLURM_CONF="+conf)
 }
+
+// OwnerEnv is the environment of a command run as a placeholder's owner
+// (root acting for them), who may read it in /proc: PATH, and the
+// SLURM_CONF a caller was given (slurmd's, in a configless cluster; ""
+// for none), unless the config names one. Nothing else of root's.
+func OwnerEnv(cfg *config.Config, slurmConf string) []string {
+	base := []string{"PATH=/usr/bin:/bin"}
+	if slurmConf != "" {
+		base = append(base, "SLURM_CONF="+slurmConf)
+	}
+	return CommandEnv(cfg, base)
+}
+
+// ErrNoAnswer: a Slurm command did not end within its timeout; what it
+// asked may have been done.
+var ErrNoAnswer = errors.New("no answer")

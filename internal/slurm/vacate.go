@@ -29,12 +29,8 @@ func (h *Hook) vacate(ctx context.Context, st *store.Store, taken []allocator.Re
 	}
 	// Of the Prolog's environment only SLURM_CONF (slurmd's, in a
 	// configless cluster): the rest carries the job's own text.
-	base := []string{"PATH=/usr/bin:/bin"}
-	if conf, ok := h.Env["SLURM_CONF"]; ok {
-		base = append(base, "SLURM_CONF="+conf)
-	}
 	sc := Scontrol{Path: h.Config.Health.Scontrol, Node: h.Config.Node, Timeout: h.Config.Health.ScontrolTimeout,
-		Env: CommandEnv(h.Config, base)}
+		Env: OwnerEnv(h.Config, h.Env["SLURM_CONF"])}
 	byJob := map[string][]allocator.Reservation{}
 	for _, r := range taken {
 		if !r.Kind.Batch() && ValidJobID(r.JobID) {
