@@ -101,9 +101,10 @@ func (n *Node) Close() error {
 	return errors.Join(n.gpus.Close(), n.Store.Close())
 }
 
-// Devices scans the GPUs now, starting the provider on the first scan.
-func (n *Node) Devices(ctx context.Context) ([]gpu.Device, error) {
-	devs, err := n.gpus.Devices(ctx)
+// Devices scans the GPUs now, starting the provider on the first scan,
+// reading what extras ask for besides memory and processes.
+func (n *Node) Devices(ctx context.Context, extras ...gpu.Extra) ([]gpu.Device, error) {
+	devs, err := n.gpus.Devices(ctx, extras...)
 	if err != nil {
 		return nil, fmt.Errorf("scan GPUs: %w", err)
 	}
@@ -140,12 +141,13 @@ func registering[T any](ctx context.Context, n *Node, devs []gpu.Device, op func
 	return op()
 }
 
-// Look scans the GPUs and reads the node's store state, registering the
-// GPUs first when the store does not know them as they are and the caller
-// may register. One store round trip when nothing changed. A caller that
-// may not register gets the store's state as it is; Drift tells it apart.
-func (n *Node) Look(ctx context.Context) (*allocator.Snapshot, []gpu.Device, error) {
-	devs, err := n.Devices(ctx)
+// Look scans the GPUs (with extras, as Devices) and reads the node's
+// store state, registering the GPUs first when the store does not know
+// them as they are and the caller may register. One store round trip when
+// nothing changed. A caller that may not register gets the store's state
+// as it is; Drift tells it apart.
+func (n *Node) Look(ctx context.Context, extras ...gpu.Extra) (*allocator.Snapshot, []gpu.Device, error) {
+	devs, err := n.Devices(ctx, extras...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -178,7 +180,8 @@ func (n *Node) LookAll(ctx context.Context, devs []gpu.Device) ([]*allocator.Sna
 }
 
 // Classify is Look followed by usage.Classify with the configured
-// threshold.
+// threshold. It reads no utilisation: its callers, the hooks, judge
+// memory and processes only.
 func (n *Node) Classify(ctx context.Context) (*allocator.Snapshot, []usage.GPU, error) {
 	snap, devs, err := n.Look(ctx)
 	if err != nil {
