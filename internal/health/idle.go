@@ -33,6 +33,14 @@ type IdleFinding struct {
 	Message     string         `json:"message"`
 }
 
+// idleStampEvery is the idle clock's granularity. A grant in use is
+// stamped again only once its stamp is this old, so runs closer together
+// than this on a busy node cost no write (no second round trip). A grant
+// that turns idle is then judged from a stamp up to this much older than
+// the last run that saw it in use: its warning and release come at most
+// this much early.
+const idleStampEvery = time.Minute
+
 // idleGrant is one interactive grant's GPUs on this node: a reservation
 // is idle or in use as a whole.
 type idleGrant struct {
@@ -70,12 +78,13 @@ func gpuActive(g usage.GPU, cfg *config.Config) bool {
 }
 
 // judgeIdle decides, at now, what to do about the interactive
-// reservations among gpus: restart the clock of those in use, warn the
-// owners of those idle past [idle] *_warn_after (once per idle spell),
-// release manual ones idle past manual_release_after. Batch reservations
-// are the scheduler's and never judged. It changes nothing itself: the
-// update is applied in one store operation, and the findings are what
-// that operation is asked to do.
+// reservations among gpus: restart the clock of those in use (once their
+// stamp is idleStampEvery old), warn the owners of those idle past
+// [idle] *_warn_after (once per idle spell), release manual ones idle
+// past manual_release_after. Batch reservations are the scheduler's and
+// never judged. It changes nothing itself: the update is applied in one
+// store operation, and the findings are what that operation is asked to
+// do.
 func judgeIdle(gpus []usage.GPU, cfg *config.Config, now time.Time) ([]IdleFinding, store.IdleUpdate) {
 	grants := map[int64]*idleGrant{}
 	var order []int64
@@ -99,7 +108,12 @@ func judgeIdle(gpus []usage.GPU, cfg *config.Config, now time.Time) ([]IdleFindi
 	for _, token := range order {
 		gr := grants[token]
 		if gr.active {
-			upd.Active = append(upd.Active, gr.res...)
+			// A use after a warning ends the spell warned about at once,
+			// so that the next spell is warned about again, whatever
+			// the granularity.
+			if now.Sub(gr.since()) >= idleStampEvery || gr.warned() {
+				upd.Active = append(upd.Active, gr.res...)
+			}
 			continue
 		}
 		r := gr.res[0]

@@ -13,6 +13,7 @@ import (
 	"canhazgpu/allocator/gpu"
 	"canhazgpu/allocator/usage"
 	"canhazgpu/internal/config"
+	"canhazgpu/internal/redistest"
 	"canhazgpu/internal/syslogtest"
 )
 
@@ -115,6 +116,28 @@ func TestIdleClock(t *testing.T) {
 		found, _ = judgeIdle(gs, cfg, t0.Add(2*time.Hour+30*time.Minute))
 		require.Equal(t, []string{"warned manual"}, whats(found), "a new spell is warned again")
 	})
+	t.Run("a stamp younger than the granularity is not written again", func(t *testing.T) {
+		inUse := func(activeAt, warned time.Time) []usage.GPU {
+			gs := manual()
+			gs[1] = heldGPU(1, allocator.KindManual, 7, gpu.Percent(40), 0)
+			for _, g := range gs {
+				g.Reservation.ActiveAt, g.Reservation.IdleWarned = activeAt, warned
+			}
+			return gs
+		}
+		stamp := t0.Add(time.Hour)
+		_, upd := judgeIdle(inUse(stamp, time.Time{}), cfg, stamp.Add(idleStampEvery-time.Millisecond))
+		require.True(t, upd.Empty(), "no write, no round trip")
+		_, upd = judgeIdle(inUse(stamp, time.Time{}), cfg, stamp.Add(idleStampEvery))
+		require.Len(t, upd.Active, 2, "due: the whole grant's clock restarts")
+
+		// Where warnings come sooner than the granularity, a use after
+		// one is written at once: the spell warned about is over.
+		soon := *cfg
+		soon.Idle.ManualWarnAfter = 10 * time.Second
+		_, upd = judgeIdle(inUse(stamp, stamp), &soon, stamp.Add(20*time.Second))
+		require.Len(t, upd.Active, 2)
+	})
 	t.Run("reset by keep-alive", func(t *testing.T) {
 		gs := manual()
 		for _, g := range gs {
@@ -180,6 +203,12 @@ func TestIdleClock(t *testing.T) {
 // the reservations were that much older.
 func (n *testNode) ageIdle(by time.Duration) {
 	n.t.Helper()
+	n.ageStored(by, "s", "e", "h", "a", "w")
+}
+
+// ageStored moves the given stored reservation times back by `by`.
+func (n *testNode) ageStored(by time.Duration, fields ...string) {
+	n.t.Helper()
 	ctx := context.Background()
 	c := srv.Client()
 	defer c.Close()
@@ -189,7 +218,7 @@ func (n *testNode) ageIdle(by time.Duration) {
 	for id, stored := range all {
 		var r map[string]any
 		require.NoError(n.t, json.Unmarshal([]byte(stored), &r))
-		for _, f := range []string{"s", "e", "h", "a", "w"} {
+		for _, f := range fields {
 			if v, ok := r[f].(float64); ok && v != 0 {
 				r[f] = int64(v) - by.Milliseconds()
 			}
@@ -271,6 +300,44 @@ func TestRunIdleReservations(t *testing.T) {
 		require.Equal(t, "alice", rec.User)
 	}
 	require.Contains(t, w.seen()[len(w.seen())-1], "alice: released manual reservation of GPUs 0, 1 by alice")
+}
+
+// A busy node's runs cost one round trip each while the grants' stamps
+// are younger than idleStampEvery; a due stamp costs one more, once.
+func TestRunIdleStampIsCoarse(t *testing.T) {
+	n := newTestNode(t, nil)
+	n.util = map[int]int{0: 40, 1: 40}
+	n.gpus(2, nil)
+	n.reserveFor(allocator.KindManual, "alice", 1002, 8*time.Hour, 0)
+	n.reserveFor(allocator.KindManual, "bob", 1003, 8*time.Hour, 1)
+	deps := n.deps()
+	hook := redistest.CountRoundTrips(deps.Store.Client())
+	run := func() int64 {
+		hook.Reset()
+		r := Run(context.Background(), deps)
+		require.Empty(t, r.Error)
+		require.Empty(t, r.Idle)
+		return hook.Load()
+	}
+	activeAt := func() []time.Time {
+		var out []time.Time
+		for _, r := range n.snapshot().Reservations {
+			out = append(out, r.ActiveAt)
+		}
+		return out
+	}
+
+	for range 3 {
+		require.Equal(t, int64(1), run(), "just granted: the start is the stamp, and it is fresh")
+	}
+	require.Equal(t, []time.Time{{}, {}}, activeAt(), "nothing written")
+
+	n.ageIdle(idleStampEvery)
+	require.Equal(t, int64(2), run(), "due: the stamps are written, in one operation")
+	for _, at := range activeAt() {
+		require.WithinDuration(t, time.Now(), at, 10*time.Second, "stamped by this run")
+	}
+	require.Equal(t, int64(1), run(), "fresh again")
 }
 
 // A warning whose delivery fails is reported; the run goes on.
