@@ -37,6 +37,7 @@ var (
 	forgetOp    = &op{name: "forget"}
 	holdJobOp   = &op{name: "hold_job"}
 	idleOp      = &op{name: "idle"}
+	markUseOp   = &op{name: "mark_use"}
 	keepAliveOp = &op{name: "keep_alive"}
 
 	violationsOp     = &op{name: "violations"}
@@ -44,7 +45,7 @@ var (
 
 	// ops is every operation, in the library's order.
 	ops = []*op{allocateOp, renewOp, releaseOp, registerOp, snapshotOp, enqueueOp, queueBeatOp, leaveOp, flagsOp, forgetOp,
-		holdJobOp, idleOp, keepAliveOp, violationsOp, violationsReadOp}
+		holdJobOp, idleOp, markUseOp, keepAliveOp, violationsOp, violationsReadOp}
 	library = buildLibrary(ops)
 )
 

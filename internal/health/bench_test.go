@@ -46,7 +46,8 @@ func benchNode(b *testing.B, action string, bad bool, boot string) *testNode {
 // idleBenchNode is a node of 8 GPUs with 8 processes each, every GPU held
 // by a manual reservation of its own (8 grants), for the idle clock: with
 // busy, the processes hold 4 GB per GPU, so every grant is in use and its
-// clock is written whenever its stamp is idleStampEvery old; without,
+// clock is written (by the run's snapshot) whenever it is idleStampEvery
+// old; without,
 // every GPU is idle (0%, 64 MB per GPU), its grant past the warning time
 // and already warned, so nothing is written.
 func idleBenchNode(b *testing.B, busy bool) *testNode {
@@ -79,10 +80,10 @@ func idleBenchNode(b *testing.B, busy bool) *testNode {
 //
 //   - in_use: 8 manual grants whose GPUs are busy, runs closer together
 //     than idleStampEvery: judged, nothing written.
-//   - in_use_due: as in_use, each run finding the stamps idleStampEvery
+//   - in_use_due: as in_use, each run finding the clocks idleStampEvery
 //     old (moved back between runs, off the clock), as on a node whose
-//     check runs a minute or more apart: one more round trip, which
-//     writes the 8 clocks.
+//     check runs a minute or more apart: the run's snapshot writes the 8
+//     clocks, in its one round trip.
 //   - idle_warned: 8 idle manual grants, all warned: judged, nothing
 //     written.
 //

@@ -33,13 +33,28 @@ type IdleFinding struct {
 	Message     string         `json:"message"`
 }
 
-// idleStampEvery is the idle clock's granularity. A grant in use is
-// stamped again only once its stamp is this old, so runs closer together
-// than this on a busy node cost no write (no second round trip). A grant
-// that turns idle is then judged from a stamp up to this much older than
-// the last run that saw it in use: its warning and release come at most
-// this much early.
+// idleStampEvery is the idle clock's granularity. The run's snapshot
+// restarts the clock of a grant in use (in the same round trip, see
+// seenIdle) only once the clock is this old, so runs closer together than
+// this write nothing. A grant that turns idle is then judged from a last
+// use up to this much older than the last run that saw it in use: its
+// warning and release come at most this much early.
 const idleStampEvery = time.Minute
+
+// seenIdle names the GPUs the scan saw idle, by gpuActive's rule. The
+// run's snapshot restarts the idle clock of every interactive grant with
+// another GPU: one in use, or one the scan did not see.
+func seenIdle(devs []gpu.Device, cfg *config.Config) []string {
+	var out []string
+	for _, d := range devs {
+		g := usage.GPU{Seen: true, Busy: d.MemoryUsedMB >= cfg.GPU.MemoryThresholdMB, Utilization: d.Utilization,
+			Processes: d.Processes}
+		if !gpuActive(g, cfg) {
+			out = append(out, d.UUID)
+		}
+	}
+	return out
+}
 
 // idleGrant is one interactive grant's GPUs on this node: a reservation
 // is idle or in use as a whole.
@@ -78,13 +93,12 @@ func gpuActive(g usage.GPU, cfg *config.Config) bool {
 }
 
 // judgeIdle decides, at now, what to do about the interactive
-// reservations among gpus: restart the clock of those in use (once their
-// stamp is idleStampEvery old), warn the owners of those idle past
-// [idle] *_warn_after (once per idle spell), release manual ones idle
-// past manual_release_after. Batch reservations are the scheduler's and
-// never judged. It changes nothing itself: the update is applied in one
-// store operation, and the findings are what that operation is asked to
-// do.
+// reservations among gpus: warn the owners of those idle past [idle]
+// *_warn_after (once per idle spell), release manual ones idle past
+// manual_release_after. Those in use had their clock restarted by the
+// run's snapshot. Batch reservations are the scheduler's and never
+// judged. It changes nothing itself: the update is applied in one store
+// operation, and the findings are what that operation is asked to do.
 func judgeIdle(gpus []usage.GPU, cfg *config.Config, now time.Time) ([]IdleFinding, store.IdleUpdate) {
 	grants := map[int64]*idleGrant{}
 	var order []int64
@@ -108,12 +122,6 @@ func judgeIdle(gpus []usage.GPU, cfg *config.Config, now time.Time) ([]IdleFindi
 	for _, token := range order {
 		gr := grants[token]
 		if gr.active {
-			// A use after a warning ends the spell warned about at once,
-			// so that the next spell is warned about again, whatever
-			// the granularity.
-			if now.Sub(gr.since()) >= idleStampEvery || gr.warned() {
-				upd.Active = append(upd.Active, gr.res...)
-			}
 			continue
 		}
 		r := gr.res[0]

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"time"
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
@@ -151,7 +152,37 @@ func (n *Node) Look(ctx context.Context, extras ...gpu.Extra) (*allocator.Snapsh
 	if err != nil {
 		return nil, nil, err
 	}
-	snap, err := registering(ctx, n, devs, func() (*allocator.Snapshot, error) { return n.Store.Snapshot(ctx) },
+	return n.look(ctx, devs, n.Store.Snapshot)
+}
+
+// LookMarkingUse is Look for the health check: root's snapshot also
+// restarts, in the same round trip, the idle clock of the interactive
+// grants in use (store.SnapshotMarkingUse, with every), idle naming the
+// GPUs the scan saw idle. Anyone else only reads, as Look; so does root
+// with a credential that may not write (then at one round trip more).
+func (n *Node) LookMarkingUse(ctx context.Context, idle func([]gpu.Device) []string, every time.Duration,
+	extras ...gpu.Extra) (*allocator.Snapshot, []gpu.Device, error) {
+	devs, err := n.Devices(ctx, extras...)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !n.MayRegister {
+		return n.look(ctx, devs, n.Store.Snapshot)
+	}
+	seenIdle := idle(devs)
+	return n.look(ctx, devs, func(ctx context.Context) (*allocator.Snapshot, error) {
+		snap, err := n.Store.SnapshotMarkingUse(ctx, seenIdle, every)
+		if errors.Is(err, allocator.ErrNotPermitted) {
+			return n.Store.Snapshot(ctx)
+		}
+		return snap, err
+	})
+}
+
+// look reads the node's state with read, registering the scan devs first
+// when the store does not know them as they are and the caller may.
+func (n *Node) look(ctx context.Context, devs []gpu.Device, read func(context.Context) (*allocator.Snapshot, error)) (*allocator.Snapshot, []gpu.Device, error) {
+	snap, err := registering(ctx, n, devs, func() (*allocator.Snapshot, error) { return read(ctx) },
 		func(snap *allocator.Snapshot, err error) bool { return err == nil && n.outdated(snap, devs) })
 	if err != nil {
 		return nil, nil, err
