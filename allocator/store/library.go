@@ -22,6 +22,9 @@ type op struct {
 	readOnly bool          // registered with no-writes and called with FCALL_RO
 	function string        // chg_<version>_<name>
 	script   *redis.Script // the EVAL fallback: prelude, lib.lua and the body
+	// unconfirmed: a change that waits for no replica (redis.wait_replicas)
+	// because no one is told of it and the next call makes it again.
+	unconfirmed bool
 }
 
 var (
@@ -37,7 +40,9 @@ var (
 	forgetOp    = &op{name: "forget"}
 	holdJobOp   = &op{name: "hold_job"}
 	idleOp      = &op{name: "idle"}
-	markUseOp   = &op{name: "mark_use"}
+	// mark_use is the health check's read: a replica that is down must
+	// neither fail nor stall it for the idle clock it writes.
+	markUseOp   = &op{name: "mark_use", unconfirmed: true}
 	keepAliveOp = &op{name: "keep_alive"}
 
 	violationsOp     = &op{name: "violations"}
