@@ -44,7 +44,9 @@ func newAMDSMIProvider(path, procRoot, sysRoot string) *amdsmiProvider {
 
 func (p *amdsmiProvider) Close() error { return nil }
 
-func (p *amdsmiProvider) Devices(ctx context.Context) ([]Device, error) {
+// Devices reads no utilisation, asked or not: on AMD it stays unknown,
+// which the idle clock never takes for idle.
+func (p *amdsmiProvider) Devices(ctx context.Context, _ ...Extra) ([]Device, error) {
 	list, err := p.list(ctx)
 	if err != nil {
 		return nil, err

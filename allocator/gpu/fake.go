@@ -66,7 +66,9 @@ type fakeProcess struct {
 	JobID        *string  `json:"job_id"`
 }
 
-func (f *fakeProvider) Devices(ctx context.Context) ([]Device, error) {
+// Devices reports utilisation only when asked, as NVML does, so that a
+// caller that shows it but forgot to ask shows it unknown here too.
+func (f *fakeProvider) Devices(ctx context.Context, extras ...Extra) ([]Device, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -78,7 +80,7 @@ func (f *fakeProvider) Devices(ctx context.Context) ([]Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fake gpu file %s: %w", f.path, err)
 	}
-	devs, err := f.devices(file)
+	devs, err := f.devices(file, wants(extras, ReadUtilization))
 	if err != nil {
 		return nil, fmt.Errorf("fake gpu file %s: %w", f.path, err)
 	}
@@ -125,12 +127,12 @@ func lineOf(data []byte, offset int64) int {
 	return 1 + bytes.Count(data[:offset], []byte("\n"))
 }
 
-func (f *fakeProvider) devices(file fakeFile) ([]Device, error) {
+func (f *fakeProvider) devices(file fakeFile, utilization bool) ([]Device, error) {
 	devs := make([]Device, 0, len(*file.GPUs))
 	seenIndex := make(map[int]bool)
 	seenUUID := make(map[string]int)
 	for n, g := range *file.GPUs {
-		d, err := f.device(g)
+		d, err := f.device(g, utilization)
 		if err != nil {
 			return nil, fmt.Errorf("gpus[%d]: %w", n, err)
 		}
@@ -148,7 +150,7 @@ func (f *fakeProvider) devices(file fakeFile) ([]Device, error) {
 	return devs, nil
 }
 
-func (f *fakeProvider) device(g fakeGPU) (Device, error) {
+func (f *fakeProvider) device(g fakeGPU, utilization bool) (Device, error) {
 	if g.Index == nil {
 		return Device{}, errors.New(`missing "index"`)
 	}
@@ -185,7 +187,9 @@ func (f *fakeProvider) device(g fakeGPU) (Device, error) {
 		if *g.Utilization < 0 || *g.Utilization > 100 {
 			return d, fmt.Errorf("gpu %d: utilization %d: want a percentage from 0 to 100", d.Index, *g.Utilization)
 		}
-		d.Utilization = Percent(*g.Utilization)
+		if utilization {
+			d.Utilization = Percent(*g.Utilization)
+		}
 	}
 
 	seenPID := make(map[int]bool)

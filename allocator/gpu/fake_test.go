@@ -281,7 +281,7 @@ func TestFakeFileDocExampleLoads(t *testing.T) {
 	require.True(t, ok)
 
 	p, _ := openFake(t, example, t.TempDir())
-	devs, err := p.Devices(context.Background())
+	devs, err := p.Devices(context.Background(), ReadUtilization)
 	require.NoError(t, err)
 	require.Len(t, devs, 4)
 	for i, minor := range []int{3, 2, 1, 0} {
@@ -304,4 +304,12 @@ func TestFakeFileDocExampleLoads(t *testing.T) {
 	require.Equal(t, int64(20480), devs[3].MemoryUsedMB, "given, not the sum")
 	require.Equal(t, []Process{{PID: 4711, Name: "jupyter", User: "bob", UID: -1, UsedMemoryMB: -1,
 		Cmdline: []string{"jupyter", "lab"}}}, devs[3].Processes)
+
+	// As NVML: a scan that does not ask for utilisation leaves it unknown.
+	plain, err := p.Devices(context.Background())
+	require.NoError(t, err)
+	for i := range devs {
+		devs[i].Utilization = Utilization{}
+	}
+	require.Equal(t, devs, plain)
 }

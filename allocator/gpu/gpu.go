@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 )
 
@@ -83,10 +84,26 @@ type MIGDevice struct {
 
 // Provider reports the GPUs of this machine and their processes.
 type Provider interface {
-	// Devices returns the GPUs sorted by Index.
-	Devices(ctx context.Context) ([]Device, error)
+	// Devices returns the GPUs sorted by Index, with what extras ask
+	// for besides their identity, memory and processes.
+	Devices(ctx context.Context, extras ...Extra) ([]Device, error)
 	Close() error
 }
+
+// Extra is something a scan reads only when its caller asks. The Prolog,
+// the PBS hook, reserve and run need only memory and processes, and every
+// driver call more on their path delays each job's start.
+type Extra int
+
+const (
+	// ReadUtilization fills Device.Utilization and Process.Utilization
+	// (NVML: one call per GPU, one more per GPU with processes); unasked,
+	// both stay unknown. What shows or judges utilisation asks for it:
+	// status, the dashboard and the health check.
+	ReadUtilization Extra = iota + 1
+)
+
+func wants(extras []Extra, e Extra) bool { return slices.Contains(extras, e) }
 
 // Options choose and configure a Provider.
 type Options struct {

@@ -101,7 +101,7 @@ func readPIDMax(procRoot string) uint32 {
 	return uint32(n)
 }
 
-func (p *nvmlProvider) Devices(ctx context.Context) ([]Device, error) {
+func (p *nvmlProvider) Devices(ctx context.Context, extras ...Extra) ([]Device, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -116,7 +116,7 @@ func (p *nvmlProvider) Devices(ctx context.Context) ([]Device, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		d, err := p.device(i)
+		d, err := p.device(i, wants(extras, ReadUtilization))
 		if err != nil {
 			return nil, fmt.Errorf("gpu %d: %w", i, err)
 		}
@@ -125,7 +125,7 @@ func (p *nvmlProvider) Devices(ctx context.Context) ([]Device, error) {
 	return devs, nil
 }
 
-func (p *nvmlProvider) device(index int) (Device, error) {
+func (p *nvmlProvider) device(index int, utilization bool) (Device, error) {
 	h, ret := p.lib.DeviceGetHandleByIndex(index)
 	if ret != nvml.SUCCESS {
 		return Device{}, fmt.Errorf("get handle: %w", ret)
@@ -147,6 +147,9 @@ func (p *nvmlProvider) device(index int) (Device, error) {
 	d.MemoryUsedMB, d.MemoryTotalMB = bytesToMB(used), bytesToMB(total)
 	if d.Processes, d.MIG, err = p.processes(h, total); err != nil {
 		return d, err
+	}
+	if !utilization {
+		return d, nil
 	}
 	d.Utilization = deviceUtilization(h)
 	if len(d.Processes) > 0 {

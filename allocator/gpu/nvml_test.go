@@ -5,6 +5,7 @@ package gpu
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -111,7 +112,7 @@ func newFixtureProcRoot(t *testing.T) string {
 	return root
 }
 
-func newTestProvider(t *testing.T, lib nvml.Interface, procRoot string) *nvmlProvider {
+func newTestProvider(t testing.TB, lib nvml.Interface, procRoot string) *nvmlProvider {
 	t.Helper()
 	p, err := newNVMLProvider(lib, procRoot)
 	require.NoError(t, err)
@@ -671,7 +672,7 @@ func TestNVMLUtilization(t *testing.T) {
 			dev.GetProcessUtilizationFunc = tt.samples
 			lib, _ := newMockLib(nil, dev)
 			p := newTestProvider(t, lib, newFixtureProcRoot(t))
-			got, err := p.Devices(context.Background())
+			got, err := p.Devices(context.Background(), ReadUtilization)
 			require.NoError(t, err)
 			require.Equal(t, tt.want, got[0].Utilization)
 			var procUtil []Utilization
@@ -681,4 +682,69 @@ func TestNVMLUtilization(t *testing.T) {
 			require.Equal(t, tt.wantProc, procUtil)
 		})
 	}
+}
+
+// utilNode is a node of 8 GPUs whose driver reports 37% on each; the
+// first four run a process each (pids 100 and 101 in turn).
+func utilNode() []*mock.Device {
+	var devs []*mock.Device
+	for i := range 8 {
+		d := newMockDevice(fmt.Sprintf("GPU-%d", i), i, 0)
+		d.GetUtilizationRatesFunc = func() (nvml.Utilization, nvml.Return) { return nvml.Utilization{Gpu: 37}, nvml.SUCCESS }
+		d.GetProcessUtilizationFunc = func(uint64) ([]nvml.ProcessUtilizationSample, nvml.Return) {
+			return []nvml.ProcessUtilizationSample{{Pid: 100, SmUtil: 30}, {Pid: 101, SmUtil: 7}}, nvml.SUCCESS
+		}
+		if i < 4 {
+			d.GetComputeRunningProcessesFunc = procs(pi(uint32(100+i%2), gib))
+		}
+		devs = append(devs, d)
+	}
+	return devs
+}
+
+// The Prolog, the PBS hook, reserve and run scan without asking for
+// utilisation and must not pay a driver call for it; status and the
+// health check ask, and pay one call per GPU and one per GPU with
+// processes.
+func TestNVMLUtilizationOnlyWhenAsked(t *testing.T) {
+	utilCalls := func(devs []*mock.Device) (rates, samples int) {
+		for _, d := range devs {
+			rates += len(d.GetUtilizationRatesCalls())
+			samples += len(d.GetProcessUtilizationCalls())
+		}
+		return rates, samples
+	}
+	for _, tt := range []struct {
+		name                    string
+		extras                  []Extra
+		wantRates, wantSamples  int
+		wantDevice, wantProcess Utilization
+	}{
+		{name: "a grant's scan", extras: nil, wantRates: 0, wantSamples: 0},
+		{name: "status's scan", extras: []Extra{ReadUtilization}, wantRates: 8, wantSamples: 4,
+			wantDevice: Percent(37), wantProcess: Percent(30)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			devs := utilNode()
+			lib, _ := newMockLib(nil, mockDevices(devs)...)
+			p := newTestProvider(t, lib, newFixtureProcRoot(t))
+			got, err := p.Devices(context.Background(), tt.extras...)
+			require.NoError(t, err)
+			rates, samples := utilCalls(devs)
+			require.Equal(t, tt.wantRates, rates, "GetUtilizationRates calls")
+			require.Equal(t, tt.wantSamples, samples, "GetProcessUtilization calls")
+			require.Equal(t, tt.wantDevice, got[0].Utilization)
+			require.Equal(t, 100, got[0].Processes[0].PID)
+			require.Equal(t, tt.wantProcess, got[0].Processes[0].Utilization)
+			require.Len(t, got[0].Processes, 1, "the memory and processes are the same either way")
+		})
+	}
+}
+
+func mockDevices(devs []*mock.Device) []nvml.Device {
+	out := make([]nvml.Device, len(devs))
+	for i, d := range devs {
+		out[i] = d
+	}
+	return out
 }

@@ -71,6 +71,27 @@ func TestChangesWaitForReplicas(t *testing.T) {
 	require.Empty(t, snap.Reservations, "the replica has the release when it is acknowledged")
 }
 
+// TestHealthCheckReadWaitsForNoReplica: the health check's snapshot,
+// which writes the idle clock, neither fails nor stalls while no replica
+// confirms, when a grant does.
+func TestHealthCheckReadWaitsForNoReplica(t *testing.T) {
+	ctx := context.Background()
+	primary, replica := replicated(t)
+	admin := durable(t, primary, RoleAdmin, 200*time.Millisecond)
+	_, err := admin.Register(ctx, fakeGPUs(2), false)
+	require.NoError(t, err)
+	g, err := admin.Allocate(ctx, manual("alice", 1))
+	require.NoError(t, err)
+
+	replica.Pause(t)
+	snap, err := admin.SnapshotMarkingUse(ctx, nil, 0) // every grant in use, its clock due: a write
+	require.NoError(t, err)
+	require.False(t, snap.Reservations[g.GPUs[0]].ActiveAt.IsZero(), "the clock was written")
+	_, err = admin.Allocate(ctx, manual("bob", 1))
+	var nr *NotReplicatedError
+	require.True(t, errors.As(err, &nr), "a grant still waits: %v", err)
+}
+
 // TestTooFewReplicasIsUncertain: a grant no replica confirms is reported
 // as the store being unavailable, with a *NotReplicatedError; retrying with
 // the same request id gives the same grant once a replica confirms it, and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"canhazgpu/allocator"
 )
@@ -11,11 +12,9 @@ import (
 // IdleUpdate is what one health-check run decided about the node's idle
 // interactive reservations, one entry per GPU reservation (see
 // idle.lua). Each names its reservation by GPU and token, so one that
-// ended and was granted again meanwhile is left alone.
+// ended and was granted again meanwhile is left alone. The clocks of
+// those in use were restarted by the run's snapshot (SnapshotMarkingUse).
 type IdleUpdate struct {
-	// Active are reservations whose GPUs were in use: their idle clock
-	// restarts at the store's now.
-	Active []allocator.Reservation
 	// Warned are reservations whose owner was told about the idle spell
 	// that began at their IdleSince.
 	Warned []allocator.Reservation
@@ -26,19 +25,15 @@ type IdleUpdate struct {
 }
 
 // Empty: nothing to write, so no round trip.
-func (u IdleUpdate) Empty() bool { return len(u.Active)+len(u.Warned)+len(u.Release) == 0 }
+func (u IdleUpdate) Empty() bool { return len(u.Warned)+len(u.Release) == 0 }
 
 // ApplyIdle writes u in one operation and returns the GPUs it released.
 func (s *Store) ApplyIdle(ctx context.Context, u IdleUpdate) ([]string, error) {
 	type wire struct {
-		Active  [][]any `json:"active"`
 		Warned  [][]any `json:"warned"`
 		Release [][]any `json:"release"`
 	}
-	w := wire{Active: [][]any{}, Warned: [][]any{}, Release: [][]any{}}
-	for _, r := range u.Active {
-		w.Active = append(w.Active, []any{r.GPU, r.Token})
-	}
+	w := wire{Warned: [][]any{}, Release: [][]any{}}
 	for _, r := range u.Warned {
 		w.Warned = append(w.Warned, []any{r.GPU, r.Token, r.IdleSince().UnixMilli()})
 	}
@@ -63,6 +58,25 @@ func (s *Store) ApplyIdle(ctx context.Context, u IdleUpdate) ([]string, error) {
 	}
 	released := splitList(rep.str(1))
 	return released, rep.err
+}
+
+// SnapshotMarkingUse is Snapshot for the health check, which first restarts
+// the idle clock of every interactive grant with a GPU not named in idle
+// (the scan saw it in use, or did not see it), in the same round trip:
+// of each of its reservations whose clock is every old or older, or
+// whose owner was warned about its current spell. It writes, so it needs
+// the admin role.
+func (s *Store) SnapshotMarkingUse(ctx context.Context, idle []string, every time.Duration) (*allocator.Snapshot, error) {
+	if len(idle) > 0 {
+		if err := checkList(idle); err != nil {
+			return nil, err
+		}
+	}
+	v, err := s.run.run(ctx, markUseOp, s.keys.snapshotKeys(), joinList(idle), every.Milliseconds()).Slice()
+	if err != nil {
+		return nil, s.wrap("snapshot", err)
+	}
+	return decodeSnapshot(s.node, v, 1)
 }
 
 // KeepAlive restarts the idle clock of user's manual reservations on

@@ -4,12 +4,13 @@
 -- KEYS[1] res  KEYS[2] mru  KEYS[3] hist
 -- Read, not declared (see lib.lua): policy.
 -- --
--- ARGV[1] JSON {"active": [[uuid, token], ...], "warned": [[uuid, token,
---         idle since ms], ...], "release": [[uuid, token, idle since ms], ...]}
+-- ARGV[1] JSON {"warned": [[uuid, token, idle since ms], ...],
+--         "release": [[uuid, token, idle since ms], ...]}
 --
 -- Each entry names one GPU's reservation by its fencing token, so a
 -- reservation that ended and was granted again meanwhile is left alone.
--- active: its GPUs were in use, so its idle clock restarts now.
+-- The clocks of reservations in use were restarted by the run's
+-- snapshot (mark_use.lua).
 -- warned: its owner was told about the idle spell that began then.
 -- release: a manual reservation idle past the site's limit ends, only
 -- if every GPU of it is still idle since the time the decision was made
@@ -33,13 +34,6 @@ local function live(uuid, token)
   return nil
 end
 
-for _, e in ipairs(req.active or {}) do
-  local r = live(e[1], e[2])
-  if r then
-    r.a = now
-    redis.call('HSET', k.res, e[1], encode_res(r))
-  end
-end
 for _, e in ipairs(req.warned or {}) do
   local r = live(e[1], e[2])
   if r and idle_since(r) == e[3] then

@@ -26,38 +26,84 @@ func held(t *testing.T, s *Store, gpus ...string) []allocator.Reservation {
 	return out
 }
 
-func TestApplyIdleRestartsTheClockOfActiveReservations(t *testing.T) {
+// The health check's snapshot restarts the clock of every grant with a
+// GPU not named idle, in the same round trip, at most once per
+// granularity.
+func TestSnapshotMarkingUseRestartsTheClockOfGrantsInUse(t *testing.T) {
 	ctx := context.Background()
-	s := newNode(t, 2)
-	g, err := s.Allocate(ctx, manual("alice", 2))
+	s := newNode(t, 4)
+	alice, err := s.Allocate(ctx, manual("alice", 2))
+	require.NoError(t, err)
+	bob, err := s.Allocate(ctx, manual("bob", 1))
 	require.NoError(t, err)
 	ageReservations(t, s, 40*time.Minute)
-	before := held(t, s, g.GPUs...)
+	before := held(t, s, alice.GPUs[0], alice.GPUs[1], bob.GPUs[0])
 	require.True(t, before[0].ActiveAt.IsZero(), "no sign of use yet")
 	require.Equal(t, before[0].StartedAt, before[0].IdleSince(), "idle since its start")
 
-	released, err := s.ApplyIdle(ctx, IdleUpdate{Active: before[:1]})
+	// alice's second GPU is idle, her first is not: her whole grant is in
+	// use. bob's only GPU is idle.
+	idle := []string{alice.GPUs[1], bob.GPUs[0]}
+	snap, err := s.SnapshotMarkingUse(ctx, idle, time.Minute)
 	require.NoError(t, err)
-	require.Empty(t, released)
-	after := held(t, s, g.GPUs...)
-	require.WithinDuration(t, time.Now(), after[0].ActiveAt, 5*time.Second, "the store's now")
-	require.Equal(t, after[0].ActiveAt, after[0].IdleSince())
-	require.True(t, after[1].ActiveAt.IsZero(), "only the GPUs named")
-	require.Equal(t, before[0].ExpiresAt, after[0].ExpiresAt, "a sign of use does not extend the reservation")
+	after := held(t, s, alice.GPUs[0], alice.GPUs[1], bob.GPUs[0])
+	for i, r := range after[:2] {
+		require.Equal(t, snap.Reservations[r.GPU], r, "the snapshot shows what it wrote")
+		require.WithinDuration(t, snap.Now, r.ActiveAt, time.Second, "the store's now")
+		require.Equal(t, r.ActiveAt, r.IdleSince())
+		require.Equal(t, before[i].ExpiresAt, r.ExpiresAt, "a sign of use does not extend the reservation")
+	}
+	require.Equal(t, before[2], after[2], "bob's grant is idle: untouched")
+
+	// Within the granularity nothing is written again; past it, it is.
+	ageReservations(t, s, time.Minute-time.Second)
+	_, err = s.SnapshotMarkingUse(ctx, idle, time.Minute)
+	require.NoError(t, err)
+	aged := held(t, s, alice.GPUs[0])[0]
+	require.Equal(t, after[0].ActiveAt.Add(-time.Minute+time.Second), aged.ActiveAt, "younger than a minute: kept")
+	ageReservations(t, s, time.Second)
+	_, err = s.SnapshotMarkingUse(ctx, idle, time.Minute)
+	require.NoError(t, err)
+	require.True(t, held(t, s, alice.GPUs[0])[0].ActiveAt.After(aged.ActiveAt), "a minute old: written")
 
 	// Its history record keeps the clock: idle from the last use.
+	last := held(t, s, alice.GPUs[0])[0].ActiveAt
+	_, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: "bob"})
+	require.NoError(t, err)
 	_, err = s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: "alice"})
 	require.NoError(t, err)
 	recs, err := s.History(ctx, time.Now().Add(-time.Minute))
 	require.NoError(t, err)
-	require.Len(t, recs, 2)
+	require.Len(t, recs, 3)
 	for _, rec := range recs {
-		if rec.GPU == g.GPUs[0] {
-			require.Equal(t, after[0].ActiveAt, rec.IdleFrom)
+		if rec.User == "alice" {
+			require.Equal(t, last, rec.IdleFrom)
 		} else {
 			require.True(t, rec.IdleFrom.IsZero(), "no clock kept: nothing known idle")
 		}
 	}
+}
+
+// A use after a warning ends the spell warned about at once, however
+// young its clock.
+func TestSnapshotMarkingUseEndsAWarnedSpell(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 2)
+	warned, err := s.Allocate(ctx, manual("alice", 1))
+	require.NoError(t, err)
+	fresh, err := s.Allocate(ctx, manual("bob", 1))
+	require.NoError(t, err)
+	_, err = s.ApplyIdle(ctx, IdleUpdate{Warned: held(t, s, warned.GPUs...)})
+	require.NoError(t, err)
+	before := held(t, s, warned.GPUs[0], fresh.GPUs[0])
+	require.Equal(t, before[0].IdleSince(), before[0].IdleWarned)
+
+	_, err = s.SnapshotMarkingUse(ctx, nil, time.Hour)
+	require.NoError(t, err)
+	after := held(t, s, warned.GPUs[0], fresh.GPUs[0])
+	require.False(t, after[0].ActiveAt.IsZero(), "the warned spell is over")
+	require.NotEqual(t, after[0].IdleSince(), after[0].IdleWarned, "the new spell is not warned yet")
+	require.Equal(t, before[1], after[1], "bob's clock is younger than the granularity: kept")
 }
 
 func TestApplyIdleWarnsOncePerIdleSpell(t *testing.T) {
@@ -75,7 +121,7 @@ func TestApplyIdleWarnsOncePerIdleSpell(t *testing.T) {
 	// recorded against the new spell.
 	ageReservations(t, s, time.Minute)
 	stale := held(t, s, g.GPUs...)
-	_, err = s.ApplyIdle(ctx, IdleUpdate{Active: stale})
+	_, err = s.SnapshotMarkingUse(ctx, nil, time.Minute)
 	require.NoError(t, err)
 	_, err = s.ApplyIdle(ctx, IdleUpdate{Warned: stale})
 	require.NoError(t, err)

@@ -13,8 +13,8 @@
 --     rq the request id of the grant (absent or "" for queue holds and
 --     reservations written before request ids were kept here)
 --     a last sign of use ms and w the idle spell last warned about (its
---     start ms), both interactive only and absent until idle.lua or
---     keep_alive.lua writes them
+--     start ms), both interactive only and absent until mark_use.lua
+--     (a), idle.lua (w) or keep_alive.lua (a) writes them
 --   queue entry (hash qe, field = entry id), made by queue_entry(), JSON:
 --     k kind, u user, c count, g named GPUs (list), a GPUs held so far
 --     (list), t enqueued ms, h last heartbeat ms, to heartbeat timeout ms

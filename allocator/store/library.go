@@ -22,6 +22,9 @@ type op struct {
 	readOnly bool          // registered with no-writes and called with FCALL_RO
 	function string        // chg_<version>_<name>
 	script   *redis.Script // the EVAL fallback: prelude, lib.lua and the body
+	// unconfirmed: a change that waits for no replica (redis.wait_replicas)
+	// because no one is told of it and the next call makes it again.
+	unconfirmed bool
 }
 
 var (
@@ -37,6 +40,9 @@ var (
 	forgetOp    = &op{name: "forget"}
 	holdJobOp   = &op{name: "hold_job"}
 	idleOp      = &op{name: "idle"}
+	// mark_use is the health check's read: a replica that is down must
+	// neither fail nor stall it for the idle clock it writes.
+	markUseOp   = &op{name: "mark_use", unconfirmed: true}
 	keepAliveOp = &op{name: "keep_alive"}
 
 	violationsOp     = &op{name: "violations"}
@@ -45,7 +51,7 @@ var (
 
 	// ops is every operation, in the library's order.
 	ops = []*op{allocateOp, renewOp, releaseOp, registerOp, snapshotOp, enqueueOp, queueBeatOp, leaveOp, flagsOp, forgetOp,
-		holdJobOp, idleOp, keepAliveOp, violationsOp, violationKillsOp, violationsReadOp}
+		holdJobOp, idleOp, markUseOp, keepAliveOp, violationsOp, violationKillsOp, violationsReadOp}
 	library = buildLibrary(ops)
 )
 

@@ -70,7 +70,7 @@ func (r *runner) run(ctx context.Context, o *op, keys []string, args ...any) *re
 	for attempt := 1; ; attempt++ {
 		var cmd *redis.Cmd
 		switch {
-		case r.wait.replicas > 0 && !o.readOnly:
+		case r.wait.replicas > 0 && !o.readOnly && !o.unconfirmed:
 			cmd = r.replicated(ctx, o, keys, args...)
 		case r.eval.Load():
 			cmd = o.script.Run(ctx, r.rdb, keys, args...) // EVALSHA, then EVAL on NOSCRIPT

@@ -192,6 +192,51 @@ func TestStatusThroughTheStore(t *testing.T) {
 	require.Equal(t, "drained by canhazgpu: unreserved use", seen[other.node].Flags[0].Message)
 }
 
+// status asks its scan for utilisation, which the fake file, as NVML,
+// gives only when asked: every form shows it.
+func TestStatusReadsUtilization(t *testing.T) {
+	f := registered(t, `{"gpus": [{"index": 0, "utilization": 61}, {"index": 1}]}`)
+	r := f.run(alice, "status")
+	require.Equal(t, 0, r.code, r.stderr)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Regexp(t, `^0 available .* 61%$`, collapse(lines[2]), "UTIL")
+	require.Regexp(t, `^1 available .* -$`, collapse(lines[3]), "UTIL")
+
+	r = f.run(alice, "status", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, []*int{new(61), nil}, utilizations(t, r.stdout, ""))
+	r = f.run(alice, "status", "--json", "--all-nodes")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, []*int{new(61), nil}, utilizations(t, r.stdout, f.node))
+}
+
+// utilizations are the utilization_percent of each GPU in a status
+// document, of node's GPUs in an --all-nodes one.
+func utilizations(t *testing.T, doc, node string) []*int {
+	t.Helper()
+	type gpus struct {
+		Node string `json:"node"`
+		GPUs []struct {
+			Utilization *int `json:"utilization_percent"`
+		} `json:"gpus"`
+	}
+	var d struct {
+		gpus
+		Nodes []gpus `json:"nodes"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(doc), &d))
+	if node != "" {
+		i := slices.IndexFunc(d.Nodes, func(n gpus) bool { return n.Node == node })
+		require.GreaterOrEqual(t, i, 0, "node %s in the document", node)
+		d.gpus = d.Nodes[i]
+	}
+	var out []*int
+	for _, g := range d.GPUs {
+		out = append(out, g.Utilization)
+	}
+	return out
+}
+
 func TestQueueWaitsFirstComeFirstServed(t *testing.T) {
 	f := registered(t, idleGPUs(2), `queue.poll_interval = "50ms"`)
 	require.Equal(t, 0, f.run(alice, "reserve", "--gpus", "2").code)

@@ -59,7 +59,7 @@ func runStatus(ctx context.Context, inv *invocation, a statusArgs) error {
 	threshold := cfg.GPU.MemoryThresholdMB
 	out := inv.env.Stdout
 	if !a.allNodes {
-		snap, devs, err := node.Look(ctx)
+		snap, devs, err := node.Look(ctx, gpu.ReadUtilization)
 		if err != nil {
 			return err
 		}
@@ -81,7 +81,7 @@ func runStatus(ctx context.Context, inv *invocation, a statusArgs) error {
 
 	// Every node in two round trips (the registry, then the nodes); only this node's GPUs can be scanned,
 	// and a machine that has none (a login node) still shows the others.
-	devs, scanErr := node.Devices(ctx)
+	devs, scanErr := node.Devices(ctx, gpu.ReadUtilization)
 	if scanErr != nil {
 		if err := writeLine(inv.env.Stderr, "canhazgpu: note: %v; showing what the store holds, without this node's GPU usage", scanErr); err != nil {
 			return err

@@ -182,7 +182,7 @@ func statusView(t *testing.T, c statusCase) nodeView {
 	t.Helper()
 	prov, err := gpu.Open(gpu.Options{Provider: "fake", FakeFile: filepath.Join("testdata", "status", c.name+".gpus.json")})
 	require.NoError(t, err)
-	devs, err := prov.Devices(context.Background())
+	devs, err := prov.Devices(context.Background(), gpu.ReadUtilization)
 	require.NoError(t, err)
 	snap := &allocator.Snapshot{Node: "gpu-node-01", Now: statusNow, GPUs: usage.Registration(devs),
 		Reservations: map[string]allocator.Reservation{}, LastReleased: map[string]time.Time{}}

@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"canhazgpu/allocator"
+	"canhazgpu/allocator/gpu"
 	"canhazgpu/internal/clusterview"
 	"canhazgpu/internal/config"
 	"canhazgpu/internal/localnode"
@@ -102,7 +103,7 @@ type webSource struct {
 // status document, and each node's queue document from the same
 // snapshots.
 func (s *webSource) Cluster(ctx context.Context) (*web.Docs, error) {
-	devs, scanErr := s.node.Devices(ctx)
+	devs, scanErr := s.node.Devices(ctx, gpu.ReadUtilization)
 	snaps, err := s.node.LookAll(ctx, devs)
 	if err != nil {
 		return nil, err

@@ -17,7 +17,7 @@ import (
 
 // busyGPUs is a fake GPU file whose GPU 1 bob uses without a reservation.
 const busyGPUs = `{"gpus": [{"index": 0, "memory_used_mb": 0},
- {"index": 1, "processes": [{"pid": 4242, "name": "python3", "user": "bob", "uid": 2002, "used_memory_mb": 3000}]},
+ {"index": 1, "utilization": 61, "processes": [{"pid": 4242, "name": "python3", "user": "bob", "uid": 2002, "used_memory_mb": 3000}]},
  {"index": 2, "memory_used_mb": 0}]}`
 
 // webHandler serves the dashboard of f's node as canhazgpu web would.
@@ -78,6 +78,7 @@ func TestWebServesTheCommandsDocuments(t *testing.T) {
 	r := f.run(alice, "status", "--json", "--all-nodes")
 	require.Equal(t, 0, r.code, r.stderr)
 	require.Equal(t, timeless(t, r.stdout), timeless(t, got))
+	require.Equal(t, []*int{nil, new(61), nil}, utilizations(t, got, f.node), "the dashboard's scan asked for utilisation")
 
 	code, got = fetch(t, h, "/api/v1/queue/"+f.node)
 	require.Equal(t, http.StatusOK, code)

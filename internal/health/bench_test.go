@@ -46,9 +46,10 @@ func benchNode(b *testing.B, action string, bad bool, boot string) *testNode {
 // idleBenchNode is a node of 8 GPUs with 8 processes each, every GPU held
 // by a manual reservation of its own (8 grants), for the idle clock: with
 // busy, the processes hold 4 GB per GPU, so every grant is in use and its
-// clock is written every run; without, every GPU is idle (0%, 64 MB per
-// GPU), its grant past the warning time and already warned, so nothing is
-// written.
+// clock is written (by the run's snapshot) whenever it is idleStampEvery
+// old; without,
+// every GPU is idle (0%, 64 MB per GPU), its grant past the warning time
+// and already warned, so nothing is written.
 func idleBenchNode(b *testing.B, busy bool) *testNode {
 	n := newTestNode(b, nil)
 	n.util = map[int]int{}
@@ -77,8 +78,12 @@ func idleBenchNode(b *testing.B, busy bool) *testNode {
 // BenchmarkIdle is BenchmarkRun's clean case with interactive
 // reservations instead of batch ones, so that the idle clock has work:
 //
-//   - in_use: 8 manual grants whose GPUs are busy: one more round trip,
-//     which writes the 8 clocks.
+//   - in_use: 8 manual grants whose GPUs are busy, runs closer together
+//     than idleStampEvery: judged, nothing written.
+//   - in_use_due: as in_use, each run finding the clocks idleStampEvery
+//     old (moved back between runs, off the clock), as on a node whose
+//     check runs a minute or more apart: the run's snapshot writes the 8
+//     clocks, in its one round trip.
 //   - idle_warned: 8 idle manual grants, all warned: judged, nothing
 //     written.
 //
@@ -87,7 +92,8 @@ func BenchmarkIdle(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		busy bool
-	}{{"in_use", true}, {"idle_warned", false}} {
+		due  bool
+	}{{"in_use", true, false}, {"in_use_due", true, true}, {"idle_warned", false, false}} {
 		b.Run(tc.name, func(b *testing.B) {
 			n := idleBenchNode(b, tc.busy)
 			deps := n.deps()
@@ -95,6 +101,14 @@ func BenchmarkIdle(b *testing.B) {
 			hook := redistest.CountRoundTrips(deps.Store.Client())
 			b.ResetTimer()
 			for b.Loop() {
+				if tc.due {
+					b.StopTimer()
+					// The stamps only: the leases must not run out over the
+					// iterations. Through a client of its own: no round
+					// trip counted.
+					n.ageStored(idleStampEvery, "s", "a")
+					b.StartTimer()
+				}
 				r := Run(context.Background(), deps)
 				if r.Status == StatusError || len(r.Idle) > 0 {
 					b.Fatal(r.Error, r.Idle)

@@ -96,11 +96,15 @@ func Run(ctx context.Context, deps *Deps) *Report {
 func (c *check) run(ctx context.Context, rep *Report) error {
 	// Registering is root's: run by anyone else, the check only reads.
 	node := localnode.New(c.cfg, c.deps.Store, c.deps.GPUs)
-	snap, devs, err := node.Look(ctx)
+	// Utilisation is asked for: the idle clock judges by it, and the
+	// report and textfile show it. The snapshot restarts the idle clock
+	// of the grants in use: no round trip of its own.
+	snap, devs, err := node.LookMarkingUse(ctx, func(devs []gpu.Device) []string { return seenIdle(devs, c.cfg) },
+		idleStampEvery, gpu.ReadUtilization)
 	if err != nil {
 		// The store may be down while the GPUs answer: their usage, which
 		// needs no store, still goes into the report and the textfile.
-		if devs, derr := node.Devices(ctx); derr == nil {
+		if devs, derr := node.Devices(ctx, gpu.ReadUtilization); derr == nil {
 			rep.GPUs = deviceStates(devs, c.cfg.GPU.MemoryThresholdMB)
 		}
 		return err

@@ -33,6 +33,29 @@ type IdleFinding struct {
 	Message     string         `json:"message"`
 }
 
+// idleStampEvery is the idle clock's granularity. The run's snapshot
+// restarts the clock of a grant in use (in the same round trip, see
+// seenIdle) only once the clock is this old, so runs closer together than
+// this write nothing. A grant that turns idle is then judged from a last
+// use up to this much older than the last run that saw it in use: its
+// warning and release come at most this much early.
+const idleStampEvery = time.Minute
+
+// seenIdle names the GPUs the scan saw idle, by gpuActive's rule. The
+// run's snapshot restarts the idle clock of every interactive grant with
+// another GPU: one in use, or one the scan did not see.
+func seenIdle(devs []gpu.Device, cfg *config.Config) []string {
+	var out []string
+	for _, d := range devs {
+		g := usage.GPU{Seen: true, Busy: d.MemoryUsedMB >= cfg.GPU.MemoryThresholdMB, Utilization: d.Utilization,
+			Processes: d.Processes}
+		if !gpuActive(g, cfg) {
+			out = append(out, d.UUID)
+		}
+	}
+	return out
+}
+
 // idleGrant is one interactive grant's GPUs on this node: a reservation
 // is idle or in use as a whole.
 type idleGrant struct {
@@ -70,12 +93,12 @@ func gpuActive(g usage.GPU, cfg *config.Config) bool {
 }
 
 // judgeIdle decides, at now, what to do about the interactive
-// reservations among gpus: restart the clock of those in use, warn the
-// owners of those idle past [idle] *_warn_after (once per idle spell),
-// release manual ones idle past manual_release_after. Batch reservations
-// are the scheduler's and never judged. It changes nothing itself: the
-// update is applied in one store operation, and the findings are what
-// that operation is asked to do.
+// reservations among gpus: warn the owners of those idle past [idle]
+// *_warn_after (once per idle spell), release manual ones idle past
+// manual_release_after. Those in use had their clock restarted by the
+// run's snapshot. Batch reservations are the scheduler's and never
+// judged. It changes nothing itself: the update is applied in one store
+// operation, and the findings are what that operation is asked to do.
 func judgeIdle(gpus []usage.GPU, cfg *config.Config, now time.Time) ([]IdleFinding, store.IdleUpdate) {
 	grants := map[int64]*idleGrant{}
 	var order []int64
@@ -99,7 +122,6 @@ func judgeIdle(gpus []usage.GPU, cfg *config.Config, now time.Time) ([]IdleFindi
 	for _, token := range order {
 		gr := grants[token]
 		if gr.active {
-			upd.Active = append(upd.Active, gr.res...)
 			continue
 		}
 		r := gr.res[0]

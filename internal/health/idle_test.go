@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"canhazgpu/allocator/gpu"
 	"canhazgpu/allocator/usage"
 	"canhazgpu/internal/config"
+	"canhazgpu/internal/redistest"
 	"canhazgpu/internal/syslogtest"
 )
 
@@ -101,8 +103,7 @@ func TestIdleClock(t *testing.T) {
 				gs[1] = busy
 				found, upd := judgeIdle(gs, cfg, t0.Add(3*time.Hour))
 				require.Empty(t, found)
-				require.Len(t, upd.Active, 2, "the whole grant's clock restarts")
-				require.Empty(t, upd.Release)
+				require.True(t, upd.Empty(), "the run's snapshot restarted the clock")
 			})
 		}
 		// The store then holds the use: the spell starts there.
@@ -180,6 +181,12 @@ func TestIdleClock(t *testing.T) {
 // the reservations were that much older.
 func (n *testNode) ageIdle(by time.Duration) {
 	n.t.Helper()
+	n.ageStored(by, "s", "e", "h", "a", "w")
+}
+
+// ageStored moves the given stored reservation times back by `by`.
+func (n *testNode) ageStored(by time.Duration, fields ...string) {
+	n.t.Helper()
 	ctx := context.Background()
 	c := srv.Client()
 	defer c.Close()
@@ -189,7 +196,7 @@ func (n *testNode) ageIdle(by time.Duration) {
 	for id, stored := range all {
 		var r map[string]any
 		require.NoError(n.t, json.Unmarshal([]byte(stored), &r))
-		for _, f := range []string{"s", "e", "h", "a", "w"} {
+		for _, f := range fields {
 			if v, ok := r[f].(float64); ok && v != 0 {
 				r[f] = int64(v) - by.Milliseconds()
 			}
@@ -271,6 +278,62 @@ func TestRunIdleReservations(t *testing.T) {
 		require.Equal(t, "alice", rec.User)
 	}
 	require.Contains(t, w.seen()[len(w.seen())-1], "alice: released manual reservation of GPUs 0, 1 by alice")
+}
+
+// The GPUs whose grants' clocks the run's snapshot leaves alone are those
+// the scan saw idle by gpuActive's rule.
+func TestSeenIdle(t *testing.T) {
+	cfg := idleConfig(t)
+	devs := []gpu.Device{
+		{UUID: "idle", Utilization: gpu.Percent(4), MemoryUsedMB: 1023},
+		{UUID: "at the level", Utilization: gpu.Percent(5)},
+		{UUID: "memory over the threshold", Utilization: gpu.Percent(0), MemoryUsedMB: 1024},
+		{UUID: "utilisation the driver hides"},
+		{UUID: "a process holding the memory", Utilization: gpu.Percent(0), Processes: []gpu.Process{{PID: 9, UsedMemoryMB: 1024}}},
+		{UUID: "a process below it", Utilization: gpu.Percent(0), Processes: []gpu.Process{{PID: 9, UsedMemoryMB: 1023}}},
+	}
+	require.Equal(t, []string{"idle", "a process below it"}, seenIdle(devs, cfg))
+}
+
+// A busy node's runs cost one round trip each, however often its clocks
+// are written: the snapshot writes them, once a minute at most.
+func TestRunIdleStampIsCoarse(t *testing.T) {
+	n := newTestNode(t, nil)
+	n.util = map[int]int{0: 40, 1: 40}
+	n.gpus(2, nil)
+	n.reserveFor(allocator.KindManual, "alice", 1002, 8*time.Hour, 0)
+	n.reserveFor(allocator.KindManual, "bob", 1003, 8*time.Hour, 1)
+	deps := n.deps()
+	hook := redistest.CountRoundTrips(deps.Store.Client())
+	run := func() int64 {
+		hook.Reset()
+		r := Run(context.Background(), deps)
+		require.Empty(t, r.Error)
+		require.Empty(t, r.Idle)
+		return hook.Load()
+	}
+	activeAt := func() []time.Time {
+		var out []time.Time
+		for _, r := range n.snapshot().Reservations {
+			out = append(out, r.ActiveAt)
+		}
+		slices.SortFunc(out, time.Time.Compare)
+		return out
+	}
+
+	for range 3 {
+		require.Equal(t, int64(1), run(), "just granted: the start is the stamp, and it is fresh")
+	}
+	require.Equal(t, []time.Time{{}, {}}, activeAt(), "nothing written")
+
+	n.ageIdle(idleStampEvery)
+	require.Equal(t, int64(1), run(), "due: the stamps are written by the run's snapshot")
+	stamped := activeAt()
+	for _, at := range stamped {
+		require.WithinDuration(t, time.Now(), at, 10*time.Second, "stamped by this run")
+	}
+	require.Equal(t, int64(1), run())
+	require.Equal(t, stamped, activeAt(), "fresh: not written again")
 }
 
 // A warning whose delivery fails is reported; the run goes on.

@@ -41,12 +41,12 @@ func (l *lazyProvider) started() (gpu.Provider, error) {
 	return l.prov, l.err
 }
 
-func (l *lazyProvider) Devices(ctx context.Context) ([]gpu.Device, error) {
+func (l *lazyProvider) Devices(ctx context.Context, extras ...gpu.Extra) ([]gpu.Device, error) {
 	p, err := l.started()
 	if err != nil {
 		return nil, err
 	}
-	return p.Devices(ctx)
+	return p.Devices(ctx, extras...)
 }
 
 // Close closes the provider if a scan started it; a node that never

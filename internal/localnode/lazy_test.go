@@ -16,8 +16,10 @@ type stubProvider struct {
 	closes int
 }
 
-func (s *stubProvider) Devices(context.Context) ([]gpu.Device, error) { return s.devs, nil }
-func (s *stubProvider) Close() error                                  { s.closes++; return nil }
+func (s *stubProvider) Devices(context.Context, ...gpu.Extra) ([]gpu.Device, error) {
+	return s.devs, nil
+}
+func (s *stubProvider) Close() error { s.closes++; return nil }
 
 func TestLazyProviderStartsOnceAtTheFirstScan(t *testing.T) {
 	ctx := context.Background()

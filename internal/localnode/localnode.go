@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"time"
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
@@ -101,9 +102,10 @@ func (n *Node) Close() error {
 	return errors.Join(n.gpus.Close(), n.Store.Close())
 }
 
-// Devices scans the GPUs now, starting the provider on the first scan.
-func (n *Node) Devices(ctx context.Context) ([]gpu.Device, error) {
-	devs, err := n.gpus.Devices(ctx)
+// Devices scans the GPUs now, starting the provider on the first scan,
+// reading what extras ask for besides memory and processes.
+func (n *Node) Devices(ctx context.Context, extras ...gpu.Extra) ([]gpu.Device, error) {
+	devs, err := n.gpus.Devices(ctx, extras...)
 	if err != nil {
 		return nil, fmt.Errorf("scan GPUs: %w", err)
 	}
@@ -140,16 +142,47 @@ func registering[T any](ctx context.Context, n *Node, devs []gpu.Device, op func
 	return op()
 }
 
-// Look scans the GPUs and reads the node's store state, registering the
-// GPUs first when the store does not know them as they are and the caller
-// may register. One store round trip when nothing changed. A caller that
-// may not register gets the store's state as it is; Drift tells it apart.
-func (n *Node) Look(ctx context.Context) (*allocator.Snapshot, []gpu.Device, error) {
-	devs, err := n.Devices(ctx)
+// Look scans the GPUs (with extras, as Devices) and reads the node's
+// store state, registering the GPUs first when the store does not know
+// them as they are and the caller may register. One store round trip when
+// nothing changed. A caller that may not register gets the store's state
+// as it is; Drift tells it apart.
+func (n *Node) Look(ctx context.Context, extras ...gpu.Extra) (*allocator.Snapshot, []gpu.Device, error) {
+	devs, err := n.Devices(ctx, extras...)
 	if err != nil {
 		return nil, nil, err
 	}
-	snap, err := registering(ctx, n, devs, func() (*allocator.Snapshot, error) { return n.Store.Snapshot(ctx) },
+	return n.look(ctx, devs, n.Store.Snapshot)
+}
+
+// LookMarkingUse is Look for the health check: root's snapshot also
+// restarts, in the same round trip, the idle clock of the interactive
+// grants in use (store.SnapshotMarkingUse, with every), idle naming the
+// GPUs the scan saw idle. Anyone else only reads, as Look; so does root
+// with a credential that may not write (then at one round trip more).
+func (n *Node) LookMarkingUse(ctx context.Context, idle func([]gpu.Device) []string, every time.Duration,
+	extras ...gpu.Extra) (*allocator.Snapshot, []gpu.Device, error) {
+	devs, err := n.Devices(ctx, extras...)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !n.MayRegister {
+		return n.look(ctx, devs, n.Store.Snapshot)
+	}
+	seenIdle := idle(devs)
+	return n.look(ctx, devs, func(ctx context.Context) (*allocator.Snapshot, error) {
+		snap, err := n.Store.SnapshotMarkingUse(ctx, seenIdle, every)
+		if errors.Is(err, allocator.ErrNotPermitted) {
+			return n.Store.Snapshot(ctx)
+		}
+		return snap, err
+	})
+}
+
+// look reads the node's state with read, registering the scan devs first
+// when the store does not know them as they are and the caller may.
+func (n *Node) look(ctx context.Context, devs []gpu.Device, read func(context.Context) (*allocator.Snapshot, error)) (*allocator.Snapshot, []gpu.Device, error) {
+	snap, err := registering(ctx, n, devs, func() (*allocator.Snapshot, error) { return read(ctx) },
 		func(snap *allocator.Snapshot, err error) bool { return err == nil && n.outdated(snap, devs) })
 	if err != nil {
 		return nil, nil, err
@@ -178,7 +211,8 @@ func (n *Node) LookAll(ctx context.Context, devs []gpu.Device) ([]*allocator.Sna
 }
 
 // Classify is Look followed by usage.Classify with the configured
-// threshold.
+// threshold. It reads no utilisation: its callers, the hooks, judge
+// memory and processes only.
 func (n *Node) Classify(ctx context.Context) (*allocator.Snapshot, []usage.GPU, error) {
 	snap, devs, err := n.Look(ctx)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"canhazgpu/allocator"
+	"canhazgpu/allocator/gpu"
 	"canhazgpu/internal/config"
 	"canhazgpu/internal/redistest"
 )
@@ -238,4 +239,23 @@ func TestUnregisteredNodeNeedsRoot(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, snap.GPUs)
 	require.Empty(t, n.Drift(snap, devs), "not registered at all: Allocate says so")
+}
+
+// Utilisation costs NVML calls on every GPU, so only a caller that asks
+// gets it: the hooks' Classify and a grant's scan do not ask.
+func TestUtilizationOnlyWhenAsked(t *testing.T) {
+	n, _ := openNode(t, "util1", `{"gpus": [{"index": 0, "uuid": "GPU-a", "utilization": 61}]}`)
+	ctx := context.Background()
+	_, devs, err := n.Look(ctx)
+	require.NoError(t, err)
+	require.Equal(t, gpu.Utilization{}, devs[0].Utilization, "not asked: unknown")
+	_, gpus, err := n.Classify(ctx)
+	require.NoError(t, err)
+	require.Equal(t, gpu.Utilization{}, gpus[0].Utilization, "the hooks' Classify does not ask")
+	_, devs, err = n.Look(ctx, gpu.ReadUtilization)
+	require.NoError(t, err)
+	require.Equal(t, gpu.Percent(61), devs[0].Utilization)
+	devs, err = n.Devices(ctx, gpu.ReadUtilization)
+	require.NoError(t, err)
+	require.Equal(t, gpu.Percent(61), devs[0].Utilization)
 }
