@@ -153,7 +153,7 @@ func standInSqueue(t *testing.T, states map[string]string) (scontrol string, ask
 	record := filepath.Join(dir, "asked")
 	script := "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in --jobs=*) id=${a#--jobs=}; echo \"$id\" >> " + record + ";;\nesac; done\ncase \"$id\" in\n"
 	for id, st := range states {
-		script += id + ") echo " + st + "; exit 0 ;;\n"
+		script += id + ") echo \"$id|" + st + "\"; exit 0 ;;\n"
 	}
 	script += "esac\necho 'slurm_load_jobs error: Invalid job id specified' >&2\nexit 1\n"
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "squeue"), []byte(script), 0o755))

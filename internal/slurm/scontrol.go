@@ -65,7 +65,7 @@ func (s *Scontrol) Update(ctx context.Context, fields ...string) error {
 // job` prints the job's name before its state and its comment after, both
 // the user's text, in which "JobState=COMPLETED" would pass for Slurm's.
 func (s *Scontrol) JobEnded(ctx context.Context, job string) (ended bool, state string, err error) {
-	args := []string{"--noheader", "--states=all", "--jobs=" + job, "--format=%T"}
+	args := []string{"--noheader", "--states=all", "--jobs=" + job, "--format=%A|%T"}
 	out, _, err := command{path: s.squeue(), name: "squeue", args: args, env: s.Env, timeout: s.Timeout}.run(ctx)
 	if err != nil {
 		if strings.Contains(err.Error(), "Invalid job id") {
@@ -73,11 +73,14 @@ func (s *Scontrol) JobEnded(ctx context.Context, job string) (ended bool, state 
 		}
 		return false, "", err
 	}
-	st := strings.TrimSpace(out)
-	if st == "" || strings.ContainsAny(st, " \n") {
-		return false, "", fmt.Errorf("squeue --jobs=%s: want the job's state, got %q", job, st)
+	// The id of an array's first task, or of a heterogeneous job's
+	// leader, lists the other tasks or components too, each by its own id.
+	for line := range strings.SplitSeq(out, "\n") {
+		if id, st, ok := strings.Cut(strings.TrimSpace(line), "|"); ok && id == job && st != "" && !strings.Contains(st, " ") {
+			return endedStates[st], st, nil
+		}
 	}
-	return endedStates[st], st, nil
+	return false, "", fmt.Errorf("squeue --jobs=%s: no state of that job in %q", job, strings.TrimSpace(out))
 }
 
 // SpoolDir reads slurmd's SlurmdSpoolDir from `scontrol show config`,

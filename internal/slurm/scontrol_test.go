@@ -119,8 +119,16 @@ func TestJobEnded(t *testing.T) {
 			require.Equal(t, tc.state, state)
 		})
 	}
+	// An array's first task: squeue lists the other tasks under its id.
+	s.Touch("job.300", "JobId=300 JobName=wrap\n   JobState=COMPLETED Reason=None\n")
+	s.Touch("job.300.more", "301|RUNNING\n302|PENDING\n")
+	ended, state, err := sc.JobEnded(context.Background(), "300")
+	require.NoError(t, err)
+	require.True(t, ended)
+	require.Equal(t, "COMPLETED", state)
+
 	s.Touch("hang", "")
-	_, _, err := scontrolOf(s, 200*time.Millisecond).JobEnded(context.Background(), "100")
+	_, _, err = scontrolOf(s, 200*time.Millisecond).JobEnded(context.Background(), "100")
 	require.ErrorContains(t, err, "no answer within 200ms")
 }
 

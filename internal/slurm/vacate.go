@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/store"
@@ -26,6 +27,18 @@ func (h *Hook) vacate(ctx context.Context, st *store.Store, taken []allocator.Re
 	holds := h.Config.Slurm.Holds
 	if holds.Mode != "placeholder" || holds.Lost == "keep" {
 		return nil
+	}
+	// Within half of what is left of the Prolog's deadline, and not at all
+	// with under a second left: the conflict's own handling, and the
+	// job's record, must still fit in it.
+	if end, ok := ctx.Deadline(); ok {
+		left := time.Until(end)
+		if left < time.Second {
+			return nil
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, left/2)
+		defer cancel()
 	}
 	// Of the Prolog's environment only SLURM_CONF (slurmd's, in a
 	// configless cluster): the rest carries the job's own text.

@@ -60,7 +60,7 @@ func (s *StandIn) Touch(name, text string) {
 // JobQuery is the call that asks for one job's state (Scontrol.JobEnded),
 // as Calls reports it: squeue's, beside scontrol, recorded with its name.
 func JobQuery(id string) []string {
-	return []string{"squeue", "--noheader", "--states=all", "--jobs=" + id, "--format=%T"}
+	return []string{"squeue", "--noheader", "--states=all", "--jobs=" + id, "--format=%A|%T"}
 }
 
 // Calls returns every call's arguments.
