@@ -258,6 +258,8 @@ def reject_begin(e, msg):
 # env_dir is a directory users can write.
 EXPORTS = ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES",
            "CANHAZGPU_GPU_INDICES")
+# Of those, the ones that hide every GPU when empty.
+HIDING = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
 
 
 def read_env_file(path):
@@ -280,7 +282,11 @@ def launch(e, cfg, host):
         lines = read_env_file(path)
     except (ValueError, OSError) as exc:
         if not isinstance(exc, FileNotFoundError):
-            pbs.logmsg(pbs.LOG_WARNING, "%s job %s: env file not used: %s" % (MARKER, job.id, exc))
+            # Someone other than root made it: the job sees no GPU rather
+            # than every GPU, or whichever the file named.
+            pbs.logmsg(pbs.LOG_WARNING, "%s job %s: env file not used, the job sees no GPU: %s" % (MARKER, job.id, exc))
+            for name in HIDING:
+                e.env[name] = ""
             e.accept()
         if local_ngpus(job, host) == 0:
             if cfg["hide_gpus_without_request"]:

@@ -167,13 +167,15 @@ class JobEvents(unittest.TestCase):
             pbs.log.clear()
             e = launch(n, job)
             self.assertTrue(e.accepted)
-            self.assertNotIn("CUDA_VISIBLE_DEVICES", e.env)
-            self.assertIn("env file not used: %s is not a file of root's that only root may write" % path, log_text())
+            self.assertEqual(e.env["CUDA_VISIBLE_DEVICES"], "", "the job sees no GPU, not every GPU")
+            self.assertEqual(e.env["ROCR_VISIBLE_DEVICES"], "")
+            self.assertIn("env file not used, the job sees no GPU: %s is not a file of root's that only root may write"
+                          % path, log_text())
         self.assertTrue(begin(n, job).accepted)
         os.rename(path, path + ".real")
         os.symlink(path + ".real", path)
         e = launch(n, job)
-        self.assertNotIn("CUDA_VISIBLE_DEVICES", e.env)
+        self.assertEqual(e.env["CUDA_VISIBLE_DEVICES"], "")
         self.assertIn("env file not used", log_text())
 
     def test_this_hosts_vnodes_add_up(self):
@@ -293,7 +295,7 @@ class JobEvents(unittest.TestCase):
         os.makedirs(n.env_file("502.server"))  # unreadable as a file
         e = launch(n, job)
         self.assertTrue(e.accepted)
-        self.assertNotIn("CUDA_VISIBLE_DEVICES", e.env)
+        self.assertEqual(e.env["CUDA_VISIBLE_DEVICES"], "", "an env file that cannot be used hides every GPU")
         os.rmdir(n.env_file("502.server"))
         e = launch(n, job)  # begin never ran here
         self.assertTrue(e.accepted)
