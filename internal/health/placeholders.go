@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
@@ -35,6 +38,11 @@ func (c *check) settlePlaceholders(ctx context.Context, snap *allocator.Snapshot
 	if c.cfg.Slurm.Holds.Mode != "placeholder" || !slurmInstalled(c.cfg.Health.Scontrol) {
 		return nil, nil
 	}
+	unlock, err := lockPlaceholders(c.cfg.Slurm.StateDir)
+	if err != nil {
+		return []Settled{{What: "unsettled", Kind: allocator.KindSlurm, Message: "placeholder jobs left as they are: " + err.Error()}}, nil
+	}
+	defer unlock()
 	holds := c.holds()
 	jobs, err := holds.Scontrol.HoldJobs(ctx)
 	if err != nil {
@@ -116,6 +124,31 @@ func (c *check) settlePlaceholders(ctx context.Context, snap *allocator.Snapshot
 				gpuList(snap, rel.GPUs), r.User, r.Kind, job, why, policy)})
 	}
 	return out, nil
+}
+
+// lockPlaceholders keeps two checks of the node (a timer's and one run by
+// hand, say) from settling placeholders at once: one resubmitting a hold's
+// placeholder, whose salloc takes seconds, would have the other see the
+// hold still naming the vanished job, find Slurm refusing a second
+// placeholder on the same GPUs, and release the hold. The second check
+// does not wait; it leaves the placeholders to the first.
+func lockPlaceholders(stateDir string) (unlock func(), err error) {
+	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(stateDir, "placeholders.lock")
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, errors.New("another health check is settling them")
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { unix.Close(fd) }, nil
 }
 
 // holds runs the placeholders' Slurm commands as the CLI does (the

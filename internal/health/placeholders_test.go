@@ -239,3 +239,21 @@ func TestPlaceholderCancelledAsItsOwner(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, fmt.Sprintf("%d 90\n", owner), string(calls), "cancelled as its owner; root's own job 91 stands for root's hold")
 }
+
+// A check that finds another settling the placeholders leaves them to it:
+// nothing is asked of Slurm, nothing cancelled, and it says so.
+func TestPlaceholdersSettledByOneCheckAtATime(t *testing.T) {
+	n := newPlaceholderNode(t, "release", "", 0, nil)
+	n.register()
+	n.sc.Touch("jobs", "90|RUNNING|n1|n1|None|0\n")
+	unlock, err := lockPlaceholders(n.stateDir)
+	require.NoError(t, err)
+	r := n.run()
+	require.Equal(t, []string{"placeholder jobs left as they are: another health check is settling them"}, settledWith(r, "unsettled"))
+	require.Empty(t, n.scancel())
+	require.Empty(t, n.sc.Calls())
+
+	unlock()
+	r = n.run()
+	require.Equal(t, []string{"cancelled placeholder job 90 (RUNNING): it stands for no interactive hold"}, settledWith(r, "placeholder"))
+}
