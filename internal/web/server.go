@@ -140,7 +140,7 @@ func Serve(ctx context.Context, c Config, src Source, logw io.Writer, ready func
 // NewHandler is every route, behind the security headers, the method
 // check and, when users is not nil, HTTP basic authentication.
 func NewHandler(src Source, users Users, logw io.Writer) http.Handler {
-	h := &handler{src: src, log: logw, reads: make(chan struct{}, MaxReads)}
+	h := &handler{src: src, log: logw, reads: make(chan struct{}, MaxReads), sends: make(chan struct{}, MaxSends)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", h.read(h.overview))
 	mux.HandleFunc("GET /node/{node}", h.read(h.node))
@@ -162,6 +162,7 @@ type handler struct {
 	src   Source
 	log   io.Writer
 	reads chan struct{} // a token per request reading the store
+	sends chan struct{} // a token per built answer being sent
 }
 
 // MaxReads bounds the requests that read the store and build an answer at
@@ -188,9 +189,21 @@ func (h *handler) read(next http.HandlerFunc) http.HandlerFunc {
 			defer func() { <-h.reads }()
 			next(answer, r)
 		}()
+		// Built answers wait to be sent MaxSends at a time, so that
+		// clients that do not read hold at most that many in memory.
+		select {
+		case h.sends <- struct{}{}:
+		case <-r.Context().Done():
+			return
+		}
+		defer func() { <-h.sends }()
 		answer.send()
 	}
 }
+
+// MaxSends bounds the built answers being sent at once: each is held in
+// memory until its client has read it (or WriteTimeout cuts it off).
+const MaxSends = 16
 
 // builtAnswer keeps what a handler writes (its headers go to the real
 // response at once: nothing is sent before send) until send.

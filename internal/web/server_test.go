@@ -312,6 +312,20 @@ func TestUnknownNameComparedAtTheUsersCost(t *testing.T) {
 	require.Equal(t, 5, cost)
 }
 
+// givingUpSource is fakeSource whose reads, once cancel is set, end the
+// request they serve: its client gives up while the answer is built.
+type givingUpSource struct {
+	fakeSource
+	cancel atomic.Pointer[context.CancelFunc]
+}
+
+func (s *givingUpSource) Cluster(ctx context.Context) (*Docs, error) {
+	if f := s.cancel.Load(); f != nil {
+		(*f)()
+	}
+	return s.fakeSource.Cluster(ctx)
+}
+
 // stuckClient is a response whose client reads nothing: writing the body
 // blocks until the test lets it go.
 type stuckClient struct {
@@ -331,7 +345,8 @@ func (c *stuckClient) Write(p []byte) (int, error) {
 // TestClientsThatDoNotReadHoldNoTurn: MaxReads clients that never read
 // their answers leave the store's turns free for the next request.
 func TestClientsThatDoNotReadHoldNoTurn(t *testing.T) {
-	h := NewHandler(fakeSource{}, nil, io.Discard)
+	src := &givingUpSource{}
+	h := NewHandler(src, nil, io.Discard)
 	writing, unstuck := make(chan struct{}), make(chan struct{})
 	var wg sync.WaitGroup
 	for range MaxReads {
@@ -351,6 +366,24 @@ func TestClientsThatDoNotReadHoldNoTurn(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("a request waited for clients that do not read")
 	}
+
+	// Up to MaxSends answers are held for such clients; the next waits
+	// to be sent, and is dropped when its client gives up.
+	for range MaxSends - MaxReads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &stuckClient{header: http.Header{}, writing: writing, unstuck: unstuck}
+			h.ServeHTTP(c, httptest.NewRequest("GET", "/api/v1/status", nil))
+		}()
+		<-writing
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	src.cancel.Store(&cancel) // the client gives up while its answer is built
+	gaveUp := httptest.NewRecorder()
+	h.ServeHTTP(gaveUp, httptest.NewRequest("GET", "/api/v1/status", nil).WithContext(ctx))
+	require.Error(t, ctx.Err(), "its answer was built")
+	require.Empty(t, gaveUp.Body.String(), "no answer sent beyond MaxSends")
 	close(unstuck)
 	wg.Wait()
 }
