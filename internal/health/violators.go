@@ -261,7 +261,6 @@ func (c *check) kill(ctx context.Context, s sighting, pid int) (Action, store.Ki
 		res.Outcome, res.Error = allocator.KillFailed, "not identified"
 		return Action{What: "error", Message: fmt.Sprintf("kill pid %d: not identified", pid)}, res
 	}
-	how, err := c.processes().Stop(ctx, pid, id, c.cfg.Violations.KillWait)
 	name := ""
 	for _, p := range s.procs {
 		if p.PID == pid {
@@ -269,6 +268,18 @@ func (c *check) kill(ctx context.Context, s sighting, pid int) (Action, store.Ki
 		}
 	}
 	target := fmt.Sprintf("pid %d (%s) of %s on GPU %d", pid, name, s.user, s.v.GPU)
+	// A stop waits up to kill_wait twice, within what is left of the
+	// check's time: cut short by the deadline, SIGKILL would follow
+	// SIGTERM at once. With under a second each it is not tried; nothing
+	// was sent, so the next run may try again.
+	wait := c.cfg.Violations.KillWait
+	if end, ok := ctx.Deadline(); ok {
+		if wait = min(wait, (time.Until(end)-time.Second)/2); wait < time.Second {
+			res.Outcome, res.Error = allocator.KillFailed, "not tried: too little of the check's time left to wait for the process to end"
+			return Action{What: "error", Message: "kill " + target + ": " + res.Error}, res
+		}
+	}
+	how, err := c.processes().Stop(ctx, pid, id, wait)
 	res.Sent = how != ""
 	switch {
 	case errors.Is(err, os.ErrProcessDone) || errors.Is(err, fs.ErrNotExist):
@@ -281,14 +292,15 @@ func (c *check) kill(ctx context.Context, s sighting, pid int) (Action, store.Ki
 		res.Outcome, res.Error = allocator.KillFailed, err.Error()
 		return Action{What: "error", Message: "kill " + target + ": " + err.Error()}, res
 	case err != nil:
-		res.Outcome, res.Error = allocator.KillFailed, "SIGKILL sent: "+err.Error()
-		return Action{What: "error", Message: "kill " + target + ": SIGKILL sent: " + err.Error()}, res
+		sent := map[string]string{"term": "SIGTERM sent: ", "kill": "SIGKILL sent: "}[how]
+		res.Outcome, res.Error = allocator.KillFailed, sent+err.Error()
+		return Action{What: "error", Message: "kill " + target + ": " + sent + err.Error()}, res
 	case how == "term":
 		res.Outcome = allocator.KillTerm
 		return Action{What: "kill", Message: "stopped " + target + " with SIGTERM"}, res
 	default:
 		res.Outcome = allocator.KillKill
-		return Action{What: "kill", Message: fmt.Sprintf("killed %s with SIGKILL: SIGTERM did not end it within %s", target, config.Duration(c.cfg.Violations.KillWait))}, res
+		return Action{What: "kill", Message: fmt.Sprintf("killed %s with SIGKILL: SIGTERM did not end it within %s", target, config.Duration(wait))}, res
 	}
 }
 

@@ -471,3 +471,27 @@ func TestOffenderToldByTheirOwnName(t *testing.T) {
 		require.True(t, strings.HasPrefix(line, "ops|x: "), line)
 	}
 }
+
+// TestKillNotTriedWithoutTimeToWait: with too little of the check's time
+// left to wait for a process to end, a claimed kill sends nothing (cut
+// short, SIGKILL would follow SIGTERM at once); it is recorded as not
+// tried, costs no place under kills_per_hour, and a later run with time
+// stops the process.
+func TestKillNotTriedWithoutTimeToWait(t *testing.T) {
+	_, deps, procs, _, now := violatorsNode(t, map[string]string{"violations.actions": `["kill"]`, "violations.kill_after": "0",
+		"violations.mark_after": "0", "violations.kills_per_hour": "10", "health.timeout": "2s"})
+	r := Run(context.Background(), deps)
+	require.Empty(t, procs.stops())
+	var notTried int
+	for _, a := range r.Actions {
+		if a.What == "error" && strings.Contains(a.Message, "not tried: too little of the check's time left") {
+			notTried++
+		}
+	}
+	require.Positive(t, notTried, "%+v", r.Actions)
+
+	deps.Config.Health.Timeout = time.Hour
+	*now = now.Add(time.Minute)
+	Run(context.Background(), deps)
+	require.NotEmpty(t, procs.stops(), "stopped once there is time")
+}

@@ -138,7 +138,7 @@ func (p Procs) Stop(ctx context.Context, pid int, want Identity, wait time.Durat
 		return "term", nil
 	}
 	if err := unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
-		return "", fmt.Errorf("process %d: SIGKILL: %w", pid, err)
+		return "term", fmt.Errorf("process %d: SIGKILL: %w", pid, err) // SIGTERM went out
 	}
 	if !ended(ctx, fd, wait) {
 		return "kill", fmt.Errorf("process %d: still there %s after SIGKILL", pid, wait)
