@@ -77,11 +77,14 @@ func TestChangesWaitForReplicas(t *testing.T) {
 func TestHealthCheckReadWaitsForNoReplica(t *testing.T) {
 	ctx := context.Background()
 	primary, replica := replicated(t)
+	// Set up while the replica answers, waiting as long as a loaded
+	// machine needs; the short wait is for the paused replica.
+	patient := durable(t, primary, RoleAdmin, 1500*time.Millisecond)
+	_, err := patient.Register(ctx, fakeGPUs(2), false)
+	require.NoError(t, err)
+	g, err := patient.Allocate(ctx, manual("alice", 1))
+	require.NoError(t, err)
 	admin := durable(t, primary, RoleAdmin, 200*time.Millisecond)
-	_, err := admin.Register(ctx, fakeGPUs(2), false)
-	require.NoError(t, err)
-	g, err := admin.Allocate(ctx, manual("alice", 1))
-	require.NoError(t, err)
 
 	replica.Pause(t)
 	snap, err := admin.SnapshotMarkingUse(ctx, nil, 0) // every grant in use, its clock due: a write
@@ -101,9 +104,9 @@ func TestHealthCheckReadWaitsForNoReplica(t *testing.T) {
 func TestTooFewReplicasIsUncertain(t *testing.T) {
 	ctx := context.Background()
 	primary, replica := replicated(t)
-	admin := durable(t, primary, RoleAdmin, 200*time.Millisecond)
-	_, err := admin.Register(ctx, fakeGPUs(2), false)
+	_, err := durable(t, primary, RoleAdmin, 1500*time.Millisecond).Register(ctx, fakeGPUs(2), false)
 	require.NoError(t, err)
+	admin := durable(t, primary, RoleAdmin, 200*time.Millisecond)
 
 	cont := replica.Pause(t)
 

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"context"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,10 +25,18 @@ func TestUnconfirmedGrantIsGivenBack(t *testing.T) {
 	t.Cleanup(replica.Stop)
 	require.NoError(t, replica.WaitReplicaLinkUp(10*time.Second))
 
-	f := newFixtureAt(t, primary.URL(), idleGPUs(2), `redis.wait_replicas = 1`, `redis.wait_timeout = "200ms"`)
+	// Waits as long as a loaded machine needs while the replica answers;
+	// short ones while it is paused.
+	f := newFixtureAt(t, primary.URL(), idleGPUs(2), `redis.wait_replicas = 1`, `redis.wait_timeout = "1500ms"`)
+	setWait := func(from, to string) {
+		cfg, err := os.ReadFile(f.cfgFile)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(f.cfgFile, []byte(strings.Replace(string(cfg), from, to, 1)), 0o644))
+	}
 	r := f.run(root, "admin", "--register")
 	require.Equal(t, 0, r.code, r.stderr)
 
+	setWait(`"1500ms"`, `"200ms"`)
 	cont := replica.Pause(t)
 
 	for _, args := range [][]string{
@@ -44,6 +54,7 @@ func TestUnconfirmedGrantIsGivenBack(t *testing.T) {
 
 	cont()
 	require.NoError(t, replica.WaitReplicaLinkUp(10*time.Second))
+	setWait(`"200ms"`, `"1500ms"`)
 	r = f.run(alice, "reserve", "--gpus", "2", "--duration", "1h")
 	require.Equal(t, 0, r.code, r.stderr)
 	snap, err := f.store().Snapshot(context.Background())
