@@ -5,9 +5,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -32,8 +34,14 @@ const CacheDir = "/var/cache/canhazgpu-test"
 // rootPackages are what debootstrap adds to the minimal base.
 var rootPackages = []string{"munge", "slurmctld", "slurmd", "slurm-client"}
 
-// bound are the paths a wrapper binds into the root.
-var bound = []string{"/tmp", "/proc", "/sys", "/dev", "/etc/passwd", "/etc/group"}
+// bound are the paths a wrapper binds into the root. /etc/hosts: the root
+// has none (debootstrap writes none), and without it Slurm cannot resolve
+// this machine's name, which 24.11's slurmctld looks up to answer a job's
+// srun, retrying for ten seconds each time while the job's completion waits.
+var bound = []string{"/tmp", "/proc", "/sys", "/dev", "/etc/passwd", "/etc/group", "/etc/hosts"}
+
+// boundFiles are the bound paths that are files, not directories.
+var boundFiles = []string{"/etc/passwd", "/etc/group", "/etc/hosts"}
 
 // DebianRoot returns a Debian root file system of release (e.g. "trixie")
 // with Slurm's packages, for Options.Root. The first call on a machine
@@ -144,8 +152,15 @@ func rootBins(root, dir string) (wrappers, inside map[string]string, err error) 
 	var binds []string
 	for _, b := range bound {
 		flag := "--rbind"
-		if b == "/etc/passwd" || b == "/etc/group" {
+		if slices.Contains(boundFiles, b) {
 			flag = "--bind"
+			// A file is bound onto a file: make one where the root lacks it.
+			target := filepath.Join(root, b)
+			if _, err := os.Lstat(target); errors.Is(err, fs.ErrNotExist) {
+				if err := os.WriteFile(target, nil, 0o644); err != nil {
+					return nil, nil, fmt.Errorf("slurmtest: %w", err)
+				}
+			}
 		}
 		binds = append(binds, fmt.Sprintf(`mount %s %s "$r%s"`, flag, b, b))
 	}
