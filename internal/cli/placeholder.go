@@ -221,16 +221,13 @@ func holdPlaceholder(ctx context.Context, st *store.Store, g allocator.Grant, su
 func cancelPlaceholders(ctx context.Context, env *Env, cfg *config.Config, jobs []placeholderJob) {
 	h := slurm.NewHolds(cfg)
 	for _, j := range jobs {
-		own := *h
+		var err error
 		if env.User.Root() && j.uid != env.User.UID {
-			cred, err := slurm.Owner(j.uid)
-			if err != nil {
-				writeLine(env.Stderr, "canhazgpu: warning: placeholder job %s: its owner, uid %d: %v; Slurm ends it at its time limit", j.id, j.uid, err)
-				continue
-			}
-			own.As = cred
+			err = h.CancelAsOwner(ctx, j.id, j.uid)
+		} else {
+			err = h.Cancel(ctx, j.id)
 		}
-		if err := own.Cancel(ctx, j.id); err != nil {
+		if err != nil {
 			writeLine(env.Stderr, "canhazgpu: warning: %v; Slurm ends the placeholder at its time limit", err)
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -75,7 +74,7 @@ func (c *check) settlePlaceholders(ctx context.Context, snap *allocator.Snapshot
 	}
 	var out []Settled
 	for _, j := range orphans {
-		if err := cancelAsOwner(ctx, holds, j); err != nil {
+		if err := holds.CancelAsOwner(ctx, j.ID, j.UID); err != nil {
 			out = append(out, Settled{What: "unsettled", Kind: allocator.KindSlurm, JobID: j.ID,
 				Message: fmt.Sprintf("placeholder job %s stands for no hold, and cancelling it failed: %v", j.ID, err)})
 			continue
@@ -158,14 +157,8 @@ func lockPlaceholders(stateDir string) (unlock func(), err error) {
 // environment: they get PATH and SLURM_CONF alone, not the check's.
 func (c *check) holds() *slurm.Holds {
 	sc := c.scontrol()
-	conf := ""
-	for _, kv := range c.deps.Env {
-		if v, ok := strings.CutPrefix(kv, "SLURM_CONF="); ok {
-			conf = v
-		}
-	}
 	return &slurm.Holds{Salloc: c.cfg.Slurm.Holds.Salloc, Scancel: c.cfg.Slurm.Holds.Scancel, Scontrol: *sc,
-		Env: slurm.OwnerEnv(c.cfg, conf)}
+		Env: slurm.OwnerEnv(c.cfg, slurm.ParseEnv(c.deps.Env)["SLURM_CONF"])}
 }
 
 // resubmit gives the hold r of gpus, whose placeholder job vanished, a new
@@ -261,17 +254,4 @@ func standsFor(snap *allocator.Snapshot, j slurm.HoldJob) bool {
 		}
 	}
 	return false
-}
-
-// cancelAsOwner cancels the placeholder job j as its owner, whom Slurm
-// lets cancel their own jobs only: root's health check never cancels a
-// job of another account, whatever a listing or a store said.
-func cancelAsOwner(ctx context.Context, h *slurm.Holds, j slurm.HoldJob) error {
-	owner, err := slurm.Owner(j.UID)
-	if err != nil {
-		return fmt.Errorf("its owner, uid %d: %w", j.UID, err)
-	}
-	owned := *h
-	owned.As = owner
-	return owned.Cancel(ctx, j.ID)
 }

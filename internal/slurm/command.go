@@ -14,7 +14,7 @@ import (
 	"canhazgpu/internal/termsafe"
 )
 
-// command is how every Slurm command here (scontrol, salloc, scancel)
+// command is how every Slurm command here (scontrol, squeue, salloc, scancel)
 // runs: by an absolute path from root's config, with a whole environment
 // of its own, in its own process group that is killed with everything it
 // started when the timeout passes (scontrol hangs while the controller

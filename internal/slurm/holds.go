@@ -222,6 +222,19 @@ func (h *Holds) Cancel(ctx context.Context, job string) error {
 	return err
 }
 
+// CancelAsOwner cancels a placeholder job as the account with uid, which
+// Slurm lets cancel its own jobs only: whatever a listing or a stored
+// hold named, root ends nothing of another account's.
+func (h *Holds) CancelAsOwner(ctx context.Context, job string, uid int) error {
+	owner, err := Owner(uid)
+	if err != nil {
+		return fmt.Errorf("placeholder job %s: its owner, uid %d: %w", job, uid, err)
+	}
+	owned := *h
+	owned.As = owner
+	return owned.Cancel(ctx, job)
+}
+
 // nodeName is what may follow --nodelist=: one plain node name.
 var nodeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
