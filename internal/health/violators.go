@@ -63,9 +63,10 @@ func (c *check) violators(ctx context.Context, vs []Violation, mark func([]Viola
 	now := c.deps.Now()
 	sights := c.sightings(vs)
 	// A kill this run claims has its outcome written by this run, within
-	// its time limit; past that, the run was stopped before it could.
+	// its time limit and then one store call (the write outlives the
+	// deadline); past that, the run was stopped before it could.
 	run := store.ViolationRun{Now: now, Gap: violationGap, Renotify: cfg.RenotifyEvery, KillsPerHour: cfg.KillsPerHour,
-		KillPending: c.cfg.Health.Timeout, MaxAge: c.cfg.History.MaxAge, MaxRecords: c.cfg.History.MaxRecords}
+		KillPending: c.cfg.Health.Timeout + c.cfg.Redis.OpTimeout, MaxAge: c.cfg.History.MaxAge, MaxRecords: c.cfg.History.MaxRecords}
 	for _, a := range cfg.Actions {
 		run.Steps = append(run.Steps, store.ViolationStep{Action: a, After: cfg.After(a)})
 	}
