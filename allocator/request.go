@@ -199,4 +199,7 @@ type Released struct {
 	// Indices is the registered index of each GPU in GPUs and Refused
 	// (a GPU no longer registered has none).
 	Indices map[string]int
+	// Holds are the released interactive reservations that named a job
+	// of their own (a Slurm placeholder), as they were.
+	Holds []Reservation
 }

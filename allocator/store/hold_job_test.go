@@ -94,3 +94,27 @@ func TestReplaceHoldJob(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, snap.Reservations, "nothing resurrected")
 }
+
+// TestReleaseNamesTheHoldsPlaceholders: a release's reply carries the
+// holds it ended that named a job of their own, as they were, so that the
+// CLI cancels their placeholders without reading the node first; a hold
+// without one is not among them.
+func TestReleaseNamesTheHoldsPlaceholders(t *testing.T) {
+	ctx := context.Background()
+	s := newNode(t, 3)
+	withJob, err := s.Allocate(ctx, manual("alice", 2))
+	require.NoError(t, err)
+	require.NoError(t, s.SetHoldJob(ctx, "alice", withJob.Token, withJob.GPUs, "42"))
+	_, err = s.Allocate(ctx, manual("alice", 1))
+	require.NoError(t, err)
+
+	done, err := s.Release(ctx, allocator.Release{RequestID: allocator.NewRequestID(), User: "alice"})
+	require.NoError(t, err)
+	require.Len(t, done.GPUs, 3)
+	require.Len(t, done.Holds, 2)
+	for _, r := range done.Holds {
+		require.Equal(t, "42", r.JobID)
+		require.Equal(t, withJob.Token, r.Token)
+		require.Contains(t, withJob.GPUs, r.GPU)
+	}
+}

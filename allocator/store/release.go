@@ -52,6 +52,7 @@ func (s *Store) Release(ctx context.Context, r allocator.Release) (allocator.Rel
 		}
 		out.Indices[uuid] = int(index)
 	}
+	out.Holds = rep.reservations(5)
 	return out, rep.err
 }
 

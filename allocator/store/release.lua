@@ -18,7 +18,10 @@
 -- {uuid, reservation, ...} (refused), {entry id, queue entry, ...}
 -- (dequeued), {uuid, index, ...}: the registered index of each released
 -- or refused GPU, so that callers name GPUs as users know them without
--- reading the registration or scanning the GPUs}, or a NOPERM
+-- reading the registration or scanning the GPUs, {uuid, reservation, ...}:
+-- the released interactive reservations that named a job of their own (a
+-- Slurm placeholder), so that callers cancel it without reading first},
+-- or a NOPERM
 -- error, before any write, when a matching reservation is a batch one and
 -- the caller may not write batch reservations.
 -- Named GPUs held by another user are refused, never released, whatever
@@ -69,8 +72,14 @@ end
 
 local pol = load_policy(k.policy)
 reclaim(k, res, now, pol)
+local holds = {}
 for _, uuid in ipairs(ending) do
-  free(k, uuid, res[uuid], now, 'released', pol)
+  local r = res[uuid]
+  if interactive(r.k) and r.j and r.j ~= '' then
+    holds[#holds + 1] = uuid
+    holds[#holds + 1] = encode_res(r)
+  end
+  free(k, uuid, r, now, 'released', pol)
 end
 local dequeued = {}
 if dequeue then
@@ -96,7 +105,7 @@ if #shown > 0 then
     end
   end
 end
-local reply = {'ok', table.concat(ending, ','), refused, dequeued, indices}
+local reply = {'ok', table.concat(ending, ','), refused, dequeued, indices, holds}
 -- Kept for a retry only when something changed: a release that changed
 -- nothing gives the same answer again, and a refused one leaves no trace.
 if #ending > 0 or #dequeued > 0 then

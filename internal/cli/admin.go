@@ -208,7 +208,7 @@ func adminRelease(ctx context.Context, env *Env, cfg *config.Config, st *store.S
 		if !env.User.Root() {
 			owner = env.User.Name
 		}
-		cancelPlaceholders(ctx, env, cfg, placeholderJobs(snap, owner, done.GPUs))
+		cancelPlaceholders(ctx, env, cfg, placeholderJobs(done.Holds, owner))
 	}
 	out := env.Stdout
 	for _, u := range done.GPUs {

@@ -10,7 +10,6 @@ import (
 
 	"canhazgpu/allocator"
 	"canhazgpu/allocator/gpu"
-	"canhazgpu/allocator/store"
 	"canhazgpu/internal/config"
 	"canhazgpu/internal/slurm"
 )
@@ -175,41 +174,18 @@ type placeholderJob struct {
 	uid int
 }
 
-// placeholderJobs are the placeholder jobs of user's interactive holds
-// (anyone's for "") on the GPUs listed, each once.
-func placeholderJobs(snap *allocator.Snapshot, user string, gpus []string) []placeholderJob {
+// placeholderJobs are the placeholder jobs of the holds a release ended
+// (Released.Holds), user's only ("" for anyone's), each once.
+func placeholderJobs(holds []allocator.Reservation, user string) []placeholderJob {
 	var jobs []placeholderJob
-	for u, r := range snap.Reservations {
-		if r.Kind.Batch() || r.JobID == "" || (user != "" && r.User != user) || !slices.Contains(gpus, u) {
-			continue
-		}
+	for _, r := range holds {
 		j := placeholderJob{id: r.JobID, uid: r.UID}
-		if !slices.Contains(jobs, j) {
+		if (user == "" || r.User == user) && !slices.Contains(jobs, j) {
 			jobs = append(jobs, j)
 		}
 	}
 	slices.SortFunc(jobs, func(a, b placeholderJob) int { return strings.Compare(a.id, b.id) })
 	return jobs
-}
-
-// holdPlaceholder is the placeholder job of the hold g: the one the hold
-// names, which is the one submitted with it unless the health check has
-// given it a new one since (lost_placeholder = "resubmit"; the first had
-// ended then). Read before the hold is released; a store that does not
-// answer leaves the one submitted.
-func holdPlaceholder(ctx context.Context, st *store.Store, g allocator.Grant, submitted string) string {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	snap, err := st.Snapshot(ctx)
-	if err != nil {
-		return submitted
-	}
-	for _, u := range g.GPUs {
-		if r, ok := snap.Reservations[u]; ok && r.Token == g.Token && r.JobID != "" {
-			return r.JobID
-		}
-	}
-	return submitted
 }
 
 // cancelPlaceholders ends the placeholder jobs of released holds; one that

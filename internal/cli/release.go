@@ -60,18 +60,15 @@ func runRelease(ctx context.Context, inv *invocation, a *releaseArgs) error {
 	rel := allocator.Release{RequestID: allocator.NewRequestID(), User: user, Kinds: []allocator.Kind{allocator.KindManual}}
 	// The store's registration names the GPUs: release scans nothing, so it
 	// works wherever the store can be reached. Without --gpu-ids it is one
-	// round trip, the reply naming the GPUs by index.
+	// round trip, the reply naming the GPUs by index and the placeholder
+	// jobs of the holds it ended.
 	var registered []allocator.GPU
-	var snap *allocator.Snapshot
-	if len(a.ids.ids) > 0 || placeholdersOn(cfg) {
-		// Placeholder jobs are cancelled once their holds are released:
-		// the holds name them.
-		if snap, err = node.Store.Snapshot(ctx); err != nil {
+	if len(a.ids.ids) > 0 {
+		snap, err := node.Store.Snapshot(ctx)
+		if err != nil {
 			return err
 		}
 		registered = snap.GPUs
-	}
-	if len(a.ids.ids) > 0 {
 		if rel.GPUs, err = registeredUUIDs(snap, a.ids); err != nil {
 			return err
 		}
@@ -81,8 +78,8 @@ func runRelease(ctx context.Context, inv *invocation, a *releaseArgs) error {
 	if err != nil {
 		return err
 	}
-	if snap != nil && placeholdersOn(cfg) {
-		cancelPlaceholders(ctx, env, cfg, placeholderJobs(snap, user, done.GPUs))
+	if placeholdersOn(cfg) {
+		cancelPlaceholders(ctx, env, cfg, placeholderJobs(done.Holds, user))
 	}
 	released := make([]gpu.ID, 0, len(done.Indices))
 	for u, i := range done.Indices {

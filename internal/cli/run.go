@@ -123,15 +123,21 @@ func runRun(ctx context.Context, inv *invocation, a *runArgs, argv []string) err
 	stderr := &lockedWriter{w: env.Stderr}
 	code, runErr := supervise(ctx, supervision{env: env, stderr: stderr, path: path, argv: argv, environ: environ,
 		timeout: timeout, grace: cfg.Run.KillGrace, interval: cfg.Run.HeartbeatInterval, lease: l})
-	if placeholder != "" {
-		placeholder = holdPlaceholder(ctx, node.Store, g, placeholder)
-	}
-	if err := l.release(ctx); err != nil {
+	done, err := l.release(ctx)
+	if err != nil {
 		writeLine(stderr, "canhazgpu: warning: could not release GPU %s: %v; the reservation lapses %s after the last heartbeat",
 			ids, err, config.Duration(cfg.Run.HeartbeatTimeout))
 	}
 	if placeholder != "" {
-		cancelPlaceholders(ctx, env, cfg, []placeholderJob{{id: placeholder, uid: l.uid}})
+		// The hold names its placeholder as the release ended it: the one
+		// submitted with it, or one the health check gave it since
+		// (lost_placeholder = "resubmit"). Nothing released: the one
+		// submitted.
+		jobs := placeholderJobs(done.Holds, "")
+		if len(jobs) == 0 {
+			jobs = []placeholderJob{{id: placeholder, uid: l.uid}}
+		}
+		cancelPlaceholders(ctx, env, cfg, jobs)
 	}
 	if runErr != nil {
 		return runErr
@@ -225,22 +231,23 @@ func (l *runLease) hold(ctx context.Context) (retaken bool, err error) {
 // release ends the lease, retrying with the same request id so that a
 // retry after a lost reply applies once. Only this grant's token is
 // released: GPUs taken over by someone else stay theirs.
-func (l *runLease) release(ctx context.Context) error {
+func (l *runLease) release(ctx context.Context) (allocator.Released, error) {
 	rel := allocator.Release{RequestID: allocator.NewRequestID(), User: l.user, Kinds: []allocator.Kind{allocator.KindRun},
 		GPUs: l.gpus, Token: l.token}
+	var done allocator.Released
 	var err error
 	for attempt := range 3 {
 		if attempt > 0 {
 			time.Sleep(time.Duration(attempt) * 500 * time.Millisecond)
 		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		_, err = l.store.Release(rctx, rel)
+		done, err = l.store.Release(rctx, rel)
 		cancel()
 		if err == nil || !errors.Is(err, allocator.ErrUnavailable) {
-			return err
+			return done, err
 		}
 	}
-	return err
+	return done, err
 }
 
 // supervision is what supervise needs to run the command.
