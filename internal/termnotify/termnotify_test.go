@@ -69,9 +69,12 @@ func TestNotifyUnreadTerminal(t *testing.T) {
 			break
 		}
 	}
+	// A blocking write would never return here (nobody reads): the test
+	// would end at its timeout. The kernel may still move a little of the
+	// full buffer to the pty's other side meanwhile, so the line can fit.
 	n, err := Notifier{Utmp: utmp}.Notify("chgnotify1", "hello")
 	require.NoError(t, err)
-	require.Zero(t, n)
+	require.LessOrEqual(t, n, 1)
 }
 
 // TestNotifyNoSessions: no sessions, or no utmp at all, is no error.
